@@ -1,0 +1,101 @@
+"""Ask a language model from a Jupyter notebook.
+
+``%load_ext pizzagpt_magic`` registers the ``%pizza`` line magic and the ``%%pizza`` cell magic.
+The same provider serves Python code through ``ask``, ``ask_async``, ``ask_many`` and
+``ask_many_async``.
+
+Importing the package is cheap: the public names load their modules (and aiohttp) on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AsyncGeneratorProvider": "providers.base",
+    "AsyncResult": "providers.base",
+    "FinishReason": "providers.base",
+    "Messages": "providers.base",
+    "ProviderModelMixin": "providers.base",
+    "format_prompt": "providers.base",
+    "Pizzagpt": "providers.pizzagpt",
+    "ask": "api",
+    "ask_async": "api",
+    "ask_many": "batch",
+    "ask_many_async": "batch",
+    "BatchError": "errors",
+    "ConnectError": "errors",
+    "ConnectionLostError": "errors",
+    "EmptyAnswerError": "errors",
+    "HTTPStatusError": "errors",
+    "MisuseError": "errors",
+    "ModelNotFoundError": "errors",
+    "NonJSONResponseError": "errors",
+    "PizzagptError": "errors",
+    "PromptError": "errors",
+    "RequestTimeoutError": "errors",
+    "ResponseError": "errors",
+    "ResponseShapeError": "errors",
+    "TransportError": "errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import ask, ask_async
+    from .batch import ask_many, ask_many_async
+    from .errors import (
+        BatchError,
+        ConnectError,
+        ConnectionLostError,
+        EmptyAnswerError,
+        HTTPStatusError,
+        MisuseError,
+        ModelNotFoundError,
+        NonJSONResponseError,
+        PizzagptError,
+        PromptError,
+        RequestTimeoutError,
+        ResponseError,
+        ResponseShapeError,
+        TransportError,
+    )
+    from .providers.base import (
+        AsyncGeneratorProvider,
+        AsyncResult,
+        FinishReason,
+        Messages,
+        ProviderModelMixin,
+        format_prompt,
+    )
+    from .providers.pizzagpt import Pizzagpt
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register ``%pizza`` and ``%%pizza`` (``%load_ext pizzagpt_magic``)."""
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the magics and close the session (``%unload_ext pizzagpt_magic``)."""
+    from .magics import unload
+
+    unload(ipython)

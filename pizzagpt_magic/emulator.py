@@ -1,0 +1,371 @@
+"""An offline server that speaks the Pizzagpt protocol, for tests, demos and benchmarks.
+
+Run it with ``python -m pizzagpt_magic.emulator [--port 0]``: the first line it prints is the base
+URL to put in ``PIZZAGPT_URL``. In Python, ``async with serve() as emu`` (on the running loop) or
+``with EmulatorThread() as emu`` (on a loop of its own in a thread) give ``emu.url``.
+
+Answers are deterministic: they restate the question, and the numbers and the Markdown table it
+holds, so a reader can see that a prompt travelled intact. Text between ``[[echo]]`` and
+``[[/echo]]`` in the question is sent back verbatim as the whole answer.
+
+Faults, for one request (a ``[[fault:SPEC]]`` marker in the question, or an ``x-pizzagpt-fault``
+header) or for every request (``--fault SPEC``), where SPEC is ``;``-separated items:
+
+``status=CODE``          answer with that HTTP status (``retry-after=SECONDS`` adds the header)
+``latency=SECONDS``      wait before answering
+``misuse``               the service's misuse refusal
+``empty``                ``{"answer": {"content": ""}}``
+``string-answer``        ``{"answer": "<text>"}``
+``invalid-json``         a truncated JSON body
+``html``                 an HTML block page with status 200
+``large=BYTES``          an answer of about that size
+``drop``                 send part of the body, then close the connection
+``times=N``              apply the fault to the first N requests carrying this SPEC only
+
+``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import ssl
+import statistics
+import sys
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["Emulator", "EmulatorThread", "make_answer", "parse_fault", "serve"]
+
+MISUSE_TEXT = (
+    "Misuse detected. Please get in touch, we can come up with a solution for your use case."
+)
+HTML_PAGE = (
+    "<!DOCTYPE html><html><head><title>Access denied</title></head>"
+    "<body><h1>Access denied</h1><p>Your request was blocked.</p></body></html>"
+)
+SECRET = "Marinara"
+ENDPOINT = "/api/chatx-completion"
+
+_FAULT_MARKER = re.compile(r"\[\[fault:([^\]]*)\]\]")
+_ECHO = re.compile(r"\[\[echo\]\](.*?)\[\[/echo\]\]", re.S)
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])")
+_RANDOM_FAULTS = ("status=500", "status=502", "status=503", "status=429;retry-after=0", "drop")
+
+
+def parse_fault(spec: str) -> dict[str, Any]:
+    """``"status=503;retry-after=1"`` as ``{"status": 503, "retry-after": 1.0}``."""
+    fault: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in spec.split(";"))):
+        key, _, value = item.partition("=")
+        key = key.strip().lower()
+        if key in {"status", "large", "times"}:
+            fault[key] = int(value)
+        elif key in {"latency", "retry-after"}:
+            fault[key] = float(value)
+        elif key in {"misuse", "empty", "string-answer", "invalid-json", "html", "drop"}:
+            fault[key] = True
+        else:
+            raise ValueError(f"unknown fault {key!r} in {spec!r}")
+    return fault
+
+
+def _table_summary(text: str) -> str | None:
+    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    rows = [r for r in rows if not re.fullmatch(r"\|[\s:|-]+\|?", r)]
+    if len(rows) < 2:
+        return None
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    return (
+        f"a table of {len(rows) - 1} rows and {len(header)} columns "
+        f"({', '.join(h for h in header if h)})"
+    )
+
+
+def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
+    """The deterministic Markdown answer the emulator gives to ``question``."""
+    echo = _ECHO.search(question)
+    if echo:
+        return echo.group(1)
+    question = _FAULT_MARKER.sub("", question).strip()
+    turns = re.findall(r"^(System|User|Assistant): ", question, re.M)
+    last = question
+    if len(turns) > 1 and question.endswith("Assistant:"):
+        users = re.findall(r"^User: (.*?)(?=^(?:System|User|Assistant):)", question, re.M | re.S)
+        last = users[-1].strip() if users else question
+    quoted = last if len(last) <= 400 else last[:400] + " …"
+    lines = [
+        f"**Emulated {model} answer** to a question of {len(question)} characters.",
+        "",
+        "> " + "\n> ".join(quoted.splitlines() or [""]),
+    ]
+    if len(turns) > 1:
+        lines += ["", f"The conversation so far has {len(turns)} messages."]
+    numbers = [float(n) for n in _NUMBER.findall(question)]
+    if numbers:
+        shown = ", ".join(f"{n:g}" for n in numbers[:10]) + (" …" if len(numbers) > 10 else "")
+        lines += [
+            "",
+            f"- numbers seen: {len(numbers)} ({shown})",
+            f"- sum: {sum(numbers):g}, mean: {statistics.fmean(numbers):g}, "
+            f"min: {min(numbers):g}, max: {max(numbers):g}",
+        ]
+    table = _table_summary(question)
+    if table:
+        lines += ["", f"The question holds {table}."]
+    return "\n".join(lines)
+
+
+class Emulator:
+    """The server's state and handlers; ``start()`` and ``stop()`` run it on the current loop."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        fault: str | None = None,
+        latency: float = 0.0,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.fault = parse_fault(fault) if fault else {}
+        self.fault_spec = fault or ""
+        self.latency = latency
+        self.fail_rate = fail_rate
+        self.random = random.Random(seed)
+        self.ssl_context = ssl_context
+        self.url = ""
+        #: What the server saw: request count, peers (one per TCP connection), concurrency.
+        self.requests = 0
+        self.questions: list[str] = []
+        self.peers: set[tuple[str, int]] = set()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._times: Counter[str] = Counter()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def connections(self) -> int:
+        """How many distinct TCP connections have carried requests."""
+        return len(self.peers)
+
+    def reset_stats(self) -> None:
+        self.requests = 0
+        self.questions.clear()
+        self.peers.clear()
+        self.max_in_flight = 0
+        self._times.clear()
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_post(ENDPOINT, self.handle)
+        app.router.add_get("/", self.handle_index)
+        return app
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
+        await site.start()
+        sock = site._server.sockets[0]  # type: ignore[union-attr]
+        self.port = sock.getsockname()[1]
+        scheme = "https" if self.ssl_context else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"{scheme}://{host}:{self.port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def handle_index(self, request: web.Request) -> web.Response:
+        return web.Response(text="Pizzagpt emulator: POST /api/chatx-completion\n")
+
+    def _choose_fault(self, request: web.Request, question: str) -> dict[str, Any]:
+        spec = request.headers.get("x-pizzagpt-fault", "")
+        marker = _FAULT_MARKER.search(question)
+        if marker:
+            spec = marker.group(1)
+        if not spec and self.fault_spec:
+            spec = self.fault_spec
+        if not spec and self.fail_rate and self.random.random() < self.fail_rate:
+            spec = self.random.choice(_RANDOM_FAULTS)
+        if not spec:
+            return {}
+        fault = parse_fault(spec)
+        if "times" in fault:
+            self._times[spec] += 1
+            if self._times[spec] > fault["times"]:
+                return {}
+        return fault
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.peers.add(tuple(peer[:2]))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("x-secret") != SECRET:
+            return web.json_response({"error": "missing or wrong x-secret header"}, status=401)
+        try:
+            payload = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        question = payload.get("question") if isinstance(payload, dict) else None
+        if not isinstance(question, str):
+            return web.json_response({"error": "'question' must be a string"}, status=400)
+        self.questions.append(question)
+        fault = self._choose_fault(request, question)
+        delay = fault.get("latency", self.latency)
+        if delay:
+            await asyncio.sleep(delay)
+        if "status" in fault:
+            headers = {}
+            if "retry-after" in fault:
+                headers["Retry-After"] = f"{fault['retry-after']:g}"
+            return web.json_response(
+                {"error": f"emulated status {fault['status']}"},
+                status=fault["status"],
+                headers=headers,
+            )
+        if fault.get("html"):
+            return web.Response(text=HTML_PAGE, content_type="text/html")
+        if fault.get("invalid-json"):
+            return web.Response(text='{"answer": {"content": "cut', content_type="application/json")
+        if fault.get("drop"):
+            return await self._drop(request)
+        model = payload.get("model") or "gpt-4o-mini"
+        if fault.get("misuse"):
+            content = MISUSE_TEXT
+        elif fault.get("empty"):
+            content = ""
+        elif "large" in fault:
+            unit = "All work and no pizza makes the model a dull boy. "
+            content = (unit * (fault["large"] // len(unit) + 1))[: fault["large"]]
+        else:
+            content = make_answer(question, model)
+        if fault.get("string-answer"):
+            return web.json_response({"answer": content})
+        return web.json_response({"answer": {"content": content, "citations": []}})
+
+    async def _drop(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 4096
+        await response.prepare(request)
+        await response.write(b'{"answer": {"content": "The answer was cut')
+        await asyncio.sleep(0.01)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+
+@asynccontextmanager
+async def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> AsyncIterator[Emulator]:
+    """Run an emulator on the running loop for the duration of the block."""
+    emulator = Emulator(host, port, **options)
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+class EmulatorThread:
+    """An emulator on a loop of its own in a daemon thread: ``with EmulatorThread() as emu``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+        self.emulator = Emulator(host, port, **options)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name="pizzagpt-emulator")
+
+    @property
+    def url(self) -> str:
+        return self.emulator.url
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.emulator, name)
+
+    def start(self) -> str:
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self.emulator.start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.emulator.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def __enter__(self) -> EmulatorThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pizzagpt_magic.emulator",
+        description="Offline Pizzagpt-compatible server. Prints its base URL, then serves "
+        "until interrupted.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
+    parser.add_argument("--fault", help="a fault SPEC for every request, e.g. 'status=503'")
+    parser.add_argument("--fail-rate", type=float, default=0.0,
+                        help="share of requests (0..1) that get a random fault")
+    parser.add_argument("--seed", type=int, help="seed for --fail-rate")
+    parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
+    parser.add_argument("--key", help="TLS private key (PEM)")
+    args = parser.parse_args(argv)
+    if bool(args.cert) != bool(args.key):
+        parser.error("--cert and --key go together")
+    if args.fault:
+        try:
+            parse_fault(args.fault)
+        except ValueError as exc:
+            parser.error(str(exc))
+    context = None
+    if args.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+
+    async def run() -> None:
+        async with serve(args.host, args.port, fault=args.fault, latency=args.latency,
+                         fail_rate=args.fail_rate, seed=args.seed, ssl_context=context) as emu:
+            print(emu.url, flush=True)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Every exception the package raises on purpose.
+
+The hierarchy::
+
+    PizzagptError                      base of everything below
+    ├── PromptError (ValueError)       nothing to send: empty message list, empty or oversized prompt
+    │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
+    ├── ModelNotFoundError (ValueError) a model name the provider does not serve
+    ├── TransportError                 the request did not get an HTTP answer
+    │   ├── ConnectError               connection refused, DNS failure, TLS failure, proxy refused
+    │   ├── RequestTimeoutError        the connect or total timeout ran out
+    │   └── ConnectionLostError        the server dropped the connection mid-answer
+    ├── ResponseError                  an HTTP answer came, but not a usable one
+    │   ├── HTTPStatusError            a 4xx or 5xx status (``status``, ``retry_after``)
+    │   ├── NonJSONResponseError       a body that is not JSON, such as an HTML block page
+    │   ├── ResponseShapeError         JSON without a string ``content`` where one belongs
+    │   ├── EmptyAnswerError           the content is missing, empty or only white space
+    │   └── MisuseError (ValueError)   the service refused the request as misuse
+    └── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+
+``MisuseError`` is a ``ValueError`` because the seed provider raised ``ValueError`` for it, and code
+written against that interface catches it so. Messages are single lines meant to be shown as they
+are; none of them contains proxy credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BatchError",
+    "ConnectError",
+    "ConnectionLostError",
+    "EmptyAnswerError",
+    "HTTPStatusError",
+    "InterpolationError",
+    "MisuseError",
+    "ModelNotFoundError",
+    "NonJSONResponseError",
+    "PizzagptError",
+    "PromptError",
+    "RequestTimeoutError",
+    "ResponseError",
+    "ResponseShapeError",
+    "TransportError",
+]
+
+
+class PizzagptError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class PromptError(PizzagptError, ValueError):
+    """There is nothing sensible to send."""
+
+
+class InterpolationError(PromptError):
+    """A ``{reference}`` in a prompt names nothing in the namespace, or cannot be evaluated."""
+
+    def __init__(self, message: str, name: str) -> None:
+        self.name = name
+        super().__init__(message)
+
+
+class ModelNotFoundError(PizzagptError, ValueError):
+    """The requested model is not one the provider serves."""
+
+    def __init__(self, provider: str, model: str, models: list[str]) -> None:
+        self.provider = provider
+        self.model = model
+        self.models = list(models)
+        super().__init__(
+            f"Model {model!r} is not supported by {provider}; "
+            f"valid models: {', '.join(self.models)}"
+        )
+
+
+class TransportError(PizzagptError):
+    """The request did not get an HTTP answer."""
+
+
+class ConnectError(TransportError):
+    """The connection to the service (or the proxy) could not be made."""
+
+
+class RequestTimeoutError(TransportError):
+    """The connect or the total timeout ran out."""
+
+
+class ConnectionLostError(TransportError):
+    """The server closed the connection before the whole answer arrived."""
+
+
+class ResponseError(PizzagptError):
+    """An HTTP answer arrived but it is not a usable answer."""
+
+
+class HTTPStatusError(ResponseError):
+    """The service answered with a 4xx or 5xx status."""
+
+    def __init__(
+        self, status: int, reason: str, url: str, retry_after: float | None = None
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.url = url
+        self.retry_after = retry_after
+        super().__init__(f"HTTP {status} {reason} from {url}".replace("  ", " ").strip())
+
+
+class NonJSONResponseError(ResponseError):
+    """The body is not JSON (an HTML block or error page, most often)."""
+
+    def __init__(self, content_type: str, excerpt: str) -> None:
+        self.content_type = content_type
+        self.excerpt = excerpt
+        shown = " ".join(excerpt.split())
+        super().__init__(
+            f"Expected a JSON answer but got {content_type or 'no content type'}: {shown!r}"
+        )
+
+
+class ResponseShapeError(ResponseError):
+    """The JSON does not have the ``{"answer": {"content": "..."}}`` shape."""
+
+    def __init__(self, detail: str, payload: Any = None) -> None:
+        self.payload = payload
+        super().__init__(f"Unexpected answer shape: {detail}")
+
+
+class EmptyAnswerError(ResponseError):
+    """The answer's content is missing, empty or only white space."""
+
+
+class MisuseError(ResponseError, ValueError):
+    """The service refused the request as misuse; ``str()`` is the service's own text."""
+
+
+class BatchError(PizzagptError):
+    """Some items of a batch failed; the others' answers are in ``results``.
+
+    ``errors`` maps each failed item's index to its exception; ``results`` holds one entry per
+    prompt, the answer text or, for a failed item, the exception.
+    """
+
+    def __init__(self, errors: dict[int, BaseException], results: list[Any]) -> None:
+        self.errors = dict(errors)
+        self.results = list(results)
+        first = sorted(self.errors.items())[:3]
+        listed = "; ".join(f"#{i}: {type(e).__name__}: {e}" for i, e in first)
+        more = f"; and {len(self.errors) - 3} more" if len(self.errors) > 3 else ""
+        super().__init__(
+            f"{len(self.errors)} of {len(self.results)} prompts failed ({listed}{more})"
+        )

@@ -1,0 +1,173 @@
+"""``{name}`` references in prompts, and how values are put into prompts as text.
+
+The rules, the same for ``%pizza`` and ``%%pizza``:
+
+- ``{name}``, ``{name.attr}``, ``{name[key]}`` and chains of them (``{df.shape[0]}``) are
+  replaced with the value's text; ``key`` is an integer, a quoted string or a bare word.
+- ``{{`` gives ``{`` and a ``}}`` that closes it gives ``}``; a ``}}`` with no ``{{`` before it
+  is left alone, so nested JSON such as ``{"a": {"b": 1}}`` passes through untouched.
+- Braces around anything else (JSON, dict and set literals, code) pass through untouched.
+- A reference whose name is not defined is an error that names it.
+- Substitution is one pass: text that comes from a value is never looked at again.
+
+Tables (pandas ``DataFrame`` and ``Series``) become a bounded description: shape, columns and
+dtypes, and the first rows as a Markdown table. Other values longer than the budget are cut, with
+a marker saying how much was left out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import InterpolationError
+
+__all__ = ["describe_table", "format_value", "interpolate"]
+
+_MISSING = object()
+_REFERENCE = re.compile(
+    r"""\{
+    (?P<name>[A-Za-z_]\w*)
+    (?P<chain>(?:
+        \.[A-Za-z_]\w*
+      | \[\s*(?:-?\d+|'[^'\\\]]*'|"[^"\\\]]*"|[A-Za-z_][\w-]*)\s*\]
+    )*)
+    \}""",
+    re.X,
+)
+_STEP = re.compile(
+    r"""\.(?P<attr>[A-Za-z_]\w*)
+      | \[\s*(?:(?P<int>-?\d+)|'(?P<sq>[^']*)'|"(?P<dq>[^"]*)"|(?P<word>[A-Za-z_][\w-]*))\s*\]""",
+    re.X,
+)
+
+DEFAULT_BUDGET = 4000
+
+
+def _resolve(name: str, chain: str, namespace: Mapping[str, Any], whole: str) -> Any:
+    value = namespace.get(name, _MISSING)
+    if value is _MISSING:
+        raise InterpolationError(f"Name {name!r} in {whole} is not defined", name)
+    shown = name
+    for step in _STEP.finditer(chain):
+        try:
+            if step["attr"] is not None:
+                value = getattr(value, step["attr"])
+            else:
+                key: Any = int(step["int"]) if step["int"] is not None else (
+                    step["sq"] if step["sq"] is not None
+                    else step["dq"] if step["dq"] is not None else step["word"]
+                )
+                value = value[key]
+        except Exception as exc:  # the user's object: any failure is theirs to see, as one line
+            raise InterpolationError(
+                f"Cannot evaluate {whole}: {shown}{step.group(0)} failed "
+                f"({type(exc).__name__}: {exc})",
+                name,
+            ) from exc
+        shown += step.group(0)
+    return value
+
+
+def interpolate(
+    template: str,
+    namespace: Mapping[str, Any],
+    to_text: Callable[[Any], str] | None = None,
+) -> str:
+    """``template`` with every ``{reference}`` replaced by ``to_text(value)``."""
+    to_text = to_text or format_value
+    out: list[str] = []
+    pos = 0
+    open_escapes = 0
+    length = len(template)
+    while pos < length:
+        brace = _next_brace(template, pos)
+        if brace < 0:
+            out.append(template[pos:])
+            break
+        out.append(template[pos:brace])
+        if template.startswith("{{", brace):
+            out.append("{")
+            open_escapes += 1
+            pos = brace + 2
+        elif template.startswith("}}", brace) and open_escapes:
+            out.append("}")
+            open_escapes -= 1
+            pos = brace + 2
+        elif template[brace] == "{" and (match := _REFERENCE.match(template, brace)):
+            value = _resolve(match["name"], match["chain"], namespace, match.group(0))
+            out.append(to_text(value))
+            pos = match.end()
+        else:
+            out.append(template[brace])
+            pos = brace + 1
+    return "".join(out)
+
+
+def _next_brace(text: str, start: int) -> int:
+    opening, closing = text.find("{", start), text.find("}", start)
+    if opening < 0:
+        return closing
+    if closing < 0:
+        return opening
+    return min(opening, closing)
+
+
+def _cut(text: str, budget: int) -> str:
+    if len(text) <= budget:
+        return text
+    marker = f" … [{len(text) - budget:,} more characters cut]"
+    return text[: max(0, budget - len(marker))] + marker
+
+
+def _is_pandas(value: Any, kind: str) -> bool:
+    cls = type(value)
+    return cls.__name__ == kind and cls.__module__.startswith("pandas")
+
+
+def _cell(value: Any, width: int = 40) -> str:
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def describe_table(frame: Any, budget: int = DEFAULT_BUDGET, max_rows: int = 10) -> str:
+    """A pandas DataFrame (or Series) as a compact description within ``budget`` characters."""
+    if _is_pandas(frame, "Series"):
+        name = frame.name if frame.name is not None else "value"
+        kind = f"Series {name!r}"
+        frame = frame.to_frame(name=str(name))
+    else:
+        kind = "DataFrame"
+    rows, cols = frame.shape
+    columns = [f"{c} ({t})" for c, t in zip(frame.columns, frame.dtypes)]
+    head = f"{kind}: {rows:,} rows × {cols:,} columns\nColumns: "
+    shown_cols = list(frame.columns)
+    for keep in range(len(columns), 0, -1):
+        listing = ", ".join(columns[:keep]) + (f", … {len(columns) - keep} more" if keep < len(columns) else "")
+        if len(head) + len(listing) <= budget // 2 or keep == 1:
+            head += listing
+            shown_cols = shown_cols[: min(keep, 12)]
+            break
+    if not cols:
+        return _cut(head.rstrip(": \n"), budget)
+    for count in range(min(rows, max_rows), -1, -1):
+        if count == 0:
+            return _cut(head, budget)
+        part = frame.iloc[:count][shown_cols]
+        lines = ["| " + " | ".join(["index"] + [_cell(c) for c in shown_cols]) + " |",
+                 "|" + "---|" * (len(shown_cols) + 1)]
+        for index, row in zip(part.index, part.itertuples(index=False)):
+            lines.append("| " + " | ".join([_cell(index)] + [_cell(v) for v in row]) + " |")
+        more = f"\n… {rows - count:,} more rows" if rows > count else ""
+        text = f"{head}\nFirst {count} rows:\n" + "\n".join(lines) + more
+        if len(text) <= budget:
+            return text
+    return _cut(head, budget)  # pragma: no cover - the loop returns
+
+
+def format_value(value: Any, budget: int = DEFAULT_BUDGET) -> str:
+    """A value as prompt text: tables described, anything else ``str()``, cut to ``budget``."""
+    if _is_pandas(value, "DataFrame") or _is_pandas(value, "Series"):
+        return describe_table(value, budget)
+    return _cut(value if isinstance(value, str) else str(value), budget)

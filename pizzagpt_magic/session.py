@@ -1,0 +1,129 @@
+"""One keep-alive ``aiohttp.ClientSession`` per event loop.
+
+A session belongs to the loop that made it and is never handed to another loop. It closes when
+asked (``close_session``), when its loop shuts down through ``asyncio.run`` or an
+``asyncio.Runner`` (their ``shutdown_asyncgens`` step finalises a guard generator kept for each
+session), and, for the private loops of ``pizzagpt_magic.loop``, before those loops close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = [
+    "close_all_sessions",
+    "close_session",
+    "get_session",
+    "pause_requests",
+    "wait_until_allowed",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Limits of the shared connection pool: the batch API may keep this many requests in flight.
+POOL_LIMIT = 64
+
+
+class _LoopSession:
+    __slots__ = ("guard", "not_before", "session")
+
+    def __init__(self, session: aiohttp.ClientSession, guard: AsyncGenerator[None, None]) -> None:
+        self.session = session
+        self.guard = guard
+        # loop.time() before which no request starts: a 429 answer pauses every request on the
+        # loop, so a batch slows down as a whole instead of each item hammering on alone.
+        self.not_before = 0.0
+
+
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _close_on_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    # asyncio.run() and Runner.close() call loop.shutdown_asyncgens(), which closes every live
+    # async generator first iterated on the loop: this one's finally block closes the session.
+    try:
+        yield
+    finally:
+        if not session.closed:
+            logger.debug("closing the shared session as its loop shuts down")
+            await session.close()
+
+
+async def get_session() -> aiohttp.ClientSession:
+    """The running loop's shared session, made on first use."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    entry = _sessions.get(loop)
+    if entry is not None and not entry.session.closed:
+        return entry.session
+    connector = aiohttp.TCPConnector(
+        limit=POOL_LIMIT, limit_per_host=POOL_LIMIT, keepalive_timeout=60
+    )
+    # trust_env: the standard proxy variables (HTTPS_PROXY, NO_PROXY, ...) and .netrc apply.
+    session = aiohttp.ClientSession(connector=connector, trust_env=True)
+    guard = _close_on_shutdown(session)
+    await guard.__anext__()
+    _sessions[loop] = _LoopSession(session, guard)
+    logger.debug("opened a shared session on %r", loop)
+    return session
+
+
+async def close_session() -> None:
+    """Close the running loop's shared session, if it has one."""
+    await _close_entry(asyncio.get_running_loop())
+
+
+def pause_requests(delay: float) -> None:
+    """Hold back every request on the running loop for ``delay`` seconds from now."""
+    loop = asyncio.get_running_loop()
+    entry = _sessions.get(loop)
+    if entry is not None:
+        entry.not_before = max(entry.not_before, loop.time() + delay)
+
+
+async def wait_until_allowed() -> None:
+    """Sleep while the running loop's requests are held back by ``pause_requests``."""
+    loop = asyncio.get_running_loop()
+    entry = _sessions.get(loop)
+    while entry is not None and entry.not_before > loop.time():
+        await asyncio.sleep(entry.not_before - loop.time())
+
+
+def close_all_sessions() -> None:
+    """Close every shared session whose loop can still run code, from outside any loop.
+
+    Sessions on a running loop of another thread are closed on that loop; a session whose loop
+    is closed already holds no live connection worth waiting for and is dropped.
+    """
+    for loop, entry in list(_sessions.items()):
+        if loop.is_closed() or entry.session.closed:
+            _sessions.pop(loop, None)
+            continue
+        if loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                continue  # the caller's own loop: it must await close_session() itself
+            future = asyncio.run_coroutine_threadsafe(_close_entry(loop), loop)
+            future.result(timeout=5)
+        else:
+            loop.run_until_complete(_close_entry(loop))
+
+
+async def _close_entry(loop: asyncio.AbstractEventLoop) -> None:
+    entry = _sessions.pop(loop, None)
+    if entry is not None:
+        await entry.session.close()
+        await entry.guard.aclose()
