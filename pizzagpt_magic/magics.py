@@ -1,0 +1,413 @@
+"""``%pizza`` and ``%%pizza``: option parsing and configuration over the core.
+
+Everything the magics do is done by the core modules (``chat``, ``interpolate``, ``render``,
+``batch``, ``loop``); this module parses options, turns expected failures into one-line
+``UsageError``s and returns an object to display.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import (
+    Magics,
+    line_cell_magic,
+    magics_class,
+    no_var_expand,
+    output_can_be_silenced,
+)
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
+
+from .chat import Conversation
+from .errors import PizzagptError
+from .render import FORMATS, Answer, MarkdownText
+
+__all__ = ["PizzaMagics", "load", "unload"]
+
+_TOKEN = re.compile(r"""(?:"(?:\\.|[^"\\])*"?|'[^']*'?|\S)+""")
+_NUMBER = re.compile(r"-\d|-\.\d")
+
+
+def _check_url(value: str | None, what: str, schemes: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in schemes or len(value) <= len(scheme) + 3:
+        raise ValueError(f"{what} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
+                         f"not {value!r}")
+    return value
+
+
+def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
+    """Split ``line`` into its leading options and the prompt after them, kept verbatim.
+
+    Options end at the first word that is not an option (or at ``--``), so quotes and
+    apostrophes in the prompt need no escaping.
+    """
+    end = 0
+    expect_value = False
+    for match in _TOKEN.finditer(line):
+        token = match.group(0)
+        if expect_value:
+            expect_value = False
+            end = match.end()
+            continue
+        if token == "--":
+            return line[: match.start()], line[match.end() :].strip()
+        if not token.startswith("-") or token == "-" or _NUMBER.match(token):
+            break
+        name, has_value = token.split("=", 1)[0], "=" in token
+        action = option_actions.get(name)
+        if action is None and not token.startswith("--"):
+            action = option_actions.get(token[:2])
+            has_value = has_value or len(token) > 2
+        if action is not None and action.nargs != 0 and not has_value:
+            expect_value = True
+        end = match.end()
+    return line[:end], line[end:].strip()
+
+
+@magics_class
+class PizzaMagics(Magics):
+    """Ask the Pizzagpt model from IPython: ``%pizza`` (line) and ``%%pizza`` (cell)."""
+
+    model = Unicode("gpt-4o-mini", help="Model used when -m/--model is not given.").tag(config=True)
+    format = CaselessStrEnum(
+        FORMATS, default_value="markdown",
+        help="How answers are shown when -f/--format is not given: markdown, text, code or json.",
+    ).tag(config=True)
+    system = Unicode(
+        "", help="System message sent with every question unless -s/--system replaces it."
+    ).tag(config=True)
+    base_url = Unicode(
+        None, allow_none=True,
+        help="Base URL of the service; None means $PIZZAGPT_URL, else https://www.pizzagpt.it.",
+    ).tag(config=True)
+    timeout = Float(60.0, help="Seconds a question may take in all, retries included.").tag(config=True)
+    connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
+    retries = Int(
+        3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10)."
+    ).tag(config=True)
+    proxy = Unicode(
+        None, allow_none=True,
+        help="Proxy URL (http:// or https://); None means the standard proxy variables.",
+    ).tag(config=True)
+    cache = Bool(True, help="Answer a repeated identical question from memory.").tag(config=True)
+    cache_size = Int(128, help="How many answers the cache keeps (at least 1).").tag(config=True)
+    history_length = Int(
+        20, help="How many exchanges the conversation keeps for -c/--chat (0 keeps none)."
+    ).tag(config=True)
+    interpolate = Bool(
+        True, help="Replace {name}, {name.attr} and {name[key]} in prompts with values."
+    ).tag(config=True)
+    progress = Bool(True, help="Show a live placeholder in notebooks while waiting.").tag(config=True)
+    value_budget = Int(
+        4000, help="Characters an interpolated value may take in a prompt; tables are summarised."
+    ).tag(config=True)
+    max_prompt_chars = Int(
+        100_000, help="Longest prompt (all messages) sent; a longer one is refused."
+    ).tag(config=True)
+    concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+
+    @validate("model")
+    def _valid_model(self, proposal: Any) -> str:
+        from .providers.pizzagpt import Pizzagpt
+
+        try:
+            return Pizzagpt.get_model(proposal.value)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("base_url")
+    def _valid_base_url(self, proposal: Any) -> str | None:
+        try:
+            return _check_url(proposal.value, "base_url", ("http", "https"))
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("proxy")
+    def _valid_proxy(self, proposal: Any) -> str | None:
+        try:
+            return _check_url(proposal.value, "proxy", ("http", "https"))
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("timeout", "connect_timeout")
+    def _valid_seconds(self, proposal: Any) -> float:
+        if not proposal.value > 0:
+            raise TraitError(f"{proposal.trait.name} must be more than 0 seconds")
+        return proposal.value
+
+    @validate("retries")
+    def _valid_retries(self, proposal: Any) -> int:
+        if not 0 <= proposal.value <= 10:
+            raise TraitError("retries must be from 0 to 10")
+        return proposal.value
+
+    @validate("cache_size", "concurrency", "value_budget", "max_prompt_chars")
+    def _valid_positive(self, proposal: Any) -> int:
+        if proposal.value < 1:
+            raise TraitError(f"{proposal.trait.name} must be at least 1")
+        return proposal.value
+
+    @validate("history_length")
+    def _valid_history(self, proposal: Any) -> int:
+        if proposal.value < 0:
+            raise TraitError("history_length must be 0 or more")
+        return proposal.value
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.conversation = Conversation(self.history_length, self.cache_size)
+        self.observe(self._resize, names=["history_length", "cache_size"])
+
+    def _resize(self, change: Any) -> None:
+        self.conversation.resize(max_exchanges=self.history_length, cache_size=self.cache_size)
+
+    # -- the magic ------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="Model to ask (see --models).")
+    @argument("-f", "--format", type=str.lower, choices=FORMATS,
+              help="Show the answer as markdown (default), text, code or json.")
+    @argument("-o", "--output", metavar="NAME",
+              help="Also store the answer in this variable: the text, or the code (-f code) "
+                   "or the parsed value (-f json).")
+    @argument("-s", "--system", metavar="TEXT", help="System message for this question.")
+    @argument("-c", "--chat", action="store_true",
+              help="Continue the conversation: earlier exchanges go with the question.")
+    @argument("--reset", action="store_true", help="Forget the conversation first.")
+    @argument("--history", action="store_true", help="Show the conversation so far.")
+    @argument("--models", action="store_true", help="List the models.")
+    @argument("--timeout", type=float, metavar="SECONDS", help="Time limit for this question.")
+    @argument("--proxy", metavar="URL", help="Proxy for this question.")
+    @argument("--no-cache", action="store_true", help="Ask again even if answered before.")
+    @argument("--no-interpolate", action="store_true",
+              help="Send {braces} as they are, without substituting variables.")
+    @argument("--each", metavar="NAME",
+              help="Cell magic: ask the question once per item of the iterable NAME, with "
+                   "{item} and {index} bound; answers go to -o as a list (a Series for pandas).")
+    @argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each.")
+    @no_var_expand
+    @output_can_be_silenced
+    @line_cell_magic
+    def pizza(self, line: str, cell: str | None = None) -> Any:
+        """Ask the Pizzagpt model; the answer is shown as Markdown.
+
+        Line: ``%pizza [options] question``. Cell: ``%%pizza [options]`` with the question as
+        the cell body. ``{name}``, ``{name.attr}`` and ``{name[key]}`` insert values from the
+        namespace (``{{`` and ``}}`` are literal braces).
+        """
+        actions = self.pizza.parser._option_string_actions
+        options, prompt = split_options(line, actions)
+        args = parse_argstring(self.pizza, options)
+        if cell is not None:
+            if prompt:
+                raise UsageError(
+                    f"Unexpected text on the %%pizza line: {prompt!r}; the question goes in the "
+                    "cell body (use -- before a prompt that starts with '-')"
+                )
+            prompt = cell
+        prompt = prompt.strip()
+        self._check_args(args)
+        if args.reset:
+            forgotten = self.conversation.reset()
+            if not prompt and not args.each:
+                print(f"Conversation cleared ({forgotten} exchanges forgotten).")
+                return None
+        if args.models or args.history:
+            if prompt:
+                raise UsageError("--models and --history take no question")
+            return self._models() if args.models else self._history()
+        if args.each:
+            if cell is None:
+                raise UsageError("--each works with the %%pizza cell magic")
+            return self._ask_each(args, prompt)
+        if not prompt:
+            raise UsageError("Nothing to ask: the question is empty. Usage: %pizza [options] question")
+        return self._ask_one(args, prompt)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _check_args(self, args: Any) -> None:
+        if args.output is not None and (
+            not args.output.isidentifier() or keyword.iskeyword(args.output)
+        ):
+            raise UsageError(f"-o/--output needs a variable name, not {args.output!r}")
+        if args.timeout is not None and not args.timeout > 0:
+            raise UsageError("--timeout must be more than 0 seconds")
+        if args.concurrency is not None and args.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        try:
+            _check_url(args.proxy, "--proxy", ("http", "https"))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.model:
+            from .providers.pizzagpt import Pizzagpt
+
+            try:
+                args.model = Pizzagpt.get_model(args.model)
+            except PizzagptError as exc:
+                raise UsageError(str(exc)) from None
+        args.model = args.model or self.model
+        args.format = args.format or self.format.lower()
+
+    def _render(self, template: str, args: Any, namespace: Any = None) -> str:
+        if args.no_interpolate or not self.interpolate:
+            return template
+        from .interpolate import format_value, interpolate
+
+        try:
+            return interpolate(
+                template,
+                namespace if namespace is not None else self.shell.user_ns,
+                lambda value: format_value(value, self.value_budget),
+            )
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _request_options(self, args: Any) -> dict[str, Any]:
+        return {
+            "timeout": args.timeout or self.timeout,
+            "connect_timeout": self.connect_timeout,
+            "max_retries": self.retries,
+            "proxy": args.proxy or self.proxy,
+            "base_url": self.base_url,
+        }
+
+    def _check_size(self, messages: list[dict[str, Any]]) -> None:
+        size = sum(len(str(m["content"])) for m in messages)
+        if size > self.max_prompt_chars:
+            raise UsageError(
+                f"The prompt is {size:,} characters, over the limit of {self.max_prompt_chars:,} "
+                "(PizzaMagics.max_prompt_chars); shorten it or interpolate less"
+            )
+
+    def _showing_progress(self) -> bool:
+        return self.progress and getattr(self.shell, "kernel", None) is not None
+
+    def _ask_one(self, args: Any, template: str) -> Any:
+        from .loop import run_sync
+        from .progress import Progress
+
+        prompt = self._render(template, args)
+        system = self._render(args.system if args.system is not None else self.system, args) or None
+        try:
+            self._check_size(self.conversation.messages(prompt, system=system, chat=args.chat))
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+
+        use_cache = self.cache and not args.no_cache
+        cached = use_cache and self.conversation.lookup(
+            prompt, model=args.model, system=system, chat=args.chat
+        ) is not None
+
+        async def ask() -> Any:
+            async with Progress(args.model, enabled=self._showing_progress() and not cached):
+                return await self.conversation.ask(
+                    prompt, model=args.model, system=system, chat=args.chat,
+                    use_cache=use_cache, **self._request_options(args),
+                )
+
+        try:
+            reply = run_sync(ask())
+            answer = Answer(reply.text, format=args.format, model=args.model, cached=reply.cached)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+        self.conversation.record(prompt, reply.text, args.model)
+        if args.output:
+            self.shell.user_ns[args.output] = answer.value
+        return answer
+
+    def _ask_each(self, args: Any, template: str) -> Any:
+        from .batch import run_each
+
+        started = time.monotonic()
+        try:
+            return run_each(self, args, template, started)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _models(self) -> MarkdownText:
+        from .providers.pizzagpt import Pizzagpt
+
+        lines = [f"- `{m}`" + (" (default)" if m == self.model else "") for m in Pizzagpt.get_models()]
+        return MarkdownText("\n".join(lines), "\n".join(Pizzagpt.get_models()))
+
+    def _history(self) -> MarkdownText:
+        exchanges = list(self.conversation.exchanges)
+        if not exchanges:
+            return MarkdownText("*The conversation is empty.*", "The conversation is empty.")
+        parts, plain = [], []
+        for number, exchange in enumerate(exchanges, 1):
+            quoted = "\n".join("> " + line for line in exchange.prompt.splitlines())
+            parts.append(f"**{number}. You**\n\n{quoted}\n\n**{exchange.model}**\n\n{exchange.answer}")
+            plain.append(f"[{number}] You: {exchange.prompt}\n[{number}] {exchange.model}: "
+                         f"{exchange.answer}")
+        return MarkdownText("\n\n---\n\n".join(parts), "\n\n".join(plain))
+
+
+# Whole option names only: the prompt splitter must know exactly which words are options.
+PizzaMagics.pizza.parser.allow_abbrev = False
+
+
+_QUESTION_LINE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<target>[A-Za-z_]\w*[ \t]*=[ \t]*)?%pizza[ \t]+(?P<rest>\S.*\?)[ \t]*$"
+)
+
+
+def keep_question_marks(lines: list[str]) -> list[str]:
+    """Input transformer: ``%pizza is this right?`` asks, instead of asking for help on ``right``.
+
+    IPython reads a line ending in ``?`` as a help request before magics are looked at; a
+    question usually ends so. This rewrites such ``%pizza`` lines into the call IPython itself
+    would make for them.
+    """
+    out = []
+    for line in lines:
+        match = _QUESTION_LINE.match(line.rstrip("\n"))
+        if match is None:
+            out.append(line)
+            continue
+        call = f"get_ipython().run_line_magic('pizza', {match['rest']!r})"
+        newline = "\n" if line.endswith("\n") else ""
+        out.append(f"{match['indent']}{match['target'] or ''}{call}{newline}")
+    return out
+
+
+def load(shell: Any) -> None:
+    """Register the magics on ``shell``; a second load replaces the first."""
+    unload(shell)
+    shell.register_magics(PizzaMagics(shell=shell))
+    shell.input_transformers_cleanup.append(keep_question_marks)
+
+
+def unload(shell: Any) -> None:
+    """Undo ``load``: remove the magics and the configurable, close the shared session."""
+    shell.input_transformers_cleanup[:] = [
+        t for t in shell.input_transformers_cleanup
+        if getattr(t, "__name__", "") != keep_question_marks.__name__
+    ]
+    manager = shell.magics_manager
+    magics = manager.registry.get(PizzaMagics.__name__)
+    if magics is None:
+        return
+    for kind in ("line", "cell"):
+        table = manager.magics[kind]
+        for name in magics.magics[kind]:
+            if getattr(table.get(name), "__self__", None) is magics:
+                del table[name]
+    if manager.registry.get(type(magics).__name__) is magics:
+        del manager.registry[type(magics).__name__]
+    if magics in shell.configurables:
+        shell.configurables.remove(magics)
+    from .loop import run_sync
+    from .session import close_session
+
+    run_sync(close_session())
