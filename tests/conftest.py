@@ -1,0 +1,84 @@
+"""Shared fixtures: the emulator on loopback, aioresponses on any aiohttp, fresh shells."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from pizzagpt_magic.emulator import EmulatorThread
+
+# aioresponses 0.7.9 builds ClientResponse objects without the ``stream_writer`` argument that
+# aiohttp 3.14 made required. A response class that supplies an idle writer lets the same tests
+# run on every aiohttp the package supports; on older aiohttp it changes nothing.
+_NEEDS_WRITER = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
+
+
+class CompatResponse(aiohttp.ClientResponse):
+    def __init__(self, method: str, url: object, **kwargs: object) -> None:
+        if _NEEDS_WRITER:
+            kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)  # type: ignore[arg-type]
+
+
+class CompatAioresponses(aioresponses):
+    def add(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        kwargs.setdefault("response_class", CompatResponse)
+        super().add(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def mocked() -> Iterator[aioresponses]:
+    with CompatAioresponses() as mock:
+        yield mock
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorThread]:
+    """One emulator on a free loopback port for the whole run (statistics reset per test)."""
+    with EmulatorThread() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorThread:
+    """The shared emulator, with ``PIZZAGPT_URL`` pointing at it and fresh statistics."""
+    emulator.reset_stats()
+    monkeypatch.setenv("PIZZAGPT_URL", emulator.url)
+    return emulator
+
+
+@pytest.fixture(autouse=True)
+def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries in tests wait milliseconds, not seconds (Retry-After still counts)."""
+    from pizzagpt_magic.providers.pizzagpt import Pizzagpt
+
+    monkeypatch.setattr(Pizzagpt, "backoff_base", 0.01)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_loops() -> Iterator[None]:
+    yield
+    from pizzagpt_magic.loop import close_private_loops
+
+    close_private_loops()
+
+
+@pytest.fixture
+def shell(emu: EmulatorThread) -> Iterator[object]:
+    """A fresh InteractiveShell with history off and the extension loaded."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    ip = InteractiveShell(config=config)
+    ip.run_line_magic("load_ext", "pizzagpt_magic")
+    yield ip
+    ip.run_line_magic("unload_ext", "pizzagpt_magic")
+    ip.cleanup()
+    InteractiveShell.clear_instance()
