@@ -31,6 +31,7 @@ __all__ = [
     "MarkdownText",
     "extract_code",
     "extract_json",
+    "live_markup",
     "safe_markdown",
 ]
 
@@ -39,11 +40,12 @@ SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 BLOCKED = "#blocked"
 
 _AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.-]{1,31}):[^\s<>]*>")
-_INLINE_DEST = re.compile(r"(\]\([ \t]*(?:\n[ \t]*)?)((?:[^\s()]|\([^\s()]*\))*)")
+# A destination never holds "[" or "]" here, so one match cannot swallow the next link's "](".
+_INLINE_DEST = re.compile(r"(\]\([ \t]*(?:\n[ \t]*)?)((?:[^\s()\[\]]|\([^\s()\[\]]*\))*)")
 _REF_DEF = re.compile(r"^([ ]{0,3}\[[^\]\n]+\]:[ \t]*(?:\n[ \t]*)?)(\S+)", re.M)
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]+")
-_TEX_LINK = re.compile(r"\\(href|url)(?![A-Za-z])")
+_TEX_LINK = re.compile(r"(?<!\\)\\(href|url)(?![A-Za-z])")
 _BACKTICKS = re.compile(r"`+")
 
 
@@ -122,12 +124,8 @@ def _code_block_lines(text: str) -> set[int]:
     return lines
 
 
-def safe_markdown(text: str) -> str:
-    """``text`` with its Markdown intact and no live HTML, unsafe links or script URLs."""
-    if "<" not in text and "](" not in text and "]:" not in text and "\\" not in text:
-        return text
+def _neutralise(text: str) -> str:
     code_lines = _code_block_lines(text)
-    lines = text.splitlines(keepends=True)
     out: list[str] = []
     segment: list[str] = []
 
@@ -137,14 +135,55 @@ def safe_markdown(text: str) -> str:
                 out.append(piece if is_code else _neutralise_text(piece))
             segment.clear()
 
-    for number, line in enumerate(lines):
+    for number, line in enumerate(text.splitlines(keepends=True)):
         if number in code_lines:
+            flush()
+            out.append(line)
+        elif not line.strip():
+            # A blank line ends the paragraph: no code span reaches across it.
             flush()
             out.append(line)
         else:
             segment.append(line)
     flush()
     return "".join(out)
+
+
+def live_markup(markdown: str) -> list[str]:
+    """What a renderer that passes raw HTML through would make live: HTML and unsafe URLs."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": True}).enable("table")
+    md.validateLink = lambda url: True  # see every link, not only those markdown-it would keep
+    found: list[str] = []
+    stack = list(md.parse(markdown))
+    while stack:
+        token = stack.pop()
+        if token.type in ("html_inline", "html_block"):
+            found.append(token.content)
+        for name in ("href", "src"):
+            url = token.attrGet(name)
+            if isinstance(url, str) and _unsafe_destination(url):
+                found.append(url)
+        stack.extend(token.children or [])
+    return found
+
+
+def safe_markdown(text: str) -> str:
+    """``text`` with its Markdown intact and no live HTML, unsafe links or script URLs."""
+    if "<" not in text and "](" not in text and "]:" not in text and "\\" not in text:
+        return text
+    # Removing HTML can change the block structure around it (a line that followed an HTML
+    # block may join a paragraph), so the result is parsed again until it is stable and clean.
+    for _ in range(4):
+        result = _neutralise(text)
+        if result == text and not live_markup(result):
+            return result
+        text = result
+    if not live_markup(text):
+        return text
+    # Structure that would not settle: give up code fidelity for certainty.
+    return _neutralise_text(text.replace("\x00", "\ufffd")).replace("<", "&lt;")
 
 
 def extract_code(text: str) -> list[tuple[str, str]]:
