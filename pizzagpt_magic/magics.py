@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import shlex
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from IPython.core.magic import (
     no_var_expand,
     output_can_be_silenced,
 )
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
 
 from .chat import Conversation
@@ -204,9 +205,13 @@ class PizzaMagics(Magics):
         the cell body. ``{name}``, ``{name.attr}`` and ``{name[key]}`` insert values from the
         namespace (``{{`` and ``}}`` are literal braces).
         """
-        actions = self.pizza.parser._option_string_actions
-        options, prompt = split_options(line, actions)
-        args = parse_argstring(self.pizza, options)
+        parser = self.pizza.parser
+        options, prompt = split_options(line, parser._option_string_actions)
+        try:
+            argv = shlex.split(options)
+        except ValueError as exc:
+            raise UsageError(f"Cannot read the options {options!r}: {exc}") from None
+        args = parser.parse_args(argv)
         if cell is not None:
             if prompt:
                 raise UsageError(
@@ -214,6 +219,8 @@ class PizzaMagics(Magics):
                     "cell body (use -- before a prompt that starts with '-')"
                 )
             prompt = cell
+        elif prompt.endswith(";"):
+            prompt = prompt[:-1]  # the trailing ";" that silences the output is not asked
         prompt = prompt.strip()
         self._check_args(args)
         if args.reset:

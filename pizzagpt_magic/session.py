@@ -9,6 +9,7 @@ session), and, for the private loops of ``pizzagpt_magic.loop``, before those lo
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import weakref
 from collections.abc import AsyncGenerator
@@ -42,6 +43,7 @@ class _LoopSession:
         self.not_before = 0.0
 
 
+_exit_hook = False
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
     weakref.WeakKeyDictionary()
 )
@@ -71,6 +73,10 @@ async def get_session() -> aiohttp.ClientSession:
     )
     # trust_env: the standard proxy variables (HTTPS_PROXY, NO_PROXY, ...) and .netrc apply.
     session = aiohttp.ClientSession(connector=connector, trust_env=True)
+    global _exit_hook
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(close_all_sessions)
     guard = _close_on_shutdown(session)
     await guard.__anext__()
     _sessions[loop] = _LoopSession(session, guard)

@@ -261,21 +261,39 @@ def test_keep_alive_reuses_one_connection(emu):
 
 
 def test_one_session_per_loop_never_shared():
-    async def session_id():
+    async def sessions():
         session = await get_session()
-        again = await get_session()
-        assert session is again
-        return id(session), session
+        assert await get_session() is session
+        return session
 
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    try:
+        first, second = (loop.run_until_complete(sessions()) for loop in loops)
+        assert first is not second and not first.closed
+        for loop in loops:
+            # What asyncio.run() and asyncio.Runner do before closing a loop.
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        assert first.closed and second.closed
+    finally:
+        for loop in loops:
+            loop.close()
+
+
+def test_close_session_then_a_new_one(emu):
     async def main():
-        ident, session = await session_id()
-        return ident, session
+        await ask_async("one")
+        session = await get_session()
+        await close_session()
+        assert session.closed
+        await ask_async("two")
+        assert (await get_session()) is not session
+        await close_session()
 
-    first_id, first = asyncio.run(main())
-    second_id, second = asyncio.run(main())
-    assert first is not second
-    # asyncio.run's shutdown closed both sessions: nothing is left open.
-    assert first.closed and second.closed
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 def test_pizzagpt_url_is_read_at_request_time(emulator, monkeypatch):

@@ -1,0 +1,297 @@
+"""%pizza and %%pizza through a fresh InteractiveShell against the emulator."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import TraitError
+from traitlets.config import Config
+
+from pizzagpt_magic.magics import PizzaMagics, split_options
+from pizzagpt_magic.render import Answer
+
+
+def magics(shell) -> PizzaMagics:
+    return shell.magics_manager.registry["PizzaMagics"]
+
+
+def cell(shell, source):
+    """Run a cell; return its result (raising the cell's error, as a notebook would show it)."""
+    result = shell.run_cell(source)
+    if result.error_before_exec:
+        raise result.error_before_exec
+    if result.error_in_exec:
+        raise result.error_in_exec
+    return result.result
+
+
+def failing(shell, source) -> str:
+    """Run a cell that must fail with a one-line UsageError; return the message."""
+    with pytest.raises(UsageError) as info:
+        cell(shell, source)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_line_magic_returns_a_displayable_answer(shell, emu):
+    answer = cell(shell, "%pizza What is 6 times 7?")
+    assert isinstance(answer, Answer)
+    bundle = answer._repr_mimebundle_()
+    assert set(bundle) == {"text/markdown", "text/plain"}
+    assert "> What is 6 times 7?" in bundle["text/plain"]
+    assert emu.questions == ["What is 6 times 7?"]
+    assert shell.user_ns["Out"]  # it landed in Out[n]
+
+
+def test_cell_magic_sends_the_body(shell, emu):
+    answer = cell(shell, "%%pizza\nLine one\n  line two with 'quotes' and \"more\"\n")
+    assert emu.questions == ["Line one\n  line two with 'quotes' and \"more\""]
+    assert "Line one" in answer.text
+
+
+def test_assignment_and_semicolon(shell, emu):
+    shell.displayhook.flush = lambda: None
+    cell(shell, "x = %pizza hello there")
+    assert isinstance(shell.user_ns["x"], Answer)
+    result = shell.run_cell("%pizza quiet please;")
+    assert result.success and result.result is None  # silenced, yet asked
+    assert emu.questions[-1] == "quiet please"
+
+
+def test_trailing_question_mark_asks_instead_of_help(shell, emu):
+    answer = cell(shell, "%pizza is this right?")
+    assert isinstance(answer, Answer)
+    assert emu.questions == ["is this right?"]
+    cell(shell, "y = %pizza and this??")
+    assert emu.questions[-1] == "and this??"
+
+
+def test_output_stores_the_value(shell, emu):
+    cell(shell, "%pizza -o reply say hi")
+    assert isinstance(shell.user_ns["reply"], str) and "say hi" in shell.user_ns["reply"]
+    cell(shell, '%%pizza -f json -o data\n[[echo]]```json\n{"rows": [1, 2]}\n```[[/echo]]')
+    assert shell.user_ns["data"] == {"rows": [1, 2]}
+    cell(shell, "%%pizza -f code -o snippet\n[[echo]]Use:\n\n```python\nprint(1)\n```\n[[/echo]]")
+    assert shell.user_ns["snippet"] == "print(1)\n"
+
+
+def test_formats(shell, emu):
+    text = cell(shell, "%pizza -f text **plain**")
+    assert set(text._repr_mimebundle_()) == {"text/plain"}
+    code = cell(shell, "%%pizza --format code\n[[echo]]```sql\nSELECT 1\n```[[/echo]]")
+    assert code._repr_mimebundle_()["text/markdown"] == "```sql\nSELECT 1\n```"
+    data = cell(shell, '%pizza -f JSON [[echo]]{"a": 1}[[/echo]]')
+    assert data._repr_mimebundle_()["application/json"] == {"a": 1}
+    message = failing(shell, "%pizza -f json [[echo]]not json at all[[/echo]]")
+    assert "not JSON" in message
+    assert "invalid choice" in failing(shell, "%pizza -f yaml hi")
+
+
+def test_system_message(shell, emu):
+    cell(shell, '%pizza -s "Answer in French" hello')
+    assert emu.questions[-1] == "System: Answer in French\nUser: hello\nAssistant:"
+    magics(shell).system = "Be brief"
+    cell(shell, "%pizza hi again")
+    assert emu.questions[-1] == "System: Be brief\nUser: hi again\nAssistant:"
+
+
+def test_interpolation(shell, emu):
+    shell.user_ns.update(n=3, cfg={"k": "v"}, items=[1, 2])
+    cell(shell, "%pizza n={n} k={cfg[k]} last={items[-1]} {{n}} json {\"a\": {\"b\": 1}}")
+    assert emu.questions[-1] == 'n=3 k=v last=2 {n} json {"a": {"b": 1}}'
+    cell(shell, "%%pizza\ndef f(x):\n    return {x: 1 for x in range($n)}\nvalue {n}\n")
+    assert emu.questions[-1] == "def f(x):\n    return {x: 1 for x in range($n)}\nvalue 3"
+    cell(shell, "%pizza --no-interpolate keep {n} and $n")
+    assert emu.questions[-1] == "keep {n} and $n"
+    magics(shell).interpolate = False
+    cell(shell, "%pizza also {n}")
+    assert emu.questions[-1] == "also {n}"
+
+
+def test_undefined_name_is_a_usage_error(shell, emu):
+    assert "'nowhere'" in failing(shell, "%pizza tell me about {nowhere}")
+    assert emu.requests == 0
+
+
+def test_chat_history_and_reset(shell, emu):
+    cell(shell, "%pizza first question")
+    cell(shell, "%pizza -c second question")
+    assert emu.questions[-1].startswith("User: first question\nAssistant: **Emulated")
+    assert emu.questions[-1].endswith("User: second question\nAssistant:")
+    history = cell(shell, "%pizza --history")
+    plain = history._repr_mimebundle_()["text/plain"]
+    assert "[1] You: first question" in plain and "[2] You: second question" in plain
+    cell(shell, "%pizza --reset")
+    assert "empty" in str(cell(shell, "%pizza --history"))
+    cell(shell, "%pizza -c fresh start")
+    assert emu.questions[-1] == "fresh start"
+
+
+def test_failed_exchange_leaves_history_unchanged(shell, emu):
+    cell(shell, "%pizza kept")
+    before = list(magics(shell).conversation.exchanges)
+    failing(shell, "%pizza -c [[fault:status=500]]")
+    failing(shell, "%pizza -c -f json not json")
+    assert list(magics(shell).conversation.exchanges) == before
+    cell(shell, "%pizza -c next works")
+    assert len(magics(shell).conversation.exchanges) == 2
+
+
+def test_history_length_bounds_the_conversation(shell, emu):
+    magics(shell).history_length = 2
+    for i in range(4):
+        cell(shell, f"%pizza q{i}")
+    assert [e.prompt for e in magics(shell).conversation.exchanges] == ["q2", "q3"]
+
+
+def test_cache_hit_and_bypass(shell, emu):
+    first = cell(shell, "%pizza cache me")
+    second = cell(shell, "%pizza cache me")
+    assert emu.requests == 1 and second.cached and not first.cached
+    assert second.text == first.text
+    cell(shell, "%pizza --no-cache cache me")
+    assert emu.requests == 2
+    cell(shell, "%pizza -m gpt-4o-mini -s other cache me")
+    assert emu.requests == 3  # another system message is another request
+    magics(shell).cache = False
+    cell(shell, "%pizza cache me")
+    assert emu.requests == 4
+
+
+def test_cache_is_bounded(shell, emu):
+    magics(shell).cache_size = 2
+    for prompt in ("a", "b", "c", "a"):
+        cell(shell, f"%pizza {prompt}")
+    assert emu.requests == 4  # "a" was evicted by "c"
+
+
+def test_models(shell, emu):
+    listing = cell(shell, "%pizza --models")
+    assert "gpt-4o-mini" in str(listing) and "(default)" in listing._repr_mimebundle_()["text/markdown"]
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("%pizza", "empty"),
+        ("%pizza    ", "empty"),
+        ("%%pizza\n   \n", "empty"),
+        ("%pizza --bogus hi", "unrecognized arguments: --bogus"),
+        ("%pizza -m gpt-9 hi", "valid models: gpt-4o-mini"),
+        ("%pizza --timeout 0 hi", "--timeout"),
+        ("%pizza --timeout soon hi", "invalid float value"),
+        ("%pizza -o 1bad hi", "variable name"),
+        ("%pizza -o class hi", "variable name"),
+        ("%pizza --proxy ftp://x hi", "--proxy"),
+        ("%pizza --history extra words", "no question"),
+        ("%%pizza stray words\nbody", "cell body"),
+        ("%pizza --each xs hi", "cell magic"),
+        ("%pizza [[fault:status=503]]", "HTTP 503"),
+        ("%pizza [[fault:misuse]]", "Misuse detected"),
+        ("%pizza [[fault:empty]]", "empty answer"),
+        ("%pizza [[fault:string-answer]]", "'answer' is str"),
+        ("%pizza [[fault:html]]", "text/html"),
+        ("%pizza [[fault:invalid-json]]", "Expected a JSON answer"),
+        ("%pizza [[fault:drop]]", "lost"),
+        ("%pizza --timeout 0.2 [[fault:latency=3]]", "within 0.2 s"),
+    ],
+)
+def test_errors_are_one_line_usage_errors(shell, emu, source, words):
+    magics(shell).retries = 0
+    assert words in failing(shell, source)
+    assert isinstance(cell(shell, "%pizza still working"), Answer)
+
+
+def test_cell_fails_so_run_all_stops(shell, emu):
+    result = shell.run_cell("%pizza [[fault:status=500]]")
+    assert not result.success
+    assert isinstance(result.error_in_exec, UsageError)
+
+
+def test_hostile_answer_is_rendered_safely(shell, emu):
+    answer = cell(shell, '%%pizza\n[[echo]]**Hi** <img src=x onerror="alert(1)"> '
+                         '[x](javascript:alert(1))\n\n```html\n<b>code</b>\n```[[/echo]]')
+    markdown = answer._repr_mimebundle_()["text/markdown"]
+    assert "<img" not in markdown and "javascript:" not in markdown
+    assert "**Hi**" in markdown and "```html\n<b>code</b>\n```" in markdown
+    assert answer.text.count("<img") == 1  # the plain text is the answer as sent
+
+
+def test_prompt_too_large_is_refused_before_sending(shell, emu):
+    magics(shell).max_prompt_chars = 50
+    assert "over the limit" in failing(shell, "%pizza " + "x" * 60)
+    assert emu.requests == 0
+
+
+def test_per_call_proxy_reaches_the_request(shell, emu):
+    magics(shell).retries = 0
+    message = failing(shell, "%pizza --proxy http://user:pw@127.0.0.1:9 hi")
+    assert "pw" not in message and "user:" not in message
+
+
+def test_split_options_keeps_the_prompt_verbatim():
+    actions = PizzaMagics.pizza.parser._option_string_actions
+    assert split_options("-m gpt -c what's 'up' -x?", actions) == ("-m gpt -c", "what's 'up' -x?")
+    assert split_options('-s "be brief" hi', actions) == ('-s "be brief"', "hi")
+    assert split_options("-mgpt hi", actions) == ("-mgpt", "hi")
+    assert split_options("--format=json hi", actions) == ("--format=json", "hi")
+    assert split_options("-- -5 degrees", actions) == ("", "-5 degrees")
+    assert split_options("-5 degrees", actions) == ("", "-5 degrees")
+    assert split_options("--bogus hi", actions) == ("--bogus", "hi")
+
+
+def test_config_before_loading_and_validation(emu):
+    config = Config()
+    config.HistoryManager.enabled = False
+    config.PizzaMagics.format = "text"
+    config.PizzaMagics.timeout = 5.0
+    config.PizzaMagics.system = "From the config"
+    shell = InteractiveShell(config=config)
+    try:
+        shell.run_line_magic("load_ext", "pizzagpt_magic")
+        pizza = magics(shell)
+        assert (pizza.format, pizza.timeout, pizza.system) == ("text", 5.0, "From the config")
+        answer = cell(shell, "%pizza hi")
+        assert set(answer._repr_mimebundle_()) == {"text/plain"}
+        for name, bad in [("model", "gpt-9"), ("timeout", 0.0), ("retries", 11),
+                          ("cache_size", 0), ("base_url", "ftp://x"), ("proxy", "socks5://x"),
+                          ("history_length", -1), ("format", "yaml"), ("concurrency", 0)]:
+            with pytest.raises(TraitError):
+                setattr(pizza, name, bad)
+        shell.run_line_magic("config", "PizzaMagics.retries = 1")
+        assert pizza.retries == 1
+        listed = shell.run_cell("%config PizzaMagics")
+        assert listed.success
+        pizza.base_url = emu.url
+        assert isinstance(cell(shell, "%pizza via base_url"), Answer)
+    finally:
+        shell.run_line_magic("unload_ext", "pizzagpt_magic")
+        InteractiveShell.clear_instance()
+
+
+def test_unload_and_reload(shell, emu):
+    cell(shell, "%pizza before")
+    shell.run_line_magic("reload_ext", "pizzagpt_magic")
+    assert isinstance(cell(shell, "%pizza after reload?"), Answer)
+    assert len(shell.magics_manager.registry) and "PizzaMagics" in shell.magics_manager.registry
+    assert sum(isinstance(c, PizzaMagics) for c in shell.configurables) == 1
+    shell.run_line_magic("unload_ext", "pizzagpt_magic")
+    assert "pizza" not in shell.magics_manager.magics["line"]
+    assert "pizza" not in shell.magics_manager.magics["cell"]
+    assert not any(isinstance(c, PizzaMagics) for c in shell.configurables)
+    assert all(getattr(t, "__name__", "") != "keep_question_marks"
+               for t in shell.input_transformers_cleanup)
+    shell.run_line_magic("load_ext", "pizzagpt_magic")
+
+
+def test_no_global_hooks(shell):
+    assert shell.CustomTB is None or "pizzagpt" not in repr(shell.CustomTB)
+    assert not shell.custom_exceptions
+
+
+def test_help_shows_usage(shell, capsys):
+    shell.run_cell("%pizza?")
+    out = capsys.readouterr().out
+    assert "--no-interpolate" in out and "-f <{markdown,text,code,json}>" in out
