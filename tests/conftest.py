@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import types
 from collections.abc import Iterator
@@ -58,6 +59,28 @@ def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     from pizzagpt_magic.providers.pizzagpt import Pizzagpt
 
     monkeypatch.setattr(Pizzagpt, "backoff_base", 0.01)
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
+    return getattr(local, "_loop", None)
+
+
+@pytest.fixture(autouse=True)
+def _close_leftover_loop() -> Iterator[None]:
+    """Close the loop a test leaves set as current.
+
+    Once a loop has been nested, nest_asyncio2 (as in a kernel) makes ``asyncio.run`` reuse and
+    keep the current loop instead of closing its own; tests must not hand that loop on.
+    """
+    before = _current_loop()
+    yield
+    after = _current_loop()
+    if after is not None and after is not before and not after.is_running():
+        if not after.is_closed():
+            after.run_until_complete(after.shutdown_asyncgens())
+            after.close()
+        asyncio.set_event_loop(None)
 
 
 @pytest.fixture(autouse=True, scope="session")

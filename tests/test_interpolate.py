@@ -67,10 +67,15 @@ def test_text_without_braces_is_unchanged(text):
     assert interpolate(text, {}) == text
 
 
+# JSON's own structure never puts two braces together ("{{"); its strings could, so the
+# strings here hold no braces (the rule for "{{" in prompts is the documented escape).
+BRACELESS = st.text(max_size=5).filter(lambda t: "{" not in t and "}" not in t)
+
+
 @given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    st.none() | st.booleans() | st.integers() | BRACELESS,
     lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    | st.dictionaries(BRACELESS, children, max_size=3),
     max_leaves=10,
 ))
 def test_json_passes_through(value):

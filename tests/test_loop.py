@@ -59,7 +59,11 @@ def test_unpatchable_loop_falls_back_to_a_worker_thread(emu):
         assert worker_loop is not loop
         return ask("from uvloop"), worker_loop
 
-    answer, worker_loop = uvloop.run(main())
+    loop = uvloop.new_event_loop()
+    try:
+        answer, worker_loop = loop.run_until_complete(main())
+    finally:
+        loop.close()
     assert "Emulated" in answer
     assert worker_loop.is_running()  # the worker's persistent loop serves later calls too
 

@@ -1,0 +1,116 @@
+"""What only a real Jupyter kernel shows: its running loop, queued cells, interrupts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kernel_helpers import Kernel, error_of, of_type, result_text, stderr_of
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def kernel(emulator):
+    kernel = Kernel({"PIZZAGPT_URL": emulator.url})
+    messages = kernel.execute("%load_ext pizzagpt_magic")
+    assert error_of(messages) is None
+    yield kernel
+    kernel.shutdown()
+
+
+def test_the_kernel_has_a_running_loop(kernel):
+    messages = kernel.execute("import asyncio\nasyncio.get_running_loop().is_running()")
+    assert result_text(messages) == "True"
+
+
+def test_twenty_queued_cells_all_run_in_order(kernel, emulator):
+    emulator.reset_stats()
+    ids = [kernel.submit(f"%pizza --no-cache queued question number {i}") for i in range(20)]
+    found = kernel.collect(ids, timeout=120)
+    counts = []
+    for i, msg_id in enumerate(ids):
+        messages = found[msg_id] + [{"msg_type": "reply", "content": kernel.reply(msg_id)}]
+        assert error_of(messages) is None, error_of(messages)
+        assert f"> queued question number {i}\n" in result_text(messages) + "\n"
+        counts.append(of_type(messages, "execute_result")[0]["content"]["execution_count"])
+    assert counts == sorted(counts) and len(set(counts)) == 20
+    assert emulator.questions == [f"queued question number {i}" for i in range(20)]
+
+
+def test_progress_placeholder_is_shown_then_emptied(kernel):
+    messages = kernel.execute("%pizza --no-cache [[fault:latency=1.3]] slow one")
+    displays = of_type(messages, "display_data")
+    assert len(displays) == 1
+    assert "gpt-4o-mini is answering" in displays[0]["content"]["data"]["text/plain"]
+    display_id = displays[0]["content"]["transient"]["display_id"]
+    updates = [m["content"] for m in of_type(messages, "update_display_data")
+               if m["content"]["transient"]["display_id"] == display_id]
+    assert len(updates) >= 2  # ticks about every half second
+    assert any(" 1.0 s" in u["data"].get("text/plain", "") or " 0.5 s" in u["data"].get("text/plain", "")
+               for u in updates)
+    assert updates[-1]["data"] == {}  # nothing is left of it
+    assert "slow one" in result_text(messages)
+
+
+def test_failed_cell_leaves_no_placeholder_and_one_line_error(kernel):
+    messages = kernel.execute("%pizza --no-cache [[fault:status=500]] broken")
+    error = error_of(messages)
+    assert error["ename"] == "UsageError" and "HTTP 500" in error["evalue"]
+    lines = stderr_of(messages).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("UsageError: HTTP 500")
+    updates = of_type(messages, "update_display_data")
+    assert updates and updates[-1]["content"]["data"] == {}
+    assert "works" in result_text(kernel.execute("%pizza still works"))
+
+
+def test_interrupt_cancels_the_request(kernel, emulator):
+    emulator.reset_stats()
+    msg_id = kernel.submit("%pizza --no-cache [[fault:latency=4]] never answered")
+    deadline = time.monotonic() + 20
+    while emulator.in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.in_flight == 1
+    started = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    messages = kernel.collect([msg_id], timeout=30)[msg_id]
+    messages.append({"msg_type": "reply", "content": kernel.reply(msg_id)})
+    assert time.monotonic() - started < 3  # promptly, not when the answer would have come
+    assert error_of(messages)["ename"] == "KeyboardInterrupt"
+    assert not of_type(messages, "execute_result")
+    updates = of_type(messages, "update_display_data")
+    assert updates and updates[-1]["content"]["data"] == {}
+    # The server saw the client go away: the request is not running on.
+    deadline = time.monotonic() + 5
+    while emulator.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.in_flight == 0
+    tasks = kernel.execute(
+        "import asyncio\n"
+        "sum('pizzagpt_magic' in repr(t.get_coro()) for t in asyncio.all_tasks() if not t.done())"
+    )
+    assert result_text(tasks) == "0"
+    after = kernel.execute("%pizza --no-cache next question")
+    assert "next question" in result_text(after)
+    # Past the time the cancelled answer would have arrived, nothing of it shows up anywhere.
+    late = kernel.drain(max(0.0, started + 4.5 - time.monotonic()))
+    assert not any("never answered" in str(m["content"]) for m in late)
+    assert emulator.questions[-1] == "next question"
+
+
+def test_top_level_await_in_the_same_cell(kernel):
+    messages = kernel.execute(
+        "import asyncio\n"
+        "await asyncio.sleep(0.01)\n"
+        "first = %pizza awaited neighbour\n"
+        "await asyncio.sleep(0.01)\n"
+        "first.text.count('awaited neighbour')"
+    )
+    assert error_of(messages) is None, error_of(messages)
+    assert result_text(messages) == "1"
+
+
+def test_ask_is_safe_in_the_kernel(kernel):
+    messages = kernel.execute("from pizzagpt_magic import ask\nask('plain api call').count('plain api')")
+    assert result_text(messages) == "1"
