@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import InterpolationError
 
-__all__ = ["describe_table", "format_value", "interpolate"]
+__all__ = ["Row", "batch_items", "describe_table", "format_value", "interpolate"]
 
 _MISSING = object()
 _REFERENCE = re.compile(
@@ -171,3 +171,40 @@ def format_value(value: Any, budget: int = DEFAULT_BUDGET) -> str:
     if _is_pandas(value, "DataFrame") or _is_pandas(value, "Series"):
         return describe_table(value, budget)
     return _cut(value if isinstance(value, str) else str(value), budget)
+
+
+class Row:
+    """A DataFrame row for prompts: ``{item.col}`` and ``{item[col]}`` give a cell, ``{item}``
+    gives ``col: value; col: value``."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._row[name]
+        except KeyError:
+            raise AttributeError(f"the row has no column {name!r}") from None
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._row[key]
+
+    def __str__(self) -> str:
+        return "; ".join(f"{column}: {value}" for column, value in self._row.items())
+
+    __repr__ = __str__
+
+
+def batch_items(source: Any) -> tuple[list[Any], list[Any]]:
+    """(labels, items) to run a template over: a DataFrame's rows (as ``Row``) and its index,
+    a Series' values and its index, or any other iterable's items numbered from 0."""
+    if _is_pandas(source, "DataFrame"):
+        return list(source.index), [Row(row) for _, row in source.iterrows()]
+    if _is_pandas(source, "Series"):
+        return list(source.index), list(source.to_numpy(dtype=object))
+    if isinstance(source, (str, bytes)):
+        raise TypeError("a string is iterated character by character; pass a list of strings")
+    items = list(source)
+    return list(range(len(items))), items

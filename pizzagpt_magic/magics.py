@@ -26,7 +26,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, va
 
 from .chat import Conversation
 from .errors import PizzagptError
-from .render import FORMATS, Answer, MarkdownText
+from .render import FORMATS, Answer, BatchSummary, MarkdownText
 
 __all__ = ["PizzaMagics", "load", "unload"]
 
@@ -43,6 +43,10 @@ def _check_url(value: str | None, what: str, schemes: tuple[str, ...]) -> str | 
         raise ValueError(f"{what} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
                          f"not {value!r}")
     return value
+
+
+def _is_pandas(value: Any) -> bool:
+    return type(value).__module__.startswith("pandas") and hasattr(value, "index")
 
 
 def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
@@ -333,13 +337,63 @@ class PizzaMagics(Magics):
         return answer
 
     def _ask_each(self, args: Any, template: str) -> Any:
-        from .batch import run_each
+        from collections import ChainMap
+
+        from .batch import ask_many_async
+        from .interpolate import batch_items
+        from .loop import run_sync
+
+        if not template:
+            raise UsageError("Nothing to ask: the cell body is empty")
+        name = args.each
+        if name not in self.shell.user_ns:
+            raise UsageError(f"--each: name {name!r} is not defined")
+        source = self.shell.user_ns[name]
+        try:
+            labels, items = batch_items(source)
+        except TypeError as exc:
+            raise UsageError(f"--each: {name!r} is not iterable ({exc})") from None
+        if not items:
+            raise UsageError(f"--each: {name!r} is empty")
+        prompts = [
+            self._render(template, args, ChainMap({"item": item, "index": label},
+                                                  self.shell.user_ns))
+            for label, item in zip(labels, items)
+        ]
+        system = self._render(args.system if args.system is not None else self.system, args) or None
+        for prompt in prompts:
+            try:
+                self._check_size(self.conversation.messages(prompt, system=system, chat=args.chat))
+            except PizzagptError as exc:
+                raise UsageError(str(exc)) from None
+        use_cache = self.cache and not args.no_cache
+        request = self._request_options(args)
+
+        async def ask_one(prompt: str) -> str:
+            reply = await self.conversation.ask(
+                prompt, model=args.model, system=system, chat=args.chat, use_cache=use_cache,
+                **request,
+            )
+            return reply.text
 
         started = time.monotonic()
-        try:
-            return run_each(self, args, template, started)
-        except PizzagptError as exc:
-            raise UsageError(str(exc)) from None
+        results = run_sync(ask_many_async(
+            prompts, concurrency=args.concurrency or self.concurrency, errors="return",
+            progress=self.progress, ask=ask_one,
+        ))
+        summary = BatchSummary(prompts, results, time.monotonic() - started, args.model)
+        answers: Any = [None if isinstance(r, BaseException) else r for r in results]
+        if _is_pandas(source):
+            import pandas as pd
+
+            answers = pd.Series(answers, index=source.index, name="answer", dtype=object)
+        summary.answers = answers
+        target = args.output or ("_pizza_batch" if summary.failures else None)
+        if target:
+            self.shell.user_ns[target] = answers
+        if summary.failures:
+            raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
+        return summary
 
     def _models(self) -> MarkdownText:
         from .providers.pizzagpt import Pizzagpt

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "Answer",
+    "BatchSummary",
     "MarkdownText",
     "extract_code",
     "extract_json",
@@ -296,3 +297,44 @@ class Answer:
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+class BatchSummary:
+    """What a ``--each`` cell shows: count, failures, time and the first few answers."""
+
+    SHOWN = 3
+
+    def __init__(self, prompts: list[str], results: list[Any], elapsed: float, model: str) -> None:
+        self.prompts = prompts
+        self.results = results
+        self.elapsed = elapsed
+        self.model = model
+        self.failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+        self.answers: Any = None
+
+    def failure_line(self) -> str:
+        listed = "; ".join(f"#{i}: {exc}" for i, exc in list(self.failures.items())[:3])
+        more = f"; and {len(self.failures) - 3} more" if len(self.failures) > 3 else ""
+        return f"{len(self.failures)} of {len(self.results)} prompts failed ({listed}{more})"
+
+    def _headline(self) -> str:
+        return (f"{len(self.results)} answers from {self.model} in {self.elapsed:.1f} s, "
+                f"{len(self.failures)} failed")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        shown = [(i, r) for i, r in enumerate(self.results) if not isinstance(r, BaseException)]
+        shown = shown[: self.SHOWN]
+        markdown = [f"**{self._headline()}**"]
+        plain = [self._headline()]
+        for index, text in shown:
+            first = text.strip().splitlines()[0] if text.strip() else ""
+            first = first if len(first) <= 200 else first[:199] + "…"
+            markdown.append(f"{index + 1}. {safe_markdown(first)}")
+            plain.append(f"[{index}] {first}")
+        if len(self.results) > len(shown):
+            markdown.append(f"\n*… and {len(self.results) - len(shown)} more*")
+        return {"text/markdown": "\n\n".join(markdown[:1]) + "\n\n" + "\n".join(markdown[1:]),
+                "text/plain": "\n".join(plain)}
+
+    def __repr__(self) -> str:
+        return self._repr_mimebundle_()["text/plain"]

@@ -10,6 +10,13 @@ from kernel_helpers import Kernel, error_of, of_type, result_text, stderr_of
 
 pytestmark = pytest.mark.kernel
 
+# Unfinished tasks on the kernel's loop running code of this package.
+OUR_TASKS = (
+    "import asyncio\n"
+    "sum('pizzagpt_magic' in getattr(getattr(t.get_coro(), 'cr_code', None), 'co_filename', '')\n"
+    "    for t in asyncio.all_tasks() if not t.done())"
+)
+
 
 @pytest.fixture(scope="module")
 def kernel(emulator):
@@ -86,11 +93,7 @@ def test_interrupt_cancels_the_request(kernel, emulator):
     while emulator.in_flight and time.monotonic() < deadline:
         time.sleep(0.05)
     assert emulator.in_flight == 0
-    tasks = kernel.execute(
-        "import asyncio\n"
-        "sum('pizzagpt_magic' in repr(t.get_coro()) for t in asyncio.all_tasks() if not t.done())"
-    )
-    assert result_text(tasks) == "0"
+    assert result_text(kernel.execute(OUR_TASKS)) == "0"
     after = kernel.execute("%pizza --no-cache next question")
     assert "next question" in result_text(after)
     # Past the time the cancelled answer would have arrived, nothing of it shows up anywhere.
@@ -114,3 +117,28 @@ def test_top_level_await_in_the_same_cell(kernel):
 def test_ask_is_safe_in_the_kernel(kernel):
     messages = kernel.execute("from pizzagpt_magic import ask\nask('plain api call').count('plain api')")
     assert result_text(messages) == "1"
+
+
+def test_interrupt_cancels_a_whole_batch(kernel, emulator):
+    emulator.reset_stats()
+    kernel.execute("items = [f'batch item {i} [[fault:latency=2]]' for i in range(40)]")
+    msg_id = kernel.submit("%%pizza --each items --concurrency 4 --no-cache -o answers\n{item}")
+    deadline = time.monotonic() + 20
+    while emulator.in_flight < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.in_flight == 4
+    started = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    messages = kernel.collect([msg_id], timeout=30)[msg_id]
+    messages.append({"msg_type": "reply", "content": kernel.reply(msg_id)})
+    assert time.monotonic() - started < 1.5
+    assert error_of(messages)["ename"] == "KeyboardInterrupt"
+    deadline = time.monotonic() + 5
+    while emulator.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.in_flight == 0
+    time.sleep(2.5)  # long enough for queued items to have started, had they not been cancelled
+    assert emulator.requests == 4
+    assert result_text(kernel.execute(OUR_TASKS)) == "0"
+    assert result_text(kernel.execute("'answers' in globals()")) == "False"
+    assert "after batch" in result_text(kernel.execute("%pizza --no-cache after batch"))

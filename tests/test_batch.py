@@ -1,0 +1,174 @@
+"""ask_many and %%pizza --each: order, concurrency, failures, shared backoff, tables."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pizzagpt_magic import BatchError, HTTPStatusError, ask_many, ask_many_async
+from pizzagpt_magic.emulator import EmulatorThread
+from pizzagpt_magic.interpolate import Row, batch_items
+
+
+def test_answers_come_back_in_input_order(emu):
+    prompts = [f"item {i} [[fault:latency={0.05 * (5 - i % 5):g}]]" for i in range(15)]
+    answers = ask_many(prompts, concurrency=5, progress=False)
+    assert [a.split("> ")[1].split("\n")[0] for a in answers] == [f"item {i}" for i in range(15)]
+
+
+def test_concurrency_is_bounded(emulator, monkeypatch):
+    with EmulatorThread(latency=0.05) as slow:
+        monkeypatch.setenv("PIZZAGPT_URL", slow.url)
+        ask_many([f"q{i}" for i in range(40)], concurrency=6, progress=False)
+        assert slow.max_in_flight == 6
+        assert slow.requests == 40
+        assert slow.connections <= 6  # the shared keep-alive session carries them all
+
+
+def test_failures_are_collected_then_raised(emu):
+    prompts = ["fine", "[[fault:status=500]]", "also fine", "[[fault:misuse]]"]
+    with pytest.raises(BatchError) as info:
+        ask_many(prompts, progress=False)
+    error = info.value
+    assert sorted(error.errors) == [1, 3]
+    assert "2 of 4 prompts failed" in str(error) and "#1: HTTPStatusError" in str(error)
+    assert isinstance(error.results[0], str) and isinstance(error.results[1], HTTPStatusError)
+    assert emu.requests == 4  # every item was tried
+
+
+def test_failures_returned_in_place(emu):
+    results = ask_many(["a", "[[fault:status=404]]"], errors="return", progress=False)
+    assert isinstance(results[0], str) and isinstance(results[1], HTTPStatusError)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="errors"):
+        ask_many(["a"], errors="ignore")
+    with pytest.raises(ValueError, match="concurrency"):
+        ask_many(["a"], concurrency=0)
+    assert ask_many([], progress=False) == []
+
+
+def test_429_slows_the_whole_batch(emu):
+    # One item is told to wait 0.5 s; items sent after that answer wait too.
+    prompts = ["[[fault:status=429;retry-after=0.5;times=1]] first"] + [f"later {i}" for i in range(5)]
+    started = time.monotonic()
+
+    async def main():
+        async def delayed(prompt, **options):
+            if not prompt.startswith("[[fault"):
+                await asyncio.sleep(0.15)  # start after the 429 has arrived
+            from pizzagpt_magic import ask_async
+
+            return await ask_async(prompt, **options), time.monotonic() - started
+
+        return await ask_many_async(prompts, concurrency=6, progress=False, ask=delayed)
+
+    results = asyncio.run(main())
+    assert all(elapsed >= 0.5 for _, elapsed in results)
+
+
+def test_progress_bar_counts_and_failures(emu, capsys):
+    ask_many(["a", "[[fault:status=500]]", "b"], errors="return", progress=True)
+    err = capsys.readouterr().err
+    assert "3/3" in err and "failed=1" in err
+
+
+def test_batch_items():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"city": ["Rome", "Pisa"], "pop": [2.8, 0.09]}, index=["r", "p"])
+    labels, rows = batch_items(frame)
+    assert labels == ["r", "p"] and isinstance(rows[0], Row)
+    assert rows[0].city == "Rome" and rows[1]["pop"] == 0.09 and str(rows[0]) == "city: Rome; pop: 2.8"
+    labels, values = batch_items(frame["city"])
+    assert labels == ["r", "p"] and values == ["Rome", "Pisa"]
+    assert batch_items(x for x in "ab") == ([0, 1], ["a", "b"])
+    with pytest.raises(TypeError):
+        batch_items("a string")
+    with pytest.raises(AttributeError, match="no column"):
+        rows[0].nope
+
+
+# -- the magic -------------------------------------------------------------------------------
+
+
+def magics(shell):
+    return shell.magics_manager.registry["PizzaMagics"]
+
+
+def test_each_over_a_list(shell, emu):
+    shell.user_ns["fruits"] = ["apple", "pear", "fig"]
+    summary = shell.run_cell("%%pizza --each fruits -o notes --concurrency 2\nNumber {index}: {item}").result
+    assert shell.user_ns["notes"][1].count("Number 1: pear") == 1
+    assert len(shell.user_ns["notes"]) == 3
+    plain = summary._repr_mimebundle_()["text/plain"]
+    assert plain.startswith("3 answers from gpt-4o-mini in") and "0 failed" in plain
+    assert sorted(emu.questions) == ["Number 0: apple", "Number 1: pear", "Number 2: fig"]
+    assert emu.max_in_flight <= 2
+
+
+def test_each_over_series_and_dataframe(shell, emu):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"city": ["Rome", "Pisa"], "pop": [2.8, 0.09]}, index=[10, 20])
+    shell.user_ns.update(frame=frame, cities=frame["city"])
+    shell.run_cell("%%pizza --each frame -o out\n{item.city} has {item[pop]} M people; {item}")
+    out = shell.user_ns["out"]
+    assert isinstance(out, pd.Series) and list(out.index) == [10, 20]
+    assert "Rome has 2.8 M people; city: Rome; pop: 2.8" in out[10]
+    shell.run_cell("%%pizza --each cities -o out2\nAbout {item} (row {index})")
+    assert "About Pisa (row 20)" in shell.user_ns["out2"][20]
+
+
+def test_each_failure_keeps_the_other_answers(shell, emu):
+    shell.user_ns["xs"] = ["good", "bad [[fault:status=500]]", "good too"]
+    magics(shell).retries = 0
+    result = shell.run_cell("%%pizza --each xs -o out\n{item}")
+    assert not result.success
+    assert "1 of 3 prompts failed" in str(result.error_in_exec) and "'out'" in str(result.error_in_exec)
+    out = shell.user_ns["out"]
+    assert out[1] is None and "good too" in out[2]
+
+
+def test_each_errors(shell, emu):
+    shell.user_ns.update(empty=[], number=5, text="abc")
+    for source, words in [
+        ("%%pizza --each nowhere\n{item}", "not defined"),
+        ("%%pizza --each empty\n{item}", "is empty"),
+        ("%%pizza --each number\n{item}", "not iterable"),
+        ("%%pizza --each text\n{item}", "not iterable"),
+        ("%%pizza --each empty\n", "empty"),
+        ("%%pizza --each number --concurrency 0\n{item}", "--concurrency"),
+        ("%%pizza --each xs\n{item} {undefined_thing}", "undefined_thing"),
+    ]:
+        shell.user_ns["xs"] = [1]
+        result = shell.run_cell(source)
+        assert words in str(result.error_in_exec), source
+    assert emu.requests == 0
+
+
+def test_each_uses_the_cache(shell, emu):
+    shell.user_ns["xs"] = ["same", "same", "other"]
+    shell.run_cell("%%pizza --each xs -o a --concurrency 1\n{item}")
+    assert emu.requests == 2
+    shell.run_cell("%%pizza --each xs -o b\n{item}")
+    assert emu.requests == 2 and shell.user_ns["a"] == shell.user_ns["b"]
+
+
+def test_table_in_prompt_is_summarised(shell, emu):
+    pd = pytest.importorskip("pandas")
+    shell.user_ns["sales"] = pd.DataFrame({"region": ["north", "south"] * 500, "units": range(1000)})
+    magics(shell).value_budget = 700
+    shell.run_cell("%%pizza\nWhich region sells more?\n{sales}")
+    sent = emu.questions[-1]
+    assert "DataFrame: 1,000 rows × 2 columns" in sent and "| index | region | units |" in sent
+    assert len(sent) <= 700 + len("Which region sells more?\n")
+
+
+def test_oversize_prompt_refused_before_sending(shell, emu):
+    shell.user_ns["big"] = "x" * 5000
+    magics(shell).max_prompt_chars = 3000
+    result = shell.run_cell("%pizza {big}")  # cut to the 4,000-character budget: still too long
+    assert "over the limit of 3,000" in str(result.error_in_exec)
+    assert emu.requests == 0
