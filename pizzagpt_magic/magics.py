@@ -11,7 +11,7 @@ import keyword
 import re
 import shlex
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import (
@@ -24,9 +24,15 @@ from IPython.core.magic import (
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
 
-from .chat import Conversation
 from .errors import PizzagptError
-from .render import FORMATS, Answer, BatchSummary, MarkdownText
+
+if TYPE_CHECKING:
+    from .chat import Conversation
+    from .render import MarkdownText
+
+# The answer formats (render.FORMATS); spelled out here so that loading the extension does not
+# import the rendering machinery.
+FORMATS = ("markdown", "text", "code", "json")
 
 __all__ = ["PizzaMagics", "load", "unload"]
 
@@ -169,11 +175,21 @@ class PizzaMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self.conversation = Conversation(self.history_length, self.cache_size)
+        self._conversation: Conversation | None = None
         self.observe(self._resize, names=["history_length", "cache_size"])
 
+    @property
+    def conversation(self) -> Conversation:
+        """The history and the answer cache, made on first use."""
+        if self._conversation is None:
+            from .chat import Conversation
+
+            self._conversation = Conversation(self.history_length, self.cache_size)
+        return self._conversation
+
     def _resize(self, change: Any) -> None:
-        self.conversation.resize(max_exchanges=self.history_length, cache_size=self.cache_size)
+        if self._conversation is not None:
+            self._conversation.resize(max_exchanges=self.history_length, cache_size=self.cache_size)
 
     # -- the magic ------------------------------------------------------------------------------
 
@@ -306,6 +322,7 @@ class PizzaMagics(Magics):
     def _ask_one(self, args: Any, template: str) -> Any:
         from .loop import run_sync
         from .progress import Progress
+        from .render import Answer
 
         prompt = self._render(template, args)
         system = self._render(args.system if args.system is not None else self.system, args) or None
@@ -342,6 +359,7 @@ class PizzaMagics(Magics):
         from .batch import ask_many_async
         from .interpolate import batch_items
         from .loop import run_sync
+        from .render import BatchSummary
 
         if not template:
             raise UsageError("Nothing to ask: the cell body is empty")
@@ -397,11 +415,14 @@ class PizzaMagics(Magics):
 
     def _models(self) -> MarkdownText:
         from .providers.pizzagpt import Pizzagpt
+        from .render import MarkdownText
 
         lines = [f"- `{m}`" + (" (default)" if m == self.model else "") for m in Pizzagpt.get_models()]
         return MarkdownText("\n".join(lines), "\n".join(Pizzagpt.get_models()))
 
     def _history(self) -> MarkdownText:
+        from .render import MarkdownText
+
         exchanges = list(self.conversation.exchanges)
         if not exchanges:
             return MarkdownText("*The conversation is empty.*", "The conversation is empty.")

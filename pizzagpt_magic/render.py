@@ -15,7 +15,6 @@ answer would run. ``safe_markdown`` keeps the Markdown and neutralises the HTML:
 from __future__ import annotations
 
 import functools
-import html
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -58,6 +57,8 @@ def _parser() -> MarkdownIt:
 
 
 def _unsafe_destination(destination: str) -> bool:
+    import html
+
     decoded = html.unescape(re.sub(r"\\(.)", r"\1", destination))
     decoded = _CONTROL.sub("", decoded).lower()
     match = _SCHEME.match(decoded)
