@@ -1,0 +1,84 @@
+"""The pizzagpt command line: ask, its errors, and the emulator subcommand."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pizzagpt_magic.cli import main
+
+
+def test_ask_prints_the_answer(emu, capsys):
+    assert main(["ask", "what", "is", "2 + 3?"]) == 0
+    out = capsys.readouterr().out
+    assert "> what is 2 + 3?" in out and "sum: 5" in out
+    assert emu.questions == ["what is 2 + 3?"]
+
+
+def test_ask_reads_stdin(emu, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("from\nstdin\n"))
+    assert main(["ask", "-"]) == 0
+    assert emu.questions == ["from\nstdin\n"]
+
+
+def test_ask_options(emu, capsys):
+    assert main(["ask", "-s", "Be brief", "-m", "gpt-4o-mini", "--timeout", "5", "hi"]) == 0
+    assert emu.questions[-1] == "System: Be brief\nUser: hi\nAssistant:"
+
+
+def test_ask_json_and_code(emu, capsys):
+    capsys.readouterr()
+    assert main(["ask", "-f", "json", '[[echo]]Sure: {"a": [1]}[[/echo]]']) == 0
+    assert json.loads(capsys.readouterr().out) == {"a": [1]}
+    assert main(["ask", "-f", "code", "[[echo]]Run:\n```sh\nls -l\n```\n[[/echo]]"]) == 0
+    assert capsys.readouterr().out == "ls -l\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["ask", "[[fault:status=500]]", "--retries", "0"], "HTTP 500"),
+        (["ask", "-m", "gpt-9", "hi"], "valid models"),
+        (["ask", "[[fault:misuse]]"], "Misuse detected"),
+        (["ask", "-f", "json", "no json here"], "not JSON"),
+        (["ask", " "], "empty"),
+    ],
+)
+def test_failures_are_one_line_on_stderr(emu, capsys, argv, words):
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pizzagpt: ") and words in lines[0]
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["ask"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_console_script_and_module(emu):
+    env = {**os.environ, "PIZZAGPT_URL": emu.url}
+    script = shutil.which("pizzagpt", path=os.path.dirname(sys.executable))
+    assert script, "the console script is installed beside the interpreter"
+    for command in ([script], [sys.executable, "-m", "pizzagpt_magic"]):
+        result = subprocess.run(command + ["ask", "hello from a shell"], capture_output=True,
+                                text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "> hello from a shell" in result.stdout
+    failed = subprocess.run([script, "ask", "--base-url", "http://127.0.0.1:9", "--retries", "0",
+                             "hi"], capture_output=True, text=True, env=env, timeout=60)
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr and failed.stderr.startswith("pizzagpt: Cannot reach")

@@ -1,0 +1,136 @@
+"""The quickstart notebook, executed in a real kernel, and the demo command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from pizzagpt_magic.demo import default_notebook
+
+pytestmark = pytest.mark.kernel
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+
+
+def outputs_text(cell) -> str:
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif output.output_type in ("execute_result", "display_data"):
+            parts.extend(str(v) for v in output.data.values())
+    return "\n".join(parts)
+
+
+def test_committed_without_outputs():
+    nb = nbformat.read(QUICKSTART, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    assert default_notebook() == QUICKSTART
+
+
+@pytest.fixture(scope="module")
+def executed(emulator):
+    nb = nbformat.read(QUICKSTART, as_version=4)
+    previous = os.environ.get("PIZZAGPT_URL")
+    os.environ["PIZZAGPT_URL"] = emulator.url
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(QUICKSTART.parent)}}).execute()
+    finally:
+        if previous is None:
+            os.environ.pop("PIZZAGPT_URL")
+        else:
+            os.environ["PIZZAGPT_URL"] = previous
+    return {cell.source.strip().splitlines()[0]: cell for cell in nb.cells
+            if cell.cell_type == "code"}
+
+
+def find(executed, start):
+    return next(cell for first, cell in executed.items() if first.startswith(start))
+
+
+def test_line_question_answered_as_markdown(executed):
+    cell = find(executed, "%pizza In one paragraph")
+    (result,) = [o for o in cell.outputs if o.output_type == "execute_result"]
+    assert "> In one paragraph, how should I compare revenue" in result.data["text/markdown"]
+
+
+def test_table_travelled_as_a_summary(executed):
+    text = outputs_text(find(executed, "%%pizza"))
+    assert "DataFrame: 8 rows × 5 columns" in text
+    assert "| index | region | quarter | units | price | revenue |" in text
+    assert "> East leads with 2637.0 in revenue." in text
+
+
+def test_output_variable_and_chat(executed):
+    assert "Emulated gpt-4o-mini answer" in outputs_text(find(executed, "%pizza -o advice"))
+    assert "Conversation cleared" in outputs_text(find(executed, "%pizza --reset"))
+    assert "{'East': 293, 'North': 251, 'South': 196, 'West': 167}" in outputs_text(
+        find(executed, "units = sales"))
+    assert "conversation so far has 3 messages" in outputs_text(find(executed, "%pizza -c Which"))
+    history = outputs_text(find(executed, "%pizza --history"))
+    assert "[1] You: We sell umbrellas" in history and "[2] You: Which region" in history
+
+
+def test_each_over_rows(executed):
+    assert "4 answers from gpt-4o-mini" in outputs_text(find(executed, "%%pizza --each q2"))
+    lengths = outputs_text(find(executed, "notes.str.len()"))
+    assert all(str(index) in lengths for index in (4, 5, 6, 7))
+
+
+def test_failure_cell_and_recovery(executed):
+    failed = find(executed, "%pizza How did {regoin} do?")
+    assert "UsageError: Name 'regoin' in {regoin} is not defined" in outputs_text(failed)
+    after = find(executed, "%pizza -f text One more question")
+    (result,) = [o for o in after.outputs if o.output_type == "execute_result"]
+    assert set(result.data) == {"text/plain"} and "6 x 7" in result.data["text/plain"]
+
+
+def test_no_placeholder_left_behind(executed):
+    for cell in executed.values():
+        for output in cell.outputs:
+            if output.output_type == "display_data":
+                assert "is answering" not in str(output.data)
+
+
+def test_demo_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pizzagpt_magic", "demo", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[cell 5] %pizza In one paragraph" in result.stdout
+    assert "    → > In one paragraph, how should I compare revenue" in result.stdout
+    assert "Done: 10 questions answered by the emulator" in result.stdout
+    executed = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
+    assert any(cell.get("outputs") for cell in executed.cells)
+
+
+def test_demo_reports_a_failing_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("%load_ext pizzagpt_magic"),
+        nbformat.v4.new_code_cell("%pizza [[fault:status=500]] fails"),
+        nbformat.v4.new_code_cell("%pizza never reached"),
+    ])
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pizzagpt_magic", "demo", str(path), "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pizzagpt demo: a cell failed (UsageError: HTTP 500")
+    assert "never reached" not in result.stdout
+    missing = subprocess.run([sys.executable, "-m", "pizzagpt_magic", "demo", "nope.ipynb"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "no notebook at nope.ipynb" in missing.stderr
