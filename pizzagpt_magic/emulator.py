@@ -101,7 +101,7 @@ def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
     if len(turns) > 1 and question.endswith("Assistant:"):
         users = re.findall(r"^User: (.*?)(?=^(?:System|User|Assistant):)", question, re.M | re.S)
         last = users[-1].strip() if users else question
-    quoted = last if len(last) <= 400 else last[:400] + " …"
+    quoted = last if len(last) <= 1200 else last[:1200] + " …"
     lines = [
         f"**Emulated {model} answer** to a question of {len(question)} characters.",
         "",
