@@ -22,7 +22,8 @@ header) or for every request (``--fault SPEC``), where SPEC is ``;``-separated i
 ``drop``                 send part of the body, then close the connection
 ``times=N``              apply the fault to the first N requests carrying this SPEC only
 
-``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests.
+``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
+``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class Emulator:
         *,
         fault: str | None = None,
         latency: float = 0.0,
+        jitter: float = 0.0,
         fail_rate: float = 0.0,
         seed: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -143,6 +145,7 @@ class Emulator:
         self.fault = parse_fault(fault) if fault else {}
         self.fault_spec = fault or ""
         self.latency = latency
+        self.jitter = jitter
         self.fail_rate = fail_rate
         self.random = random.Random(seed)
         self.ssl_context = ssl_context
@@ -237,6 +240,8 @@ class Emulator:
         self.questions.append(question)
         fault = self._choose_fault(request, question)
         delay = fault.get("latency", self.latency)
+        if self.jitter:
+            delay += self.random.uniform(0, self.jitter)
         if delay:
             await asyncio.sleep(delay)
         if "status" in fault:
@@ -335,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="up to this many random seconds more for each answer")
     parser.add_argument("--fault", help="a fault SPEC for every request, e.g. 'status=503'")
     parser.add_argument("--fail-rate", type=float, default=0.0,
                         help="share of requests (0..1) that get a random fault")
@@ -356,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         async with serve(args.host, args.port, fault=args.fault, latency=args.latency,
-                         fail_rate=args.fail_rate, seed=args.seed, ssl_context=context) as emu:
+                         jitter=args.jitter, fail_rate=args.fail_rate, seed=args.seed,
+                         ssl_context=context) as emu:
             print(emu.url, flush=True)
             await asyncio.Event().wait()
 
