@@ -71,8 +71,8 @@ async def get_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=POOL_LIMIT, limit_per_host=POOL_LIMIT, keepalive_timeout=60
     )
-    # trust_env: the standard proxy variables (HTTPS_PROXY, NO_PROXY, ...) and .netrc apply.
-    session = aiohttp.ClientSession(connector=connector, trust_env=True)
+    # The proxy variables are read per request by the provider (providers.pizzagpt.env_proxy).
+    session = aiohttp.ClientSession(connector=connector)
     global _exit_hook
     if not _exit_hook:
         _exit_hook = True

@@ -394,3 +394,56 @@ def test_seed_example_runs_verbatim(emu, tmp_path: Path):
     assert "API Response: **Emulated gpt-4o-mini answer**" in result.stdout
     assert "> Hello, world!" in result.stdout
     assert "Unclosed" not in result.stderr
+
+
+def test_proxy_environment_variables_are_honoured(emu, monkeypatch):
+    import socket
+
+    from pizzagpt_magic.providers.pizzagpt import env_proxy
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://carol:hunter2@127.0.0.1:{dead}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert env_proxy(emu.url) == f"http://carol:hunter2@127.0.0.1:{dead}"
+    with pytest.raises(ConnectError) as info:
+        ask("through a dead proxy", max_retries=0)
+    assert "hunter2" not in str(info.value) and "carol" not in str(info.value)
+    assert emu.requests == 0
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert env_proxy(emu.url) is None
+    assert "Emulated" in ask("bypassing the proxy")
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "http://h/x", None),
+        ({"HTTP_PROXY": "http://p:1"}, "http://h/x", "http://p:1"),
+        ({"HTTP_PROXY": "http://p:1"}, "https://h/x", None),
+        ({"https_proxy": "http://low:1", "HTTPS_PROXY": "http://up:1"}, "https://h/x", "http://low:1"),
+        ({"ALL_PROXY": "http://all:1"}, "https://h/x", "http://all:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "h,other"}, "https://h/x", None),
+        ({"HTTPS_PROXY": "http://p:1", "no_proxy": ".example.org"}, "https://a.example.org/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://h/x", None),
+        ({"HTTP_PROXY": "http://p:1", "REQUEST_METHOD": "GET"}, "http://h/x", None),
+    ],
+)
+def test_env_proxy_follows_urllib(monkeypatch, env, url, expected):
+    import urllib.request
+
+    from pizzagpt_magic.providers.pizzagpt import env_proxy
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert env_proxy(url) == expected
+    proxies = urllib.request.getproxies_environment()
+    host = url.split("/")[2]
+    reference = None if proxies.get("no") and urllib.request.proxy_bypass_environment(host, proxies) \
+        else proxies.get(url.split(":")[0]) or proxies.get("all")
+    assert env_proxy(url) == reference

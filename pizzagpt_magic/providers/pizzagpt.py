@@ -32,7 +32,7 @@ from ..errors import (
 from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, ProviderModelMixin
 from .base import format_prompt
 
-__all__ = ["Pizzagpt", "parse_answer", "parse_retry_after", "redact"]
+__all__ = ["Pizzagpt", "env_proxy", "parse_answer", "parse_retry_after", "redact"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,37 @@ def _proxy_secrets(proxy: str | None) -> tuple[str | None, ...]:
 
     url = URL(proxy)
     return (url.raw_user, url.raw_password, url.user, url.password)
+
+
+def _proxy_variable(name: str) -> str | None:
+    # urllib's precedence: the lower-case variable wins; HTTP_PROXY is ignored under CGI.
+    value = os.environ.get(name)
+    if value is None and not (name == "http_proxy" and "REQUEST_METHOD" in os.environ):
+        value = os.environ.get(name.upper())
+    return value or None
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the standard variables (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``, either case) choose for ``url``, or None.
+
+    Read on every request with a few direct look-ups: aiohttp's ``trust_env`` would scan the
+    whole environment (and read ``.netrc``, which the service never needs) in a worker thread,
+    twice a request.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxy = _proxy_variable(f"{parts.scheme}_proxy") or _proxy_variable("all_proxy")
+    if proxy is None:
+        return None
+    no_proxy = _proxy_variable("no_proxy")
+    if no_proxy:
+        from urllib.request import proxy_bypass_environment
+
+        if proxy_bypass_environment(parts.hostname or "", {"no": no_proxy}):
+            return None
+    return proxy
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -215,6 +246,7 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
         from ..session import get_session, pause_requests, wait_until_allowed
 
         url = f"{base_url}{cls.api_endpoint}"
+        proxy = proxy or env_proxy(url)
         shown_url = redact(url)
         secrets = _proxy_secrets(proxy)
         client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)

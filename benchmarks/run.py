@@ -1,0 +1,335 @@
+#!/usr/bin/env python
+"""pizzagpt_magic benchmarks: each figure measured side by side with its baseline in one run.
+
+    python benchmarks/run.py [--quick]
+
+It starts what it needs (the emulator on loopback, fresh interpreters), prints one table and
+exits 0. Medians over repeated trials; shared machines are noisy, so compare ratios, not
+absolute times. ``--quick`` runs few trials (a smoke test of the script itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import compileall
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTION = "How many pizzas does a team of 12 need?"
+
+
+@contextmanager
+def emulator(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """An emulator in a process of its own; yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pizzagpt_magic.emulator", "--port", "0", *args],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
+
+
+def shell_with_extension() -> Any:
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=config)
+    if "PizzaMagics" not in shell.magics_manager.registry:
+        shell.run_line_magic("load_ext", "pizzagpt_magic")
+    return shell
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+# -- 1. %load_ext cost --------------------------------------------------------------------------
+
+LOAD_SCRIPT = """
+import sys, time
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+started = time.perf_counter()
+shell.run_line_magic("load_ext", sys.argv[1])
+print(time.perf_counter() - started, "aiohttp" in sys.modules)
+"""
+
+
+def bench_load_ext(trials: int) -> dict[str, Any]:
+    # As installed packages are: compiled once, then loaded from bytecode.
+    compileall.compile_dir(str(ROOT / "pizzagpt_magic"), quiet=1)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    times: dict[str, list[float]] = {"pizzagpt_magic": [], "autoreload": []}
+    heavy = False
+    for _ in range(trials):
+        for extension in times:
+            out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, extension], env=env,
+                                 capture_output=True, text=True, check=True).stdout.split()
+            times[extension].append(float(out[0]))
+            heavy |= extension == "pizzagpt_magic" and out[1] == "True"
+    ours, reference = (statistics.median(times[k]) for k in ("pizzagpt_magic", "autoreload"))
+    return {
+        "figure": "%load_ext pizzagpt_magic, fresh interpreter",
+        "measured": f"{ms(ours)} (IPython's autoreload: {ms(reference)}; "
+                    f"aiohttp imported: {'yes' if heavy else 'no'})",
+        "target": "<= 20 ms",
+        "ok": ours <= 0.020 and not heavy,
+    }
+
+
+# -- 2. %pizza overhead over a raw POST ------------------------------------------------------------
+
+
+def bench_overhead(url: str, trials: int) -> dict[str, Any]:
+    import aiohttp
+
+    os.environ["PIZZAGPT_URL"] = url
+    shell = shell_with_extension()
+    loop = asyncio.new_event_loop()
+
+    async def make_session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession()
+
+    session = loop.run_until_complete(make_session())
+    headers = {"x-secret": "Marinara", "content-type": "application/json"}
+
+    async def raw() -> str:
+        async with session.post(f"{url}/api/chatx-completion", json={"question": QUESTION},
+                                headers=headers) as response:
+            return (await response.json())["answer"]["content"]
+
+    for _ in range(20):  # warm both paths
+        loop.run_until_complete(raw())
+        shell.run_line_magic("pizza", f"--no-cache {QUESTION}")
+    raw_times, magic_times = [], []
+    for _ in range(trials):
+        started = time.perf_counter()
+        loop.run_until_complete(raw())
+        raw_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        shell.run_line_magic("pizza", f"--no-cache {QUESTION}")
+        magic_times.append(time.perf_counter() - started)
+    loop.run_until_complete(session.close())
+    loop.close()
+    added = statistics.median(magic_times) - statistics.median(raw_times)
+    return {
+        "figure": "%pizza overhead over a raw aiohttp POST (reused session)",
+        "measured": f"+{ms(added)} median ({ms(statistics.median(magic_times))} vs "
+                    f"{ms(statistics.median(raw_times))})",
+        "target": "<= 1 ms added",
+        "ok": added <= 0.001,
+    }
+
+
+# -- 3. keep-alive over TLS ----------------------------------------------------------------------
+
+TLS_SCRIPT = """
+import asyncio, sys, time, statistics
+import aiohttp
+from pizzagpt_magic import Pizzagpt, ask
+url, count, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+messages = [{"role": "user", "content": "Hello, world!"}]
+
+async def seed_pattern():
+    # The original provider: a new ClientSession (TCP and TLS handshake) for every request.
+    headers = Pizzagpt.get_headers(url)
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(f"{url}/api/chatx-completion", json={"question": "Hello, world!"}) as r:
+            r.raise_for_status()
+            return (await r.json())["answer"]["content"]
+
+async def seed_run():
+    for _ in range(count):
+        await seed_pattern()
+
+ask("warm up", base_url=url)
+asyncio.run(seed_run())
+ours, seed = [], []
+for _ in range(trials):
+    started = time.perf_counter()
+    for _ in range(count):
+        ask("Hello, world!", base_url=url)
+    ours.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    asyncio.run(seed_run())
+    seed.append(time.perf_counter() - started)
+print(statistics.median(ours), statistics.median(seed))
+"""
+
+
+def bench_keepalive(count: int, trials: int) -> dict[str, Any]:
+    import trustme
+
+    with tempfile.TemporaryDirectory() as folder:
+        # RSA-2048, the kind of certificate most web servers still present.
+        ca = trustme.CA(key_type=trustme.KeyType.RSA)
+        cert = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.RSA)
+        ca_file, cert_file, key_file = (Path(folder) / n for n in ("ca.pem", "cert.pem", "key.pem"))
+        ca.cert_pem.write_to_path(str(ca_file))
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        cert.private_key_pem.write_to_path(str(key_file))
+        with emulator("--cert", str(cert_file), "--key", str(key_file)) as url:
+            env = {**os.environ, "SSL_CERT_FILE": str(ca_file)}
+            env.pop("PIZZAGPT_URL", None)
+            out = subprocess.run([sys.executable, "-c", TLS_SCRIPT, url, str(count), str(trials)],
+                                 env=env, capture_output=True, text=True, check=True).stdout
+    ours, seed = map(float, out.split())
+    ratio = seed / ours
+    return {
+        "figure": f"keep-alive: {count} sequential questions over loopback TLS",
+        "measured": f"{ratio:.1f}x faster ({ms(ours / count)} vs {ms(seed / count)} per "
+                    "question with a new session each)",
+        "target": ">= 5x",
+        "ok": ratio >= 5,
+    }
+
+
+# -- 4. batch --------------------------------------------------------------------------------------
+
+
+def bench_batch(url: str, trials: int, count: int = 200, concurrency: int = 16,
+                latency: float = 0.1) -> dict[str, Any]:
+    from pizzagpt_magic import ask_many
+
+    os.environ["PIZZAGPT_URL"] = url
+    prompts = [f"row {i}: what stands out?" for i in range(count)]
+    ask_many(prompts[:concurrency], concurrency=concurrency, progress=False)  # open the pool
+    times = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        answers = ask_many(prompts, concurrency=concurrency, progress=False)
+        times.append(time.perf_counter() - started)
+        assert len(answers) == count
+    ideal = count / concurrency * latency
+    ratio = statistics.median(times) / ideal
+    return {
+        "figure": f"batch: {count} prompts, {latency * 1000:.0f} ms latency, concurrency "
+                  f"{concurrency}",
+        "measured": f"{ratio:.2f}x the ideal ({statistics.median(times):.2f} s vs {ideal:.2f} s)",
+        "target": "<= 1.2x",
+        "ok": ratio <= 1.2,
+    }
+
+
+# -- 5. cache hit --------------------------------------------------------------------------------
+
+
+def bench_cache(trials: int) -> dict[str, Any]:
+    from pizzagpt_magic.emulator import EmulatorThread
+
+    with EmulatorThread() as emu:
+        os.environ["PIZZAGPT_URL"] = emu.url
+        shell = shell_with_extension()
+        shell.run_line_magic("pizza", "a question worth caching")
+        before = emu.requests
+        hits, misses = [], []
+        for i in range(trials):
+            started = time.perf_counter()
+            shell.run_line_magic("pizza", "a question worth caching")
+            hits.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            shell.run_line_magic("pizza", f"--no-cache a question worth caching {i % 5}")
+            misses.append(time.perf_counter() - started)
+        sent = emu.requests - before - trials
+    hit = statistics.median(hits)
+    return {
+        "figure": "cache hit: a repeated identical %pizza",
+        "measured": f"{hit * 1e6:.0f} µs, {sent} requests sent "
+                    f"({statistics.median(misses) / hit:.0f}x faster than asking)",
+        "target": "< 1 ms, no request",
+        "ok": hit < 0.001 and sent == 0,
+    }
+
+
+# -- 6. memory -----------------------------------------------------------------------------------
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
+def bench_memory(url: str, calls: int) -> dict[str, Any]:
+    from pizzagpt_magic.loop import run_sync
+    from pizzagpt_magic.session import close_session, get_session
+
+    os.environ["PIZZAGPT_URL"] = url
+    shell = shell_with_extension()
+    run_sync(close_session())  # count only this server's connections
+
+    async def census() -> tuple[int, int]:
+        session = await get_session()
+        connector: Any = session.connector
+        connections = sum(len(c) for c in connector._conns.values()) + len(connector._acquired)
+        tasks = sum(not t.done() for t in asyncio.all_tasks()) - 1
+        return tasks, connections
+
+    for i in range(300):
+        shell.run_line_magic("pizza", f"--no-cache warm-up {i}")
+    gc.collect()
+    rss_before, (tasks_before, conns_before) = rss_mib(), run_sync(census())
+    for i in range(calls):
+        shell.run_line_magic("pizza", f"--no-cache question number {i}")
+    gc.collect()
+    rss_after, (tasks_after, conns_after) = rss_mib(), run_sync(census())
+    growth = rss_after - rss_before
+    return {
+        "figure": f"memory over {calls:,} %pizza calls",
+        "measured": f"RSS {growth:+.1f} MiB; tasks {tasks_before} -> {tasks_after}; "
+                    f"connections {conns_before} -> {conns_after}",
+        "target": "< 5 MiB, no growth",
+        "ok": growth < 5 and tasks_after <= tasks_before and conns_after <= conns_before,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few trials: a smoke test")
+    args = parser.parse_args()
+    quick = args.quick
+    started = time.monotonic()
+    rows = [bench_load_ext(3 if quick else 15)]
+    with emulator() as url:
+        rows.append(bench_overhead(url, 30 if quick else 500))
+    rows.append(bench_keepalive(10 if quick else 100, 1 if quick else 3))
+    with emulator("--latency", "0.1") as url:
+        rows.append(bench_batch(url, 1 if quick else 3))
+    rows.append(bench_cache(50 if quick else 1000))
+    with emulator() as url:
+        rows.append(bench_memory(url, 300 if quick else 5000))
+
+    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+               f"Python {platform.python_version()}")
+    print(f"pizzagpt_magic benchmarks on {machine} ({time.monotonic() - started:.0f} s)\n")
+    widths = [max(len(str(r[k])) for r in rows) for k in ("figure", "measured", "target")]
+    header = ("figure", "measured", "target")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " | met |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|-----|")
+    for row in rows:
+        cells = [str(row[k]).ljust(w) for k, w in zip(header, widths)]
+        print("| " + " | ".join(cells) + f" | {'yes' if row['ok'] else 'NO '} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

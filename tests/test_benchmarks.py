@@ -1,0 +1,21 @@
+"""The benchmark script runs and reports every figure (its targets are checked by reading it,
+not asserted here: timings on shared machines are not test material)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def test_quick_run_prints_the_table():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 7  # the header and six figures
+    for words in ("%load_ext", "overhead", "keep-alive", "batch", "cache hit", "memory"):
+        assert any(words in row for row in rows), words
+    assert "0 requests sent" in result.stdout
