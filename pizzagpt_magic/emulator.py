@@ -5,8 +5,9 @@ URL to put in ``PIZZAGPT_URL``. In Python, ``async with serve() as emu`` (on the
 ``with EmulatorThread() as emu`` (on a loop of its own in a thread) give ``emu.url``.
 
 Answers are deterministic: they restate the question, and the numbers and the Markdown table it
-holds, so a reader can see that a prompt travelled intact. Text between ``[[echo]]`` and
-``[[/echo]]`` in the question is sent back verbatim as the whole answer.
+holds, so a reader can see that a prompt travelled intact. A question that mentions JSON gets a
+fenced JSON answer. Text between ``[[echo]]`` and ``[[/echo]]`` in the question is sent back
+verbatim as the whole answer.
 
 Faults, for one request (a ``[[fault:SPEC]]`` marker in the question, or an ``x-pizzagpt-fault``
 header) or for every request (``--fault SPEC``), where SPEC is ``;``-separated items:
@@ -97,6 +98,11 @@ def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
     if echo:
         return echo.group(1)
     question = _FAULT_MARKER.sub("", question).strip()
+    numbers = [float(n) for n in _NUMBER.findall(question)]
+    if "json" in question.lower():
+        data = {"model": model, "question": question[-300:], "numbers": numbers,
+                "characters": len(question)}
+        return "```json\n" + json.dumps(data, indent=2, ensure_ascii=False) + "\n```"
     turns = re.findall(r"^(System|User|Assistant): ", question, re.M)
     last = question
     if len(turns) > 1 and question.endswith("Assistant:"):
@@ -110,7 +116,6 @@ def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
     ]
     if len(turns) > 1:
         lines += ["", f"The conversation so far has {len(turns)} messages."]
-    numbers = [float(n) for n in _NUMBER.findall(question)]
     if numbers:
         shown = ", ".join(f"{n:g}" for n in numbers[:10]) + (" …" if len(numbers) > 10 else "")
         lines += [

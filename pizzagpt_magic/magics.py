@@ -100,7 +100,9 @@ class PizzaMagics(Magics):
         None, allow_none=True,
         help="Base URL of the service; None means $PIZZAGPT_URL, else https://www.pizzagpt.it.",
     ).tag(config=True)
-    timeout = Float(60.0, help="Seconds a question may take in all, retries included.").tag(config=True)
+    timeout = Float(
+        60.0, help="Seconds one request may take (each retry has its own)."
+    ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
     retries = Int(
         3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10)."
@@ -117,7 +119,9 @@ class PizzaMagics(Magics):
     interpolate = Bool(
         True, help="Replace {name}, {name.attr} and {name[key]} in prompts with values."
     ).tag(config=True)
-    progress = Bool(True, help="Show a live placeholder in notebooks while waiting.").tag(config=True)
+    progress = Bool(
+        True, help="Show a live placeholder while waiting, and a progress bar for --each."
+    ).tag(config=True)
     value_budget = Int(
         4000, help="Characters an interpolated value may take in a prompt; tables are summarised."
     ).tag(config=True)

@@ -47,7 +47,7 @@ def test_ask_json_and_code(emu, capsys):
         (["ask", "[[fault:status=500]]", "--retries", "0"], "HTTP 500"),
         (["ask", "-m", "gpt-9", "hi"], "valid models"),
         (["ask", "[[fault:misuse]]"], "Misuse detected"),
-        (["ask", "-f", "json", "no json here"], "not JSON"),
+        (["ask", "-f", "json", "[[echo]]no structure here[[/echo]]"], "not JSON"),
         (["ask", " "], "empty"),
     ],
 )

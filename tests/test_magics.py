@@ -133,7 +133,7 @@ def test_failed_exchange_leaves_history_unchanged(shell, emu):
     cell(shell, "%pizza kept")
     before = list(magics(shell).conversation.exchanges)
     failing(shell, "%pizza -c [[fault:status=500]]")
-    failing(shell, "%pizza -c -f json not json")
+    failing(shell, "%pizza -c -f json [[echo]]no structure here[[/echo]]")
     assert list(magics(shell).conversation.exchanges) == before
     cell(shell, "%pizza -c next works")
     assert len(magics(shell).conversation.exchanges) == 2

@@ -447,3 +447,8 @@ def test_env_proxy_follows_urllib(monkeypatch, env, url, expected):
     reference = None if proxies.get("no") and urllib.request.proxy_bypass_environment(host, proxies) \
         else proxies.get(url.split(":")[0]) or proxies.get("all")
     assert env_proxy(url) == reference
+
+
+def test_retries_reuse_the_connection(emu):
+    assert "Emulated" in ask("[[fault:status=503;times=2]] keep the line")
+    assert emu.requests == 3 and emu.connections == 1

@@ -75,6 +75,7 @@ def test_fault_matrix(shell, emu, fault, outcome, words):
     pizza.timeout = 1.0
     pizza.retries = 3
     shell.run_cell("%pizza first, to have a history")
+    connections = max(open_connections(), 1)
     history = list(pizza.conversation.exchanges)
     result = shell.run_cell(f"%pizza -c --no-cache question [[fault:{fault}]];")
     if outcome == ANSWERED:
@@ -88,7 +89,7 @@ def test_fault_matrix(shell, emu, fault, outcome, words):
     assert pending_tasks() == 0
     after = shell.run_cell("x = %pizza --no-cache the kernel still answers")
     assert after.success and "still answers" in shell.user_ns["x"].text
-    assert open_connections() <= 1
+    assert open_connections() <= connections
 
 
 def test_connect_refused_through_the_magic(shell, monkeypatch):

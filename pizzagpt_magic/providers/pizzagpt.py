@@ -8,6 +8,7 @@ loop, and has timeouts and bounded retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -267,6 +268,12 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
                     timeout=client_timeout,
                 ) as response:
                     if response.status >= 400:
+                        length = response.content_length
+                        if length is not None and length <= 65536:
+                            # A small error body read to its end leaves the connection
+                            # reusable, so a retry needs no new handshake.
+                            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                                await response.read()
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
                         error: Exception = HTTPStatusError(
                             response.status, response.reason or "", shown_url, retry_after

@@ -1,0 +1,73 @@
+"""Every code example in README.md runs: IPython cells in a shell, Python blocks as scripts,
+command lines in a shell, all against the emulator."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README.read_text(encoding="utf-8"), re.M | re.S)
+
+# Commands run by other tests (installing, long-running servers, the demo, the benchmarks).
+ELSEWHERE = {
+    'pip install -e ".[demo]" && python -m pizzagpt_magic demo': "test_notebook.test_demo_command",
+    'pip install -e ".[test]" && pytest': ".ci/run",
+    "python -m pizzagpt_magic.emulator --port 0 --latency 0.2":
+        "test_emulator.test_command_line_prints_its_url_first",
+}
+
+
+def blocks(language: str) -> list[str]:
+    return [code for lang, code in BLOCKS if lang == language]
+
+
+def test_readme_has_examples_of_each_kind():
+    assert {lang for lang, _ in BLOCKS} <= {"ipython", "python", "bash", "text"}
+    assert len(blocks("ipython")) >= 10 and len(blocks("python")) >= 3 and blocks("bash")
+
+
+def test_ipython_examples(shell, emu):
+    for code in blocks("ipython"):
+        result = shell.run_cell(code)
+        assert result.success, f"{code!r} failed: {result.error_in_exec or result.error_before_exec}"
+    assert isinstance(shell.user_ns["plan"], dict)  # -f json -o plan
+    assert len(shell.user_ns["notes"]) == 4         # --each over the table
+    assert shell.magics_manager.registry["PizzaMagics"].timeout == 30
+
+
+@pytest.mark.parametrize("code", blocks("python"), ids=lambda c: c.splitlines()[0][:40])
+def test_python_examples(emu, code):
+    namespace = {"get_config": Config, "__name__": "__main__"}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        exec(compile(code, "README.md", "exec"), namespace)
+    if "get_config" in code:
+        assert namespace["c"].PizzaMagics.cache_size == 256
+    else:
+        assert out.getvalue().strip()
+
+
+def test_command_line_examples(emu):
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PIZZAGPT_URL": emu.url, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    ran = 0
+    for code in blocks("bash"):
+        for line in code.strip().splitlines():
+            if line in ELSEWHERE:
+                continue
+            if line.startswith("python "):
+                line = f"{sys.executable} {line[len('python '):]}"
+            result = subprocess.run(["bash", "-c", line], capture_output=True, text=True,
+                                    env=env, timeout=60)
+            assert result.returncode == 0, f"{line}: {result.stderr}"
+            assert result.stdout.strip(), line
+            ran += 1
+    assert ran >= 3
