@@ -14,13 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import (
-    Magics,
-    line_cell_magic,
-    magics_class,
-    no_var_expand,
-    output_can_be_silenced,
-)
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
 
@@ -220,7 +214,6 @@ class PizzaMagics(Magics):
                    "{item} and {index} bound; answers go to -o as a list (a Series for pandas).")
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each.")
     @no_var_expand
-    @output_can_be_silenced
     @line_cell_magic
     def pizza(self, line: str, cell: str | None = None) -> Any:
         """Ask the Pizzagpt model; the answer is shown as Markdown.
@@ -243,9 +236,13 @@ class PizzaMagics(Magics):
                     "cell body (use -- before a prompt that starts with '-')"
                 )
             prompt = cell
-        elif prompt.endswith(";"):
-            prompt = prompt[:-1]  # the trailing ";" that silences the output is not asked
+        # A trailing ";" silences the output, as for any IPython expression; it is not asked.
+        # (IPython's @output_can_be_silenced would find it by tokenizing the question as
+        # Python, which fails on ordinary text such as "(see #3)" after the answer came.)
         prompt = prompt.strip()
+        silenced = prompt.endswith(";")
+        if silenced:
+            prompt = prompt[:-1].rstrip()
         self._check_args(args)
         if args.reset:
             forgotten = self.conversation.reset()
@@ -259,10 +256,12 @@ class PizzaMagics(Magics):
         if args.each:
             if cell is None:
                 raise UsageError("--each works with the %%pizza cell magic")
-            return self._ask_each(args, prompt)
-        if not prompt:
+            result = self._ask_each(args, prompt)
+        elif not prompt:
             raise UsageError("Nothing to ask: the question is empty. Usage: %pizza [options] question")
-        return self._ask_one(args, prompt)
+        else:
+            result = self._ask_one(args, prompt)
+        return None if silenced else result
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -60,6 +60,30 @@ def test_assignment_and_semicolon(shell, emu):
     assert emu.questions[-1] == "quiet please"
 
 
+NOT_PYTHON = [
+    "what's up (see #3)",
+    'it\'s "open',
+    "unclosed ( [ {",
+    "a # b ) c",
+    "'" * 3 + '"' * 3,
+    "tab\tand back\\slash",
+]
+
+
+@pytest.mark.parametrize("question", NOT_PYTHON)
+def test_text_that_is_not_python_is_fine(shell, emu, question):
+    assert isinstance(cell(shell, f"%pizza --no-interpolate {question}"), Answer)
+    assert emu.questions[-1] == question
+    assert isinstance(cell(shell, f"%%pizza --no-interpolate\n{question}\nmore"), Answer)
+    assert emu.questions[-1] == f"{question}\nmore"
+
+
+def test_semicolon_silences_the_cell_magic_too(shell, emu):
+    result = shell.run_cell("%%pizza\nquiet cell;\n")
+    assert result.success and result.result is None
+    assert emu.questions[-1] == "quiet cell"
+
+
 def test_trailing_question_mark_asks_instead_of_help(shell, emu):
     answer = cell(shell, "%pizza is this right?")
     assert isinstance(answer, Answer)

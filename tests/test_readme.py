@@ -21,6 +21,7 @@ BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README.read_text(encoding="utf-8"),
 ELSEWHERE = {
     'pip install -e ".[demo]" && python -m pizzagpt_magic demo': "test_notebook.test_demo_command",
     'pip install -e ".[test]" && pytest': ".ci/run",
+    'pip install -e ".[test,browser]" && pytest -m browser': ".ci/run (the browser suite)",
     "python -m pizzagpt_magic.emulator --port 0 --latency 0.2":
         "test_emulator.test_command_line_prints_its_url_first",
 }
