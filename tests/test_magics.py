@@ -315,6 +315,21 @@ def test_no_global_hooks(shell):
     assert not shell.custom_exceptions
 
 
+def test_config_lists_every_trait(shell, capsys):
+    shell.run_cell("%config PizzaMagics")
+    out = capsys.readouterr().out
+    for name in ("model", "format", "base_url", "timeout", "retries", "proxy", "cache",
+                 "cache_size", "history_length", "interpolate", "concurrency"):
+        assert f"PizzaMagics.{name}=" in out, name
+
+
+def test_terminal_gets_no_spinner(shell, emu, capsys):
+    cell(shell, "%pizza --no-cache [[fault:latency=0.8]] take your time")
+    out = capsys.readouterr()
+    assert "is answering" not in out.out + out.err
+    assert "\r" not in out.out
+
+
 def test_help_shows_usage(shell, capsys):
     shell.run_cell("%pizza?")
     out = capsys.readouterr().out

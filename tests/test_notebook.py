@@ -81,10 +81,11 @@ def test_output_variable_and_chat(executed):
     assert "[1] You: We sell umbrellas" in history and "[2] You: Which region" in history
 
 
-def test_each_over_rows(executed):
-    assert "4 answers from gpt-4o-mini" in outputs_text(find(executed, "%%pizza --each q2"))
+def test_each_over_a_column(executed):
+    each = outputs_text(find(executed, "%%pizza --each q2_units"))
+    assert "4 answers from gpt-4o-mini" in each and "0 failed" in each
     lengths = outputs_text(find(executed, "notes.str.len()"))
-    assert all(str(index) in lengths for index in (4, 5, 6, 7))
+    assert all(region in lengths for region in ("North", "South", "East", "West"))
 
 
 def test_failure_cell_and_recovery(executed):
