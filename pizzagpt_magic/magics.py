@@ -133,17 +133,10 @@ class PizzaMagics(Magics):
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
 
-    @validate("base_url")
-    def _valid_base_url(self, proposal: Any) -> str | None:
+    @validate("base_url", "proxy")
+    def _valid_url(self, proposal: Any) -> str | None:
         try:
-            return _check_url(proposal.value, "base_url", ("http", "https"))
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
-
-    @validate("proxy")
-    def _valid_proxy(self, proposal: Any) -> str | None:
-        try:
-            return _check_url(proposal.value, "proxy", ("http", "https"))
+            return _check_url(proposal.value, proposal.trait.name, ("http", "https"))
         except ValueError as exc:
             raise TraitError(str(exc)) from None
 
