@@ -21,9 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "How many pizzas does a team of 12 need?"
@@ -34,7 +35,9 @@ def emulator(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """An emulator in a process of its own; yields its base URL."""
     process = subprocess.Popen(
         [sys.executable, "-m", "pizzagpt_magic.emulator", "--port", "0", *args],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         assert process.stdout is not None
@@ -82,15 +85,20 @@ def bench_load_ext(trials: int) -> dict[str, Any]:
     heavy = False
     for _ in range(trials):
         for extension in times:
-            out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, extension], env=env,
-                                 capture_output=True, text=True, check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, "-c", LOAD_SCRIPT, extension],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             times[extension].append(float(out[0]))
             heavy |= extension == "pizzagpt_magic" and out[1] == "True"
     ours, reference = (statistics.median(times[k]) for k in ("pizzagpt_magic", "autoreload"))
     return {
         "figure": "%load_ext pizzagpt_magic, fresh interpreter",
         "measured": f"{ms(ours)} (IPython's autoreload: {ms(reference)}; "
-                    f"aiohttp imported: {'yes' if heavy else 'no'})",
+        f"aiohttp imported: {'yes' if heavy else 'no'})",
         "target": "<= 20 ms",
         "ok": ours <= 0.020 and not heavy,
     }
@@ -113,8 +121,9 @@ def bench_overhead(url: str, trials: int) -> dict[str, Any]:
     headers = {"x-secret": "Marinara", "content-type": "application/json"}
 
     async def raw() -> str:
-        async with session.post(f"{url}/api/chatx-completion", json={"question": QUESTION},
-                                headers=headers) as response:
+        async with session.post(
+            f"{url}/api/chatx-completion", json={"question": QUESTION}, headers=headers
+        ) as response:
             return (await response.json())["answer"]["content"]
 
     for _ in range(20):  # warm both paths
@@ -134,7 +143,7 @@ def bench_overhead(url: str, trials: int) -> dict[str, Any]:
     return {
         "figure": "%pizza overhead over a raw aiohttp POST (reused session)",
         "measured": f"+{ms(added)} median ({ms(statistics.median(magic_times))} vs "
-                    f"{ms(statistics.median(raw_times))})",
+        f"{ms(statistics.median(raw_times))})",
         "target": "<= 1 ms added",
         "ok": added <= 0.001,
     }
@@ -153,7 +162,8 @@ async def seed_pattern():
     # The original provider: a new ClientSession (TCP and TLS handshake) for every request.
     headers = Pizzagpt.get_headers(url)
     async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.post(f"{url}/api/chatx-completion", json={"question": "Hello, world!"}) as r:
+        endpoint, body = f"{url}/api/chatx-completion", {"question": "Hello, world!"}
+        async with session.post(endpoint, json=body) as r:
             r.raise_for_status()
             return (await r.json())["answer"]["content"]
 
@@ -190,14 +200,19 @@ def bench_keepalive(count: int, trials: int) -> dict[str, Any]:
         with emulator("--cert", str(cert_file), "--key", str(key_file)) as url:
             env = {**os.environ, "SSL_CERT_FILE": str(ca_file)}
             env.pop("PIZZAGPT_URL", None)
-            out = subprocess.run([sys.executable, "-c", TLS_SCRIPT, url, str(count), str(trials)],
-                                 env=env, capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", TLS_SCRIPT, url, str(count), str(trials)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
     ours, seed = map(float, out.split())
     ratio = seed / ours
     return {
         "figure": f"keep-alive: {count} sequential questions over loopback TLS",
         "measured": f"{ratio:.1f}x faster ({ms(ours / count)} vs {ms(seed / count)} per "
-                    "question with a new session each)",
+        "question with a new session each)",
         "target": ">= 5x",
         "ok": ratio >= 5,
     }
@@ -206,8 +221,9 @@ def bench_keepalive(count: int, trials: int) -> dict[str, Any]:
 # -- 4. batch --------------------------------------------------------------------------------------
 
 
-def bench_batch(url: str, trials: int, count: int = 200, concurrency: int = 16,
-                latency: float = 0.1) -> dict[str, Any]:
+def bench_batch(
+    url: str, trials: int, count: int = 200, concurrency: int = 16, latency: float = 0.1
+) -> dict[str, Any]:
     from pizzagpt_magic import ask_many
 
     os.environ["PIZZAGPT_URL"] = url
@@ -223,7 +239,7 @@ def bench_batch(url: str, trials: int, count: int = 200, concurrency: int = 16,
     ratio = statistics.median(times) / ideal
     return {
         "figure": f"batch: {count} prompts, {latency * 1000:.0f} ms latency, concurrency "
-                  f"{concurrency}",
+        f"{concurrency}",
         "measured": f"{ratio:.2f}x the ideal ({statistics.median(times):.2f} s vs {ideal:.2f} s)",
         "target": "<= 1.2x",
         "ok": ratio <= 1.2,
@@ -254,7 +270,7 @@ def bench_cache(trials: int) -> dict[str, Any]:
     return {
         "figure": "cache hit: a repeated identical %pizza",
         "measured": f"{hit * 1e6:.0f} µs, {sent} requests sent "
-                    f"({statistics.median(misses) / hit:.0f}x faster than asking)",
+        f"({statistics.median(misses) / hit:.0f}x faster than asking)",
         "target": "< 1 ms, no request",
         "ok": hit < 0.001 and sent == 0,
     }
@@ -296,7 +312,7 @@ def bench_memory(url: str, calls: int) -> dict[str, Any]:
     return {
         "figure": f"memory over {calls:,} %pizza calls",
         "measured": f"RSS {growth:+.1f} MiB; tasks {tasks_before} -> {tasks_after}; "
-                    f"connections {conns_before} -> {conns_after}",
+        f"connections {conns_before} -> {conns_after}",
         "target": "< 5 MiB, no growth",
         "ok": growth < 5 and tasks_after <= tasks_before and conns_after <= conns_before,
     }
@@ -318,8 +334,10 @@ def main() -> int:
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))
 
-    machine = (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}")
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
     print(f"pizzagpt_magic benchmarks on {machine} ({time.monotonic() - started:.0f} s)\n")
     widths = [max(len(str(r[k])) for r in rows) for k in ("figure", "measured", "target")]
     header = ("figure", "measured", "target")

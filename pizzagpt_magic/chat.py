@@ -70,7 +70,9 @@ class Conversation:
         """The messages a request for ``prompt`` sends."""
         return build_messages(prompt, system=system, history=self.history() if chat else ())
 
-    def cache_key(self, prompt: str, *, model: str, system: str | None, chat: bool) -> tuple[Any, ...]:
+    def cache_key(
+        self, prompt: str, *, model: str, system: str | None, chat: bool
+    ) -> tuple[Any, ...]:
         history = tuple((m["role"], m["content"]) for m in self.history()) if chat else ()
         return (Pizzagpt.get_model(model), system or "", history, prompt)
 

@@ -30,36 +30,67 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ask = commands.add_parser("ask", help="ask one question", description=(
-        "Ask one question and print the answer. PROMPT words are joined with spaces; "
-        "'-' reads the prompt from standard input."))
+    ask = commands.add_parser(
+        "ask",
+        help="ask one question",
+        description=(
+            "Ask one question and print the answer. PROMPT words are joined with spaces; "
+            "'-' reads the prompt from standard input."
+        ),
+    )
     ask.add_argument("prompt", nargs="+", metavar="PROMPT", help="the question, or - for stdin")
     ask.add_argument("-m", "--model", help="model (default gpt-4o-mini)")
     ask.add_argument("-s", "--system", metavar="TEXT", help="system message")
-    ask.add_argument("-f", "--format", choices=FORMATS, default="markdown",
-                     help="markdown or text: the answer as sent; code: only its code blocks; "
-                          "json: the JSON it holds, pretty-printed")
+    ask.add_argument(
+        "-f",
+        "--format",
+        choices=FORMATS,
+        default="markdown",
+        help="markdown or text: the answer as sent; code: only its code blocks; "
+        "json: the JSON it holds, pretty-printed",
+    )
     ask.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit (default 60)")
     ask.add_argument("--proxy", metavar="URL", help="proxy URL (default: the proxy variables)")
     ask.add_argument("--base-url", metavar="URL", help="service URL (default: $PIZZAGPT_URL)")
     ask.add_argument("--retries", type=int, metavar="N", help="retries on 429/5xx (default 3)")
 
-    demo = commands.add_parser("demo", help="run a notebook against the offline emulator",
-                               description=(
-        "Start the emulator on a free loopback port, execute NOTEBOOK (default: the quickstart) "
-        "in a real Jupyter kernel with PIZZAGPT_URL pointing at it, print each %%pizza cell's "
-        "prompt and answer, and write the executed notebook (and HTML, if nbconvert is "
-        "installed) to the output directory. Needs no internet."))
+    demo = commands.add_parser(
+        "demo",
+        help="run a notebook against the offline emulator",
+        description=(
+            "Start the emulator on a free loopback port, execute NOTEBOOK (default: the "
+            "quickstart) "
+            "in a real Jupyter kernel with PIZZAGPT_URL pointing at it, print each %%pizza cell's "
+            "prompt and answer, and write the executed notebook (and HTML, if nbconvert is "
+            "installed) to the output directory. Needs no internet."
+        ),
+    )
     demo.add_argument("notebook", nargs="?", metavar="NOTEBOOK", help="the .ipynb to run")
-    demo.add_argument("-o", "--output-dir", default="demo-output", metavar="DIR",
-                      help="where the executed notebook goes (default: ./demo-output)")
-    demo.add_argument("--timeout", type=float, default=120, metavar="SECONDS",
-                      help="time limit per cell (default 120)")
-    demo.add_argument("--latency", type=float, default=0.0, metavar="SECONDS",
-                      help="latency the emulator adds to each answer (default 0)")
+    demo.add_argument(
+        "-o",
+        "--output-dir",
+        default="demo-output",
+        metavar="DIR",
+        help="where the executed notebook goes (default: ./demo-output)",
+    )
+    demo.add_argument(
+        "--timeout",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="time limit per cell (default 120)",
+    )
+    demo.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="latency the emulator adds to each answer (default 0)",
+    )
 
-    commands.add_parser("emulator", help="run the offline emulator (see its --help)",
-                        add_help=False)
+    commands.add_parser(
+        "emulator", help="run the offline emulator (see its --help)", add_help=False
+    )
     return parser
 
 
@@ -68,8 +99,15 @@ def _ask(args: argparse.Namespace) -> int:
     from .render import Answer
 
     prompt = sys.stdin.read() if args.prompt == ["-"] else " ".join(args.prompt)
-    text = ask(prompt, model=args.model, system=args.system, timeout=args.timeout,
-               proxy=args.proxy, base_url=args.base_url, max_retries=args.retries)
+    text = ask(
+        prompt,
+        model=args.model,
+        system=args.system,
+        timeout=args.timeout,
+        proxy=args.proxy,
+        base_url=args.base_url,
+        max_retries=args.retries,
+    )
     answer = Answer(text, format=args.format)
     if args.format == "json":
         print(json.dumps(answer.data, indent=2, ensure_ascii=False))
@@ -95,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import DemoError, run_demo
 
         try:
-            return run_demo(args.notebook, args.output_dir, timeout=args.timeout,
-                            latency=args.latency)
+            return run_demo(
+                args.notebook, args.output_dir, timeout=args.timeout, latency=args.latency
+            )
         except DemoError as exc:
             print(f"pizzagpt demo: {exc}", file=sys.stderr)
             return 1

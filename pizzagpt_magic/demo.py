@@ -64,8 +64,9 @@ def run_demo(
         from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError
     except ImportError as exc:
-        raise DemoError(f"the demo needs nbclient and ipykernel: pip install "
-                        f"'pizzagpt-magic[demo]' ({exc})") from None
+        raise DemoError(
+            f"the demo needs nbclient and ipykernel: pip install 'pizzagpt-magic[demo]' ({exc})"
+        ) from None
     from .emulator import EmulatorThread
 
     path = Path(notebook) if notebook else default_notebook()
@@ -79,7 +80,9 @@ def run_demo(
         os.environ["PIZZAGPT_URL"] = emu.url
         print(f"Emulator on {emu.url}; running {path} in a Jupyter kernel\n", flush=True)
         client = NotebookClient(
-            nb, timeout=timeout, kernel_name="python3",
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
             resources={"metadata": {"path": str(path.parent.resolve())}},
             on_cell_executed=_report,
         )
@@ -99,8 +102,10 @@ def run_demo(
     executed = out_dir / path.name
     nbformat.write(nb, executed)
     if failure is not None:
-        raise DemoError(f"a cell failed ({failure.ename}: {failure.evalue}); the notebook so "
-                        f"far is in {executed}")
+        raise DemoError(
+            f"a cell failed ({failure.ename}: {failure.evalue}); the notebook so "
+            f"far is in {executed}"
+        )
     written = [executed]
     try:
         from nbconvert import HTMLExporter
@@ -111,8 +116,11 @@ def run_demo(
         html_path = executed.with_suffix(".html")
         html_path.write_text(body, encoding="utf-8")
         written.append(html_path)
-    print(f"Done: {requests} questions answered by the emulator; wrote "
-          f"{', '.join(str(p) for p in written)}", flush=True)
+    print(
+        f"Done: {requests} questions answered by the emulator; wrote "
+        f"{', '.join(str(p) for p in written)}",
+        flush=True,
+    )
     return 0
 
 

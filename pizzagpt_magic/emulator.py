@@ -100,8 +100,12 @@ def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
     question = _FAULT_MARKER.sub("", question).strip()
     numbers = [float(n) for n in _NUMBER.findall(question)]
     if "json" in question.lower():
-        data = {"model": model, "question": question[-300:], "numbers": numbers,
-                "characters": len(question)}
+        data = {
+            "model": model,
+            "question": question[-300:],
+            "numbers": numbers,
+            "characters": len(question),
+        }
         return "```json\n" + json.dumps(data, indent=2, ensure_ascii=False) + "\n```"
     turns = re.findall(r"^(System|User|Assistant): ", question, re.M)
     last = question
@@ -306,8 +310,9 @@ class EmulatorThread:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
         self.emulator = Emulator(host, port, **options)
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                        name="pizzagpt-emulator")
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="pizzagpt-emulator"
+        )
 
     @property
     def url(self) -> str:
@@ -345,11 +350,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
-    parser.add_argument("--jitter", type=float, default=0.0,
-                        help="up to this many random seconds more for each answer")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        help="up to this many random seconds more for each answer",
+    )
     parser.add_argument("--fault", help="a fault SPEC for every request, e.g. 'status=503'")
-    parser.add_argument("--fail-rate", type=float, default=0.0,
-                        help="share of requests (0..1) that get a random fault")
+    parser.add_argument(
+        "--fail-rate",
+        type=float,
+        default=0.0,
+        help="share of requests (0..1) that get a random fault",
+    )
     parser.add_argument("--seed", type=int, help="seed for --fail-rate")
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")
@@ -367,9 +380,16 @@ def main(argv: list[str] | None = None) -> int:
         context.load_cert_chain(args.cert, args.key)
 
     async def run() -> None:
-        async with serve(args.host, args.port, fault=args.fault, latency=args.latency,
-                         jitter=args.jitter, fail_rate=args.fail_rate, seed=args.seed,
-                         ssl_context=context) as emu:
+        async with serve(
+            args.host,
+            args.port,
+            fault=args.fault,
+            latency=args.latency,
+            jitter=args.jitter,
+            fail_rate=args.fail_rate,
+            seed=args.seed,
+            ssl_context=context,
+        ) as emu:
             print(emu.url, flush=True)
             await asyncio.Event().wait()
 

@@ -3,7 +3,7 @@
 The hierarchy::
 
     PizzagptError                      base of everything below
-    ├── PromptError (ValueError)       nothing to send: empty message list, empty or oversized prompt
+    ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
     │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
     ├── TransportError                 the request did not get an HTTP answer

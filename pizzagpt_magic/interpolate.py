@@ -55,9 +55,16 @@ def _resolve(name: str, chain: str, namespace: Mapping[str, Any], whole: str) ->
             if step["attr"] is not None:
                 value = getattr(value, step["attr"])
             else:
-                key: Any = int(step["int"]) if step["int"] is not None else (
-                    step["sq"] if step["sq"] is not None
-                    else step["dq"] if step["dq"] is not None else step["word"]
+                key: Any = (
+                    int(step["int"])
+                    if step["int"] is not None
+                    else (
+                        step["sq"]
+                        if step["sq"] is not None
+                        else step["dq"]
+                        if step["dq"] is not None
+                        else step["word"]
+                    )
                 )
                 value = value[key]
         except Exception as exc:  # the user's object: any failure is theirs to see, as one line
@@ -144,7 +151,9 @@ def describe_table(frame: Any, budget: int = DEFAULT_BUDGET, max_rows: int = 10)
     head = f"{kind}: {rows:,} rows × {cols:,} columns\nColumns: "
     shown_cols = list(frame.columns)
     for keep in range(len(columns), 0, -1):
-        listing = ", ".join(columns[:keep]) + (f", … {len(columns) - keep} more" if keep < len(columns) else "")
+        listing = ", ".join(columns[:keep]) + (
+            f", … {len(columns) - keep} more" if keep < len(columns) else ""
+        )
         if len(head) + len(listing) <= budget // 2 or keep == 1:
             head += listing
             shown_cols = shown_cols[: min(keep, 12)]
@@ -155,8 +164,10 @@ def describe_table(frame: Any, budget: int = DEFAULT_BUDGET, max_rows: int = 10)
         if count == 0:
             return _cut(head, budget)
         part = frame.iloc[:count][shown_cols]
-        lines = ["| " + " | ".join(["index"] + [_cell(c) for c in shown_cols]) + " |",
-                 "|" + "---|" * (len(shown_cols) + 1)]
+        lines = [
+            "| " + " | ".join(["index"] + [_cell(c) for c in shown_cols]) + " |",
+            "|" + "---|" * (len(shown_cols) + 1),
+        ]
         for index, row in zip(part.index, part.itertuples(index=False)):
             lines.append("| " + " | ".join([_cell(index)] + [_cell(v) for v in row]) + " |")
         more = f"\n… {rows - count:,} more rows" if rows > count else ""

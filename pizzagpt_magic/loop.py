@@ -21,7 +21,7 @@ import atexit
 import logging
 import threading
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 __all__ = ["close_private_loops", "run_sync"]
 
@@ -99,8 +99,9 @@ class _WorkerLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                       name="pizzagpt-worker-loop")
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="pizzagpt-worker-loop"
+        )
         self.thread.start()
 
     def run(self, awaitable: Awaitable[T]) -> T:

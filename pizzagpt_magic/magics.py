@@ -40,8 +40,10 @@ def _check_url(value: str | None, what: str, schemes: tuple[str, ...]) -> str | 
     value = value.strip()
     scheme = value.split("://", 1)[0].lower() if "://" in value else ""
     if scheme not in schemes or len(value) <= len(scheme) + 3:
-        raise ValueError(f"{what} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
-                         f"not {value!r}")
+        raise ValueError(
+            f"{what} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
+            f"not {value!r}"
+        )
     return value
 
 
@@ -84,25 +86,28 @@ class PizzaMagics(Magics):
 
     model = Unicode("gpt-4o-mini", help="Model used when -m/--model is not given.").tag(config=True)
     format = CaselessStrEnum(
-        FORMATS, default_value="markdown",
+        FORMATS,
+        default_value="markdown",
         help="How answers are shown when -f/--format is not given: markdown, text, code or json.",
     ).tag(config=True)
     system = Unicode(
         "", help="System message sent with every question unless -s/--system replaces it."
     ).tag(config=True)
     base_url = Unicode(
-        None, allow_none=True,
+        None,
+        allow_none=True,
         help="Base URL of the service; None means $PIZZAGPT_URL, else https://www.pizzagpt.it.",
     ).tag(config=True)
-    timeout = Float(
-        60.0, help="Seconds one request may take (each retry has its own)."
-    ).tag(config=True)
+    timeout = Float(60.0, help="Seconds one request may take (each retry has its own).").tag(
+        config=True
+    )
     connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
-    retries = Int(
-        3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10)."
-    ).tag(config=True)
+    retries = Int(3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10).").tag(
+        config=True
+    )
     proxy = Unicode(
-        None, allow_none=True,
+        None,
+        allow_none=True,
         help="Proxy URL (http:// or https://); None means the standard proxy variables.",
     ).tag(config=True)
     cache = Bool(True, help="Answer a repeated identical question from memory.").tag(config=True)
@@ -186,25 +191,44 @@ class PizzaMagics(Magics):
 
     @magic_arguments()
     @argument("-m", "--model", help="Model to ask (see --models).")
-    @argument("-f", "--format", type=str.lower, choices=FORMATS,
-              help="Show the answer as markdown (default), text, code or json.")
-    @argument("-o", "--output", metavar="NAME",
-              help="Also store the answer in this variable: the text, or the code (-f code) "
-                   "or the parsed value (-f json).")
+    @argument(
+        "-f",
+        "--format",
+        type=str.lower,
+        choices=FORMATS,
+        help="Show the answer as markdown (default), text, code or json.",
+    )
+    @argument(
+        "-o",
+        "--output",
+        metavar="NAME",
+        help="Also store the answer in this variable: the text, or the code (-f code) "
+        "or the parsed value (-f json).",
+    )
     @argument("-s", "--system", metavar="TEXT", help="System message for this question.")
-    @argument("-c", "--chat", action="store_true",
-              help="Continue the conversation: earlier exchanges go with the question.")
+    @argument(
+        "-c",
+        "--chat",
+        action="store_true",
+        help="Continue the conversation: earlier exchanges go with the question.",
+    )
     @argument("--reset", action="store_true", help="Forget the conversation first.")
     @argument("--history", action="store_true", help="Show the conversation so far.")
     @argument("--models", action="store_true", help="List the models.")
     @argument("--timeout", type=float, metavar="SECONDS", help="Time limit for this question.")
     @argument("--proxy", metavar="URL", help="Proxy for this question.")
     @argument("--no-cache", action="store_true", help="Ask again even if answered before.")
-    @argument("--no-interpolate", action="store_true",
-              help="Send {braces} as they are, without substituting variables.")
-    @argument("--each", metavar="NAME",
-              help="Cell magic: ask the question once per item of the iterable NAME, with "
-                   "{item} and {index} bound; answers go to -o as a list (a Series for pandas).")
+    @argument(
+        "--no-interpolate",
+        action="store_true",
+        help="Send {braces} as they are, without substituting variables.",
+    )
+    @argument(
+        "--each",
+        metavar="NAME",
+        help="Cell magic: ask the question once per item of the iterable NAME, with "
+        "{item} and {index} bound; answers go to -o as a list (a Series for pandas).",
+    )
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each.")
     @no_var_expand
     @line_cell_magic
@@ -251,7 +275,9 @@ class PizzaMagics(Magics):
                 raise UsageError("--each works with the %%pizza cell magic")
             result = self._ask_each(args, prompt)
         elif not prompt:
-            raise UsageError("Nothing to ask: the question is empty. Usage: %pizza [options] question")
+            raise UsageError(
+                "Nothing to ask: the question is empty. Usage: %pizza [options] question"
+            )
         else:
             result = self._ask_one(args, prompt)
         return None if silenced else result
@@ -328,15 +354,21 @@ class PizzaMagics(Magics):
             raise UsageError(str(exc)) from None
 
         use_cache = self.cache and not args.no_cache
-        cached = use_cache and self.conversation.lookup(
-            prompt, model=args.model, system=system, chat=args.chat
-        ) is not None
+        cached = (
+            use_cache
+            and self.conversation.lookup(prompt, model=args.model, system=system, chat=args.chat)
+            is not None
+        )
 
         async def ask() -> Any:
             async with Progress(args.model, enabled=self._showing_progress() and not cached):
                 return await self.conversation.ask(
-                    prompt, model=args.model, system=system, chat=args.chat,
-                    use_cache=use_cache, **self._request_options(args),
+                    prompt,
+                    model=args.model,
+                    system=system,
+                    chat=args.chat,
+                    use_cache=use_cache,
+                    **self._request_options(args),
                 )
 
         try:
@@ -370,8 +402,9 @@ class PizzaMagics(Magics):
         if not items:
             raise UsageError(f"--each: {name!r} is empty")
         prompts = [
-            self._render(template, args, ChainMap({"item": item, "index": label},
-                                                  self.shell.user_ns))
+            self._render(
+                template, args, ChainMap({"item": item, "index": label}, self.shell.user_ns)
+            )
             for label, item in zip(labels, items)
         ]
         system = self._render(args.system if args.system is not None else self.system, args) or None
@@ -385,16 +418,25 @@ class PizzaMagics(Magics):
 
         async def ask_one(prompt: str) -> str:
             reply = await self.conversation.ask(
-                prompt, model=args.model, system=system, chat=args.chat, use_cache=use_cache,
+                prompt,
+                model=args.model,
+                system=system,
+                chat=args.chat,
+                use_cache=use_cache,
                 **request,
             )
             return reply.text
 
         started = time.monotonic()
-        results = run_sync(ask_many_async(
-            prompts, concurrency=args.concurrency or self.concurrency, errors="return",
-            progress=self.progress, ask=ask_one,
-        ))
+        results = run_sync(
+            ask_many_async(
+                prompts,
+                concurrency=args.concurrency or self.concurrency,
+                errors="return",
+                progress=self.progress,
+                ask=ask_one,
+            )
+        )
         summary = BatchSummary(prompts, results, time.monotonic() - started, args.model)
         answers: Any = [None if isinstance(r, BaseException) else r for r in results]
         if _is_pandas(source):
@@ -413,7 +455,9 @@ class PizzaMagics(Magics):
         from .providers.pizzagpt import Pizzagpt
         from .render import MarkdownText
 
-        lines = [f"- `{m}`" + (" (default)" if m == self.model else "") for m in Pizzagpt.get_models()]
+        lines = [
+            f"- `{m}`" + (" (default)" if m == self.model else "") for m in Pizzagpt.get_models()
+        ]
         return MarkdownText("\n".join(lines), "\n".join(Pizzagpt.get_models()))
 
     def _history(self) -> MarkdownText:
@@ -425,9 +469,12 @@ class PizzaMagics(Magics):
         parts, plain = [], []
         for number, exchange in enumerate(exchanges, 1):
             quoted = "\n".join("> " + line for line in exchange.prompt.splitlines())
-            parts.append(f"**{number}. You**\n\n{quoted}\n\n**{exchange.model}**\n\n{exchange.answer}")
-            plain.append(f"[{number}] You: {exchange.prompt}\n[{number}] {exchange.model}: "
-                         f"{exchange.answer}")
+            parts.append(
+                f"**{number}. You**\n\n{quoted}\n\n**{exchange.model}**\n\n{exchange.answer}"
+            )
+            plain.append(
+                f"[{number}] You: {exchange.prompt}\n[{number}] {exchange.model}: {exchange.answer}"
+            )
         return MarkdownText("\n\n---\n\n".join(parts), "\n\n".join(plain))
 
 
@@ -469,7 +516,8 @@ def load(shell: Any) -> None:
 def unload(shell: Any) -> None:
     """Undo ``load``: remove the magics and the configurable, close the shared session."""
     shell.input_transformers_cleanup[:] = [
-        t for t in shell.input_transformers_cleanup
+        t
+        for t in shell.input_transformers_cleanup
         if getattr(t, "__name__", "") != keep_question_marks.__name__
     ]
     manager = shell.magics_manager

@@ -319,8 +319,10 @@ class BatchSummary:
         return f"{len(self.failures)} of {len(self.results)} prompts failed ({listed}{more})"
 
     def _headline(self) -> str:
-        return (f"{len(self.results)} answers from {self.model} in {self.elapsed:.1f} s, "
-                f"{len(self.failures)} failed")
+        return (
+            f"{len(self.results)} answers from {self.model} in {self.elapsed:.1f} s, "
+            f"{len(self.failures)} failed"
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         shown = [(i, r) for i, r in enumerate(self.results) if not isinstance(r, BaseException)]
@@ -334,8 +336,10 @@ class BatchSummary:
             plain.append(f"[{index}] {first}")
         if len(self.results) > len(shown):
             markdown.append(f"\n*… and {len(self.results) - len(shown)} more*")
-        return {"text/markdown": "\n\n".join(markdown[:1]) + "\n\n" + "\n".join(markdown[1:]),
-                "text/plain": "\n".join(plain)}
+        return {
+            "text/markdown": "\n\n".join(markdown[:1]) + "\n\n" + "\n".join(markdown[1:]),
+            "text/plain": "\n".join(plain),
+        }
 
     def __repr__(self) -> str:
         return self._repr_mimebundle_()["text/plain"]

@@ -89,10 +89,15 @@ def error_of(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     errors = of_type(messages, "error")
     if errors:
         return errors[0]["content"]
-    replies = [m["content"] for m in of_type(messages, "reply") if m["content"]["status"] == "error"]
+    replies = [
+        m["content"] for m in of_type(messages, "reply") if m["content"]["status"] == "error"
+    ]
     return replies[0] if replies else None
 
 
 def stderr_of(messages: list[dict[str, Any]]) -> str:
-    return "".join(m["content"]["text"] for m in of_type(messages, "stream")
-                   if m["content"]["name"] == "stderr")
+    return "".join(
+        m["content"]["text"]
+        for m in of_type(messages, "stream")
+        if m["content"]["name"] == "stderr"
+    )

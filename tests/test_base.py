@@ -23,7 +23,7 @@ def g4f_format_prompt(messages, add_special_tokens=False, do_continue=False):
     if not add_special_tokens and len(messages) <= 1:
         return messages[0]["content"]
     formatted = "\n".join(
-        [f'{message["role"].capitalize()}: {message["content"]}' for message in messages]
+        [f"{message['role'].capitalize()}: {message['content']}" for message in messages]
     )
     if do_continue:
         return formatted

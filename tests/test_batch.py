@@ -53,7 +53,9 @@ def test_bad_arguments():
 
 def test_429_slows_the_whole_batch(emu):
     # One item is told to wait 0.5 s; items sent after that answer wait too.
-    prompts = ["[[fault:status=429;retry-after=0.5;times=1]] first"] + [f"later {i}" for i in range(5)]
+    prompts = ["[[fault:status=429;retry-after=0.5;times=1]] first"] + [
+        f"later {i}" for i in range(5)
+    ]
     started = time.monotonic()
 
     async def main():
@@ -81,14 +83,16 @@ def test_batch_items():
     frame = pd.DataFrame({"city": ["Rome", "Pisa"], "pop": [2.8, 0.09]}, index=["r", "p"])
     labels, rows = batch_items(frame)
     assert labels == ["r", "p"] and isinstance(rows[0], Row)
-    assert rows[0].city == "Rome" and rows[1]["pop"] == 0.09 and str(rows[0]) == "city: Rome; pop: 2.8"
+    assert (
+        rows[0].city == "Rome" and rows[1]["pop"] == 0.09 and str(rows[0]) == "city: Rome; pop: 2.8"
+    )
     labels, values = batch_items(frame["city"])
     assert labels == ["r", "p"] and values == ["Rome", "Pisa"]
     assert batch_items(x for x in "ab") == ([0, 1], ["a", "b"])
     with pytest.raises(TypeError):
         batch_items("a string")
     with pytest.raises(AttributeError, match="no column"):
-        rows[0].nope
+        _ = rows[0].nope
 
 
 # -- the magic -------------------------------------------------------------------------------
@@ -100,7 +104,9 @@ def magics(shell):
 
 def test_each_over_a_list(shell, emu):
     shell.user_ns["fruits"] = ["apple", "pear", "fig"]
-    summary = shell.run_cell("%%pizza --each fruits -o notes --concurrency 2\nNumber {index}: {item}").result
+    summary = shell.run_cell(
+        "%%pizza --each fruits -o notes --concurrency 2\nNumber {index}: {item}"
+    ).result
     assert shell.user_ns["notes"][1].count("Number 1: pear") == 1
     assert len(shell.user_ns["notes"]) == 3
     plain = summary._repr_mimebundle_()["text/plain"]
@@ -126,7 +132,9 @@ def test_each_failure_keeps_the_other_answers(shell, emu):
     magics(shell).retries = 0
     result = shell.run_cell("%%pizza --each xs -o out\n{item}")
     assert not result.success
-    assert "1 of 3 prompts failed" in str(result.error_in_exec) and "'out'" in str(result.error_in_exec)
+    assert "1 of 3 prompts failed" in str(result.error_in_exec) and "'out'" in str(
+        result.error_in_exec
+    )
     out = shell.user_ns["out"]
     assert out[1] is None and "good too" in out[2]
 
@@ -158,7 +166,9 @@ def test_each_uses_the_cache(shell, emu):
 
 def test_table_in_prompt_is_summarised(shell, emu):
     pd = pytest.importorskip("pandas")
-    shell.user_ns["sales"] = pd.DataFrame({"region": ["north", "south"] * 500, "units": range(1000)})
+    shell.user_ns["sales"] = pd.DataFrame(
+        {"region": ["north", "south"] * 500, "units": range(1000)}
+    )
     magics(shell).value_budget = 700
     shell.run_cell("%%pizza\nWhich region sells more?\n{sales}")
     sent = emu.questions[-1]

@@ -74,11 +74,21 @@ def test_console_script_and_module(emu):
     script = shutil.which("pizzagpt", path=os.path.dirname(sys.executable))
     assert script, "the console script is installed beside the interpreter"
     for command in ([script], [sys.executable, "-m", "pizzagpt_magic"]):
-        result = subprocess.run(command + ["ask", "hello from a shell"], capture_output=True,
-                                text=True, env=env, timeout=60)
+        result = subprocess.run(
+            command + ["ask", "hello from a shell"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         assert "> hello from a shell" in result.stdout
-    failed = subprocess.run([script, "ask", "--base-url", "http://127.0.0.1:9", "--retries", "0",
-                             "hi"], capture_output=True, text=True, env=env, timeout=60)
+    failed = subprocess.run(
+        [script, "ask", "--base-url", "http://127.0.0.1:9", "--retries", "0", "hi"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr and failed.stderr.startswith("pizzagpt: Cannot reach")

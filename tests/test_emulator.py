@@ -16,8 +16,9 @@ HEADERS = {"x-secret": "Marinara"}
 
 async def post(url, json=None, headers=HEADERS, data=None):
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/api/chatx-completion", json=json, data=data,
-                                headers=headers) as response:
+        async with session.post(
+            f"{url}/api/chatx-completion", json=json, data=data, headers=headers
+        ) as response:
             return response.status, response.content_type, await response.text()
 
 
@@ -43,8 +44,9 @@ def test_contract_is_enforced():
 def test_faults_by_header_and_per_server():
     async def main():
         async with serve() as emu:
-            by_header = await post(emu.url, {"question": "q"},
-                                   headers={**HEADERS, "x-pizzagpt-fault": "status=418"})
+            by_header = await post(
+                emu.url, {"question": "q"}, headers={**HEADERS, "x-pizzagpt-fault": "status=418"}
+            )
         async with serve(fault="misuse") as emu:
             per_server = await post(emu.url, {"question": "q"})
         return by_header, per_server
@@ -71,12 +73,17 @@ def test_chat_prompts_quote_the_last_question():
 
 
 def test_echo_returns_text_verbatim():
-    assert make_answer("x [[echo]]<b>raw</b>\n```py\n1\n```[[/echo]] y") == "<b>raw</b>\n```py\n1\n```"
+    assert (
+        make_answer("x [[echo]]<b>raw</b>\n```py\n1\n```[[/echo]] y") == "<b>raw</b>\n```py\n1\n```"
+    )
 
 
 def test_parse_fault():
     assert parse_fault("status=503; retry-after=1.5;times=2") == {
-        "status": 503, "retry-after": 1.5, "times": 2}
+        "status": 503,
+        "retry-after": 1.5,
+        "times": 2,
+    }
     assert parse_fault("drop") == {"drop": True}
     with pytest.raises(ValueError, match="unknown fault"):
         parse_fault("explode")
@@ -85,7 +92,8 @@ def test_parse_fault():
 def test_command_line_prints_its_url_first():
     process = subprocess.Popen(
         [sys.executable, "-m", "pizzagpt_magic.emulator", "--port", "0", "--latency", "0"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         url = process.stdout.readline().strip()
@@ -99,6 +107,10 @@ def test_command_line_prints_its_url_first():
 
 
 def test_command_line_rejects_bad_fault():
-    result = subprocess.run([sys.executable, "-m", "pizzagpt_magic.emulator", "--fault", "nope"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "pizzagpt_magic.emulator", "--fault", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and "unknown fault" in result.stderr

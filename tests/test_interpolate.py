@@ -72,12 +72,15 @@ def test_text_without_braces_is_unchanged(text):
 BRACELESS = st.text(max_size=5).filter(lambda t: "{" not in t and "}" not in t)
 
 
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | BRACELESS,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(BRACELESS, children, max_size=3),
-    max_leaves=10,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | BRACELESS,
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(BRACELESS, children, max_size=3)
+        ),
+        max_leaves=10,
+    )
+)
 def test_json_passes_through(value):
     import json
 

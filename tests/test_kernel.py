@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from kernel_helpers import Kernel, error_of, of_type, result_text, stderr_of
 
 pytestmark = pytest.mark.kernel
@@ -52,11 +51,16 @@ def test_progress_placeholder_is_shown_then_emptied(kernel):
     assert len(displays) == 1
     assert "gpt-4o-mini is answering" in displays[0]["content"]["data"]["text/plain"]
     display_id = displays[0]["content"]["transient"]["display_id"]
-    updates = [m["content"] for m in of_type(messages, "update_display_data")
-               if m["content"]["transient"]["display_id"] == display_id]
+    updates = [
+        m["content"]
+        for m in of_type(messages, "update_display_data")
+        if m["content"]["transient"]["display_id"] == display_id
+    ]
     assert len(updates) >= 2  # ticks about every half second
-    assert any(" 1.0 s" in u["data"].get("text/plain", "") or " 0.5 s" in u["data"].get("text/plain", "")
-               for u in updates)
+    assert any(
+        " 1.0 s" in u["data"].get("text/plain", "") or " 0.5 s" in u["data"].get("text/plain", "")
+        for u in updates
+    )
     assert updates[-1]["data"] == {}  # nothing is left of it
     assert "slow one" in result_text(messages)
 
@@ -91,7 +95,8 @@ def interrupt_once_in_flight(kernel, emulator, code: str, in_flight: int):
 def test_interrupt_cancels_the_request(kernel, emulator):
     emulator.reset_stats()
     messages, elapsed, started = interrupt_once_in_flight(
-        kernel, emulator, "%pizza --no-cache [[fault:latency=4]] never answered", 1)
+        kernel, emulator, "%pizza --no-cache [[fault:latency=4]] never answered", 1
+    )
     assert elapsed < 3  # promptly, not when the answer would have come
     assert not of_type(messages, "execute_result")
     updates = of_type(messages, "update_display_data")
@@ -123,7 +128,9 @@ def test_top_level_await_in_the_same_cell(kernel):
 
 
 def test_ask_is_safe_in_the_kernel(kernel):
-    messages = kernel.execute("from pizzagpt_magic import ask\nask('plain api call').count('plain api')")
+    messages = kernel.execute(
+        "from pizzagpt_magic import ask\nask('plain api call').count('plain api')"
+    )
     assert result_text(messages) == "1"
 
 
@@ -131,7 +138,8 @@ def test_interrupt_cancels_a_whole_batch(kernel, emulator):
     emulator.reset_stats()
     kernel.execute("items = [f'batch item {i} [[fault:latency=2]]' for i in range(40)]")
     _, elapsed, _ = interrupt_once_in_flight(
-        kernel, emulator, "%%pizza --each items --concurrency 4 --no-cache -o answers\n{item}", 4)
+        kernel, emulator, "%%pizza --each items --concurrency 4 --no-cache -o answers\n{item}", 4
+    )
     assert elapsed < 1.5
     deadline = time.monotonic() + 5
     while emulator.in_flight and time.monotonic() < deadline:

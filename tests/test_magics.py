@@ -62,7 +62,7 @@ def test_assignment_and_semicolon(shell, emu):
 
 NOT_PYTHON = [
     "what's up (see #3)",
-    'it\'s "open',
+    "it's \"open",
     "unclosed ( [ {",
     "a # b ) c",
     "'" * 3 + '"' * 3,
@@ -123,7 +123,7 @@ def test_system_message(shell, emu):
 
 def test_interpolation(shell, emu):
     shell.user_ns.update(n=3, cfg={"k": "v"}, items=[1, 2])
-    cell(shell, "%pizza n={n} k={cfg[k]} last={items[-1]} {{n}} json {\"a\": {\"b\": 1}}")
+    cell(shell, '%pizza n={n} k={cfg[k]} last={items[-1]} {{n}} json {"a": {"b": 1}}')
     assert emu.questions[-1] == 'n=3 k=v last=2 {n} json {"a": {"b": 1}}'
     cell(shell, "%%pizza\ndef f(x):\n    return {x: 1 for x in range($n)}\nvalue {n}\n")
     assert emu.questions[-1] == "def f(x):\n    return {x: 1 for x in range($n)}\nvalue 3"
@@ -193,7 +193,10 @@ def test_cache_is_bounded(shell, emu):
 
 def test_models(shell, emu):
     listing = cell(shell, "%pizza --models")
-    assert "gpt-4o-mini" in str(listing) and "(default)" in listing._repr_mimebundle_()["text/markdown"]
+    assert (
+        "gpt-4o-mini" in str(listing)
+        and "(default)" in listing._repr_mimebundle_()["text/markdown"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -235,8 +238,11 @@ def test_cell_fails_so_run_all_stops(shell, emu):
 
 
 def test_hostile_answer_is_rendered_safely(shell, emu):
-    answer = cell(shell, '%%pizza\n[[echo]]**Hi** <img src=x onerror="alert(1)"> '
-                         '[x](javascript:alert(1))\n\n```html\n<b>code</b>\n```[[/echo]]')
+    answer = cell(
+        shell,
+        '%%pizza\n[[echo]]**Hi** <img src=x onerror="alert(1)"> '
+        "[x](javascript:alert(1))\n\n```html\n<b>code</b>\n```[[/echo]]",
+    )
     markdown = answer._repr_mimebundle_()["text/markdown"]
     assert "<img" not in markdown and "javascript:" not in markdown
     assert "**Hi**" in markdown and "```html\n<b>code</b>\n```" in markdown
@@ -279,9 +285,17 @@ def test_config_before_loading_and_validation(emu):
         assert (pizza.format, pizza.timeout, pizza.system) == ("text", 5.0, "From the config")
         answer = cell(shell, "%pizza hi")
         assert set(answer._repr_mimebundle_()) == {"text/plain"}
-        for name, bad in [("model", "gpt-9"), ("timeout", 0.0), ("retries", 11),
-                          ("cache_size", 0), ("base_url", "ftp://x"), ("proxy", "socks5://x"),
-                          ("history_length", -1), ("format", "yaml"), ("concurrency", 0)]:
+        for name, bad in [
+            ("model", "gpt-9"),
+            ("timeout", 0.0),
+            ("retries", 11),
+            ("cache_size", 0),
+            ("base_url", "ftp://x"),
+            ("proxy", "socks5://x"),
+            ("history_length", -1),
+            ("format", "yaml"),
+            ("concurrency", 0),
+        ]:
             with pytest.raises(TraitError):
                 setattr(pizza, name, bad)
         shell.run_line_magic("config", "PizzaMagics.retries = 1")
@@ -305,8 +319,10 @@ def test_unload_and_reload(shell, emu):
     assert "pizza" not in shell.magics_manager.magics["line"]
     assert "pizza" not in shell.magics_manager.magics["cell"]
     assert not any(isinstance(c, PizzaMagics) for c in shell.configurables)
-    assert all(getattr(t, "__name__", "") != "keep_question_marks"
-               for t in shell.input_transformers_cleanup)
+    assert all(
+        getattr(t, "__name__", "") != "keep_question_marks"
+        for t in shell.input_transformers_cleanup
+    )
     shell.run_line_magic("load_ext", "pizzagpt_magic")
 
 
@@ -318,8 +334,19 @@ def test_no_global_hooks(shell):
 def test_config_lists_every_trait(shell, capsys):
     shell.run_cell("%config PizzaMagics")
     out = capsys.readouterr().out
-    for name in ("model", "format", "base_url", "timeout", "retries", "proxy", "cache",
-                 "cache_size", "history_length", "interpolate", "concurrency"):
+    for name in (
+        "model",
+        "format",
+        "base_url",
+        "timeout",
+        "retries",
+        "proxy",
+        "cache",
+        "cache_size",
+        "history_length",
+        "interpolate",
+        "concurrency",
+    ):
         assert f"PizzaMagics.{name}=" in out, name
 
 

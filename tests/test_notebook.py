@@ -43,15 +43,20 @@ def executed(emulator):
     previous = os.environ.get("PIZZAGPT_URL")
     os.environ["PIZZAGPT_URL"] = emulator.url
     try:
-        NotebookClient(nb, timeout=120, kernel_name="python3",
-                       resources={"metadata": {"path": str(QUICKSTART.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=120,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(QUICKSTART.parent)}},
+        ).execute()
     finally:
         if previous is None:
             os.environ.pop("PIZZAGPT_URL")
         else:
             os.environ["PIZZAGPT_URL"] = previous
-    return {cell.source.strip().splitlines()[0]: cell for cell in nb.cells
-            if cell.cell_type == "code"}
+    return {
+        cell.source.strip().splitlines()[0]: cell for cell in nb.cells if cell.cell_type == "code"
+    }
 
 
 def find(executed, start):
@@ -75,7 +80,8 @@ def test_output_variable_and_chat(executed):
     assert "Emulated gpt-4o-mini answer" in outputs_text(find(executed, "%pizza -o advice"))
     assert "Conversation cleared" in outputs_text(find(executed, "%pizza --reset"))
     assert "{'East': 293, 'North': 251, 'South': 196, 'West': 167}" in outputs_text(
-        find(executed, "units = sales"))
+        find(executed, "units = sales")
+    )
     assert "conversation so far has 3 messages" in outputs_text(find(executed, "%pizza -c Which"))
     history = outputs_text(find(executed, "%pizza --history"))
     assert "[1] You: We sell umbrellas" in history and "[2] You: Which region" in history
@@ -106,7 +112,9 @@ def test_no_placeholder_left_behind(executed):
 def test_demo_command(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pizzagpt_magic", "demo", "--output-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "[cell 5] %pizza In one paragraph" in result.stdout
@@ -117,21 +125,29 @@ def test_demo_command(tmp_path):
 
 
 def test_demo_reports_a_failing_notebook(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("%load_ext pizzagpt_magic"),
-        nbformat.v4.new_code_cell("%pizza [[fault:status=500]] fails"),
-        nbformat.v4.new_code_cell("%pizza never reached"),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext pizzagpt_magic"),
+            nbformat.v4.new_code_cell("%pizza [[fault:status=500]] fails"),
+            nbformat.v4.new_code_cell("%pizza never reached"),
+        ]
+    )
     path = tmp_path / "broken.ipynb"
     nbformat.write(nb, path)
     result = subprocess.run(
         [sys.executable, "-m", "pizzagpt_magic", "demo", str(path), "-o", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("pizzagpt demo: a cell failed (UsageError: HTTP 500")
     assert "never reached" not in result.stdout
-    missing = subprocess.run([sys.executable, "-m", "pizzagpt_magic", "demo", "nope.ipynb"],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "pizzagpt_magic", "demo", "nope.ipynb"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 1 and "no notebook at nope.ipynb" in missing.stderr

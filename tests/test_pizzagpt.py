@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from aioresponses import CallbackResult
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -92,16 +91,22 @@ def test_top_level_content_is_accepted(mocked):
     [
         ({"status": 404}, HTTPStatusError, "HTTP 404"),
         ({"status": 500}, HTTPStatusError, "HTTP 500"),
-        ({"body": "<html><body>Blocked</body></html>", "content_type": "text/html"},
-         NonJSONResponseError, "text/html"),
+        (
+            {"body": "<html><body>Blocked</body></html>", "content_type": "text/html"},
+            NonJSONResponseError,
+            "text/html",
+        ),
         ({"payload": {"answer": "just a string"}}, ResponseShapeError, "'answer' is str"),
         ({"payload": ["a", "list"]}, ResponseShapeError, "JSON object"),
         ({"payload": {"answer": {"content": 42}}}, ResponseShapeError, "'content' is int"),
         ({"payload": {"answer": {"content": ""}}}, EmptyAnswerError, "empty"),
         ({"payload": {"answer": {"content": " \n "}}}, EmptyAnswerError, "empty"),
         ({"payload": {"answer": {}}}, EmptyAnswerError, "without content"),
-        ({"body": '{"answer": {"content": "cut', "content_type": "application/json"},
-         NonJSONResponseError, "application/json"),
+        (
+            {"body": '{"answer": {"content": "cut', "content_type": "application/json"},
+            NonJSONResponseError,
+            "application/json",
+        ),
     ],
 )
 def test_bad_answers_become_typed_errors(mocked, kwargs, error, words):
@@ -201,10 +206,14 @@ def test_proxy_is_passed_per_call_and_credentials_never_shown(mocked):
     import aiohttp
 
     proxy = "http://alice:s3cret@proxy.test:3128"
-    mocked.post(ENDPOINT, exception=aiohttp.ClientProxyConnectionError(
-        aiohttp.client_reqrep.ConnectionKey("proxy.test", 3128, False, True, None, None, None),
-        OSError(111, f"refused by {proxy}"),
-    ), repeat=True)
+    mocked.post(
+        ENDPOINT,
+        exception=aiohttp.ClientProxyConnectionError(
+            aiohttp.client_reqrep.ConnectionKey("proxy.test", 3128, False, True, None, None, None),
+            OSError(111, f"refused by {proxy}"),
+        ),
+        repeat=True,
+    )
     with pytest.raises(ConnectError) as info:
         run(proxy=proxy, max_retries=1)
     message = str(info.value)
@@ -363,7 +372,7 @@ def test_large_answer(emu):
     assert len(ask("[[fault:large=5000000]]")) == 5_000_000
 
 
-SEED_EXAMPLE = '''
+SEED_EXAMPLE = """
 async def example_usage():
     # Example messages for the API request
     messages = [
@@ -380,7 +389,7 @@ async def example_usage():
 if __name__ == "__main__":
     import asyncio
     asyncio.run(example_usage())
-'''
+"""
 
 
 def test_seed_example_runs_verbatim(emu, tmp_path: Path):
@@ -388,7 +397,10 @@ def test_seed_example_runs_verbatim(emu, tmp_path: Path):
     script.write_text("from pizzagpt_magic import Pizzagpt\n" + SEED_EXAMPLE)
     result = subprocess.run(
         [sys.executable, "-W", "error::ResourceWarning", "-X", "dev", str(script)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PIZZAGPT_URL": emu.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PIZZAGPT_URL": emu.url},
     )
     assert result.returncode == 0, result.stderr
     assert "API Response: **Emulated gpt-4o-mini answer**" in result.stdout
@@ -423,7 +435,11 @@ def test_proxy_environment_variables_are_honoured(emu, monkeypatch):
         ({}, "http://h/x", None),
         ({"HTTP_PROXY": "http://p:1"}, "http://h/x", "http://p:1"),
         ({"HTTP_PROXY": "http://p:1"}, "https://h/x", None),
-        ({"https_proxy": "http://low:1", "HTTPS_PROXY": "http://up:1"}, "https://h/x", "http://low:1"),
+        (
+            {"https_proxy": "http://low:1", "HTTPS_PROXY": "http://up:1"},
+            "https://h/x",
+            "http://low:1",
+        ),
         ({"ALL_PROXY": "http://all:1"}, "https://h/x", "http://all:1"),
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "h,other"}, "https://h/x", None),
         ({"HTTPS_PROXY": "http://p:1", "no_proxy": ".example.org"}, "https://a.example.org/", None),
@@ -444,8 +460,11 @@ def test_env_proxy_follows_urllib(monkeypatch, env, url, expected):
     assert env_proxy(url) == expected
     proxies = urllib.request.getproxies_environment()
     host = url.split("/")[2]
-    reference = None if proxies.get("no") and urllib.request.proxy_bypass_environment(host, proxies) \
+    reference = (
+        None
+        if proxies.get("no") and urllib.request.proxy_bypass_environment(host, proxies)
         else proxies.get(url.split(":")[0]) or proxies.get("all")
+    )
     assert env_proxy(url) == reference
 
 

@@ -22,8 +22,9 @@ ELSEWHERE = {
     'pip install -e ".[demo]" && python -m pizzagpt_magic demo': "test_notebook.test_demo_command",
     'pip install -e ".[test]" && pytest': ".ci/run",
     'pip install -e ".[test,browser]" && pytest -m browser': ".ci/run (the browser suite)",
-    "python -m pizzagpt_magic.emulator --port 0 --latency 0.2":
-        "test_emulator.test_command_line_prints_its_url_first",
+    "python -m pizzagpt_magic.emulator --port 0 --latency 0.2": (
+        "test_emulator.test_command_line_prints_its_url_first"
+    ),
 }
 
 
@@ -39,9 +40,11 @@ def test_readme_has_examples_of_each_kind():
 def test_ipython_examples(shell, emu):
     for code in blocks("ipython"):
         result = shell.run_cell(code)
-        assert result.success, f"{code!r} failed: {result.error_in_exec or result.error_before_exec}"
+        assert result.success, (
+            f"{code!r} failed: {result.error_in_exec or result.error_before_exec}"
+        )
     assert isinstance(shell.user_ns["plan"], dict)  # -f json -o plan
-    assert len(shell.user_ns["notes"]) == 4         # --each over the table
+    assert len(shell.user_ns["notes"]) == 4  # --each over the table
     assert shell.magics_manager.registry["PizzaMagics"].timeout == 30
 
 
@@ -58,16 +61,21 @@ def test_python_examples(emu, code):
 
 def test_command_line_examples(emu):
     bin_dir = os.path.dirname(sys.executable)
-    env = {**os.environ, "PIZZAGPT_URL": emu.url, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PIZZAGPT_URL": emu.url,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
     ran = 0
     for code in blocks("bash"):
         for line in code.strip().splitlines():
             if line in ELSEWHERE:
                 continue
             if line.startswith("python "):
-                line = f"{sys.executable} {line[len('python '):]}"
-            result = subprocess.run(["bash", "-c", line], capture_output=True, text=True,
-                                    env=env, timeout=60)
+                line = f"{sys.executable} {line[len('python ') :]}"
+            result = subprocess.run(
+                ["bash", "-c", line], capture_output=True, text=True, env=env, timeout=60
+            )
             assert result.returncode == 0, f"{line}: {result.stderr}"
             assert result.stdout.strip(), line
             ran += 1

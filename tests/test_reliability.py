@@ -161,7 +161,8 @@ def test_run_all_stops_at_the_failure_and_reruns_after_restart(emulator):
         second.execute()  # a fresh kernel: the fault fired once and is spent
         answers = [cell for cell in nb.cells if "%pizza" in cell.source]
         assert len(answers) == 20 and all(
-            any(o.output_type == "execute_result" for o in cell.outputs) for cell in answers)
+            any(o.output_type == "execute_result" for o in cell.outputs) for cell in answers
+        )
         assert "> defined cell 14" in str(nb.cells[16].outputs)
     finally:
         if previous is None:
@@ -172,15 +173,49 @@ def test_run_all_stops_at_the_failure_and_reruns_after_restart(emulator):
 
 # -- hostile input ------------------------------------------------------------------------------
 
-LINE_PIECES = ["-m", "-f", "json", "--format", "-o", "x", "-s", "'", '"', "--", "-c", "--reset",
-               "--timeout", "0", "-1", "{", "}", "{x}", "{{", "}}", "?", ";", "--each", "=",
-               "--no-cache", "--proxy", "http://u:p@h", "word", " ", "\\", "\t", "-"]
+LINE_PIECES = [
+    "-m",
+    "-f",
+    "json",
+    "--format",
+    "-o",
+    "x",
+    "-s",
+    "'",
+    '"',
+    "--",
+    "-c",
+    "--reset",
+    "--timeout",
+    "0",
+    "-1",
+    "{",
+    "}",
+    "{x}",
+    "{{",
+    "}}",
+    "?",
+    ";",
+    "--each",
+    "=",
+    "--no-cache",
+    "--proxy",
+    "http://u:p@h",
+    "word",
+    " ",
+    "\\",
+    "\t",
+    "-",
+]
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(LINE_PIECES), max_size=8).map(" ".join)
-       | st.text(alphabet=string.printable, max_size=40))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.sampled_from(LINE_PIECES), max_size=8).map(" ".join)
+    | st.text(alphabet=string.printable, max_size=40)
+)
 def test_option_parsing_fuzz(shell, line):
     """Any %pizza line is answered, or refused with one UsageError line; nothing else."""
     shell.user_ns["x"] = 1

@@ -14,10 +14,33 @@ from markdown_it import MarkdownIt
 from pizzagpt_magic.errors import ResponseShapeError
 from pizzagpt_magic.render import Answer, MarkdownText, live_markup, safe_markdown
 
-
-MARKDOWN_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "a", "img", "code", "pre",
-                 "ul", "ol", "li", "blockquote", "hr", "br", "table", "thead", "tbody", "tr",
-                 "th", "td"}
+MARKDOWN_TAGS = {
+    "p",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "strong",
+    "em",
+    "a",
+    "img",
+    "code",
+    "pre",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "hr",
+    "br",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+}
 
 
 class _Auditor(HTMLParser):
@@ -29,8 +52,15 @@ class _Auditor(HTMLParser):
         if tag not in MARKDOWN_TAGS:
             self.problems.append(f"<{tag}>")
         for name, value in attrs:
-            if name.startswith("on") or name not in {"href", "src", "alt", "title", "class",
-                                                     "style", "start"}:
+            if name.startswith("on") or name not in {
+                "href",
+                "src",
+                "alt",
+                "title",
+                "class",
+                "style",
+                "start",
+            }:
                 self.problems.append(f"{tag}[{name}]")
             if name in ("href", "src") and value:
                 url = re.sub(r"[\x00-\x20]", "", value.lower())
@@ -92,8 +122,16 @@ def test_markdown_survives():
     safe = safe_markdown(text)
     assert safe == text.replace("<https://auto.org>", "<https://auto.org>")
     html = MarkdownIt("commonmark").enable("table").render(safe)
-    for tag in ("<h1>", "<strong>", "<em>", "<ul>", "<table>", 'href="https://example.org"',
-                'href="https://auto.org"', 'class="language-python"'):
+    for tag in (
+        "<h1>",
+        "<strong>",
+        "<em>",
+        "<ul>",
+        "<table>",
+        'href="https://example.org"',
+        'href="https://auto.org"',
+        'class="language-python"',
+    ):
         assert tag in html
     assert "&lt;script&gt;" in html and "&lt;b&gt;code&lt;/b&gt;" in html
 
@@ -117,8 +155,21 @@ def test_tex_links_are_broken():
 
 
 PIECES = list("<>/ab=:()[]`'\"\n !&#;*-|\\") + [
-    "script", "img ", "javascript:", " onerror=", "```", "    ", "](", "]: ", "data:", "&#106;",
-    "\t", "\x00", "<!--", "-->", "http://x",
+    "script",
+    "img ",
+    "javascript:",
+    " onerror=",
+    "```",
+    "    ",
+    "](",
+    "]: ",
+    "data:",
+    "&#106;",
+    "\t",
+    "\x00",
+    "<!--",
+    "-->",
+    "http://x",
 ]
 
 
@@ -156,8 +207,12 @@ def test_code_with_backticks_gets_a_longer_fence():
 
 @pytest.mark.parametrize(
     "text",
-    ['{"a": [1, 2]}', 'Here:\n```json\n{"a": [1, 2]}\n```', "Result: {\"a\": [1, 2]} done",
-     '```\n{"a": [1, 2]}\n```'],
+    [
+        '{"a": [1, 2]}',
+        'Here:\n```json\n{"a": [1, 2]}\n```',
+        'Result: {"a": [1, 2]} done',
+        '```\n{"a": [1, 2]}\n```',
+    ],
 )
 def test_answer_json_format(text):
     answer = Answer(text, format="json")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Any, ClassVar, Dict, List, Union
+from typing import Any, ClassVar
 
 from ..errors import ModelNotFoundError, PromptError
 
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 #: A conversation: ``{"role": "system" | "user" | "assistant", "content": str}`` dicts, in order.
-Messages = List[Dict[str, Any]]
+Messages = list[dict[str, Any]]
 
 
 class ResponseType:
@@ -54,11 +54,11 @@ class FinishReason(ResponseType):
 
 
 #: What ``create_async_generator`` gives: text chunks and response objects.
-AsyncResult = AsyncIterator[Union[str, ResponseType]]
+AsyncResult = AsyncIterator[str | ResponseType]
 
 
 def _content_text(content: Any) -> str:
-    """A message's content as text: a string as it is, a list of ``{"type": "text"}`` parts joined."""
+    """A message's content as text: a string as it is, ``{"type": "text"}`` parts joined."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -80,7 +80,8 @@ def format_prompt(
     One message gives its content unchanged. Several give a ``Role: content`` line each (the role
     capitalised), joined by newlines, then a last line ``Assistant:`` unless ``do_continue``.
 
-    >>> format_prompt([{"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi"}])
+    >>> format_prompt([{"role": "system", "content": "Be brief"},
+    ...                {"role": "user", "content": "Hi"}])
     'System: Be brief\\nUser: Hi\\nAssistant:'
     """
     if not messages:

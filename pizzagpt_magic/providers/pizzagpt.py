@@ -30,8 +30,14 @@ from ..errors import (
     ResponseShapeError,
     TransportError,
 )
-from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, ProviderModelMixin
-from .base import format_prompt
+from .base import (
+    AsyncGeneratorProvider,
+    AsyncResult,
+    FinishReason,
+    Messages,
+    ProviderModelMixin,
+    format_prompt,
+)
 
 __all__ = ["Pizzagpt", "env_proxy", "parse_answer", "parse_retry_after", "redact"]
 
@@ -285,14 +291,21 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
                             body = await response.read()
                         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
                             raise ConnectionLostError(
-                                redact(f"The connection to {shown_url} was lost while the "
-                                       f"answer was arriving ({exc})", *secrets)
+                                redact(
+                                    f"The connection to {shown_url} was lost while the "
+                                    f"answer was arriving ({exc})",
+                                    *secrets,
+                                )
                             ) from None
                         return parse_answer(body, response.content_type)
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ServerTimeoutError, aiohttp.ClientConnectorError,
-                    aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            except (
+                aiohttp.ServerTimeoutError,
+                aiohttp.ClientConnectorError,
+                aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError,
+            ) as exc:
                 error = ConnectError(
                     redact(f"Cannot reach {shown_url}: {_describe(exc)}", *secrets)
                 )

@@ -17,8 +17,14 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TOKEN = "pizzagpt-browser-suite"
 
 
@@ -38,8 +44,11 @@ def free_port() -> int:
 def screenshots() -> Path:
     """This run's screenshot folder: $PIZZAGPT_SCREENSHOTS, else browser-screenshots/<time>."""
     base = os.environ.get("PIZZAGPT_SCREENSHOTS")
-    folder = Path(base) if base else Path("browser-screenshots") / datetime.now().strftime(
-        "%Y%m%d-%H%M%S")
+    folder = (
+        Path(base)
+        if base
+        else Path("browser-screenshots") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    )
     folder.mkdir(parents=True, exist_ok=True)
     print(f"\nscreenshots of this run: {folder.resolve()}")
     return folder
@@ -54,7 +63,8 @@ def lab(emulator, tmp_path_factory) -> Iterator[dict[str, object]]:
     settings.mkdir(parents=True)
     # No "Would you like to get notified about Jupyter news?" toast over the notebook.
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     port = free_port()
     env = {
         **os.environ,
@@ -65,11 +75,21 @@ def lab(emulator, tmp_path_factory) -> Iterator[dict[str, object]]:
     }
     log = open(home / "lab.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

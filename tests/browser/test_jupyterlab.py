@@ -50,7 +50,7 @@ CELLS = {
     "hostile": "%%pizza\n[[echo]]" + HOSTILE_ANSWER + "[[/echo]]",
     "control": "from IPython.display import Markdown\nMarkdown(" + repr(HOSTILE_ANSWER) + ")",
     "code": "%%pizza -f code\n[[echo]]Use this:\n\n```python\nimport pandas as pd\n"
-            "frame = pd.read_csv('pizza.csv')\n```\n[[/echo]]",
+    "frame = pd.read_csv('pizza.csv')\n```\n[[/echo]]",
     "json": "%pizza -f json Reply with JSON only: the sales of 3 pizzas",
     "text": "%pizza -f text [[echo]]**not bold** <b>nor this</b>[[/echo]]",
     "failing": "%pizza --no-cache [[fault:status=500]] this one fails",
@@ -62,8 +62,9 @@ ORDER = list(CELLS)
 def page(lab, browser, screenshots):
     notebook = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(CELLS[name]) for name in ORDER],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}},
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
     )
     nbformat.write(notebook, Path(lab["root"]) / "answers.ipynb")
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -147,8 +148,15 @@ def test_hostile_answer_runs_nothing(page, screenshots):
     page.evaluate("delete window.__pwned")
     target = run(page, "hostile")
     output = target.locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
-    for selector in ("script", "iframe", "img", "[onclick]", "[onmouseover]", "[onerror]",
-                     "a[href^='javascript' i]"):
+    for selector in (
+        "script",
+        "iframe",
+        "img",
+        "[onclick]",
+        "[onmouseover]",
+        "[onerror]",
+        "a[href^='javascript' i]",
+    ):
         assert output.locator(selector).count() == 0, selector
     output.get_by_text("hover text").hover()
     output.get_by_text("click me").click()
@@ -204,13 +212,17 @@ def test_executed_quickstart_reopened_from_disk(lab, browser, screenshots):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
         # A workspace of its own, reset: only the re-opened notebook is on the page.
-        page.goto(f"{lab['url']}/lab/workspaces/reopened/tree/quickstart.ipynb"
-                  f"?reset&token={lab['token']}")
-        page.wait_for_selector(".jp-OutputArea-output[data-mime-type='text/markdown']",
-                               timeout=90_000)
+        page.goto(
+            f"{lab['url']}/lab/workspaces/reopened/tree/quickstart.ipynb?reset&token={lab['token']}"
+        )
+        page.wait_for_selector(
+            ".jp-OutputArea-output[data-mime-type='text/markdown']", timeout=90_000
+        )
         answers = page.locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
         first = answers.first
-        assert "In one paragraph, how should I compare revenue across regions?" in first.inner_text()
+        assert (
+            "In one paragraph, how should I compare revenue across regions?" in first.inner_text()
+        )
         assert first.locator("strong").first.inner_text().startswith("Emulated gpt-4o-mini")
         table = page.locator(".jp-OutputArea-output", has_text="DataFrame: 8 rows × 5 columns")
         assert table.count() >= 1
