@@ -21,7 +21,9 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, va
 from .errors import PizzagptError
 
 if TYPE_CHECKING:
-    from .chat import Conversation
+    from collections.abc import Awaitable, Callable
+
+    from .chat import Conversation, Reply
     from .render import MarkdownText
 
 # The answer formats (render.FORMATS); spelled out here so that loading the extension does not
@@ -330,7 +332,30 @@ class PizzaMagics(Magics):
             "base_url": self.base_url,
         }
 
-    def _check_size(self, messages: list[dict[str, Any]]) -> None:
+    def _asker(self, args: Any) -> tuple[str | None, Callable[[str], Awaitable[Reply]]]:
+        """The system message for these options, and a coroutine function asking one prompt
+        with them through the conversation (and its cache)."""
+        system = self._render(args.system if args.system is not None else self.system, args)
+        use_cache = self.cache and not args.no_cache
+        request = self._request_options(args)
+
+        async def ask(prompt: str) -> Reply:
+            return await self.conversation.ask(
+                prompt,
+                model=args.model,
+                system=system or None,
+                chat=args.chat,
+                use_cache=use_cache,
+                **request,
+            )
+
+        return system or None, ask
+
+    def _check_size(self, prompt: str, system: str | None, chat: bool) -> None:
+        try:
+            messages = self.conversation.messages(prompt, system=system, chat=chat)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
         size = sum(len(str(m["content"])) for m in messages)
         if size > self.max_prompt_chars:
             raise UsageError(
@@ -347,29 +372,18 @@ class PizzaMagics(Magics):
         from .render import Answer
 
         prompt = self._render(template, args)
-        system = self._render(args.system if args.system is not None else self.system, args) or None
-        try:
-            self._check_size(self.conversation.messages(prompt, system=system, chat=args.chat))
-        except PizzagptError as exc:
-            raise UsageError(str(exc)) from None
-
-        use_cache = self.cache and not args.no_cache
+        system, ask_prompt = self._asker(args)
+        self._check_size(prompt, system, args.chat)
         cached = (
-            use_cache
+            self.cache
+            and not args.no_cache
             and self.conversation.lookup(prompt, model=args.model, system=system, chat=args.chat)
             is not None
         )
 
-        async def ask() -> Any:
+        async def ask() -> Reply:
             async with Progress(args.model, enabled=self._showing_progress() and not cached):
-                return await self.conversation.ask(
-                    prompt,
-                    model=args.model,
-                    system=system,
-                    chat=args.chat,
-                    use_cache=use_cache,
-                    **self._request_options(args),
-                )
+                return await ask_prompt(prompt)
 
         try:
             reply = run_sync(ask())
@@ -407,25 +421,12 @@ class PizzaMagics(Magics):
             )
             for label, item in zip(labels, items)
         ]
-        system = self._render(args.system if args.system is not None else self.system, args) or None
+        system, ask_prompt = self._asker(args)
         for prompt in prompts:
-            try:
-                self._check_size(self.conversation.messages(prompt, system=system, chat=args.chat))
-            except PizzagptError as exc:
-                raise UsageError(str(exc)) from None
-        use_cache = self.cache and not args.no_cache
-        request = self._request_options(args)
+            self._check_size(prompt, system, args.chat)
 
         async def ask_one(prompt: str) -> str:
-            reply = await self.conversation.ask(
-                prompt,
-                model=args.model,
-                system=system,
-                chat=args.chat,
-                use_cache=use_cache,
-                **request,
-            )
-            return reply.text
+            return (await ask_prompt(prompt)).text
 
         started = time.monotonic()
         results = run_sync(
