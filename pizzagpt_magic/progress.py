@@ -11,7 +11,10 @@ import time
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Progress"]
+__all__ = ["EMPTY", "Progress"]
+
+#: What the placeholder becomes when the wait is over.
+EMPTY = {"text/plain": ""}
 
 
 class Progress:
@@ -54,5 +57,7 @@ class Progress:
             await asyncio.gather(self._ticker, return_exceptions=True)
             self._ticker = None
         if self._handle is not None:
-            self._handle.update({}, raw=True)
+            # Empty text renders as nothing, and (unlike an empty bundle) every exporter
+            # knows how to show it.
+            self._handle.update(EMPTY, raw=True)
             self._handle = None

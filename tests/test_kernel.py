@@ -8,6 +8,8 @@ import time
 import pytest
 from kernel_helpers import Kernel, error_of, of_type, result_text, stderr_of
 
+from pizzagpt_magic.progress import EMPTY
+
 pytestmark = pytest.mark.kernel
 
 # Unfinished tasks on the kernel's loop running code of this package.
@@ -60,11 +62,11 @@ def test_progress_placeholder_is_shown_then_emptied(kernel):
     seconds = [
         float(re.search(r"([\d.]+) s$", u["data"]["text/plain"]).group(1))
         for u in updates
-        if u["data"]
+        if u["data"] != EMPTY
     ]
     assert len(seconds) >= 2  # ticks about every half second, in place
     assert seconds == sorted(seconds) and seconds[0] >= 0.4
-    assert updates[-1]["data"] == {}  # nothing is left of it
+    assert updates[-1]["data"] == EMPTY  # nothing is left of it
     assert "slow one" in result_text(messages)
 
 
@@ -75,7 +77,7 @@ def test_failed_cell_leaves_no_placeholder_and_one_line_error(kernel):
     lines = stderr_of(messages).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("UsageError: HTTP 500")
     updates = of_type(messages, "update_display_data")
-    assert updates and updates[-1]["content"]["data"] == {}
+    assert updates and updates[-1]["content"]["data"] == EMPTY
     assert "works" in result_text(kernel.execute("%pizza still works"))
 
 
@@ -103,7 +105,7 @@ def test_interrupt_cancels_the_request(kernel, emulator):
     assert elapsed < 3  # promptly, not when the answer would have come
     assert not of_type(messages, "execute_result")
     updates = of_type(messages, "update_display_data")
-    assert updates and updates[-1]["content"]["data"] == {}
+    assert updates and updates[-1]["content"]["data"] == EMPTY
     # The server saw the client go away: the request is not running on.
     deadline = time.monotonic() + 5
     while emulator.in_flight and time.monotonic() < deadline:
