@@ -438,7 +438,7 @@ class PizzaMagics(Magics):
                 ask=ask_one,
             )
         )
-        summary = BatchSummary(prompts, results, time.monotonic() - started, args.model)
+        summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
         answers: Any = [None if isinstance(r, BaseException) else r for r in results]
         if _is_pandas(source):
             import pandas as pd

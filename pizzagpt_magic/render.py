@@ -301,20 +301,25 @@ class Answer:
 
 
 class BatchSummary:
-    """What a ``--each`` cell shows: count, failures, time and the first few answers."""
+    """What a ``--each`` cell shows: count, failures, time and the first few answers.
+
+    ``labels`` name the items (positions for a list, the index for pandas objects).
+    """
 
     SHOWN = 3
 
-    def __init__(self, prompts: list[str], results: list[Any], elapsed: float, model: str) -> None:
-        self.prompts = prompts
+    def __init__(self, labels: list[Any], results: list[Any], elapsed: float, model: str) -> None:
+        self.labels = labels
         self.results = results
         self.elapsed = elapsed
         self.model = model
-        self.failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+        self.failures = {
+            label: r for label, r in zip(labels, results) if isinstance(r, BaseException)
+        }
         self.answers: Any = None
 
     def failure_line(self) -> str:
-        listed = "; ".join(f"#{i}: {exc}" for i, exc in list(self.failures.items())[:3])
+        listed = "; ".join(f"#{label}: {exc}" for label, exc in list(self.failures.items())[:3])
         more = f"; and {len(self.failures) - 3} more" if len(self.failures) > 3 else ""
         return f"{len(self.failures)} of {len(self.results)} prompts failed ({listed}{more})"
 
@@ -325,21 +330,20 @@ class BatchSummary:
         )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        shown = [(i, r) for i, r in enumerate(self.results) if not isinstance(r, BaseException)]
-        shown = shown[: self.SHOWN]
-        markdown = [f"**{self._headline()}**"]
-        plain = [self._headline()]
-        for index, text in shown:
+        answered = [
+            (label, text)
+            for label, text in zip(self.labels, self.results)
+            if not isinstance(text, BaseException)
+        ]
+        markdown, plain = [f"**{self._headline()}**", ""], [self._headline()]
+        for label, text in answered[: self.SHOWN]:
             first = text.strip().splitlines()[0] if text.strip() else ""
             first = first if len(first) <= 200 else first[:199] + "…"
-            markdown.append(f"{index + 1}. {safe_markdown(first)}")
-            plain.append(f"[{index}] {first}")
-        if len(self.results) > len(shown):
-            markdown.append(f"\n*… and {len(self.results) - len(shown)} more*")
-        return {
-            "text/markdown": "\n\n".join(markdown[:1]) + "\n\n" + "\n".join(markdown[1:]),
-            "text/plain": "\n".join(plain),
-        }
+            markdown.append(f"- `{label}`: {safe_markdown(first)}")
+            plain.append(f"[{label}] {first}")
+        if len(self.results) > self.SHOWN:
+            markdown.append(f"\n*… and {len(self.results) - self.SHOWN} more*")
+        return {"text/markdown": "\n".join(markdown), "text/plain": "\n".join(plain)}
 
     def __repr__(self) -> str:
         return self._repr_mimebundle_()["text/plain"]

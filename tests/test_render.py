@@ -231,3 +231,29 @@ def test_answer_not_json_is_a_clear_error():
 def test_markdown_text_is_safe_too():
     bundle = MarkdownText("<img src=x onerror=y>")._repr_mimebundle_()
     assert audit(bundle["text/markdown"]) == []
+
+
+def test_batch_summary_names_items_by_label():
+    from pizzagpt_magic.errors import HTTPStatusError
+    from pizzagpt_magic.render import BatchSummary
+
+    failure = HTTPStatusError(500, "Internal Server Error", "http://x")
+    summary = BatchSummary(
+        ["North", "South", "East", "West"],
+        ["Fine <b>answer</b>\nmore", failure, "Two", "Three"],
+        1.25,
+        "m",
+    )
+    bundle = summary._repr_mimebundle_()
+    assert bundle["text/plain"].splitlines() == [
+        "4 answers from m in 1.2 s, 1 failed",
+        "[North] Fine <b>answer</b>",
+        "[East] Two",
+        "[West] Three",
+    ]
+    assert "- `North`: Fine &lt;b>answer&lt;/b>" in bundle["text/markdown"]
+    assert "*… and 1 more*" in bundle["text/markdown"]
+    assert (
+        summary.failure_line()
+        == "1 of 4 prompts failed (#South: HTTP 500 Internal Server Error from http://x)"
+    )
