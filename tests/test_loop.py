@@ -115,3 +115,43 @@ def test_exceptions_propagate_unchanged():
 
     with pytest.raises(LookupError, match="boom"):
         run_sync(fail())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop and SIGINT are POSIX here")
+def test_interrupt_in_the_worker_thread_fallback():
+    import os
+    import signal
+
+    uvloop = pytest.importorskip("uvloop")
+    state = {}
+
+    async def slow():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+
+    async def main():
+        # A real SIGINT, as a kernel interrupt sends, while the caller waits on the worker.
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(slow())
+        timer.join()
+        worker_loop = run_sync(loop_of())
+
+        async def pending():
+            return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+        return worker_loop, await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(pending(), worker_loop)
+        )
+
+    loop = uvloop.new_event_loop()
+    try:
+        worker_loop, leftovers = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert state == {"cancelled": True}
+    assert leftovers == [] and worker_loop.is_running()
