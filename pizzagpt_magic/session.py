@@ -122,10 +122,13 @@ def close_all_sessions() -> None:
                 running = None
             if running is loop:
                 continue  # the caller's own loop: it must await close_session() itself
-            future = asyncio.run_coroutine_threadsafe(_close_entry(loop), loop)
-            future.result(timeout=5)
-        else:
-            loop.run_until_complete(_close_entry(loop))
+        try:
+            if loop.is_running():
+                asyncio.run_coroutine_threadsafe(_close_entry(loop), loop).result(timeout=5)
+            else:
+                loop.run_until_complete(_close_entry(loop))
+        except Exception:  # at exit, a loop in an odd state must not stop the others closing
+            logger.debug("could not close the session of %r", loop, exc_info=True)
 
 
 async def _close_entry(loop: asyncio.AbstractEventLoop) -> None:

@@ -75,23 +75,25 @@ def interrupt_soon(loop, delay=0.05):
     return loop.call_later(delay, fire)
 
 
-def test_interrupt_cancels_and_awaits_the_task():
-    state = {}
+async def slow(state: dict[str, bool]) -> None:
+    """Sleep until cancelled, then clean up (with an await of its own) and note it in state."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        state["cancelled"] = True
+        await asyncio.sleep(0.01)
+        state["cleaned"] = True
+        raise
 
-    async def slow():
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            state["cancelled"] = True
-            await asyncio.sleep(0.01)  # clean-up that itself awaits
-            state["cleaned"] = True
-            raise
+
+def test_interrupt_cancels_and_awaits_the_task():
+    state: dict[str, bool] = {}
 
     async def main():
         loop = asyncio.get_running_loop()
         interrupt_soon(loop)
         with pytest.raises(KeyboardInterrupt):
-            run_sync(slow())
+            run_sync(slow(state))
         assert state == {"cancelled": True, "cleaned": True}
         leftovers = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()]
         assert leftovers == []
@@ -123,21 +125,14 @@ def test_interrupt_in_the_worker_thread_fallback():
     import signal
 
     uvloop = pytest.importorskip("uvloop")
-    state = {}
-
-    async def slow():
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            state["cancelled"] = True
-            raise
+    state: dict[str, bool] = {}
 
     async def main():
         # A real SIGINT, as a kernel interrupt sends, while the caller waits on the worker.
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
         with pytest.raises(KeyboardInterrupt):
-            run_sync(slow())
+            run_sync(slow(state))
         timer.join()
         worker_loop = run_sync(loop_of())
 
@@ -153,5 +148,5 @@ def test_interrupt_in_the_worker_thread_fallback():
         worker_loop, leftovers = loop.run_until_complete(main())
     finally:
         loop.close()
-    assert state == {"cancelled": True}
+    assert state == {"cancelled": True, "cleaned": True}  # waited for, before the interrupt
     assert leftovers == [] and worker_loop.is_running()
