@@ -52,24 +52,34 @@ def test_bad_arguments():
 
 
 def test_429_slows_the_whole_batch(emu):
-    # One item is told to wait 0.5 s; items sent after that answer wait too.
+    # One item is told to wait 0.5 s; the others, sent once that answer has arrived, wait too.
     prompts = ["[[fault:status=429;retry-after=0.5;times=1]] first"] + [
         f"later {i}" for i in range(5)
     ]
     started = time.monotonic()
 
     async def main():
+        from pizzagpt_magic import ask_async
+        from pizzagpt_magic.session import _sessions
+
+        loop = asyncio.get_running_loop()
+
+        def paused() -> bool:
+            entry = _sessions.get(loop)
+            return entry is not None and entry.not_before > 0
+
         async def delayed(prompt, **options):
             if not prompt.startswith("[[fault"):
-                await asyncio.sleep(0.15)  # start after the 429 has arrived
-            from pizzagpt_magic import ask_async
-
+                deadline = loop.time() + 0.4  # start only after the 429 has arrived
+                while not paused() and loop.time() < deadline:
+                    await asyncio.sleep(0.005)
             return await ask_async(prompt, **options), time.monotonic() - started
 
         return await ask_many_async(prompts, concurrency=6, progress=False, ask=delayed)
 
     results = asyncio.run(main())
     assert all(elapsed >= 0.5 for _, elapsed in results)
+    assert emu.requests == 7  # the 429, its retry, and five items that each asked once
 
 
 def test_progress_bar_counts_and_failures(emu, capsys):

@@ -141,11 +141,11 @@ def test_ask_is_safe_in_the_kernel(kernel):
 
 def test_interrupt_cancels_a_whole_batch(kernel, emulator):
     emulator.reset_stats()
-    kernel.execute("items = [f'batch item {i} [[fault:latency=2]]' for i in range(40)]")
+    kernel.execute("items = [f'batch item {i} [[fault:latency=4]]' for i in range(40)]")
     _, elapsed, _ = interrupt_once_in_flight(
         kernel, emulator, "%%pizza --each items --concurrency 4 --no-cache -o answers\n{item}", 4
     )
-    assert elapsed < 1.5
+    assert elapsed < 3  # promptly, not when the answers would have come
     deadline = time.monotonic() + 5
     while emulator.in_flight and time.monotonic() < deadline:
         time.sleep(0.05)
