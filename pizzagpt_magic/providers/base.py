@@ -166,7 +166,6 @@ def _awaitable(method: Any) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> AwaitableAsyncGenerator:
         return AwaitableAsyncGenerator(func(*args, **kwargs))
 
-    wrapper.__wrapped_async_generator__ = True  # type: ignore[attr-defined]
     return classmethod(wrapper) if isinstance(method, classmethod) else wrapper
 
 
