@@ -177,6 +177,12 @@ class PizzaMagics(Magics):
         self.observe(self._resize, names=["history_length", "cache_size"])
 
     @property
+    def user_ns(self) -> dict[str, Any]:
+        """The namespace of the shell the magics belong to."""
+        assert self.shell is not None, "PizzaMagics needs a shell"
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    @property
     def conversation(self) -> Conversation:
         """The history and the answer cache, made on first use."""
         if self._conversation is None:
@@ -317,7 +323,7 @@ class PizzaMagics(Magics):
         try:
             return interpolate(
                 template,
-                namespace if namespace is not None else self.shell.user_ns,
+                namespace if namespace is not None else self.user_ns,
                 lambda value: format_value(value, self.value_budget),
             )
         except PizzagptError as exc:
@@ -392,7 +398,7 @@ class PizzaMagics(Magics):
             raise UsageError(str(exc)) from None
         self.conversation.record(prompt, reply.text, args.model)
         if args.output:
-            self.shell.user_ns[args.output] = answer.value
+            self.user_ns[args.output] = answer.value
         return answer
 
     def _ask_each(self, args: Any, template: str) -> Any:
@@ -406,9 +412,9 @@ class PizzaMagics(Magics):
         if not template:
             raise UsageError("Nothing to ask: the cell body is empty")
         name = args.each
-        if name not in self.shell.user_ns:
+        if name not in self.user_ns:
             raise UsageError(f"--each: name {name!r} is not defined")
-        source = self.shell.user_ns[name]
+        source = self.user_ns[name]
         try:
             labels, items = batch_items(source)
         except TypeError as exc:
@@ -416,9 +422,7 @@ class PizzaMagics(Magics):
         if not items:
             raise UsageError(f"--each: {name!r} is empty")
         prompts = [
-            self._render(
-                template, args, ChainMap({"item": item, "index": label}, self.shell.user_ns)
-            )
+            self._render(template, args, ChainMap({"item": item, "index": label}, self.user_ns))
             for label, item in zip(labels, items)
         ]
         system, ask_prompt = self._asker(args)
@@ -447,7 +451,7 @@ class PizzaMagics(Magics):
         summary.answers = answers
         target = args.output or ("_pizza_batch" if summary.failures else None)
         if target:
-            self.shell.user_ns[target] = answers
+            self.user_ns[target] = answers
         if summary.failures:
             raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
         return summary

@@ -62,7 +62,7 @@ def _unsafe_destination(destination: str) -> bool:
     decoded = html.unescape(re.sub(r"\\(.)", r"\1", destination))
     decoded = _CONTROL.sub("", decoded).lower()
     match = _SCHEME.match(decoded)
-    return bool(match) and match.group(1) not in SAFE_SCHEMES
+    return match is not None and match.group(1) not in SAFE_SCHEMES
 
 
 def _neutralise_text(text: str) -> str:
@@ -156,7 +156,8 @@ def live_markup(markdown: str) -> list[str]:
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": True}).enable("table")
-    md.validateLink = lambda url: True  # see every link, not only those markdown-it would keep
+    # See every link, not only those markdown-it itself would keep.
+    md.validateLink = lambda url: True  # type: ignore[method-assign]
     found: list[str] = []
     stack = list(md.parse(markdown))
     while stack:

@@ -214,7 +214,7 @@ class AsyncGeneratorProvider:
         """Iterate the answer synchronously, even from inside a running event loop."""
         from ..loop import run_sync
 
-        agen = cls.create_async_generator(model, messages, **kwargs)
+        agen: Any = cls.create_async_generator(model, messages, **kwargs)
         try:
             while True:
                 try:

@@ -93,7 +93,7 @@ def env_proxy(url: str) -> str | None:
         return None
     no_proxy = _proxy_variable("no_proxy")
     if no_proxy:
-        from urllib.request import proxy_bypass_environment
+        from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
         if proxy_bypass_environment(parts.hostname or "", {"no": no_proxy}):
             return None
