@@ -315,7 +315,13 @@ def test_unload_and_reload(shell, emu):
     assert isinstance(cell(shell, "%pizza after reload?"), Answer)
     assert len(shell.magics_manager.registry) and "PizzaMagics" in shell.magics_manager.registry
     assert sum(isinstance(c, PizzaMagics) for c in shell.configurables) == 1
+    from pizzagpt_magic.loop import run_sync
+    from pizzagpt_magic.session import get_session
+
+    session = run_sync(get_session())
+    assert not session.closed
     shell.run_line_magic("unload_ext", "pizzagpt_magic")
+    assert session.closed  # unloading closes the keep-alive session
     assert "pizza" not in shell.magics_manager.magics["line"]
     assert "pizza" not in shell.magics_manager.magics["cell"]
     assert not any(isinstance(c, PizzaMagics) for c in shell.configurables)
