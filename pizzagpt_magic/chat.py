@@ -41,16 +41,15 @@ class Conversation:
     def __init__(self, max_exchanges: int = 20, cache_size: int = 128) -> None:
         from cachetools import LRUCache
 
-        self.exchanges: deque[Exchange] = deque(maxlen=max_exchanges or None)
-        self.max_exchanges = max_exchanges
+        # A deque with maxlen 0 keeps nothing, so 0 means "no history" with no special case.
+        self.exchanges: deque[Exchange] = deque(maxlen=max_exchanges)
         self.cache: LRUCache[tuple[Any, ...], str] = LRUCache(maxsize=max(1, cache_size))
 
     def resize(self, *, max_exchanges: int | None = None, cache_size: int | None = None) -> None:
         from cachetools import LRUCache
 
-        if max_exchanges is not None and max_exchanges != self.max_exchanges:
-            self.max_exchanges = max_exchanges
-            self.exchanges = deque(self.exchanges, maxlen=max_exchanges or None)
+        if max_exchanges is not None and max_exchanges != self.exchanges.maxlen:
+            self.exchanges = deque(self.exchanges, maxlen=max_exchanges)
         if cache_size is not None and cache_size != self.cache.maxsize:
             cache: LRUCache[tuple[Any, ...], str] = LRUCache(maxsize=max(1, cache_size))
             cache.update(self.cache)
@@ -59,8 +58,6 @@ class Conversation:
     def history(self) -> Messages:
         """The recorded exchanges as alternating user and assistant messages."""
         messages: Messages = []
-        if self.max_exchanges == 0:
-            return messages
         for exchange in self.exchanges:
             messages.append({"role": "user", "content": exchange.prompt})
             messages.append({"role": "assistant", "content": exchange.answer})
@@ -70,17 +67,17 @@ class Conversation:
         """The messages a request for ``prompt`` sends."""
         return build_messages(prompt, system=system, history=self.history() if chat else ())
 
-    def cache_key(
-        self, prompt: str, *, model: str, system: str | None, chat: bool
-    ) -> tuple[Any, ...]:
-        history = tuple((m["role"], m["content"]) for m in self.history()) if chat else ()
-        return (Pizzagpt.get_model(model), system or "", history, prompt)
+    @staticmethod
+    def _key(prompt: str, model: str, system: str | None, history: Messages) -> tuple[Any, ...]:
+        sent = tuple((m["role"], m["content"]) for m in history)
+        return (Pizzagpt.get_model(model), system or "", sent, prompt)
 
     def lookup(
         self, prompt: str, *, model: str, system: str | None = None, chat: bool = False
     ) -> str | None:
         """The cached answer to this request, or None."""
-        return self.cache.get(self.cache_key(prompt, model=model, system=system, chat=chat))
+        history = self.history() if chat else []
+        return self.cache.get(self._key(prompt, model, system, history))
 
     async def ask(
         self,
@@ -93,19 +90,16 @@ class Conversation:
         **request: Any,
     ) -> Reply:
         """The answer to ``prompt``, from the cache if allowed and present."""
-        if use_cache:
-            text = self.lookup(prompt, model=model, system=system, chat=chat)
-            if text is not None:
-                return Reply(text, cached=True)
-        key = self.cache_key(prompt, model=model, system=system, chat=chat)
-        history = self.history() if chat else ()
+        history = self.history() if chat else []
+        key = self._key(prompt, model, system, history)
+        if use_cache and key in self.cache:
+            return Reply(self.cache[key], cached=True)
         text = await ask_async(prompt, model=model, system=system, history=history, **request)
         self.cache[key] = text
         return Reply(text, cached=False)
 
     def record(self, prompt: str, answer: str, model: str) -> None:
-        if self.max_exchanges:
-            self.exchanges.append(Exchange(prompt, answer, model))
+        self.exchanges.append(Exchange(prompt, answer, model))
 
     def reset(self) -> int:
         """Forget the history; returns how many exchanges were forgotten."""

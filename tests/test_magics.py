@@ -168,6 +168,10 @@ def test_history_length_bounds_the_conversation(shell, emu):
     for i in range(4):
         cell(shell, f"%pizza q{i}")
     assert [e.prompt for e in magics(shell).conversation.exchanges] == ["q2", "q3"]
+    magics(shell).history_length = 0  # keep nothing: -c sends the question alone
+    cell(shell, "%pizza -c alone")
+    assert emu.questions[-1] == "alone"
+    assert "empty" in str(cell(shell, "%pizza --history"))
 
 
 def test_cache_hit_and_bypass(shell, emu):
