@@ -15,10 +15,9 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .render import FORMATS
 
 __all__ = ["main"]
-
-FORMATS = ("markdown", "text", "code", "json")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -59,10 +58,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run a notebook against the offline emulator",
         description=(
             "Start the emulator on a free loopback port, execute NOTEBOOK (default: the "
-            "quickstart) "
-            "in a real Jupyter kernel with PIZZAGPT_URL pointing at it, print each %%pizza cell's "
-            "prompt and answer, and write the executed notebook (and HTML, if nbconvert is "
-            "installed) to the output directory. Needs no internet."
+            "quickstart) in a real Jupyter kernel with PIZZAGPT_URL pointing at it, print each "
+            "%%pizza cell's prompt and answer, and write the executed notebook (and HTML, if "
+            "nbconvert is installed) to the output directory. Needs no internet."
         ),
     )
     demo.add_argument("notebook", nargs="?", metavar="NOTEBOOK", help="the .ipynb to run")

@@ -19,16 +19,12 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
 
 from .errors import PizzagptError
+from .render import FORMATS, Answer, BatchSummary, MarkdownText
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from .chat import Conversation, Reply
-    from .render import MarkdownText
-
-# The answer formats (render.FORMATS); spelled out here so that loading the extension does not
-# import the rendering machinery.
-FORMATS = ("markdown", "text", "code", "json")
 
 __all__ = ["PizzaMagics", "load", "unload"]
 
@@ -375,7 +371,6 @@ class PizzaMagics(Magics):
     def _ask_one(self, args: Any, template: str) -> Any:
         from .loop import run_sync
         from .progress import Progress
-        from .render import Answer
 
         prompt = self._render(template, args)
         system, ask_prompt = self._asker(args)
@@ -407,7 +402,6 @@ class PizzaMagics(Magics):
         from .batch import ask_many_async
         from .interpolate import batch_items
         from .loop import run_sync
-        from .render import BatchSummary
 
         if not template:
             raise UsageError("Nothing to ask: the cell body is empty")
@@ -458,7 +452,6 @@ class PizzaMagics(Magics):
 
     def _models(self) -> MarkdownText:
         from .providers.pizzagpt import Pizzagpt
-        from .render import MarkdownText
 
         lines = [
             f"- `{m}`" + (" (default)" if m == self.model else "") for m in Pizzagpt.get_models()
@@ -466,8 +459,6 @@ class PizzaMagics(Magics):
         return MarkdownText("\n".join(lines), "\n".join(Pizzagpt.get_models()))
 
     def _history(self) -> MarkdownText:
-        from .render import MarkdownText
-
         exchanges = list(self.conversation.exchanges)
         if not exchanges:
             return MarkdownText("*The conversation is empty.*", "The conversation is empty.")
