@@ -189,19 +189,22 @@ def safe_markdown(text: str) -> str:
     return _neutralise_text(text.replace("\x00", "\ufffd")).replace("<", "&lt;")
 
 
-def extract_code(text: str) -> list[tuple[str, str]]:
-    """The answer's code blocks as (language, code) pairs; all of it when it has none."""
-    blocks = [
+def _code_blocks(text: str) -> list[tuple[str, str]]:
+    return [
         (token.info.strip().split(" ")[0] if token.type == "fence" else "", token.content)
         for token in _parser().parse(text)
         if token.type in ("fence", "code_block")
     ]
-    return blocks or [("", text.strip("\n") + "\n")]
+
+
+def extract_code(text: str) -> list[tuple[str, str]]:
+    """The answer's code blocks as (language, code) pairs; all of it when it has none."""
+    return _code_blocks(text) or [("", text.strip("\n") + "\n")]
 
 
 def extract_json(text: str) -> Any:
     """The JSON value in the answer: a fenced block (``json`` ones first) or the bare text."""
-    fences = [(lang, code) for lang, code in extract_code(text) if code != text.strip("\n") + "\n"]
+    fences = _code_blocks(text)
     candidates = [code for lang, code in fences if lang.lower() in ("json", "jsonc")]
     candidates += [code for lang, code in fences if lang.lower() not in ("json", "jsonc")]
     candidates += re.findall(r"```[\w+-]*[ \t]*\n?(.*?)```", text, re.S)
