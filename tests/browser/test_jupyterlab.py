@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from playwright.sync_api import expect
 
 from pizzagpt_magic.demo import default_notebook
 
@@ -108,6 +109,15 @@ def wait_done(target, timeout: float = 60) -> None:
     raise TimeoutError(f"cell still running: {prompt!r}")
 
 
+def eventually(check, timeout: float = 30) -> None:
+    """Poll ``check`` until it holds: outputs and highlighting are drawn after the reply."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {check.__doc__ or check}")
+        time.sleep(0.1)
+
+
 def snap(page, screenshots: Path, name: str, target=None) -> None:
     if target is not None:
         target.scroll_into_view_if_needed()
@@ -117,6 +127,7 @@ def snap(page, screenshots: Path, name: str, target=None) -> None:
 def test_markdown_answer_renders_as_markdown(page, screenshots):
     run(page, "load")
     output = run(page, "markdown").locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
+    expect(output.locator("h1")).to_be_visible(timeout=30_000)
     assert output.locator("h1").inner_text().startswith("Pizza report")
     assert output.locator("strong").inner_text() == "Margherita"
     assert output.locator("em").inner_text() == "Marinara"
@@ -124,7 +135,7 @@ def test_markdown_answer_renders_as_markdown(page, screenshots):
     assert output.locator("table td").first.inner_text() == "Margherita"
     code = output.locator("pre code")
     assert "def total(rows):" in code.inner_text()
-    assert code.locator("span[class]").count() >= 3  # highlighted tokens
+    eventually(lambda: code.locator("span[class]").count() >= 3)  # highlighted tokens
     snap(page, screenshots, "01-markdown", output)
 
 
@@ -139,8 +150,8 @@ def test_progress_placeholder_then_answer(page, screenshots):
     assert placeholder.inner_text() != first  # the seconds move on, in place
     wait_done(target)
     outputs = target.locator(".jp-OutputArea-output")
+    expect(outputs.last).to_contain_text("a slow question", timeout=30_000)
     assert "is answering" not in target.locator(".jp-OutputArea").inner_text()
-    assert "a slow question" in outputs.last.inner_text()
     snap(page, screenshots, "03-progress-answered", target)
 
 
@@ -148,6 +159,7 @@ def test_hostile_answer_runs_nothing(page, screenshots):
     page.evaluate("delete window.__pwned")
     target = run(page, "hostile")
     output = target.locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
+    expect(output).to_contain_text("hover text", timeout=30_000)
     for selector in (
         "script",
         "iframe",
@@ -182,15 +194,17 @@ def test_control_the_same_markdown_unescaped_does_run(page, screenshots):
 
 def test_code_json_and_text_formats(page, screenshots):
     code = run(page, "code").locator(".jp-OutputArea-output").last
-    assert "import pandas as pd" in code.inner_text() and "Use this" not in code.inner_text()
-    assert code.locator("pre code span[class]").count() >= 2
+    expect(code).to_contain_text("import pandas as pd", timeout=30_000)
+    assert "Use this" not in code.inner_text()
+    eventually(lambda: code.locator("pre code span[class]").count() >= 2)
     snap(page, screenshots, "06-format-code", code)
+    # JupyterLab loads its JSON viewer on first use: wait for it to draw the tree.
     data = run(page, "json").locator(".jp-OutputArea-output").last
-    assert '"numbers"' in data.inner_text() or "numbers" in data.inner_text()
+    expect(data).to_contain_text("numbers", timeout=30_000)
     assert "```" not in data.inner_text()
     snap(page, screenshots, "07-format-json", data)
     text = run(page, "text").locator(".jp-OutputArea-output").last
-    assert "**not bold** <b>nor this</b>" in text.inner_text()
+    expect(text).to_contain_text("**not bold** <b>nor this</b>", timeout=30_000)
     assert text.locator("strong, b").count() == 0
     snap(page, screenshots, "08-format-text", text)
 
@@ -198,6 +212,7 @@ def test_code_json_and_text_formats(page, screenshots):
 def test_failing_cell_shows_one_line(page, screenshots):
     target = run(page, "failing")
     error = target.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    expect(error).to_contain_text("UsageError", timeout=30_000)
     lines = error.inner_text().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("UsageError: HTTP 500")
     assert "Traceback" not in target.locator(".jp-OutputArea").inner_text()
@@ -220,12 +235,12 @@ def test_executed_quickstart_reopened_from_disk(lab, browser, screenshots):
         )
         answers = page.locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
         first = answers.first
-        assert (
-            "In one paragraph, how should I compare revenue across regions?" in first.inner_text()
+        expect(first).to_contain_text(
+            "In one paragraph, how should I compare revenue across regions?", timeout=30_000
         )
         assert first.locator("strong").first.inner_text().startswith("Emulated gpt-4o-mini")
         table = page.locator(".jp-OutputArea-output", has_text="DataFrame: 8 rows × 5 columns")
-        assert table.count() >= 1
+        expect(table.first).to_be_visible(timeout=30_000)
         assert "is answering" not in page.locator(".jp-Notebook").inner_text()
         snap(page, screenshots, "10-quickstart-reopened", first)
     finally:
