@@ -80,3 +80,25 @@ def test_command_line_examples(emu):
             assert result.stdout.strip(), line
             ran += 1
     assert ran >= 3
+
+
+def test_suite_collects_with_the_test_extra_alone(tmp_path):
+    """`pip install -e ".[test]" && pytest` must not need the browser extra: its tests are
+    deselected, and their module still imports without playwright."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['playwright'] = None\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/browser"],
+        cwd=README.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 5, done.stdout + done.stderr  # 5: nothing left after deselection
+    assert "deselected" in done.stdout, done.stdout
+    assert "error" not in done.stdout.lower(), done.stdout

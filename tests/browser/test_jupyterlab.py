@@ -12,7 +12,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from playwright.sync_api import expect
 
 from pizzagpt_magic.demo import default_notebook
 
@@ -107,6 +106,14 @@ def wait_done(target, timeout: float = 60) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"cell still running: {prompt!r}")
+
+
+def expect(locator):
+    """playwright's auto-waiting assertions, imported when used: the module must collect
+    (and be deselected) where only the test extra is installed."""
+    from playwright.sync_api import expect
+
+    return expect(locator)
 
 
 def eventually(check, timeout: float = 30) -> None:
