@@ -46,7 +46,7 @@ HOSTILE_ANSWER = """Summary <script>window.__pwned = 'script'</script>
 CELLS = {
     "load": "%load_ext pizzagpt_magic",
     "markdown": MARKDOWN,
-    "slow": "%pizza --no-cache [[fault:latency=2.5]] a slow question",
+    "slow": "%pizza --no-cache [[fault:latency=4]] a slow question",
     "hostile": "%%pizza\n[[echo]]" + HOSTILE_ANSWER + "[[/echo]]",
     "control": "from IPython.display import Markdown\nMarkdown(" + repr(HOSTILE_ANSWER) + ")",
     "code": "%%pizza -f code\n[[echo]]Use this:\n\n```python\nimport pandas as pd\n"
