@@ -26,6 +26,7 @@ _EXPORTS = {
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
+    "AnswerFormatError": "errors",
     "BatchError": "errors",
     "ConnectError": "errors",
     "ConnectionLostError": "errors",
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import ask, ask_async
     from .batch import ask_many, ask_many_async
     from .errors import (
+        AnswerFormatError,
         BatchError,
         ConnectError,
         ConnectionLostError,

@@ -15,7 +15,8 @@ The hierarchy::
     │   ├── NonJSONResponseError       a body that is not JSON, such as an HTML block page
     │   ├── ResponseShapeError         JSON without a string ``content`` where one belongs
     │   ├── EmptyAnswerError           the content is missing, empty or only white space
-    │   └── MisuseError (ValueError)   the service refused the request as misuse
+    │   ├── MisuseError (ValueError)   the service refused the request as misuse
+    │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
     └── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
 
 ``MisuseError`` is a ``ValueError`` because the seed provider raised ``ValueError`` for it, and code
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AnswerFormatError",
     "BatchError",
     "ConnectError",
     "ConnectionLostError",
@@ -134,6 +136,17 @@ class EmptyAnswerError(ResponseError):
 
 class MisuseError(ResponseError, ValueError):
     """The service refused the request as misuse; ``str()`` is the service's own text."""
+
+
+class AnswerFormatError(ResponseError, ValueError):
+    """The answer arrived, but holds no value of the format asked for (JSON for ``-f json``).
+
+    ``text`` is the answer as it came, so nothing the model said is lost.
+    """
+
+    def __init__(self, message: str, text: str) -> None:
+        self.text = text
+        super().__init__(message)
 
 
 class BatchError(PizzagptError):

@@ -18,7 +18,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
 
-from .errors import PizzagptError
+from .errors import AnswerFormatError, PizzagptError
 from .render import FORMATS, Answer, BatchSummary, MarkdownText
 
 if TYPE_CHECKING:
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from .chat import Conversation, Reply
 
 __all__ = ["PizzaMagics", "load", "unload"]
+
+# Where an answer goes when a cell fails after the service answered: the text of an answer
+# that is not in the format asked for, and the answers of a batch with failed items.
+ANSWER_TEXT = "_pizza_answer"
+BATCH_ANSWERS = "_pizza_batch"
 
 _TOKEN = re.compile(r"""(?:"(?:\\.|[^"\\])*"?|'[^']*'?|\S)+""")
 _NUMBER = re.compile(r"-\d|-\.\d")
@@ -176,7 +181,7 @@ class PizzaMagics(Magics):
     def user_ns(self) -> dict[str, Any]:
         """The namespace of the shell the magics belong to."""
         assert self.shell is not None, "PizzaMagics needs a shell"
-        return self.shell.user_ns  # type: ignore[no-any-return]
+        return self.shell.user_ns
 
     @property
     def conversation(self) -> Conversation:
@@ -389,6 +394,10 @@ class PizzaMagics(Magics):
         try:
             reply = run_sync(ask())
             answer = Answer(reply.text, format=args.format, model=args.model, cached=reply.cached)
+        except AnswerFormatError as exc:
+            # The model answered, just not in the format asked for: keep what it said.
+            self.user_ns[ANSWER_TEXT] = exc.text
+            raise UsageError(f"{exc}; the answer's text is in {ANSWER_TEXT!r}") from None
         except PizzagptError as exc:
             raise UsageError(str(exc)) from None
         self.conversation.record(prompt, reply.text, args.model)
@@ -443,7 +452,7 @@ class PizzaMagics(Magics):
 
             answers = pd.Series(answers, index=source.index, name="answer", dtype=object)
         summary.answers = answers
-        target = args.output or ("_pizza_batch" if summary.failures else None)
+        target = args.output or (BATCH_ANSWERS if summary.failures else None)
         if target:
             self.user_ns[target] = answers
         if summary.failures:

@@ -19,7 +19,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from .errors import ResponseShapeError
+from .errors import AnswerFormatError
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -218,7 +218,7 @@ def extract_json(text: str) -> Any:
             return json.loads(candidate)
         except ValueError as exc:
             error = error or exc
-    raise ResponseShapeError(f"the answer is not JSON ({error})", text)
+    raise AnswerFormatError(f"The answer is not JSON ({error})", text)
 
 
 def _fence(code: str, language: str = "") -> str:

@@ -108,8 +108,12 @@ def test_formats(shell, emu):
     assert code._repr_mimebundle_()["text/markdown"] == "```sql\nSELECT 1\n```"
     data = cell(shell, '%pizza -f JSON [[echo]]{"a": 1}[[/echo]]')
     assert data._repr_mimebundle_()["application/json"] == {"a": 1}
+    asked = len(emu.questions)
     message = failing(shell, "%pizza -f json [[echo]]not json at all[[/echo]]")
-    assert "not JSON" in message
+    assert "not JSON" in message and "'_pizza_answer'" in message
+    assert shell.user_ns["_pizza_answer"] == "not json at all"  # what the model said is kept
+    shown = cell(shell, "%pizza -f text [[echo]]not json at all[[/echo]]")
+    assert str(shown) == "not json at all" and len(emu.questions) == asked + 1  # from the cache
     assert "invalid choice" in failing(shell, "%pizza -f yaml hi")
 
 

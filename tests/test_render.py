@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from pizzagpt_magic.errors import ResponseShapeError
+from pizzagpt_magic.errors import AnswerFormatError
 from pizzagpt_magic.render import Answer, MarkdownText, live_markup, safe_markdown
 
 MARKDOWN_TAGS = {
@@ -224,8 +224,10 @@ def test_answer_json_format(text):
 
 
 def test_answer_not_json_is_a_clear_error():
-    with pytest.raises(ResponseShapeError, match="not JSON"):
+    with pytest.raises(AnswerFormatError, match="not JSON") as info:
         Answer("no json here", format="json")
+    assert info.value.text == "no json here"
+    assert isinstance(info.value, ValueError)
 
 
 def test_markdown_text_is_safe_too():
