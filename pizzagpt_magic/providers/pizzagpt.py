@@ -193,7 +193,7 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
         }
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls,
         model: str,
         messages: Messages,
