@@ -24,6 +24,8 @@ from .render import FORMATS, Answer, BatchSummary, MarkdownText
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from IPython.core.interactiveshell import InteractiveShell
+
     from .chat import Conversation, Reply
 
 __all__ = ["PizzaMagics", "load", "unload"]
@@ -178,10 +180,15 @@ class PizzaMagics(Magics):
         self.observe(self._resize, names=["history_length", "cache_size"])
 
     @property
+    def ipython(self) -> InteractiveShell:
+        """The shell the magics belong to."""
+        assert self.shell is not None, "PizzaMagics needs a shell"
+        return self.shell
+
+    @property
     def user_ns(self) -> dict[str, Any]:
         """The namespace of the shell the magics belong to."""
-        assert self.shell is not None, "PizzaMagics needs a shell"
-        return self.shell.user_ns
+        return self.ipython.user_ns
 
     @property
     def conversation(self) -> Conversation:
@@ -239,6 +246,12 @@ class PizzaMagics(Magics):
         "{item} and {index} bound; answers go to -o as a list (a Series for pandas).",
     )
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each.")
+    @argument(
+        "--insert",
+        action="store_true",
+        help="Also put the answer's code in a new cell below, ready to run (its code blocks, "
+        "or all of it when it has none).",
+    )
     @no_var_expand
     @line_cell_magic
     def pizza(self, line: str, cell: str | None = None) -> Any:
@@ -282,6 +295,10 @@ class PizzaMagics(Magics):
         if args.each:
             if cell is None:
                 raise UsageError("--each works with the %%pizza cell magic")
+            if args.insert:
+                raise UsageError(
+                    "--insert puts one answer's code in a cell; it does not go with --each"
+                )
             result = self._ask_each(args, prompt)
         elif not prompt:
             raise UsageError(
@@ -403,6 +420,10 @@ class PizzaMagics(Magics):
         self.conversation.record(prompt, reply.text, args.model)
         if args.output:
             self.user_ns[args.output] = answer.value
+        if args.insert:
+            # Jupyter frontends open a new cell below holding the text; terminal IPython
+            # pre-fills the next prompt with it.
+            self.ipython.set_next_input(answer.code.rstrip("\n"), replace=False)
         return answer
 
     def _ask_each(self, args: Any, template: str) -> Any:

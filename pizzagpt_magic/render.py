@@ -249,7 +249,8 @@ class Answer:
     """A model's answer, shown in the chosen format.
 
     ``text`` is the answer as the service sent it; ``value`` is what the format makes of it: the
-    text (markdown, text), the code (code) or the parsed value (json).
+    text (markdown, text), the code (code) or the parsed value (json). ``code`` is the answer's
+    code whatever the format: its code blocks joined, or all of it when it has none.
     """
 
     def __init__(
@@ -261,12 +262,15 @@ class Answer:
         self.format = format
         self.model = model
         self.cached = cached
-        self.blocks = extract_code(text) if format == "code" else []
         self.data = extract_json(text) if format == "json" else None
+
+    @functools.cached_property
+    def blocks(self) -> list[tuple[str, str]]:
+        return extract_code(self.text)
 
     @property
     def code(self) -> str:
-        return "\n".join(code.rstrip("\n") for _, code in self.blocks) + "\n" if self.blocks else ""
+        return "\n".join(code.rstrip("\n") for _, code in self.blocks) + "\n"
 
     @property
     def value(self) -> Any:

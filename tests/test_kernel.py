@@ -132,6 +132,16 @@ def test_top_level_await_in_the_same_cell(kernel):
     assert result_text(messages) == "1"
 
 
+def test_insert_asks_the_frontend_for_a_new_cell(kernel):
+    messages = kernel.execute(
+        "%%pizza --insert\n[[echo]]Try:\n\n```python\ndf.describe()\n```\n[[/echo]]"
+    )
+    assert error_of(messages) is None, error_of(messages)
+    assert "Try:" in result_text(messages)  # the answer itself still shows
+    payload = messages[-1]["content"]["payload"]
+    assert payload == [{"source": "set_next_input", "text": "df.describe()", "replace": False}]
+
+
 def test_ask_is_safe_in_the_kernel(kernel):
     messages = kernel.execute(
         "from pizzagpt_magic import ask\nask('plain api call').count('plain api')"

@@ -117,6 +117,24 @@ def test_formats(shell, emu):
     assert "invalid choice" in failing(shell, "%pizza -f yaml hi")
 
 
+def test_insert_puts_the_code_in_the_next_cell(shell, emu):
+    shell.rl_next_input = None
+    answer = cell(
+        shell,
+        "%%pizza --insert -o reply\n[[echo]]Run:\n\n```python\nx = 1\n```\n"
+        "and\n\n```python\nprint(x)\n```\n[[/echo]]",
+    )
+    assert shell.rl_next_input == "x = 1\nprint(x)"
+    assert answer.format == "markdown" and shell.user_ns["reply"].startswith("Run:")
+    cell(shell, "%pizza --insert -f code [[echo]]SELECT 1[[/echo]]")  # bare code: all of it
+    assert shell.rl_next_input == "SELECT 1"
+    shell.rl_next_input = None
+    shell.user_ns["rows"] = [1]
+    assert "--each" in failing(shell, "%%pizza --insert --each rows\nabout {item}")
+    failing(shell, "%pizza --insert --no-cache [[fault:status=500]] fails")
+    assert shell.rl_next_input is None  # nothing to insert after a failure
+
+
 def test_system_message(shell, emu):
     cell(shell, '%pizza -s "Answer in French" hello')
     assert emu.questions[-1] == "System: Answer in French\nUser: hello\nAssistant:"

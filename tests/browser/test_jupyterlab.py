@@ -54,6 +54,9 @@ CELLS = {
     "json": "%pizza -f json Reply with JSON only: the sales of 3 pizzas",
     "text": "%pizza -f text [[echo]]**not bold** <b>nor this</b>[[/echo]]",
     "failing": "%pizza --no-cache [[fault:status=500]] this one fails",
+    # Last: the cell it opens below shifts every cell after it.
+    "insert": "%%pizza --insert\n[[echo]]Count them:\n\n```python\nsales.groupby('region').size()\n"
+    "```\n[[/echo]]",
 }
 ORDER = list(CELLS)
 
@@ -227,6 +230,19 @@ def test_failing_cell_shows_one_line(page, screenshots):
     snap(page, screenshots, "09-failure", target)
 
 
+def test_insert_opens_a_cell_with_the_code(page, screenshots):
+    target = run(page, "insert")
+    expect(target.locator(".jp-OutputArea-output").last).to_contain_text("Count them:")
+    inserted = page.locator(".jp-Notebook .jp-Cell").nth(ORDER.index("insert") + 1)
+    expect(inserted.locator(".jp-InputArea-editor")).to_have_text(
+        "sales.groupby('region').size()", timeout=30_000
+    )
+    assert inserted.locator(".jp-OutputArea-output").count() == 0  # not run: ready to run
+    editors = page.locator(".jp-Notebook .jp-InputArea-editor")
+    assert editors.all_inner_texts().count("sales.groupby('region').size()") == 1
+    snap(page, screenshots, "10-insert-new-cell", inserted)
+
+
 def test_executed_quickstart_reopened_from_disk(lab, browser, screenshots):
     from pizzagpt_magic.demo import run_demo
 
@@ -249,6 +265,6 @@ def test_executed_quickstart_reopened_from_disk(lab, browser, screenshots):
         table = page.locator(".jp-OutputArea-output", has_text="DataFrame: 8 rows × 5 columns")
         expect(table.first).to_be_visible(timeout=30_000)
         assert "is answering" not in page.locator(".jp-Notebook").inner_text()
-        snap(page, screenshots, "10-quickstart-reopened", first)
+        snap(page, screenshots, "11-quickstart-reopened", first)
     finally:
         page.close()
