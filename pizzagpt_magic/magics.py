@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from IPython.core.interactiveshell import InteractiveShell
 
+    from .cell_errors import CellErrors
     from .chat import Conversation, Reply
 
 __all__ = ["PizzaMagics", "load", "unload"]
@@ -34,6 +35,8 @@ __all__ = ["PizzaMagics", "load", "unload"]
 # that is not in the format asked for, and the answers of a batch with failed items.
 ANSWER_TEXT = "_pizza_answer"
 BATCH_ANSWERS = "_pizza_batch"
+# The errors of earlier cells, for {Err[n]} in questions (see cell_errors).
+CELL_ERRORS = "Err"
 
 _TOKEN = re.compile(r"""(?:"(?:\\.|[^"\\])*"?|'[^']*'?|\S)+""")
 _NUMBER = re.compile(r"-\d|-\.\d")
@@ -177,6 +180,7 @@ class PizzaMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self._conversation: Conversation | None = None
+        self.cell_errors: CellErrors | None = None
         self.observe(self._resize, names=["history_length", "cache_size"])
 
     @property
@@ -534,9 +538,15 @@ def keep_question_marks(lines: list[str]) -> list[str]:
 
 def load(shell: Any) -> None:
     """Register the magics on ``shell``; a second load replaces the first."""
+    from .cell_errors import CellErrors
+
     unload(shell)
-    shell.register_magics(PizzaMagics(shell=shell))
+    magics = PizzaMagics(shell=shell)
+    shell.register_magics(magics)
     shell.input_transformers_cleanup.append(keep_question_marks)
+    magics.cell_errors = CellErrors(code_name=getattr(shell.compile, "format_code_name", None))
+    shell.events.register("post_run_cell", magics.cell_errors.record)
+    shell.user_ns.setdefault(CELL_ERRORS, magics.cell_errors)
 
 
 def unload(shell: Any) -> None:
@@ -559,6 +569,11 @@ def unload(shell: Any) -> None:
         del manager.registry[type(magics).__name__]
     if magics in shell.configurables:
         shell.configurables.remove(magics)
+    cell_errors = getattr(magics, "cell_errors", None)
+    if cell_errors is not None:
+        shell.events.unregister("post_run_cell", cell_errors.record)
+        if shell.user_ns.get(CELL_ERRORS) is cell_errors:
+            del shell.user_ns[CELL_ERRORS]
     from .loop import run_sync
     from .session import close_session
 

@@ -142,6 +142,20 @@ def test_insert_asks_the_frontend_for_a_new_cell(kernel):
     assert payload == [{"source": "set_next_input", "text": "df.describe()", "replace": False}]
 
 
+def test_a_question_quotes_the_error_of_an_earlier_cell(kernel, emulator):
+    failed = kernel.execute("import csv, io\nrows = list(csv.reader(io.StringIO('a,b')))\nrows[3]")
+    assert error_of(failed) is not None
+    number = failed[-1]["content"]["execution_count"]
+    messages = kernel.execute(f"%pizza What went wrong here? {{Err[{number}]}}")
+    assert error_of(messages) is None, error_of(messages)
+    asked = emulator.questions[-1]
+    assert asked.startswith("What went wrong here? Traceback (most recent call last):")
+    assert f'File "In[{number}]", line 3, in <module>\n    rows[3]' in asked  # named as a cell
+    assert asked.endswith("IndexError: list index out of range")
+    assert "site-packages" not in asked and "/tmp/" not in asked  # only the user's frames
+    assert "IndexError: list index out of range" in result_text(messages)
+
+
 def test_ask_is_safe_in_the_kernel(kernel):
     messages = kernel.execute(
         "from pizzagpt_magic import ask\nask('plain api call').count('plain api')"

@@ -39,10 +39,21 @@ def test_readme_has_examples_of_each_kind():
 
 def test_ipython_examples(shell, emu):
     for code in blocks("ipython"):
-        result = shell.run_cell(code)
-        assert result.success, (
-            f"{code!r} failed: {result.error_in_exec or result.error_before_exec}"
-        )
+        # Numbered cells, as in a notebook: In, Out and Err refer to them.
+        result = shell.run_cell(code, store_history=True)
+        error = result.error_in_exec or result.error_before_exec
+        expected = re.search(r"# raises (\w+)$", code, re.M)
+        if expected:  # an example of a failing cell
+            assert type(error).__name__ == expected[1], f"{code!r}: {error!r}"
+        else:
+            assert result.success, f"{code!r} failed: {error}"
+    # The question about the failing cell carried its source and its error.
+    assert any(
+        'totals["East"]' in q
+        and q.rstrip().endswith("Why, and how do I fix it?")
+        and "KeyError: 'East'" in q
+        for q in emu.questions
+    )
     assert isinstance(shell.user_ns["plan"], dict)  # -f json -o plan
     assert len(shell.user_ns["notes"]) == 4  # --each over the table
     assert shell.magics_manager.registry["PizzaMagics"].timeout == 30
