@@ -54,13 +54,13 @@ def executed(emulator):
             os.environ.pop("PIZZAGPT_URL")
         else:
             os.environ["PIZZAGPT_URL"] = previous
-    return {
-        cell.source.strip().splitlines()[0]: cell for cell in nb.cells if cell.cell_type == "code"
-    }
+    return {cell.source.strip(): cell for cell in nb.cells if cell.cell_type == "code"}
 
 
 def find(executed, start):
-    return next(cell for first, cell in executed.items() if first.startswith(start))
+    """The one code cell whose source starts with ``start``."""
+    (cell,) = [cell for source, cell in executed.items() if source.startswith(start)]
+    return cell
 
 
 def test_line_question_answered_as_markdown(executed):
@@ -70,7 +70,7 @@ def test_line_question_answered_as_markdown(executed):
 
 
 def test_table_travelled_as_a_summary(executed):
-    text = outputs_text(find(executed, "%%pizza"))
+    text = outputs_text(find(executed, "%%pizza\nHere is our quarterly sales table"))
     assert "DataFrame: 8 rows × 5 columns" in text
     assert "| index | region | quarter | units | price | revenue |" in text
     assert "> East leads with 2637.0 in revenue." in text
@@ -102,6 +102,14 @@ def test_failure_cell_and_recovery(executed):
     assert set(result.data) == {"text/plain"} and "6 x 7" in result.data["text/plain"]
 
 
+def test_question_about_an_error(executed):
+    failed = find(executed, 'sales["revnue"].sum()')
+    assert any(o.output_type == "error" and o.ename == "KeyError" for o in failed.outputs)
+    text = outputs_text(find(executed, "%%pizza\nThis line:"))
+    assert '> sales["revnue"].sum()\n> fails with:\n> Traceback (most recent call last):' in text
+    assert "> KeyError: 'revnue'\n> In one sentence, what is wrong?" in text
+
+
 def test_no_placeholder_left_behind(executed):
     for cell in executed.values():
         for output in cell.outputs:
@@ -119,7 +127,7 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[cell 5] %pizza In one paragraph" in result.stdout
     assert "    → > In one paragraph, how should I compare revenue" in result.stdout
-    assert "Done: 10 questions answered by the emulator" in result.stdout
+    assert "Done: 11 questions answered by the emulator" in result.stdout
     executed = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
     assert any(cell.get("outputs") for cell in executed.cells)
 
