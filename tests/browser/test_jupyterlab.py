@@ -195,7 +195,7 @@ def test_control_the_same_markdown_unescaped_does_run(page, screenshots):
     """The check above can fail: the same answer shown as raw Markdown sets the flag."""
     page.evaluate("delete window.__pwned")
     target = run(page, "control")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while page.evaluate("window.__pwned") is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert page.evaluate("window.__pwned") is not None
