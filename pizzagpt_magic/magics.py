@@ -203,6 +203,13 @@ class PizzaMagics(Magics):
             self._conversation = Conversation(self.history_length, self.cache_size)
         return self._conversation
 
+    def after_cell(self, result: Any) -> None:
+        """``post_run_cell`` callback: record the cell's error, and bring ``Err`` back into a
+        namespace that ``%reset`` emptied."""
+        if self.cell_errors is not None:
+            self.cell_errors.record(result)
+            self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
+
     def _resize(self, change: Any) -> None:
         if self._conversation is not None:
             self._conversation.resize(max_exchanges=self.history_length, cache_size=self.cache_size)
@@ -545,7 +552,7 @@ def load(shell: Any) -> None:
     shell.register_magics(magics)
     shell.input_transformers_cleanup.append(keep_question_marks)
     magics.cell_errors = CellErrors(code_name=getattr(shell.compile, "format_code_name", None))
-    shell.events.register("post_run_cell", magics.cell_errors.record)
+    shell.events.register("post_run_cell", magics.after_cell)
     shell.user_ns.setdefault(CELL_ERRORS, magics.cell_errors)
 
 
@@ -571,7 +578,7 @@ def unload(shell: Any) -> None:
         shell.configurables.remove(magics)
     cell_errors = getattr(magics, "cell_errors", None)
     if cell_errors is not None:
-        shell.events.unregister("post_run_cell", cell_errors.record)
+        shell.events.unregister("post_run_cell", magics.after_cell)
         if shell.user_ns.get(CELL_ERRORS) is cell_errors:
             del shell.user_ns[CELL_ERRORS]
     from .loop import run_sync

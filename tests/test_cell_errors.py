@@ -111,9 +111,13 @@ def test_unload_removes_err_and_keeps_a_users_own(shell):
     shell.run_line_magic("unload_ext", "pizzagpt_magic")
     assert shell.user_ns["Err"] == "mine"
     shell.run_line_magic("load_ext", "pizzagpt_magic")  # as the fixture expects
-    assert (
-        shell.events.callbacks["post_run_cell"].count(
-            shell.magics_manager.registry["PizzaMagics"].cell_errors.record
-        )
-        == 1
-    )
+    callback = shell.magics_manager.registry["PizzaMagics"].after_cell
+    assert shell.events.callbacks["post_run_cell"].count(callback) == 1
+
+
+def test_err_comes_back_after_reset(shell):
+    run(shell, "1/0")
+    shell.run_line_magic("reset", "-f")
+    assert "Err" not in shell.user_ns
+    run(shell, "[][0]")
+    assert shell.user_ns["Err"][-1].endswith("IndexError: list index out of range")
