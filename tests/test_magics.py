@@ -363,6 +363,48 @@ def test_no_global_hooks(shell):
     assert not shell.custom_exceptions
 
 
+def test_what_loading_adds_to_the_shell_and_unloading_takes_away(emu):
+    """Two registrations, both undone by unload: the input transformer for questions that end
+    in "?", and the post-cell callback that records errors for {Err[n]}. No exception handler,
+    no excepthook, nothing else."""
+    import sys
+
+    def state(ip):
+        return {
+            "events": {name: list(cbs) for name, cbs in ip.events.callbacks.items()},
+            "cleanup": list(ip.input_transformers_cleanup),
+            "post": list(ip.input_transformers_post),
+            "custom_exceptions": ip.custom_exceptions,
+            "excepthook": sys.excepthook,
+            "ast": list(ip.ast_transformers),
+        }
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    ip = InteractiveShell(config=config)
+    try:
+        before = state(ip)
+        ip.run_line_magic("load_ext", "pizzagpt_magic")
+        loaded = state(ip)
+        added = {
+            key: [x for x in loaded[key] if x not in before[key]]
+            for key in ("cleanup", "post", "ast")
+        }
+        assert [t.__name__ for t in added["cleanup"]] == ["keep_question_marks"]
+        assert added["post"] == added["ast"] == []
+        for name, callbacks in loaded["events"].items():
+            new = [cb for cb in callbacks if cb not in before["events"][name]]
+            expected = ["after_cell"] if name == "post_run_cell" else []
+            assert [cb.__name__ for cb in new] == expected, name
+        assert loaded["custom_exceptions"] == before["custom_exceptions"] == ()
+        assert loaded["excepthook"] is before["excepthook"]
+        ip.run_line_magic("unload_ext", "pizzagpt_magic")
+        assert state(ip) == before
+    finally:
+        ip.cleanup()
+        InteractiveShell.clear_instance()
+
+
 def test_config_lists_every_trait(shell, capsys):
     shell.run_cell("%config PizzaMagics")
     out = capsys.readouterr().out
