@@ -59,6 +59,15 @@ def _is_pandas(value: Any) -> bool:
     return type(value).__module__.startswith("pandas") and hasattr(value, "index")
 
 
+def _value_of(text: str, format: str) -> Any:
+    """What ``-f format`` makes of an answer (its code, its JSON value), or the error saying
+    why it cannot."""
+    try:
+        return Answer(text, format=format).value
+    except AnswerFormatError as exc:
+        return exc
+
+
 def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
     """Split ``line`` into its leading options and the prompt after them, kept verbatim.
 
@@ -477,6 +486,11 @@ class PizzaMagics(Magics):
                 ask=ask_one,
             )
         )
+        if args.format in ("code", "json"):  # each answer becomes its value, or fails
+            results = [
+                result if isinstance(result, BaseException) else _value_of(result, args.format)
+                for result in results
+            ]
         summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
         answers: Any = [None if isinstance(r, BaseException) else r for r in results]
         if _is_pandas(source):

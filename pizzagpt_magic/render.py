@@ -311,7 +311,9 @@ class Answer:
 class BatchSummary:
     """What a ``--each`` cell shows: count, failures, time and the first few answers.
 
-    ``labels`` name the items (positions for a list, the index for pandas objects).
+    ``labels`` name the items (positions for a list, the index for pandas objects); ``results``
+    hold, per item, the answer (its text, or with ``-f code``/``-f json`` its value) or the
+    exception that item ended with.
     """
 
     SHOWN = 3
@@ -339,12 +341,13 @@ class BatchSummary:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         answered = [
-            (label, text)
-            for label, text in zip(self.labels, self.results)
-            if not isinstance(text, BaseException)
+            (label, value)
+            for label, value in zip(self.labels, self.results)
+            if not isinstance(value, BaseException)
         ]
         markdown, plain = [f"**{self._headline()}**", ""], [self._headline()]
-        for label, text in answered[: self.SHOWN]:
+        for label, value in answered[: self.SHOWN]:
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             first = text.strip().splitlines()[0] if text.strip() else ""
             first = first if len(first) <= 200 else first[:199] + "…"
             markdown.append(f"- `{label}`: {safe_markdown(first)}")

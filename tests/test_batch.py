@@ -125,6 +125,29 @@ def test_each_over_a_list(shell, emu):
     assert emu.max_in_flight <= 2
 
 
+def test_each_with_json_and_code_formats(shell, emu):
+    shell.user_ns["ids"] = [1, 2, "oops"]
+    result = shell.run_cell(
+        '%%pizza --each ids -f json -o parsed\n[[echo]]{{"id": {item}}}[[/echo]]'
+    )
+    assert not result.success  # "oops" gave {"id": oops}: not JSON, so that item failed
+    message = str(result.error_in_exec)
+    assert "1 of 3 prompts failed (#2: The answer is not JSON" in message and "'parsed'" in message
+    assert shell.user_ns["parsed"] == [{"id": 1}, {"id": 2}, None]
+    shell.user_ns["ids"] = [1, 2]
+    summary = shell.run_cell(
+        '%%pizza --each ids -f json -o parsed\n[[echo]]{{"id": {item}}}[[/echo]]'
+    ).result
+    assert shell.user_ns["parsed"] == [{"id": 1}, {"id": 2}]
+    assert '[0] {"id": 1}' in summary._repr_mimebundle_()["text/plain"]
+    shell.user_ns["tables"] = ["sales", "costs"]
+    shell.run_cell(
+        "%%pizza --each tables -f code -o queries\n[[echo]]Here:\n\n```sql\nSELECT * FROM "
+        "{item}\n```\n[[/echo]]"
+    )
+    assert shell.user_ns["queries"] == ["SELECT * FROM sales\n", "SELECT * FROM costs\n"]
+
+
 def test_each_over_series_and_dataframe(shell, emu):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"city": ["Rome", "Pisa"], "pop": [2.8, 0.09]}, index=[10, 20])

@@ -56,6 +56,9 @@ def test_ipython_examples(shell, emu):
     )
     assert isinstance(shell.user_ns["plan"], dict)  # -f json -o plan
     assert len(shell.user_ns["notes"]) == 4  # --each over the table
+    facts = shell.user_ns["facts"]  # --each -f json: parsed values on the table's index
+    assert list(facts.index) == list(shell.user_ns["sales"].index)
+    assert all(isinstance(value, dict) for value in facts)
     assert shell.magics_manager.registry["PizzaMagics"].timeout == 30
 
 
