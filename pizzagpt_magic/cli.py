@@ -34,10 +34,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="ask one question",
         description=(
             "Ask one question and print the answer. PROMPT words are joined with spaces; "
-            "'-' reads the prompt from standard input."
+            "a '-' among them stands for standard input, set apart by a blank line, so that "
+            "data can be piped in: cat sales.csv | pizzagpt ask 'Which region leads?' -"
         ),
     )
-    ask.add_argument("prompt", nargs="+", metavar="PROMPT", help="the question, or - for stdin")
+    ask.add_argument(
+        "prompt", nargs="+", metavar="PROMPT", help="the question; - stands for standard input"
+    )
     ask.add_argument("-m", "--model", help="model (default gpt-4o-mini)")
     ask.add_argument("-s", "--system", metavar="TEXT", help="system message")
     ask.add_argument(
@@ -92,11 +95,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prompt(words: list[str]) -> str:
+    """The words joined with spaces; a ``-`` is standard input, set apart by blank lines."""
+    if "-" not in words:
+        return " ".join(words)
+    at = words.index("-")
+    before, data, after = " ".join(words[:at]), sys.stdin.read(), " ".join(words[at + 1 :])
+    if not (before or after):
+        return data
+    return "\n\n".join(part for part in (before, data.strip("\n"), after) if part)
+
+
 def _ask(args: argparse.Namespace) -> int:
     from .api import ask
     from .render import Answer
 
-    prompt = sys.stdin.read() if args.prompt == ["-"] else " ".join(args.prompt)
+    if args.prompt.count("-") > 1:
+        print("pizzagpt ask: standard input can be read once; give one '-'", file=sys.stderr)
+        return 2
+    prompt = _prompt(args.prompt)
     text = ask(
         prompt,
         model=args.model,
