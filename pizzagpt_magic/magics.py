@@ -279,7 +279,8 @@ class PizzaMagics(Magics):
 
         Line: ``%pizza [options] question``. Cell: ``%%pizza [options]`` with the question as
         the cell body. ``{name}``, ``{name.attr}`` and ``{name[key]}`` insert values from the
-        namespace (``{{`` and ``}}`` are literal braces).
+        namespace (``{{`` and ``}}`` are literal braces); ``{In[n]}``, ``{Out[n]}`` and
+        ``{Err[n]}`` quote cell n's source, result and error (``{Err[-1]}``: the newest error).
         """
         parser = self.pizza.parser
         options, prompt = split_options(line, parser._option_string_actions)
