@@ -1,7 +1,8 @@
 """The placeholder shown in a notebook while an answer is on its way.
 
-It shows the model and the seconds elapsed, updated in place about every half second, and is
-emptied when the wait ends, whether by an answer, an error or an interrupt.
+It appears once the wait has lasted a moment (so a quick answer shows no flicker and leaves no
+trace), shows the model and the seconds elapsed, updated in place about every half second, and
+is emptied when the wait ends, whether by an answer, an error or an interrupt.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ EMPTY = {"text/plain": ""}
 class Progress:
     """``async with Progress("gpt-4o-mini")``: a live placeholder for the block's duration."""
 
-    def __init__(self, label: str, *, enabled: bool = True, interval: float = 0.5) -> None:
+    def __init__(
+        self, label: str, *, enabled: bool = True, interval: float = 0.5, show_after: float = 0.3
+    ) -> None:
         self.label = label
         self.enabled = enabled
         self.interval = interval
+        self.show_after = show_after
         self._handle: Any = None
         self._ticker: asyncio.Task[None] | None = None
         self._started = 0.0
@@ -33,16 +37,17 @@ class Progress:
         return {"text/plain": f"⏳ {self.label} is answering… {elapsed:.1f} s"}
 
     async def _tick(self) -> None:
+        from IPython.display import display
+
+        await asyncio.sleep(self.show_after)
+        self._handle = display(self._bundle(), raw=True, display_id=True)
         while True:
             await asyncio.sleep(self.interval)
             self._handle.update(self._bundle(), raw=True)
 
     async def __aenter__(self) -> Progress:
         if self.enabled:
-            from IPython.display import display
-
             self._started = time.monotonic()
-            self._handle = display(self._bundle(), raw=True, display_id=True)
             self._ticker = asyncio.ensure_future(self._tick())
         return self
 

@@ -28,9 +28,7 @@ def test_ask_reads_stdin(emu, monkeypatch, capsys):
     assert emu.questions == ["from\nstdin\n"]
     monkeypatch.setattr(sys, "stdin", io.StringIO("region,units\nNorth,251\n"))
     assert main(["ask", "Which", "region", "leads?", "-", "Answer", "briefly."]) == 0
-    assert (
-        emu.questions[-1] == "Which region leads?\n\nregion,units\nNorth,251\n\nAnswer briefly."
-    )
+    assert emu.questions[-1] == "Which region leads?\n\nregion,units\nNorth,251\n\nAnswer briefly."
     assert main(["ask", "-", "and", "-"]) == 2
     assert "standard input can be read once" in capsys.readouterr().err
     assert len(emu.questions) == 2

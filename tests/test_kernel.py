@@ -49,10 +49,12 @@ def test_twenty_queued_cells_all_run_in_order(kernel, emulator):
 
 
 def test_progress_placeholder_is_shown_then_emptied(kernel):
-    messages = kernel.execute("%pizza --no-cache [[fault:latency=1.3]] slow one")
+    messages = kernel.execute("%pizza --no-cache [[fault:latency=1.6]] slow one")
     displays = of_type(messages, "display_data")
     assert len(displays) == 1
-    assert "gpt-4o-mini is answering" in displays[0]["content"]["data"]["text/plain"]
+    shown = displays[0]["content"]["data"]["text/plain"]
+    assert "gpt-4o-mini is answering" in shown
+    assert float(re.search(r"([\d.]+) s$", shown).group(1)) >= 0.3  # not for a quick answer
     display_id = displays[0]["content"]["transient"]["display_id"]
     updates = [
         m["content"]
@@ -70,25 +72,38 @@ def test_progress_placeholder_is_shown_then_emptied(kernel):
     assert "slow one" in result_text(messages)
 
 
+def test_a_quick_answer_shows_no_placeholder_at_all(kernel):
+    messages = kernel.execute("%pizza --no-cache a quick one")
+    assert "a quick one" in result_text(messages)
+    assert not of_type(messages, "display_data", "update_display_data")
+
+
 def test_failed_cell_leaves_no_placeholder_and_one_line_error(kernel):
-    messages = kernel.execute("%pizza --no-cache [[fault:status=500]] broken")
-    error = error_of(messages)
-    assert error["ename"] == "UsageError" and "HTTP 500" in error["evalue"]
-    lines = stderr_of(messages).strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("UsageError: HTTP 500")
-    updates = of_type(messages, "update_display_data")
-    assert updates and updates[-1]["content"]["data"] == EMPTY
+    for fault, placeholder in (("status=500", False), ("status=500;latency=0.8", True)):
+        messages = kernel.execute(f"%pizza --no-cache [[fault:{fault}]] broken")
+        error = error_of(messages)
+        assert error["ename"] == "UsageError" and "HTTP 500" in error["evalue"]
+        lines = stderr_of(messages).strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("UsageError: HTTP 500")
+        updates = of_type(messages, "update_display_data")
+        if placeholder:  # shown while the slow failure was on its way, then emptied
+            assert len(of_type(messages, "display_data")) == 1
+            assert updates and updates[-1]["content"]["data"] == EMPTY
+        else:
+            assert not of_type(messages, "display_data") and not updates
     assert "works" in result_text(kernel.execute("%pizza still works"))
 
 
-def interrupt_once_in_flight(kernel, emulator, code: str, in_flight: int):
-    """Run ``code``, interrupt the kernel once the server holds ``in_flight`` requests; return
-    the cell's messages and the seconds from the interrupt to the cell's end."""
+def interrupt_once_in_flight(kernel, emulator, code: str, in_flight: int, settle: float = 0):
+    """Run ``code``, interrupt the kernel ``settle`` seconds after the server holds
+    ``in_flight`` requests; return the cell's messages and the seconds from the interrupt to
+    the cell's end."""
     msg_id = kernel.submit(code)
     deadline = time.monotonic() + 20
     while emulator.in_flight < in_flight and time.monotonic() < deadline:
         time.sleep(0.05)
     assert emulator.in_flight == in_flight
+    time.sleep(settle)
     started = time.monotonic()
     kernel.manager.interrupt_kernel()
     messages = kernel.collect([msg_id], timeout=30)[msg_id]
@@ -100,12 +115,13 @@ def interrupt_once_in_flight(kernel, emulator, code: str, in_flight: int):
 def test_interrupt_cancels_the_request(kernel, emulator):
     emulator.reset_stats()
     messages, elapsed, started = interrupt_once_in_flight(
-        kernel, emulator, "%pizza --no-cache [[fault:latency=4]] never answered", 1
+        kernel, emulator, "%pizza --no-cache [[fault:latency=4]] never answered", 1, settle=0.6
     )
     assert elapsed < 3  # promptly, not when the answer would have come
     assert not of_type(messages, "execute_result")
+    assert len(of_type(messages, "display_data")) == 1  # the placeholder was showing...
     updates = of_type(messages, "update_display_data")
-    assert updates and updates[-1]["content"]["data"] == EMPTY
+    assert updates and updates[-1]["content"]["data"] == EMPTY  # ...and nothing is left of it
     # The server saw the client go away: the request is not running on.
     deadline = time.monotonic() + 5
     while emulator.in_flight and time.monotonic() < deadline:
