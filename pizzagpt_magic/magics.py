@@ -269,8 +269,8 @@ class PizzaMagics(Magics):
     @argument(
         "--insert",
         action="store_true",
-        help="Also put the answer's code in a new cell below, ready to run (its code blocks, "
-        "or all of it when it has none).",
+        help="Also put the answer's code in a new cell below, ready to run: its Python code "
+        "blocks (or all its blocks, or all of it when it has none).",
     )
     @no_var_expand
     @line_cell_magic
@@ -444,7 +444,7 @@ class PizzaMagics(Magics):
         if args.insert:
             # Jupyter frontends open a new cell below holding the text; terminal IPython
             # pre-fills the next prompt with it.
-            self.ipython.set_next_input(answer.code.rstrip("\n"), replace=False)
+            self.ipython.set_next_input(answer.cell_code.rstrip("\n"), replace=False)
         return answer
 
     def _ask_each(self, args: Any, template: str) -> Any:

@@ -221,6 +221,13 @@ def extract_json(text: str) -> Any:
     raise AnswerFormatError(f"The answer is not JSON ({error})", text)
 
 
+_PYTHON = frozenset({"", "python", "python3", "py", "ipython", "ipython3"})
+
+
+def _join(blocks: list[tuple[str, str]]) -> str:
+    return "\n".join(code.rstrip("\n") for _, code in blocks) + "\n"
+
+
 def _fence(code: str, language: str = "") -> str:
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
     ticks = "`" * max(3, longest + 1)
@@ -270,7 +277,15 @@ class Answer:
 
     @property
     def code(self) -> str:
-        return "\n".join(code.rstrip("\n") for _, code in self.blocks) + "\n"
+        return _join(self.blocks)
+
+    @property
+    def cell_code(self) -> str:
+        """The code for a new notebook cell: the Python blocks (labelled so, or unlabelled)
+        when the answer mixes them with others (a shell line to install something, say), else
+        all of its code."""
+        python = [(lang, code) for lang, code in self.blocks if lang.lower() in _PYTHON]
+        return _join(python or self.blocks)
 
     @property
     def value(self) -> Any:

@@ -128,6 +128,12 @@ def test_insert_puts_the_code_in_the_next_cell(shell, emu):
     assert answer.format == "markdown" and shell.user_ns["reply"].startswith("Run:")
     cell(shell, "%pizza --insert -f code [[echo]]SELECT 1[[/echo]]")  # bare code: all of it
     assert shell.rl_next_input == "SELECT 1"
+    mixed = "Install it:\n\n```bash\npip install plotly\n```\n\n"
+    mixed += "then:\n\n```python\nimport plotly\n```\n"
+    cell(shell, f"%%pizza --insert\n[[echo]]{mixed}[[/echo]]")
+    assert shell.rl_next_input == "import plotly"  # the Python blocks only: the cell must run
+    cell(shell, "%%pizza --insert\n[[echo]]```sql\nSELECT 2\n```\n[[/echo]]")
+    assert shell.rl_next_input == "SELECT 2"  # no Python block: all the code
     shell.rl_next_input = None
     shell.user_ns["rows"] = [1]
     assert "--each" in failing(shell, "%%pizza --insert --each rows\nabout {item}")
