@@ -36,6 +36,9 @@ _MACHINERY = (
 
 
 class NoErrorRecorded(KeyError):
+    """``Err[n]`` for a cell with no recorded error; its text reads as a sentence (a plain
+    ``KeyError`` would show it quoted)."""
+
     def __str__(self) -> str:
         return str(self.args[0])
 
