@@ -18,6 +18,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
 
+from .cell_errors import CellErrors
 from .errors import AnswerFormatError, PizzagptError
 from .render import FORMATS, Answer, BatchSummary, MarkdownText
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
     from IPython.core.interactiveshell import InteractiveShell
 
-    from .cell_errors import CellErrors
     from .chat import Conversation, Reply
 
 __all__ = ["PizzaMagics", "load", "unload"]
@@ -189,7 +189,10 @@ class PizzaMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self._conversation: Conversation | None = None
-        self.cell_errors: CellErrors | None = None
+        #: The errors of earlier cells, kept by ``after_cell`` (``load`` registers it).
+        self.cell_errors = CellErrors(
+            code_name=getattr(getattr(shell, "compile", None), "format_code_name", None)
+        )
         self.observe(self._resize, names=["history_length", "cache_size"])
 
     @property
@@ -215,9 +218,8 @@ class PizzaMagics(Magics):
     def after_cell(self, result: Any) -> None:
         """``post_run_cell`` callback: record the cell's error, and bring ``Err`` back into a
         namespace that ``%reset`` emptied."""
-        if self.cell_errors is not None:
-            self.cell_errors.record(result)
-            self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
+        self.cell_errors.record(result)
+        self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
 
     def _resize(self, change: Any) -> None:
         if self._conversation is not None:
@@ -560,13 +562,10 @@ def keep_question_marks(lines: list[str]) -> list[str]:
 
 def load(shell: Any) -> None:
     """Register the magics on ``shell``; a second load replaces the first."""
-    from .cell_errors import CellErrors
-
     unload(shell)
     magics = PizzaMagics(shell=shell)
     shell.register_magics(magics)
     shell.input_transformers_cleanup.append(keep_question_marks)
-    magics.cell_errors = CellErrors(code_name=getattr(shell.compile, "format_code_name", None))
     shell.events.register("post_run_cell", magics.after_cell)
     shell.user_ns.setdefault(CELL_ERRORS, magics.cell_errors)
 
@@ -591,11 +590,10 @@ def unload(shell: Any) -> None:
         del manager.registry[type(magics).__name__]
     if magics in shell.configurables:
         shell.configurables.remove(magics)
-    cell_errors = getattr(magics, "cell_errors", None)
-    if cell_errors is not None:
+    if magics.after_cell in shell.events.callbacks["post_run_cell"]:
         shell.events.unregister("post_run_cell", magics.after_cell)
-        if shell.user_ns.get(CELL_ERRORS) is cell_errors:
-            del shell.user_ns[CELL_ERRORS]
+    if shell.user_ns.get(CELL_ERRORS) is magics.cell_errors:
+        del shell.user_ns[CELL_ERRORS]
     from .loop import run_sync
     from .session import close_session
 
