@@ -20,7 +20,7 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, va
 
 from .cell_errors import CellErrors
 from .errors import AnswerFormatError, PizzagptError
-from .render import FORMATS, Answer, BatchSummary, MarkdownText
+from .render import FORMATS, Answer, BatchSummary, Markup, SafeMarkdown, escape
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -508,28 +508,38 @@ class PizzaMagics(Magics):
             raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
         return summary
 
-    def _models(self) -> MarkdownText:
+    def _models(self) -> SafeMarkdown:
         from .providers.pizzagpt import Pizzagpt
 
-        lines = [
-            f"- `{m}`" + (" (default)" if m == self.model else "") for m in Pizzagpt.get_models()
-        ]
-        return MarkdownText("\n".join(lines), "\n".join(Pizzagpt.get_models()))
+        items = "".join(
+            f"<li><code>{escape(m)}</code>{' (default)' if m == self.model else ''}</li>"
+            for m in Pizzagpt.get_models()
+        )
+        return SafeMarkdown([Markup(f"<ul>{items}</ul>")], "\n".join(Pizzagpt.get_models()))
 
-    def _history(self) -> MarkdownText:
+    def _history(self) -> SafeMarkdown:
         exchanges = list(self.conversation.exchanges)
         if not exchanges:
-            return MarkdownText("*The conversation is empty.*", "The conversation is empty.")
-        parts, plain = [], []
+            empty = "The conversation is empty."
+            return SafeMarkdown([Markup(f"<p><em>{empty}</em></p>")], empty)
+        # Each prompt and answer is rendered on its own, never pasted into new Markdown: an
+        # answer's unclosed fence cannot swallow the rest of the history.
+        parts: list[Any] = []
+        plain = []
         for number, exchange in enumerate(exchanges, 1):
-            quoted = "\n".join("> " + line for line in exchange.prompt.splitlines())
-            parts.append(
-                f"**{number}. You**\n\n{quoted}\n\n**{exchange.model}**\n\n{exchange.answer}"
-            )
+            if number > 1:
+                parts.append(Markup("<hr>"))
+            parts += [
+                Markup(f"<p><strong>{number}. You</strong></p><blockquote>"),
+                exchange.prompt,
+                Markup(f"</blockquote><p><strong>{escape(exchange.model)}</strong></p><div>"),
+                exchange.answer,
+                Markup("</div>"),
+            ]
             plain.append(
                 f"[{number}] You: {exchange.prompt}\n[{number}] {exchange.model}: {exchange.answer}"
             )
-        return MarkdownText("\n\n---\n\n".join(parts), "\n\n".join(plain))
+        return SafeMarkdown(parts, "\n\n".join(plain))
 
 
 # Whole option names only: the prompt splitter must know exactly which words are options.

@@ -1,20 +1,28 @@
-"""Showing answers: untrusted Markdown made safe, the answer object and its formats.
+"""Showing answers: untrusted Markdown rendered to clean HTML in the kernel, and the formats.
 
-JupyterLab renders ``text/markdown`` from a live cell as trusted HTML, so raw HTML in a model's
-answer would run. ``safe_markdown`` keeps the Markdown and neutralises the HTML:
+A model's answer is untrusted text (a data set it read can steer it into writing HTML), and
+JupyterLab shows a live cell's output as trusted HTML. So no answer reaches the frontend as
+``text/markdown`` for its own Markdown pipeline to read a second time. Instead:
 
-- outside code blocks and code spans, every ``<`` becomes ``&lt;`` (it still reads as ``<``),
-  so no tag, comment or raw HTML block survives; autolinks to http(s) and mailto stay links;
-- link and image destinations, inline or in reference definitions, with a scheme other than
-  http, https or mailto (``javascript:``, ``data:``, ``vbscript:``, ...; entity-encoded or not)
-  are replaced by ``#blocked``;
-- TeX ``\\href`` and ``\\url``, which MathJax would turn into links, are broken up;
-- code blocks and code spans are left exactly as they are: renderers never parse HTML there.
+1. markdown-it-py parses the answer with raw HTML off (any ``<tag>`` stays text), with tables,
+   strikethrough, bare-URL links (linkify) and ``$``/``$$``/``\\begin{..}`` math;
+2. code blocks are highlighted here with Pygments (a fence's info string only picks a lexer; it
+   is never copied into the page), math becomes MathML here with latex2mathml;
+3. nh3 (the Rust ammonia sanitiser) cleans the HTML against allow-lists: tags and attributes by
+   name, URLs only with the schemes http, https and mailto, no relative URLs, no ids, no
+   classes, and in ``style`` only colour and font weight or slant (Pygments' inline styles);
+4. the result is wrapped in an element with MathJax's ignore classes, so MathJax (which
+   JupyterLab also runs over HTML outputs) reads no TeX from it: every ``\\href`` and friend in
+   an answer stays text.
+
+Images in answers are shown as links, not loaded: an answer cannot make the page fetch a URL
+(a known way of leaking notebook data through a prompt-injected model).
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -28,173 +36,192 @@ __all__ = [
     "FORMATS",
     "Answer",
     "BatchSummary",
-    "MarkdownText",
+    "SafeMarkdown",
+    "clean_html",
     "extract_code",
     "extract_json",
-    "live_markup",
-    "safe_markdown",
+    "render_code",
+    "render_markdown",
 ]
 
 FORMATS = ("markdown", "text", "code", "json")
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
-BLOCKED = "#blocked"
+#: The wrapper of every rendered answer: MathJax skips what is inside it.
+WRAPPER_CLASSES = "pizzagpt-answer tex2jax_ignore mathjax_ignore"
 
-_AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.-]{1,31}):[^\s<>]*>")
-# A destination never holds "[" or "]" here, so one match cannot swallow the next link's "](".
-_INLINE_DEST = re.compile(r"(\]\([ \t]*(?:\n[ \t]*)?)((?:[^\s()\[\]]|\([^\s()\[\]]*\))*)")
-_REF_DEF = re.compile(r"^([ ]{0,3}\[[^\]\n]+\]:[ \t]*(?:\n[ \t]*)?)(\S+)", re.M)
-_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]+")
-_TEX_LINK = re.compile(r"(?<!\\)\\(href|url)(?![A-Za-z])")
-_BACKTICKS = re.compile(r"`+")
+_HTML_TAGS = frozenset(
+    "a abbr b blockquote br code del div em h1 h2 h3 h4 h5 h6 hr i li ol p pre s span strong "
+    "sub sup table tbody td th thead tr ul".split()
+)
+#: What latex2mathml writes (MathML Core, which browsers render natively).
+_MATHML_TAGS = frozenset(
+    "math mi mn mo ms mspace mtext mrow mfrac msqrt mroot msub msup msubsup munder mover "
+    "munderover mtable mtr mtd mstyle mpadded mphantom menclose semantics annotation".split()
+)
+_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "ol": {"start"},
+    "td": {"style"},
+    "th": {"style"},
+    "span": {"style"},
+    "math": {"display"},
+    "mo": {"stretchy", "fence", "separator", "lspace", "rspace", "form", "largeop",
+           "movablelimits", "accent", "minsize", "maxsize", "symmetric"},
+    "mi": {"mathvariant"},
+    "mn": {"mathvariant"},
+    "mtext": {"mathvariant"},
+    "mstyle": {"displaystyle", "scriptlevel", "mathvariant", "mathsize"},
+    "mspace": {"width", "height", "depth", "linebreak"},
+    "mpadded": {"width", "height", "depth", "lspace", "voffset"},
+    "mfrac": {"linethickness"},
+    "mover": {"accent"},
+    "munder": {"accentunder"},
+    "munderover": {"accent", "accentunder"},
+    "mtable": {"columnalign", "rowspacing", "columnspacing", "displaystyle"},
+    "mtd": {"columnalign"},
+    "menclose": {"notation"},
+    "annotation": {"encoding"},
+}
+#: CSS properties kept in ``style``: Pygments' colours, and table cell alignment.
+_STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align"}
+_EMPTY_MATH = re.compile(r"^\s*$")
+
+
+@functools.lru_cache(maxsize=1)
+def _cleaner() -> Any:
+    import nh3
+
+    return nh3.Cleaner(
+        tags=set(_HTML_TAGS | _MATHML_TAGS),
+        clean_content_tags={"script", "style"},
+        attributes={tag: set(names) for tag, names in _ATTRIBUTES.items()},
+        url_schemes=set(SAFE_SCHEMES),
+        url_relative="deny",
+        filter_style_properties=set(_STYLE_PROPERTIES),
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )
+
+
+def clean_html(fragment: str) -> str:
+    """``fragment`` through the allow-list sanitiser: what any answer HTML passes last."""
+    return str(_cleaner().clean(fragment))
+
+
+def _wrap(inner: str) -> str:
+    return f'<div class="{WRAPPER_CLASSES}">{inner}</div>'
+
+
+@functools.lru_cache(maxsize=1024)
+def _math(tex: str, display: bool) -> str:
+    """TeX as MathML made here; what cannot be converted is shown as its source.
+
+    Cached: a streamed answer is rendered again as it grows, with the same formulas."""
+    if not _EMPTY_MATH.match(tex):
+        from latex2mathml.converter import convert
+
+        try:
+            return convert(tex, display="block" if display else "inline")
+        except Exception:  # noqa: BLE001 - any TeX latex2mathml chokes on is shown as text
+            pass
+    source = html.escape(f"$${tex}$$" if display else f"${tex}$")
+    return f"<p><code>{source}</code></p>" if display else f"<code>{source}</code>"
+
+
+def _highlight(code: str, language: str) -> str:
+    """``<pre><code>`` with Pygments' inline colours; the language only picks the lexer."""
+    from pygments import highlight
+
+    lexer = _lexer(language.strip().split(maxsplit=1)[0].lower() if language.strip() else "")
+    if lexer is None:
+        return f"<pre><code>{html.escape(code)}</code></pre>\n"
+    body = highlight(code, lexer, _formatter())
+    return f"<pre><code>{body}</code></pre>\n"
+
+
+@functools.lru_cache(maxsize=64)
+def _lexer(name: str) -> Any:
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    try:
+        return get_lexer_by_name(name) if name else None
+    except ClassNotFound:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _formatter() -> Any:
+    from pygments.formatters import HtmlFormatter
+
+    return HtmlFormatter(nowrap=True, noclasses=True, style="default")
 
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
+    """The Markdown parser that renders answers (raw HTML off)."""
     from markdown_it import MarkdownIt
+    from mdit_py_plugins.amsmath import amsmath_plugin
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-    return MarkdownIt("commonmark").enable("table")
+    md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
+    md.enable(["table", "strikethrough", "linkify"])
+    md.use(
+        dollarmath_plugin,
+        allow_labels=False,
+        allow_space=False,
+        allow_digits=False,
+        double_inline=True,
+        renderer=lambda tex, options: _math(tex, options.get("display_mode", False)),
+    )
+    md.use(amsmath_plugin, renderer=lambda tex: _math(tex, True))
 
+    def fence(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        token = tokens[idx]
+        return _highlight(token.content, token.info)
 
-def _unsafe_destination(destination: str) -> bool:
-    import html
+    def code_block(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        return _highlight(tokens[idx].content, "")
 
-    decoded = html.unescape(re.sub(r"\\(.)", r"\1", destination))
-    decoded = _CONTROL.sub("", decoded).lower()
-    match = _SCHEME.match(decoded)
-    return match is not None and match.group(1) not in SAFE_SCHEMES
+    def image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+        # Shown as a link: an answer never makes the page load a URL by itself.
+        token = tokens[idx]
+        alt = md.renderer.renderInlineAsText(token.children or [], options, env) or "image"
+        src = html.escape(str(token.attrGet("src") or ""), quote=True)
+        return f'<a href="{src}">[image: {html.escape(alt)}]</a>'
 
-
-def _neutralise_text(text: str) -> str:
-    """Make a stretch of Markdown that holds no code safe."""
-    kept: list[str] = []
-
-    def keep_autolink(match: re.Match[str]) -> str:
-        if match.group(1).lower() in SAFE_SCHEMES:
-            kept.append(match.group(0))
-            return f"\x00{len(kept) - 1}\x00"
-        return match.group(0)
-
-    text = _AUTOLINK.sub(keep_autolink, text.replace("\x00", "\ufffd"))
-    text = text.replace("<", "&lt;")
-    text = re.sub("\x00(\\d+)\x00", lambda m: kept[int(m.group(1))], text)
-
-    def check(match: re.Match[str]) -> str:
-        if _unsafe_destination(match.group(2)):
-            return match.group(1) + BLOCKED
-        return match.group(0)
-
-    text = _INLINE_DEST.sub(check, text)
-    text = _REF_DEF.sub(check, text)
-    return _TEX_LINK.sub(r"\\\\\1", text)
+    md.add_render_rule("fence", fence)
+    md.add_render_rule("code_block", code_block)
+    md.add_render_rule("image", image)
+    return md
 
 
-def _split_code_spans(text: str) -> list[tuple[bool, str]]:
-    """``text`` as (is_code, piece) pairs, finding code spans as CommonMark does."""
-    pieces: list[tuple[bool, str]] = []
-    start = pos = 0
-    while True:
-        opening = _BACKTICKS.search(text, pos)
-        if opening is None:
-            break
-        # A backslash-escaped backtick opens nothing.
-        backslashes = len(text[: opening.start()]) - len(text[: opening.start()].rstrip("\\"))
-        if backslashes % 2:
-            pos = opening.start() + 1
-            continue
-        run = len(opening.group(0))
-        closing = None
-        for candidate in _BACKTICKS.finditer(text, opening.end()):
-            if len(candidate.group(0)) == run:
-                closing = candidate
-                break
-        if closing is None:
-            pos = opening.end()
-            continue
-        pieces.append((False, text[start : opening.start()]))
-        pieces.append((True, text[opening.start() : closing.end()]))
-        start = pos = closing.end()
-    pieces.append((False, text[start:]))
-    return pieces
+def render_markdown(text: str, *, wrap: bool = True) -> str:
+    """An untrusted Markdown answer as clean HTML, inert for JupyterLab and MathJax."""
+    inner = clean_html(_parser().render(text))
+    return _wrap(inner) if wrap else inner
 
 
-def _code_block_lines(text: str) -> set[int]:
-    lines: set[int] = set()
-    for token in _parser().parse(text):
-        if token.type in ("fence", "code_block") and token.map:
-            lines.update(range(*token.map))
-    return lines
-
-
-def _neutralise(text: str) -> str:
-    code_lines = _code_block_lines(text)
-    out: list[str] = []
-    segment: list[str] = []
-
-    def flush() -> None:
-        if segment:
-            for is_code, piece in _split_code_spans("".join(segment)):
-                out.append(piece if is_code else _neutralise_text(piece))
-            segment.clear()
-
-    for number, line in enumerate(text.splitlines(keepends=True)):
-        if number in code_lines:
-            flush()
-            out.append(line)
-        elif not line.strip():
-            # A blank line ends the paragraph: no code span reaches across it.
-            flush()
-            out.append(line)
-        else:
-            segment.append(line)
-    flush()
-    return "".join(out)
-
-
-def live_markup(markdown: str) -> list[str]:
-    """What a renderer that passes raw HTML through would make live: HTML and unsafe URLs."""
-    from markdown_it import MarkdownIt
-
-    md = MarkdownIt("commonmark", {"html": True}).enable("table")
-    # See every link, not only those markdown-it itself would keep.
-    md.validateLink = lambda url: True  # type: ignore[method-assign]
-    found: list[str] = []
-    stack = list(md.parse(markdown))
-    while stack:
-        token = stack.pop()
-        if token.type in ("html_inline", "html_block"):
-            found.append(token.content)
-        for name in ("href", "src"):
-            url = token.attrGet(name)
-            if isinstance(url, str) and _unsafe_destination(url):
-                found.append(url)
-        stack.extend(token.children or [])
-    return found
-
-
-def safe_markdown(text: str) -> str:
-    """``text`` with its Markdown intact and no live HTML, unsafe links or script URLs."""
-    if "<" not in text and "](" not in text and "]:" not in text and "\\" not in text:
-        return text
-    # Removing HTML can change the block structure around it (a line that followed an HTML
-    # block may join a paragraph), so the result is parsed again until it is stable and clean.
-    for _ in range(4):
-        result = _neutralise(text)
-        if result == text and not live_markup(result):
-            return result
-        text = result
-    if not live_markup(text):
-        return text
-    # Structure that would not settle: give up code fidelity for certainty.
-    return _neutralise_text(text.replace("\x00", "\ufffd")).replace("<", "&lt;")
+def render_code(blocks: list[tuple[str, str]], *, default_language: str = "python") -> str:
+    """Code blocks as highlighted, clean HTML."""
+    inner = "".join(_highlight(code, language or default_language) for language, code in blocks)
+    return _wrap(clean_html(inner))
 
 
 def _code_blocks(text: str) -> list[tuple[str, str]]:
+    from markdown_it import MarkdownIt
+
     return [
         (token.info.strip().split(" ")[0] if token.type == "fence" else "", token.content)
-        for token in _parser().parse(text)
+        for token in _block_parser(MarkdownIt).parse(text)
         if token.type in ("fence", "code_block")
     ]
+
+
+@functools.lru_cache(maxsize=1)
+def _block_parser(factory: Any) -> MarkdownIt:
+    # Plain CommonMark finds the code blocks: what a reader of the answer sees as code.
+    return factory("commonmark").enable("table")
 
 
 def extract_code(text: str) -> list[tuple[str, str]]:
@@ -228,28 +255,47 @@ def _join(blocks: list[tuple[str, str]]) -> str:
     return "\n".join(code.rstrip("\n") for _, code in blocks) + "\n"
 
 
-def _fence(code: str, language: str = "") -> str:
-    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
-    ticks = "`" * max(3, longest + 1)
-    body = code if code.endswith("\n") else code + "\n"
-    return f"{ticks}{language}\n{body}{ticks}"
+class SafeMarkdown:
+    """A display made of untrusted Markdown pieces and fixed markup, rendered safely.
 
+    ``parts`` are Markdown strings (rendered one by one, never joined into new Markdown, so no
+    piece can change how another is read) or ``Markup`` (HTML written by this package, still
+    cleaned); ``plain`` is the terminal's text.
+    """
 
-class MarkdownText:
-    """Untrusted Markdown for display: shown safely as Markdown, as itself in terminals."""
+    def __init__(self, parts: str | list[Any], plain: str) -> None:
+        self.parts = [parts] if isinstance(parts, str) else list(parts)
+        self.plain = plain
 
-    def __init__(self, text: str, plain: str | None = None) -> None:
-        self.text = text
-        self.plain = text if plain is None else plain
+    def _repr_html_(self) -> str:
+        rendered = [
+            part.html if isinstance(part, Markup) else render_markdown(part, wrap=False)
+            for part in self.parts
+        ]
+        return _wrap(clean_html("".join(rendered)))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {"text/markdown": safe_markdown(self.text), "text/plain": self.plain}
+        return {"text/html": self._repr_html_(), "text/plain": self.plain}
 
     def __str__(self) -> str:
         return self.plain
 
     def __repr__(self) -> str:
         return self.plain
+
+
+class Markup:
+    """HTML written by this package (not by a model) for a ``SafeMarkdown`` display."""
+
+    __slots__ = ("html",)
+
+    def __init__(self, html: str) -> None:
+        self.html = html
+
+
+def escape(text: str) -> str:
+    """Plain text for a ``Markup`` piece."""
+    return html.escape(str(text), quote=True)
 
 
 class Answer:
@@ -299,21 +345,23 @@ class Answer:
         if self.format == "text":
             return {"text/plain": self.text}
         if self.format == "code":
-            markdown = "\n\n".join(_fence(code, lang or "python") for lang, code in self.blocks)
-            return {"text/markdown": markdown, "text/plain": self.code}
+            return {"text/html": render_code(self.blocks), "text/plain": self.code}
         if self.format == "json":
             pretty = json.dumps(self.data, indent=2, ensure_ascii=False)
-            bundle: dict[str, Any] = {"text/markdown": _fence(pretty, "json"), "text/plain": pretty}
+            bundle: dict[str, Any] = {
+                "text/html": render_code([("json", pretty + "\n")]),
+                "text/plain": pretty,
+            }
             if isinstance(self.data, (dict, list)):
                 bundle["application/json"] = self.data
             return bundle
-        return {"text/markdown": safe_markdown(self.text), "text/plain": self.text}
+        return {"text/html": render_markdown(self.text), "text/plain": self.text}
 
     def __str__(self) -> str:
         return self.text
 
     def __repr__(self) -> str:
-        return self._repr_mimebundle_()["text/plain"]
+        return str(self._repr_mimebundle_()["text/plain"])
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Answer):
@@ -354,22 +402,29 @@ class BatchSummary:
             f"{len(self.failures)} failed"
         )
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    def display(self) -> SafeMarkdown:
         answered = [
             (label, value)
             for label, value in zip(self.labels, self.results)
             if not isinstance(value, BaseException)
         ]
-        markdown, plain = [f"**{self._headline()}**", ""], [self._headline()]
+        parts: list[Any] = [Markup(f"<p><strong>{escape(self._headline())}</strong></p><ul>")]
+        plain = [self._headline()]
         for label, value in answered[: self.SHOWN]:
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             first = text.strip().splitlines()[0] if text.strip() else ""
             first = first if len(first) <= 200 else first[:199] + "…"
-            markdown.append(f"- `{label}`: {safe_markdown(first)}")
+            # Each answer's line is rendered on its own: it cannot open a block that swallows
+            # what follows.
+            parts += [Markup(f"<li><code>{escape(label)}</code>: "), first, Markup("</li>")]
             plain.append(f"[{label}] {first}")
+        parts.append(Markup("</ul>"))
         if len(self.results) > self.SHOWN:
-            markdown.append(f"\n*… and {len(self.results) - self.SHOWN} more*")
-        return {"text/markdown": "\n".join(markdown), "text/plain": "\n".join(plain)}
+            parts.append(Markup(f"<p><em>… and {len(self.results) - self.SHOWN} more</em></p>"))
+        return SafeMarkdown(parts, "\n".join(plain))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.display()._repr_mimebundle_()
 
     def __repr__(self) -> str:
-        return self._repr_mimebundle_()["text/plain"]
+        return self.display().plain

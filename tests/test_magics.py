@@ -39,7 +39,7 @@ def test_line_magic_returns_a_displayable_answer(shell, emu):
     answer = cell(shell, "%pizza What is 6 times 7?")
     assert isinstance(answer, Answer)
     bundle = answer._repr_mimebundle_()
-    assert set(bundle) == {"text/markdown", "text/plain"}
+    assert set(bundle) == {"text/html", "text/plain"}
     assert "> What is 6 times 7?" in bundle["text/plain"]
     assert emu.questions == ["What is 6 times 7?"]
     assert shell.user_ns["Out"]  # it landed in Out[n]
@@ -105,7 +105,7 @@ def test_formats(shell, emu):
     text = cell(shell, "%pizza -f text **plain**")
     assert set(text._repr_mimebundle_()) == {"text/plain"}
     code = cell(shell, "%%pizza --format code\n[[echo]]```sql\nSELECT 1\n```[[/echo]]")
-    assert code._repr_mimebundle_()["text/markdown"] == "```sql\nSELECT 1\n```"
+    assert "SELECT" in code._repr_mimebundle_()["text/html"] and code.code == "SELECT 1\n"
     data = cell(shell, '%pizza -f JSON [[echo]]{"a": 1}[[/echo]]')
     assert data._repr_mimebundle_()["application/json"] == {"a": 1}
     asked = len(emu.questions)
@@ -227,7 +227,7 @@ def test_models(shell, emu):
     listing = cell(shell, "%pizza --models")
     assert (
         "gpt-4o-mini" in str(listing)
-        and "(default)" in listing._repr_mimebundle_()["text/markdown"]
+        and "(default)" in listing._repr_mimebundle_()["text/html"]
     )
 
 
@@ -275,9 +275,9 @@ def test_hostile_answer_is_rendered_safely(shell, emu):
         '%%pizza\n[[echo]]**Hi** <img src=x onerror="alert(1)"> '
         "[x](javascript:alert(1))\n\n```html\n<b>code</b>\n```[[/echo]]",
     )
-    markdown = answer._repr_mimebundle_()["text/markdown"]
-    assert "<img" not in markdown and "javascript:" not in markdown
-    assert "**Hi**" in markdown and "```html\n<b>code</b>\n```" in markdown
+    html = answer._repr_mimebundle_()["text/html"]
+    assert "<img" not in html and "href" not in html
+    assert "<strong>Hi</strong>" in html and "code&lt;/" in html and "<pre>" in html
     assert answer.text.count("<img") == 1  # the plain text is the answer as sent
 
 

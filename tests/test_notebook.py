@@ -66,7 +66,8 @@ def find(executed, start):
 def test_line_question_answered_as_markdown(executed):
     cell = find(executed, "%pizza In one paragraph")
     (result,) = [o for o in cell.outputs if o.output_type == "execute_result"]
-    assert "> In one paragraph, how should I compare revenue" in result.data["text/markdown"]
+    assert "In one paragraph, how should I compare revenue" in result.data["text/plain"]
+    assert "<blockquote>" in result.data["text/html"]
 
 
 def test_table_travelled_as_a_summary(executed):

@@ -1,193 +1,260 @@
-"""Safe rendering of untrusted Markdown, and the answer formats."""
+"""Safe rendering of untrusted answers, and the answer formats.
+
+Every rendered output is read back with an HTML parser and audited against what may reach the
+page: allowed tags and attributes by name, link schemes by name, no classes but the wrapper's
+(which tells MathJax to read nothing inside), no TeX command MathJax could turn into a link.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from html.parser import HTMLParser
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from markdown_it import MarkdownIt
 
 from pizzagpt_magic.errors import AnswerFormatError
-from pizzagpt_magic.render import Answer, MarkdownText, live_markup, safe_markdown
+from pizzagpt_magic.render import (
+    WRAPPER_CLASSES,
+    Answer,
+    BatchSummary,
+    Markup,
+    SafeMarkdown,
+    render_code,
+    render_markdown,
+)
 
-MARKDOWN_TAGS = {
-    "p",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "strong",
-    "em",
-    "a",
-    "img",
-    "code",
-    "pre",
-    "ul",
-    "ol",
-    "li",
-    "blockquote",
-    "hr",
-    "br",
-    "table",
-    "thead",
-    "tbody",
-    "tr",
-    "th",
-    "td",
-}
+from hostile import HOSTILE
+
+HTML_TAGS = set(
+    "a abbr b blockquote br code del div em h1 h2 h3 h4 h5 h6 hr i li ol p pre s span strong "
+    "sub sup table tbody td th thead tr ul".split()
+)
+MATHML_TAGS = set(
+    "math mi mn mo ms mspace mtext mrow mfrac msqrt mroot msub msup msubsup munder mover "
+    "munderover mtable mtr mtd mstyle mpadded mphantom menclose semantics annotation".split()
+)
+SAFE_SCHEMES = {"http", "https", "mailto"}
+STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align"}
 
 
-class _Auditor(HTMLParser):
+class Auditor(HTMLParser):
+    """Lists everything in an HTML fragment that is not on the allow-lists."""
+
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(convert_charrefs=True)
         self.problems: list[str] = []
+        self.classes: list[tuple[int, str]] = []
+        self.depth = 0
+        self.text: list[str] = []
+        self.math_depth = 0
 
     def handle_starttag(self, tag, attrs):
-        if tag not in MARKDOWN_TAGS:
+        self.depth += 1
+        if tag not in HTML_TAGS | MATHML_TAGS:
             self.problems.append(f"<{tag}>")
+        if tag == "math":
+            self.math_depth += 1
         for name, value in attrs:
-            if name.startswith("on") or name not in {
-                "href",
-                "src",
-                "alt",
-                "title",
-                "class",
-                "style",
-                "start",
-            }:
+            value = value or ""
+            if name.startswith("on") or name in {"id", "name", "src", "srcdoc", "action", "data"}:
                 self.problems.append(f"{tag}[{name}]")
-            if name in ("href", "src") and value:
-                url = re.sub(r"[\x00-\x20]", "", value.lower())
+            if name == "class":
+                self.classes.append((self.depth, value))
+            if name == "href":
+                url = re.sub(r"[\x00-\x20\x7f-\xa0\u3000]", "", value).lower()
                 scheme = re.match(r"([a-z][a-z0-9+.-]*):", url)
-                if scheme and scheme.group(1) not in {"http", "https", "mailto"}:
-                    self.problems.append(f"{tag}[{name}={value}]")
+                if not scheme or scheme.group(1) not in SAFE_SCHEMES:
+                    self.problems.append(f"{tag}[href={value!r}]")
+            if name == "style":
+                for declaration in filter(None, value.split(";")):
+                    prop = declaration.split(":", 1)[0].strip().lower()
+                    if prop not in STYLE_PROPERTIES or "url(" in declaration.lower():
+                        self.problems.append(f"{tag}[style={value!r}]")
+
+    def handle_endtag(self, tag):
+        if tag == "math":
+            self.math_depth -= 1
+        self.depth -= 1
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        self.depth -= 1
+
+    def handle_data(self, data):
+        if not self.math_depth:
+            self.text.append(data)
 
     def handle_comment(self, data):
         self.problems.append("<!--comment-->")
 
+    def handle_pi(self, data):
+        self.problems.append("<?pi>")
 
-def audit(markdown: str) -> list[str]:
-    """Render as a browser-side renderer that trusts raw HTML would, and list what is live."""
-    md = MarkdownIt("commonmark", {"html": True}).enable("table")
-    md.validateLink = lambda url: True
-    auditor = _Auditor()
-    auditor.feed(md.render(markdown))
-    return auditor.problems
+    def handle_decl(self, decl):
+        self.problems.append("<!decl>")
 
 
-HOSTILE = [
-    "<script>alert(1)</script>",
-    "<img src=x onerror=alert(1)>",
-    "<iframe src='javascript:alert(1)'></iframe>",
-    "[click](javascript:alert(1))",
-    "[click](JaVaScRiPt:alert(1))",
-    "[click](java&#115;cript:alert(1))",
-    "[click](&#x6A;avascript:alert(1))",
-    "[click](<javascript:alert(1)>)",
-    "![img](data:text/html;base64,PHNjcmlwdD4=)",
-    "[ref]\n\n[ref]: javascript:alert(1)",
-    "<a href='x' onclick='alert(1)'>x</a>",
-    "<div\nonmouseover=alert(1)>block</div>",
-    "<!-- comment --><svg onload=alert(1)>",
-    "<javascript:alert(1)>",
-    "| a | b |\n|---|---|\n| <b onmouseover=alert(1)>x</b> | 2 |",
-    "> quote <script>x</script>",
-    "- item <img src=x onerror=y>",
-    "\\\\<script>alert(1)</script>",
-    "`` ` `` <script>x</script>",
-    "<```[ref]\n\n[ref]: javascript:alert(1)```",
-    "<script>a()</script>\n    <img src=x onerror=alert(1)>",
-]
+def audit(output: str) -> list[str]:
+    """What in a rendered output could run, link to a script, or be read by MathJax."""
+    auditor = Auditor()
+    auditor.feed(output)
+    auditor.close()
+    problems = list(auditor.problems)
+    # The one class in the output is the wrapper's, on the outermost element: MathJax skips
+    # it and everything inside, and nothing inside can switch processing back on.
+    if auditor.classes != [(1, WRAPPER_CLASSES)]:
+        problems.append(f"classes {auditor.classes}")
+    if not output.startswith(f'<div class="{WRAPPER_CLASSES}">') or not output.endswith("</div>"):
+        problems.append("not wrapped")
+    return problems
+
+
+def test_hostile_corpus_is_large_and_hostile():
+    assert len(HOSTILE) >= 70
+    # Each case holds HTML, a script URL or a TeX command a renderer could act on.
+    pattern = r"<|javascript|vbscript|data:|on\w+=|\\(href|url|class|cssId|style|unicode|html|require)"
+    assert all(re.search(pattern, case) or "](" in case for case in HOSTILE)
 
 
 @pytest.mark.parametrize("text", HOSTILE)
-def test_hostile_html_is_neutralised(text):
-    assert audit(text), "the case should be hostile to begin with"
-    assert audit(safe_markdown(text)) == []
-    assert live_markup(safe_markdown(text)) == []
+def test_hostile_answer_renders_inert(text):
+    assert audit(render_markdown(text)) == []
 
 
-def test_markdown_survives():
-    text = (
-        "# Title\n\n**bold** and *em*, a [link](https://example.org) and <https://auto.org>.\n\n"
-        "- one\n- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
-        "```python\nif a < b and '<script>' in s:\n    pass\n```\n\nInline `<b>code</b>` stays."
-    )
-    safe = safe_markdown(text)
-    assert safe == text.replace("<https://auto.org>", "<https://auto.org>")
-    html = MarkdownIt("commonmark").enable("table").render(safe)
-    for tag in (
-        "<h1>",
-        "<strong>",
-        "<em>",
-        "<ul>",
-        "<table>",
-        'href="https://example.org"',
-        'href="https://auto.org"',
-        'class="language-python"',
-    ):
-        assert tag in html
-    assert "&lt;script&gt;" in html and "&lt;b&gt;code&lt;/b&gt;" in html
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_answer_inert_in_every_format(text):
+    for format in ("markdown", "code"):
+        bundle = Answer(text, format=format)._repr_mimebundle_()
+        assert "text/markdown" not in bundle
+        assert audit(bundle["text/html"]) == []
+        assert bundle["text/plain"]
 
 
-def test_text_keeps_reading_the_same():
-    safe = safe_markdown("if a<b then <tag> stays visible")
-    html = MarkdownIt("commonmark").render(safe)
-    assert "if a&lt;b then &lt;tag&gt; stays visible" in html
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_answer_inert_in_summaries_and_history(text):
+    summary = BatchSummary(["a", "b"], [text, "```\n" + text], 1.0, "m")
+    assert audit(summary._repr_mimebundle_()["text/html"]) == []
+    history = SafeMarkdown([Markup("<blockquote>"), text, Markup("</blockquote>"), text], "x")
+    assert audit(history._repr_mimebundle_()["text/html"]) == []
 
 
-def test_code_blocks_are_untouched():
-    text = "text <i>\n\n```html\n<script>alert(1)</script>\n```\n\n    <indented>\n"
-    safe = safe_markdown(text)
-    assert "```html\n<script>alert(1)</script>\n```" in safe
-    assert "    <indented>" in safe
-    assert "text &lt;i>" in safe
+def test_no_tex_command_survives_outside_mathml():
+    # The text MathJax could see (outside MathML) holds no \href: the wrapper hides it anyway,
+    # and inside MathML made here no link exists.
+    html = render_markdown(r"$\href{javascript:alert(1)}{x}$ and $$\url{javascript:x}$$")
+    assert "href=" not in html and "javascript" not in html.split("<math")[0]
+    assert audit(html) == []
 
 
-def test_tex_links_are_broken():
-    assert "\\href" not in safe_markdown(r"$\href{javascript:alert(1)}{x}$").replace("\\\\href", "")
-
-
-PIECES = list("<>/ab=:()[]`'\"\n !&#;*-|\\") + [
+PIECES = list("<>/ab=:()[]`'\"\n !&#;*-|\\$~{}\t") + [
     "script",
     "img ",
     "javascript:",
     " onerror=",
     "```",
+    "~~~",
     "    ",
     "](",
     "]: ",
     "data:",
     "&#106;",
-    "\t",
     "\x00",
+    "\u00a0",
     "<!--",
     "-->",
     "http://x",
+    "www.x.com",
+    "\\href{",
+    "\\begin{x}",
+    "\\end{x}",
+    "$$",
+    "<math>",
+    "<svg>",
 ]
 
 
-@settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "400")))
-@given(st.lists(st.sampled_from(PIECES + HOSTILE)).map("".join) | st.text())
-def test_nothing_live_survives(text):
-    assert audit(safe_markdown(text)) == []
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
+@given(st.lists(st.sampled_from(PIECES + HOSTILE), max_size=30).map("".join) | st.text())
+def test_nothing_live_survives_fuzzing(text):
+    assert audit(render_markdown(text)) == []
+    assert audit(Answer(text, format="code")._repr_mimebundle_()["text/html"]) == []
+
+
+# -- legitimate answers render as users expect ----------------------------------------------
+
+
+def test_markdown_renders():
+    text = (
+        "# Title\n\n**bold**, *em*, ~~gone~~, a [link](https://example.org), "
+        "<https://auto.org> and www.example.com.\n\n"
+        "- one\n- two\n\n1. first\n\n| a | b |\n|---|--:|\n| 1 | 2 |\n\n> quoted\n\n"
+        "```python\nif a < b and '<script>' in s:\n    pass\n```\n\nInline `<b>code</b>` stays."
+    )
+    html = render_markdown(text)
+    assert audit(html) == []
+    for piece in (
+        "<h1>Title</h1>",
+        "<strong>bold</strong>",
+        "<em>em</em>",
+        "<s>gone</s>",
+        '<a href="https://example.org"',
+        '<a href="https://auto.org"',
+        '<a href="http://www.example.com"',
+        "<ul>",
+        "<ol>",
+        "<table>",
+        '<td style="text-align:right">2</td>',
+        "<blockquote>",
+        "<code>&lt;b&gt;code&lt;/b&gt;</code>",
+    ):
+        assert piece in html, piece
+    # Highlighted (Pygments' inline colours), and the <script> text shown verbatim.
+    assert '<span style="color:' in html and "&lt;script&gt;" in html
+
+
+def test_text_that_looks_like_html_stays_visible():
+    html = render_markdown("if a<b then <tag> stays visible")
+    assert "if a&lt;b then &lt;tag&gt; stays visible" in html
+
+
+def test_math_renders_as_mathml_with_less_than():
+    html = render_markdown("Inline $a < b$ and display:\n\n$$\\sum_{i<n} i$$\n")
+    assert audit(html) == []
+    assert '<math display="inline">' in html and '<math display="block">' in html
+    assert "<mo>&lt;</mo>" in html and "∑" in html
+    assert "Misplaced" not in html
+
+
+def test_math_that_cannot_convert_is_shown_as_source():
+    html = render_markdown("$\\frac{1}{$")
+    assert audit(html) == []
+
+
+def test_images_become_links():
+    html = render_markdown("![chart](https://example.org/c.png)")
+    assert "<img" not in html
+    assert '<a href="https://example.org/c.png"' in html and "[image: chart]" in html
+
+
+def test_relative_and_fragment_links_are_dropped():
+    html = render_markdown("[a](/lab/api) [b](#x) [c](notebook.ipynb)")
+    assert "href" not in html
 
 
 def test_answer_markdown_bundle():
     answer = Answer("**hi** <script>x</script>", model="gpt-4o-mini")
     bundle = answer._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/plain"}
     assert bundle["text/plain"] == "**hi** <script>x</script>"
-    assert bundle["text/markdown"] == "**hi** &lt;script>x&lt;/script>"
+    assert "<strong>hi</strong> &lt;script&gt;x&lt;/script&gt;" in bundle["text/html"]
     assert str(answer) == answer.text and answer.value == answer.text
 
 
-def test_answer_text_format_has_no_markdown():
+def test_answer_text_format_has_no_markup():
     assert Answer("**raw**", format="text")._repr_mimebundle_() == {"text/plain": "**raw**"}
 
 
@@ -195,14 +262,16 @@ def test_answer_code_format():
     answer = Answer("Try this:\n\n```sql\nSELECT 1;\n```\n\nor\n\n```\nx = 1\n```\n", format="code")
     assert answer.blocks == [("sql", "SELECT 1;\n"), ("", "x = 1\n")]
     bundle = answer._repr_mimebundle_()
-    assert bundle["text/markdown"] == "```sql\nSELECT 1;\n```\n\n```python\nx = 1\n```"
     assert bundle["text/plain"] == answer.code == "SELECT 1;\nx = 1\n"
+    assert bundle["text/html"].count("<pre>") == 2 and "SELECT" in bundle["text/html"]
     assert Answer("print(1)", format="code").code == "print(1)\n"
 
 
-def test_code_with_backticks_gets_a_longer_fence():
-    answer = Answer("````md\n```inner```\n````\n", format="code")
-    assert answer._repr_mimebundle_()["text/markdown"].startswith("````md\n")
+def test_code_format_info_string_only_picks_a_lexer():
+    answer = Answer('```x"><img src=x onerror=alert(1)>\nprint(1)\n```', format="code")
+    html = answer._repr_mimebundle_()["text/html"]
+    assert audit(html) == [] and "onerror" not in html
+    assert render_code([("python", "x = '<b>'\n")]).count("&lt;b&gt;") == 1
 
 
 @pytest.mark.parametrize(
@@ -220,7 +289,12 @@ def test_answer_json_format(text):
     bundle = answer._repr_mimebundle_()
     assert bundle["application/json"] == {"a": [1, 2]}
     assert json.loads(bundle["text/plain"]) == {"a": [1, 2]}
-    assert bundle["text/markdown"].startswith("```json\n")
+    assert audit(bundle["text/html"]) == [] and "<pre>" in bundle["text/html"]
+
+
+def test_json_strings_with_html_stay_text():
+    bundle = Answer('{"x": "<img src=x onerror=alert(1)>"}', format="json")._repr_mimebundle_()
+    assert audit(bundle["text/html"]) == [] and "<img" not in bundle["text/html"]
 
 
 def test_answer_not_json_is_a_clear_error():
@@ -230,14 +304,8 @@ def test_answer_not_json_is_a_clear_error():
     assert isinstance(info.value, ValueError)
 
 
-def test_markdown_text_is_safe_too():
-    bundle = MarkdownText("<img src=x onerror=y>")._repr_mimebundle_()
-    assert audit(bundle["text/markdown"]) == []
-
-
 def test_batch_summary_names_items_by_label():
     from pizzagpt_magic.errors import HTTPStatusError
-    from pizzagpt_magic.render import BatchSummary
 
     failure = HTTPStatusError(500, "Internal Server Error", "http://x")
     summary = BatchSummary(
@@ -253,9 +321,29 @@ def test_batch_summary_names_items_by_label():
         "[East] Two",
         "[West] Three",
     ]
-    assert "- `North`: Fine &lt;b>answer&lt;/b>" in bundle["text/markdown"]
-    assert "*… and 1 more*" in bundle["text/markdown"]
+    assert "<code>North</code>: <p>Fine &lt;b&gt;answer&lt;/b&gt;</p>" in bundle["text/html"]
+    assert "… and 1 more" in bundle["text/html"]
     assert (
         summary.failure_line()
         == "1 of 4 prompts failed (#South: HTTP 500 Internal Server Error from http://x)"
     )
+
+
+def test_summary_line_opening_a_fence_does_not_swallow_the_rest():
+    summary = BatchSummary([0, 1], ["```\nfirst", "second <img src=x onerror=y>"], 1.0, "m")
+    html = summary._repr_mimebundle_()["text/html"]
+    assert audit(html) == [] and "<code>1</code>" in html
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<img src=x onerror=alert(1)>",
+        '<a href="java\tscript:alert(1)">x</a>',
+        '<span class="mathjax_process">$\\href{javascript:x}{y}$</span>',
+        '<span style="position:fixed">x</span>',
+        "<script>x</script>",
+    ],
+)
+def test_the_audit_sees_live_markup(html):
+    assert audit(f'<div class="{WRAPPER_CLASSES}">{html}</div>') != []
