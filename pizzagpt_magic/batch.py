@@ -42,7 +42,7 @@ def progress_bar(total: int, *, enabled: bool = True, desc: str = "pizza") -> An
 
 
 async def ask_many_async(
-    prompts: Iterable[str],
+    prompts: Iterable[Any],
     *,
     concurrency: int = 8,
     errors: str = "raise",
@@ -53,6 +53,8 @@ async def ask_many_async(
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
     ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, ...).
+    With ``ask`` (a coroutine function taking one item and ``options``) the items can be
+    anything that function takes.
     """
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")

@@ -84,7 +84,12 @@ class CellErrors(Mapping[int, str]):
         self._errors: OrderedDict[int, str] = OrderedDict()
 
     def record(self, result: Any) -> None:
-        """``post_run_cell`` callback: keep the error of a cell that raised one."""
+        """``post_run_cell`` callback: keep the error of a cell that raised one.
+
+        ``result`` may be None: IPython passes none for a cell whose run was cut short (an
+        interrupt reaching an async cell)."""
+        if result is None:
+            return
         error = result.error_before_exec or result.error_in_exec
         numbered = getattr(result.info, "store_history", True) and result.execution_count
         if not isinstance(error, Exception) or not numbered:

@@ -4,10 +4,14 @@
 
 1. the loop already running in this thread (a Jupyter kernel's), made re-entrant with
    ``nest_asyncio2`` the first time it is needed, never at import;
-2. with no running loop (terminal IPython, a script, pytest), one persistent private loop for
-   this thread, so the keep-alive session survives from call to call;
-3. for a running loop that cannot be patched (uvloop, for one), a worker thread with a
-   persistent loop of its own.
+2. with no running loop in the main thread (terminal IPython, a script, pytest), one persistent
+   private loop, so the keep-alive session survives from call to call;
+3. one shared worker loop, in a daemon thread, for everything else: other threads (however many
+   ask, they share its one session and connection pool, so nothing grows per thread), a running
+   loop that cannot be patched (uvloop, for one), and a call made inside a running task whose
+   interrupts are not Python's ``KeyboardInterrupt`` (a notebook cell with top-level ``await``:
+   ipykernel then only schedules a cancel on the loop, which a nested wait would never let run,
+   so the wait happens on the worker with Python's own SIGINT handler in place).
 
 Whichever it is, a ``KeyboardInterrupt`` (a kernel interrupt, Ctrl-C) while waiting cancels the
 task and waits for it to wind down before the interrupt propagates, so nothing keeps running on
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import signal
 import threading
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -46,10 +51,22 @@ def run_sync(awaitable: Awaitable[T]) -> T:
     except RuntimeError:
         loop = None
     if loop is None:
-        return _run_on(_private_loop(), awaitable)
-    if _make_reentrant(loop):
+        if threading.current_thread() is threading.main_thread():
+            return _run_on(_private_loop(), awaitable)
+        return _worker_loop().run(awaitable)
+    if not _interrupt_is_deferred(loop) and _make_reentrant(loop):
         return _run_on(loop, awaitable)
     return _worker_loop().run(awaitable)
+
+
+def _interrupt_is_deferred(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether an interrupt now would only be scheduled on ``loop`` (and so never reach a
+    nested wait): a task is running and SIGINT is not Python's ``KeyboardInterrupt``."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if asyncio.current_task(loop) is None:
+        return False
+    return signal.getsignal(signal.SIGINT) is not signal.default_int_handler
 
 
 def _make_reentrant(loop: asyncio.AbstractEventLoop) -> bool:
@@ -114,6 +131,11 @@ class _WorkerLoop:
                 finished.set()
 
         future = asyncio.run_coroutine_threadsafe(runner(), self.loop)
+        # While the main thread waits here, an interrupt must raise KeyboardInterrupt in it
+        # (whatever handler the caller's framework installed), so the wait can end at once.
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return future.result()
         except BaseException:
@@ -121,6 +143,9 @@ class _WorkerLoop:
                 future.cancel()
                 finished.wait(timeout=30)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     def close(self) -> None:
         from .session import close_all_sessions

@@ -290,6 +290,10 @@ class PizzaMagics(Magics):
             argv = shlex.split(options)
         except ValueError as exc:
             raise UsageError(f"Cannot read the options {options!r}: {exc}") from None
+        if "-h" in argv or "--help" in argv:
+            # The usage, as %pizza? shows it (the parser has no help option of its own).
+            self.ipython.run_line_magic("pinfo", "%pizza")
+            return None
         args = parser.parse_args(argv)
         if cell is not None:
             if prompt:
@@ -379,24 +383,28 @@ class PizzaMagics(Magics):
             "base_url": self.base_url,
         }
 
-    def _asker(self, args: Any) -> tuple[str | None, Callable[[str], Awaitable[Reply]]]:
-        """The system message for these options, and a coroutine function asking one prompt
-        with them through the conversation (and its cache)."""
-        system = self._render(args.system if args.system is not None else self.system, args)
+    def _system(self, args: Any, namespace: Any = None) -> str | None:
+        """The system message for these options, interpolated in ``namespace``."""
+        template = args.system if args.system is not None else self.system
+        return self._render(template, args, namespace) or None
+
+    def _asker(self, args: Any) -> Callable[[str, str | None], Awaitable[Reply]]:
+        """A coroutine function asking one prompt, with a system message, through the
+        conversation (and its cache) with these options."""
         use_cache = self.cache and not args.no_cache
         request = self._request_options(args)
 
-        async def ask(prompt: str) -> Reply:
+        async def ask(prompt: str, system: str | None) -> Reply:
             return await self.conversation.ask(
                 prompt,
                 model=args.model,
-                system=system or None,
+                system=system,
                 chat=args.chat,
                 use_cache=use_cache,
                 **request,
             )
 
-        return system or None, ask
+        return ask
 
     def _check_size(self, prompt: str, system: str | None, chat: bool) -> None:
         try:
@@ -418,7 +426,8 @@ class PizzaMagics(Magics):
         from .progress import Progress
 
         prompt = self._render(template, args)
-        system, ask_prompt = self._asker(args)
+        system = self._system(args)
+        ask_prompt = self._asker(args)
         self._check_size(prompt, system, args.chat)
         cached = (
             self.cache
@@ -429,7 +438,7 @@ class PizzaMagics(Magics):
 
         async def ask() -> Reply:
             async with Progress(args.model, enabled=self._showing_progress() and not cached):
-                return await ask_prompt(prompt)
+                return await ask_prompt(prompt, system)
 
         try:
             reply = run_sync(ask())
@@ -468,21 +477,23 @@ class PizzaMagics(Magics):
             raise UsageError(f"--each: {name!r} is not iterable ({exc})") from None
         if not items:
             raise UsageError(f"--each: {name!r} is empty")
-        prompts = [
-            self._render(template, args, ChainMap({"item": item, "index": label}, self.user_ns))
+        # {item} and {index} are bound for the question and the system message alike.
+        scopes = [
+            ChainMap({"item": item, "index": label}, self.user_ns)
             for label, item in zip(labels, items)
         ]
-        system, ask_prompt = self._asker(args)
-        for prompt in prompts:
+        requests = [(self._render(template, args, s), self._system(args, s)) for s in scopes]
+        for prompt, system in requests:
             self._check_size(prompt, system, args.chat)
+        ask_prompt = self._asker(args)
 
-        async def ask_one(prompt: str) -> str:
-            return (await ask_prompt(prompt)).text
+        async def ask_one(request: tuple[str, str | None]) -> str:
+            return (await ask_prompt(*request)).text
 
         started = time.monotonic()
         results = run_sync(
             ask_many_async(
-                prompts,
+                requests,
                 concurrency=args.concurrency or self.concurrency,
                 errors="return",
                 progress=self.progress,
@@ -570,10 +581,46 @@ def keep_question_marks(lines: list[str]) -> list[str]:
     return out
 
 
+class ConfigWarning(UserWarning):
+    """A configured ``PizzaMagics`` value was rejected; the default is used instead."""
+
+
+def _drop_rejected_config(shell: Any) -> None:
+    """Take out of the shell's config every ``PizzaMagics`` value the traits reject, with a
+    warning each: a value ``%config`` refused must not stop the extension from loading."""
+    section = getattr(shell, "config", {}).get(PizzaMagics.__name__)
+    if not section:
+        return
+    probe = PizzaMagics()
+    for name in list(section):
+        if not probe.has_trait(name):
+            continue  # traitlets itself warns about unknown names
+        try:
+            setattr(probe, name, section[name])
+        except Exception as exc:  # noqa: BLE001 - whatever the trait refused
+            import warnings
+
+            del section[name]
+            default = probe.trait_defaults(name)
+            warnings.warn(
+                f"Ignoring the configured PizzaMagics.{name}: {exc}; using {default!r}",
+                ConfigWarning,
+                stacklevel=3,
+            )
+
+
 def load(shell: Any) -> None:
     """Register the magics on ``shell``; a second load replaces the first."""
     unload(shell)
-    magics = PizzaMagics(shell=shell)
+    _drop_rejected_config(shell)
+    configurables = list(shell.configurables)
+    try:
+        magics = PizzaMagics(shell=shell)
+    except BaseException:
+        # Magics registers itself as a configurable before it reads its config: leave
+        # nothing half-built behind.
+        shell.configurables[:] = configurables
+        raise
     shell.register_magics(magics)
     shell.input_transformers_cleanup.append(keep_question_marks)
     shell.events.register("post_run_cell", magics.after_cell)

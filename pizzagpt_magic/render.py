@@ -65,8 +65,20 @@ _ATTRIBUTES = {
     "th": {"style"},
     "span": {"style"},
     "math": {"display"},
-    "mo": {"stretchy", "fence", "separator", "lspace", "rspace", "form", "largeop",
-           "movablelimits", "accent", "minsize", "maxsize", "symmetric"},
+    "mo": {
+        "stretchy",
+        "fence",
+        "separator",
+        "lspace",
+        "rspace",
+        "form",
+        "largeop",
+        "movablelimits",
+        "accent",
+        "minsize",
+        "maxsize",
+        "symmetric",
+    },
     "mi": {"mathvariant"},
     "mn": {"mathvariant"},
     "mtext": {"mathvariant"},
@@ -186,7 +198,7 @@ def _parser() -> MarkdownIt:
     def image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         # Shown as a link: an answer never makes the page load a URL by itself.
         token = tokens[idx]
-        alt = md.renderer.renderInlineAsText(token.children or [], options, env) or "image"
+        alt = renderer.renderInlineAsText(token.children or [], options, env) or "image"
         src = html.escape(str(token.attrGet("src") or ""), quote=True)
         return f'<a href="{src}">[image: {html.escape(alt)}]</a>'
 

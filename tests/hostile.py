@@ -26,7 +26,7 @@ XSS = [
     "<!-- comment --><svg onload=alert(1)>",
     "<details open ontoggle=alert(1)>",
     "<style>*{background:url(javascript:alert(1))}</style>",
-    "<noscript><p title=\"</noscript><img src=x onerror=alert(1)>\">",
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>">',
     "\\\\<script>alert(1)</script>",
 ]
 LINKS = [

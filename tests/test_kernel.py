@@ -195,3 +195,35 @@ def test_interrupt_cancels_a_whole_batch(kernel, emulator):
     assert result_text(kernel.execute(OUR_TASKS)) == "0"
     assert result_text(kernel.execute("'answers' in globals()")) == "False"
     assert "after batch" in result_text(kernel.execute("%pizza --no-cache after batch"))
+
+
+def test_interrupt_in_a_cell_with_top_level_await(kernel, emulator):
+    """An async cell's interrupt only schedules a cancel on the kernel's loop: the wait must
+    not nest that loop, or the cell never ends."""
+    emulator.reset_stats()
+    kernel.execute("import asyncio")
+    msg_id = kernel.submit(
+        "await asyncio.sleep(0)\nx = %pizza --no-cache [[fault:latency=8]] a slow question"
+    )
+    deadline = time.monotonic() + 20
+    while emulator.in_flight < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)
+    started = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    messages = kernel.collect([msg_id], timeout=30)[msg_id]
+    reply = kernel.reply(msg_id, timeout=10)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2, elapsed
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    assert "Error in callback" not in stderr_of(messages)
+    # The request was cancelled, and the kernel goes on answering.
+    deadline = time.monotonic() + 5
+    while emulator.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert emulator.in_flight == 0
+    after = kernel.execute("%pizza after the interrupt")
+    assert error_of(after) is None
+    assert "after the interrupt" in result_text(after)
+    again = kernel.execute("await asyncio.sleep(0)\ny = %pizza an async cell answers too\ny")
+    assert error_of(again) is None and "an async cell answers too" in result_text(again)

@@ -10,7 +10,7 @@ import pytest
 
 from pizzagpt_magic import ask
 from pizzagpt_magic.loop import run_sync
-from pizzagpt_magic.session import get_session
+from pizzagpt_magic.session import close_session, get_session
 
 
 async def loop_of() -> asyncio.AbstractEventLoop:
@@ -31,11 +31,13 @@ def test_private_loop_keeps_the_session(emu):
     assert emu.connections == 1
 
 
-def test_each_thread_has_its_own_private_loop():
+def test_other_threads_share_the_worker_loop():
     loops = []
-    thread = threading.Thread(target=lambda: loops.append(run_sync(loop_of())))
-    thread.start()
-    thread.join()
+    for _ in range(2):
+        thread = threading.Thread(target=lambda: loops.append(run_sync(loop_of())))
+        thread.start()
+        thread.join()
+    assert loops[0] is loops[1]
     assert loops[0] is not run_sync(loop_of())
 
 
@@ -46,7 +48,41 @@ def test_inside_a_running_loop_uses_that_loop(emu):
         answer = ask("nested")  # synchronous call inside a coroutine
         return answer
 
-    assert "Emulated" in asyncio.run(main())
+    loop = asyncio.new_event_loop()
+    try:
+        assert "Emulated" in loop.run_until_complete(main())
+    finally:
+        loop.run_until_complete(close_session())
+        loop.close()
+
+
+def test_deferred_interrupts_wait_on_the_worker(emu):
+    """A framework that turns Ctrl-C into a cancel of its task (ipykernel for async cells,
+    asyncio.run) would never see that cancel run under a nested wait: the call waits on the
+    worker loop instead, with KeyboardInterrupt in place meanwhile."""
+    import signal
+
+    def deferring_handler(signum, frame):  # what such a framework installs
+        pass
+
+    seen = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        previous = signal.signal(signal.SIGINT, deferring_handler)
+        try:
+            assert run_sync(loop_of()) is not loop
+            seen.append(signal.getsignal(signal.SIGINT))
+            return ask("nested under a deferring handler")
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert "Emulated" in loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert seen == [deferring_handler]  # restored after the wait
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not on Windows")
@@ -150,3 +186,45 @@ def test_interrupt_in_the_worker_thread_fallback():
         loop.close()
     assert state == {"cancelled": True, "cleaned": True}  # waited for, before the interrupt
     assert leftovers == [] and worker_loop.is_running()
+
+
+def _open_descriptors() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_threads_share_one_loop_and_pool(emu):
+    """Every thread without a loop of its own asks through one shared worker loop: loops,
+    descriptors and connections stay bounded however many threads ask."""
+    import gc
+
+    from pizzagpt_magic.session import POOL_LIMIT
+
+    def ask_in_threads(count: int, together: bool) -> list[str]:
+        answers: list[str] = []
+        threads = [
+            threading.Thread(target=lambda i=i: answers.append(ask(f"thread {i}")))
+            for i in range(count)
+        ]
+        for thread in threads:
+            thread.start()
+            if not together:
+                thread.join(30)
+        for thread in threads:
+            thread.join(30)
+        return answers
+
+    assert len(ask_in_threads(1, together=False)) == 1
+    descriptors, connections = _open_descriptors(), emu.connections
+    # One after another (a thread per task, as a ThreadPoolExecutor's turnover gives):
+    # nothing grows per thread.
+    assert len(ask_in_threads(200, together=False)) == 200
+    assert _open_descriptors() - descriptors <= 4
+    assert emu.connections - connections <= 2
+    # All at once: the shared pool's limit bounds connections, not the number of threads (the
+    # emulator runs in this process, so each connection is two descriptors here).
+    assert len(ask_in_threads(200, together=True)) == 200
+    assert _open_descriptors() - descriptors <= 2 * POOL_LIMIT + 4
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.BaseEventLoop)]
+    assert sum(not loop.is_closed() for loop in loops) <= 3

@@ -225,10 +225,7 @@ def test_cache_is_bounded(shell, emu):
 
 def test_models(shell, emu):
     listing = cell(shell, "%pizza --models")
-    assert (
-        "gpt-4o-mini" in str(listing)
-        and "(default)" in listing._repr_mimebundle_()["text/html"]
-    )
+    assert "gpt-4o-mini" in str(listing) and "(default)" in listing._repr_mimebundle_()["text/html"]
 
 
 @pytest.mark.parametrize(
@@ -441,3 +438,42 @@ def test_help_shows_usage(shell, capsys):
     shell.run_cell("%pizza?")
     out = capsys.readouterr().out
     assert "--no-interpolate" in out and "-f <{markdown,text,code,json}>" in out
+
+
+# -- robustness: loading with rejected config, --each system messages, --help ---------------
+
+
+@pytest.mark.parametrize(("name", "value"), [("timeout", "-1"), ("model", "'gpt-4o'")])
+def test_a_rejected_config_value_does_not_stop_reloading(shell, emu, name, value):
+    from pizzagpt_magic.magics import ConfigWarning
+
+    shell.run_line_magic("config", f"PizzaMagics.{name} = {value}")  # refused, reported
+    assert "pizza" in shell.magics_manager.magics["line"]
+    with pytest.warns(ConfigWarning, match=f"PizzaMagics.{name}"):
+        shell.run_line_magic("reload_ext", "pizzagpt_magic")
+    assert "pizza" in shell.magics_manager.magics["line"]
+    assert "Emulated" in str(cell(shell, "%pizza still here"))
+    # Nothing half-built stays behind: one PizzaMagics among the configurables.
+    assert sum(isinstance(c, PizzaMagics) for c in shell.configurables) == 1
+    assert name not in shell.config.PizzaMagics
+    shell.run_line_magic("reload_ext", "pizzagpt_magic")  # and quietly from now on
+
+
+def test_each_interpolates_the_system_message_per_item(shell, emu):
+    shell.run_cell("for item in ['Paris', 'Oslo']: pass\ncities = ['Rome', 'Lima']")
+    cell(shell, '%%pizza --each cities -s "Answer about {item} only (#{index})" -o out\nTell me')
+    systems = [q for q in emu.questions]
+    assert any("Answer about Rome only (#0)" in q for q in systems)
+    assert any("Answer about Lima only (#1)" in q for q in systems)
+    assert not any("Oslo" in q for q in systems)
+    shell.user_ns.pop("item")
+    cell(shell, '%%pizza --each cities -s "About {item}" --no-cache\nAgain')
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_flags_show_the_usage(shell, emu, flag, capsys):
+    result = cell(shell, f"%pizza {flag}")
+    assert result is None
+    shown = capsys.readouterr().out
+    assert "%pizza" in shown and "--model" in shown and "--each" in shown
+    assert len(emu.questions) == 0

@@ -13,6 +13,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from hostile import HOSTILE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,8 +27,6 @@ from pizzagpt_magic.render import (
     render_code,
     render_markdown,
 )
-
-from hostile import HOSTILE
 
 HTML_TAGS = set(
     "a abbr b blockquote br code del div em h1 h2 h3 h4 h5 h6 hr i li ol p pre s span strong "
@@ -116,7 +115,9 @@ def audit(output: str) -> list[str]:
 def test_hostile_corpus_is_large_and_hostile():
     assert len(HOSTILE) >= 70
     # Each case holds HTML, a script URL or a TeX command a renderer could act on.
-    pattern = r"<|javascript|vbscript|data:|on\w+=|\\(href|url|class|cssId|style|unicode|html|require)"
+    pattern = (
+        r"<|javascript|vbscript|data:|on\w+=|\\(href|url|class|cssId|style|unicode|html|require)"
+    )
     assert all(re.search(pattern, case) or "](" in case for case in HOSTILE)
 
 

@@ -29,8 +29,12 @@ MARKDOWN = """%%pizza
 
 ```python
 def total(rows):
-    return sum(r.sold for r in rows)
-```[[/echo]]"""
+    return sum(r.sold for r in rows) if '<script>' else 0
+```
+
+Growth: $a < b$, and in total
+
+$$\\sum_{i<n} x_i$$[[/echo]]"""
 
 HOSTILE_ANSWER = """Summary <script>window.__pwned = 'script'</script>
 <img src=x onerror="window.__pwned = 'img'">
@@ -45,7 +49,7 @@ HOSTILE_ANSWER = """Summary <script>window.__pwned = 'script'</script>
 
 CELLS = {
     "load": "%load_ext pizzagpt_magic",
-    "markdown": MARKDOWN,
+    "markdown": MARKDOWN.replace("%%pizza", "%%pizza --no-interpolate"),
     "slow": "%pizza --no-cache [[fault:latency=4]] a slow question",
     "hostile": "%%pizza\n[[echo]]" + HOSTILE_ANSWER + "[[/echo]]",
     "control": "from IPython.display import Markdown\nMarkdown(" + repr(HOSTILE_ANSWER) + ")",
@@ -136,7 +140,7 @@ def snap(page, screenshots: Path, name: str, target=None) -> None:
 
 def test_markdown_answer_renders_as_markdown(page, screenshots):
     run(page, "load")
-    output = run(page, "markdown").locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
+    output = run(page, "markdown").locator(".jp-OutputArea-output[data-mime-type='text/html']")
     expect(output.locator("h1")).to_be_visible(timeout=30_000)
     assert output.locator("h1").inner_text().startswith("Pizza report")
     assert output.locator("strong").inner_text() == "Margherita"
@@ -145,7 +149,11 @@ def test_markdown_answer_renders_as_markdown(page, screenshots):
     assert output.locator("table td").first.inner_text() == "Margherita"
     code = output.locator("pre code")
     assert "def total(rows):" in code.inner_text()
-    eventually(lambda: code.locator("span[class]").count() >= 3)  # highlighted tokens
+    assert "'<script>'" in code.inner_text()  # shown verbatim
+    assert code.locator("span[style]").count() >= 3  # highlighted tokens
+    assert output.locator("math").count() == 2
+    assert "<" in output.locator("math").first.inner_text()
+    assert "Misplaced" not in output.inner_text()
     snap(page, screenshots, "01-markdown", output)
 
 
@@ -168,7 +176,7 @@ def test_progress_placeholder_then_answer(page, screenshots):
 def test_hostile_answer_runs_nothing(page, screenshots):
     page.evaluate("delete window.__pwned")
     target = run(page, "hostile")
-    output = target.locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
+    output = target.locator(".jp-OutputArea-output[data-mime-type='text/html']")
     expect(output).to_contain_text("hover text", timeout=30_000)
     for selector in (
         "script",
@@ -206,7 +214,7 @@ def test_code_json_and_text_formats(page, screenshots):
     code = run(page, "code").locator(".jp-OutputArea-output").last
     expect(code).to_contain_text("import pandas as pd", timeout=30_000)
     assert "Use this" not in code.inner_text()
-    eventually(lambda: code.locator("pre code span[class]").count() >= 2)
+    eventually(lambda: code.locator("pre code span[style]").count() >= 2)
     snap(page, screenshots, "06-format-code", code)
     # JupyterLab loads its JSON viewer on first use: wait for it to draw the tree.
     data = run(page, "json").locator(".jp-OutputArea-output").last
@@ -253,10 +261,8 @@ def test_executed_quickstart_reopened_from_disk(lab, browser, screenshots):
         page.goto(
             f"{lab['url']}/lab/workspaces/reopened/tree/quickstart.ipynb?reset&token={lab['token']}"
         )
-        page.wait_for_selector(
-            ".jp-OutputArea-output[data-mime-type='text/markdown']", timeout=90_000
-        )
-        answers = page.locator(".jp-OutputArea-output[data-mime-type='text/markdown']")
+        page.wait_for_selector(".jp-OutputArea-output[data-mime-type='text/html']", timeout=90_000)
+        answers = page.locator(".jp-OutputArea-output[data-mime-type='text/html']")
         first = answers.first
         expect(first).to_contain_text(
             "In one paragraph, how should I compare revenue across regions?", timeout=30_000
