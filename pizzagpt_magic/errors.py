@@ -3,6 +3,7 @@
 The hierarchy::
 
     PizzagptError                      base of everything below
+    ├── ConfigurationError (ValueError) a setting or variable (a URL, a proxy) that cannot work
     ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
     │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
@@ -12,6 +13,7 @@ The hierarchy::
     │   └── ConnectionLostError        the server dropped the connection mid-answer
     ├── ResponseError                  an HTTP answer came, but not a usable one
     │   ├── HTTPStatusError            a 4xx or 5xx status (``status``, ``retry_after``)
+    │   ├── RedirectError              a redirect a POST cannot follow (``status``, ``location``)
     │   ├── NonJSONResponseError       a body that is not JSON, such as an HTML block page
     │   ├── ResponseShapeError         JSON without a string ``content`` where one belongs
     │   ├── EmptyAnswerError           the content is missing, empty or only white space
@@ -30,6 +32,8 @@ from typing import Any
 
 __all__ = [
     "AnswerFormatError",
+    "ConfigurationError",
+    "RedirectError",
     "BatchError",
     "ConnectError",
     "ConnectionLostError",
@@ -50,6 +54,10 @@ __all__ = [
 
 class PizzagptError(Exception):
     """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(PizzagptError, ValueError):
+    """A setting or environment variable (a URL, a proxy) cannot work; the message names it."""
 
 
 class PromptError(PizzagptError, ValueError):
@@ -108,6 +116,20 @@ class HTTPStatusError(ResponseError):
         self.url = url
         self.retry_after = retry_after
         super().__init__(f"HTTP {status} {reason} from {url}".replace("  ", " ").strip())
+
+
+class RedirectError(ResponseError):
+    """The service redirected with 301, 302 or 303, which would turn the POST into a GET."""
+
+    def __init__(self, status: int, url: str, location: str) -> None:
+        self.status = status
+        self.url = url
+        self.location = location
+        super().__init__(
+            f"{url} redirected ({status}) to {location or 'nowhere'}; a {status} redirect "
+            "would turn the question (a POST) into a GET, so it is not followed: use the "
+            "new address as the base URL"
+        )
 
 
 class NonJSONResponseError(ResponseError):

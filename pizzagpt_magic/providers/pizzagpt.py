@@ -12,6 +12,7 @@ import contextlib
 import email.utils
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -26,6 +27,7 @@ from ..errors import (
     MisuseError,
     NonJSONResponseError,
     PromptError,
+    RedirectError,
     RequestTimeoutError,
     ResponseShapeError,
     TransportError,
@@ -79,7 +81,40 @@ def _proxy_variable(name: str) -> str | None:
 
 def env_proxy(url: str) -> str | None:
     """The proxy the standard variables (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
-    ``NO_PROXY``, either case) choose for ``url``, or None.
+    ``NO_PROXY``, either case) choose for ``url``, or None."""
+    chosen = env_proxy_source(url)
+    return chosen[0] if chosen else None
+
+
+def _proxy_variable_named(name: str) -> tuple[str, str] | None:
+    for variable in (name, name.upper()):
+        if variable == "HTTP_PROXY" and "REQUEST_METHOD" in os.environ:
+            continue
+        value = os.environ.get(variable)
+        if value:
+            return value, variable
+    return None
+
+
+def check_proxy(proxy: str, source: str) -> str:
+    """``proxy`` if it is an http:// or https:// URL; else a ``ConfigurationError`` naming
+    ``source`` (the variable or setting it came from) and what is wrong."""
+    from ..errors import ConfigurationError
+
+    scheme = proxy.split("://", 1)[0].lower() if "://" in proxy else ""
+    if scheme in ("http", "https") and len(proxy) > len(scheme) + 3:
+        return proxy
+    shown = redact(proxy)
+    if scheme:
+        problem = f"a {scheme}:// proxy, which is not supported (only http:// and https://)"
+    else:
+        problem = "not a URL: it needs http:// or https:// in front"
+    raise ConfigurationError(f"{source}={shown!r} is {problem}")
+
+
+def env_proxy_source(url: str) -> tuple[str, str] | None:
+    """``(proxy, variable)``: the proxy the standard variables choose for ``url`` and the
+    variable that chose it, checked (a ``ConfigurationError`` names a malformed one); or None.
 
     Read on every request with a few direct look-ups: aiohttp's ``trust_env`` would scan the
     whole environment (and read ``.netrc``, which the service never needs) in a worker thread,
@@ -88,8 +123,8 @@ def env_proxy(url: str) -> str | None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    proxy = _proxy_variable(f"{parts.scheme}_proxy") or _proxy_variable("all_proxy")
-    if proxy is None:
+    chosen = _proxy_variable_named(f"{parts.scheme}_proxy") or _proxy_variable_named("all_proxy")
+    if chosen is None:
         return None
     no_proxy = _proxy_variable("no_proxy")
     if no_proxy:
@@ -97,7 +132,7 @@ def env_proxy(url: str) -> str | None:
 
         if proxy_bypass_environment(parts.hostname or "", {"no": no_proxy}):
             return None
-    return proxy
+    return check_proxy(*chosen), chosen[1]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -120,13 +155,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
-def parse_answer(body: bytes | str, content_type: str = "application/json") -> str:
+def parse_answer(
+    body: bytes | str, content_type: str = "application/json", charset: str | None = None
+) -> str:
     """The answer text in a response body, or the typed error that describes what is wrong.
 
     Accepts ``{"answer": {"content": ...}}`` and, as the original provider did, ``content`` at
     the top level when ``answer`` is missing.
     """
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = _decode(body, charset) if isinstance(body, bytes) else body
     try:
         data = json.loads(text)
     except ValueError:
@@ -148,6 +185,17 @@ def parse_answer(body: bytes | str, content_type: str = "application/json") -> s
     if MISUSE_MARKER in content.lower():
         raise MisuseError(" ".join(content.split()))
     return content
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    """The body as text in its declared charset; UTF-8 when none is declared (or it is one
+    Python does not know)."""
+    if charset:
+        try:
+            return body.decode(charset, "replace")
+        except LookupError:
+            logger.debug("unknown charset %r; reading UTF-8", charset)
+    return body.decode("utf-8", "replace")
 
 
 class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
@@ -177,8 +225,21 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     def base_url(cls, override: str | None = None) -> str:
-        """The service's base URL: ``override``, else ``$PIZZAGPT_URL``, else ``url``."""
-        return (override or os.environ.get("PIZZAGPT_URL") or cls.url).rstrip("/")
+        """The service's base URL: ``override``, else ``$PIZZAGPT_URL``, else ``url``.
+
+        A value that is not an http(s) URL is a ``ConfigurationError`` naming where it came
+        from."""
+        from ..errors import ConfigurationError
+
+        source = "base_url" if override else "PIZZAGPT_URL"
+        value = (override or os.environ.get("PIZZAGPT_URL") or cls.url).strip().rstrip("/")
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("http", "https") or len(value) <= len(scheme) + 3:
+            hint = " (http:// is missing)" if not scheme else ""
+            raise ConfigurationError(
+                f"{source}={redact(value)!r} is not an http:// or https:// URL{hint}"
+            )
+        return value
 
     @classmethod
     def get_headers(cls, base_url: str) -> dict[str, str]:
@@ -247,23 +308,43 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
         max_retries: int,
         base_url: str,
     ) -> str:
-        """POST ``prompt`` and return the answer's text, retrying what is worth retrying."""
+        """POST ``prompt`` and return the answer's text, retrying what is worth retrying.
+
+        A request that fails on a reused keep-alive connection before any answer came back
+        (the server closed the idle connection as it was reused) is sent again at once on a
+        fresh connection: no backoff, no retry spent. A 307 or 308 redirect repeats the POST
+        at the new address; a 301, 302 or 303 (which would turn it into a GET) is a
+        ``RedirectError`` naming the target. An infinite timeout means no time limit.
+        """
         import aiohttp
+        from yarl import URL
 
         from ..session import get_session, pause_requests, wait_until_allowed
 
         url = f"{base_url}{cls.api_endpoint}"
-        proxy = proxy or env_proxy(url)
-        shown_url = redact(url)
+        proxy_source = "the proxy setting"
+        if proxy:
+            proxy = check_proxy(proxy, "proxy")
+        else:
+            chosen = env_proxy_source(url)
+            if chosen is not None:
+                proxy, proxy_source = chosen[0], chosen[1]
         secrets = _proxy_secrets(proxy)
-        client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
-        headers = cls.get_headers(base_url)
+        client_timeout = aiohttp.ClientTimeout(
+            total=None if math.isinf(timeout) else timeout,
+            sock_connect=None if math.isinf(connect_timeout) else connect_timeout,
+        )
         attempt = 0
+        stale_resent = False
+        redirects = 0
         while True:
+            shown_url = redact(url)
+            headers = cls.get_headers(base_url)
             session = await get_session()
             await wait_until_allowed()
             retry_after: float | None = None
             rate_limited = False
+            trace: dict[str, Any] = {}
             try:
                 logger.debug("POST %s (attempt %d)", shown_url, attempt + 1)
                 async with session.post(
@@ -272,7 +353,23 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
                     headers=headers,
                     proxy=proxy,
                     timeout=client_timeout,
+                    allow_redirects=False,
+                    trace_request_ctx=trace,
                 ) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        location = response.headers.get("Location", "")
+                        target = str(response.url.join(URL(location))) if location else ""
+                        if response.status in (307, 308) and target and redirects < 5:
+                            redirects += 1
+                            logger.info(
+                                "%s redirected (%d) to %s",
+                                shown_url,
+                                response.status,
+                                redact(target),
+                            )
+                            url = target
+                            continue
+                        raise RedirectError(response.status, shown_url, redact(target))
                     if response.status >= 400:
                         length = response.content_length
                         if length is not None and length <= 65536:
@@ -297,18 +394,24 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
                                     *secrets,
                                 )
                             ) from None
-                        return parse_answer(body, response.content_type)
+                        return parse_answer(body, response.content_type, response.charset)
             except asyncio.CancelledError:
                 raise
-            except (
-                aiohttp.ServerTimeoutError,
-                aiohttp.ClientConnectorError,
-                aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError,
-            ) as exc:
-                error = ConnectError(
-                    redact(f"Cannot reach {shown_url}: {_describe(exc)}", *secrets)
-                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if (
+                    trace.get("reused")
+                    and not stale_resent
+                    and not isinstance(exc, aiohttp.ClientConnectorError)
+                ):
+                    # The server closed the idle connection just as it was reused: nothing
+                    # of the answer came back, so the request goes again on a new one.
+                    stale_resent = True
+                    logger.debug("a reused connection was closed (%s); sending again", exc)
+                    continue
+                error = cls._connect_error(exc, shown_url, proxy, proxy_source, secrets)
+                retryable = True
+            except aiohttp.ServerTimeoutError as exc:
+                error = cls._connect_error(exc, shown_url, proxy, proxy_source, secrets)
                 retryable = True
             except asyncio.TimeoutError:
                 raise RequestTimeoutError(
@@ -316,7 +419,11 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
                 ) from None
             except aiohttp.ClientHttpProxyError as exc:
                 raise ConnectError(
-                    redact(f"The proxy refused the request: {exc.status} {exc.message}", *secrets)
+                    redact(
+                        f"The proxy {proxy} (from {proxy_source}) refused the request: "
+                        f"{exc.status} {exc.message}",
+                        *secrets,
+                    )
                 ) from None
             except aiohttp.InvalidURL as exc:
                 raise ConnectError(redact(f"Invalid URL: {exc}", *secrets)) from None
@@ -324,6 +431,7 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
                 raise TransportError(
                     redact(f"Request to {shown_url} failed: {_describe(exc)}", *secrets)
                 ) from None
+            stale_resent = False
             too_long = retry_after is not None and retry_after > cls.max_retry_after
             if not retryable or attempt >= max_retries or too_long:
                 raise error
@@ -333,6 +441,26 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
             logger.info("%s; retrying in %.2f s", error, delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+    @staticmethod
+    def _connect_error(
+        exc: BaseException,
+        shown_url: str,
+        proxy: str | None,
+        proxy_source: str,
+        secrets: tuple[str | None, ...],
+    ) -> ConnectError:
+        import aiohttp
+
+        if proxy and isinstance(exc, aiohttp.ClientProxyConnectionError):
+            text = (
+                f"Cannot reach the proxy {proxy} (from {proxy_source}) for {shown_url}: "
+                f"{_describe(exc)}"
+            )
+        else:
+            via = f" through the proxy {proxy} (from {proxy_source})" if proxy else ""
+            text = f"Cannot reach {shown_url}{via}: {_describe(exc)}"
+        return ConnectError(redact(text, *secrets))
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ does see script that runs.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def open_and_run_all(page, url: str) -> None:
     page.goto(url)
     open_notebook(page)
     page.evaluate("delete window.__pwned")
-    page.locator(".jp-MenuBar .lm-MenuBar-item", has_text="Run").first.click()
+    page.locator("li.lm-MenuBar-item", has_text=re.compile(r"^\s*Run\s*$")).first.click()
     page.locator(".lm-Menu-item[data-command='notebook:run-all-cells']").click()
 
 
