@@ -477,3 +477,12 @@ def test_help_flags_show_the_usage(shell, emu, flag, capsys):
     shown = capsys.readouterr().out
     assert "%pizza" in shown and "--model" in shown and "--each" in shown
     assert len(emu.questions) == 0
+
+
+def test_infinite_timeout_means_no_limit_and_nan_is_refused(shell, emu):
+    assert "Emulated" in str(cell(shell, "%pizza --timeout inf no limit"))
+    shell.run_line_magic("config", "PizzaMagics.timeout = float('inf')")
+    assert "Emulated" in str(cell(shell, "%pizza --no-cache no limit either"))
+    assert "--timeout must be more than 0" in failing(shell, "%pizza --timeout nan q")
+    with pytest.raises(TraitError):
+        magics(shell).timeout = float("nan")

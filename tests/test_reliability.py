@@ -92,6 +92,68 @@ def test_fault_matrix(shell, emu, fault, outcome, words):
     assert open_connections() <= connections
 
 
+# More rows of the matrix: faults that are not the service's answer. Each sets up its fault
+# (an environment, a server) and names the outcome; the kernel-only row (an interrupt in a cell
+# with top-level await) is in test_kernel.
+ENVIRONMENT_FAULTS = [
+    ("threads", ANSWERED, None),
+    ("stale-keepalive", ANSWERED, None),
+    ("url-without-scheme", FAILED, "PIZZAGPT_URL='localhost:1' is not an http:// or https:// URL"),
+    ("proxy-without-scheme", FAILED, "HTTP_PROXY='127.0.0.1:1' is not a URL"),
+    ("proxy-socks", FAILED, "HTTP_PROXY='socks5://127.0.0.1:1' is a socks5:// proxy"),
+    ("proxy-dead", FAILED, "Cannot reach the proxy http://127.0.0.1:1 (from HTTP_PROXY)"),
+]
+
+
+@pytest.mark.parametrize(("fault", "outcome", "words"), ENVIRONMENT_FAULTS)
+def test_environment_fault_matrix(shell, emu, monkeypatch, fault, outcome, words):
+    import threading
+
+    from test_transport import ClosingServer
+
+    pizza = magics(shell)
+    pizza.retries = 0
+    shell.run_cell("%pizza first, to have a history")
+    history = list(pizza.conversation.exchanges)
+    for name in ("http_proxy", "all_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = None
+    if fault == "threads":
+        from pizzagpt_magic import ask
+
+        threads = [threading.Thread(target=ask, args=(f"t{i}",)) for i in range(50)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    elif fault == "stale-keepalive":
+        server = ClosingServer()
+        monkeypatch.setenv("PIZZAGPT_URL", run_sync(server.start()))
+        shell.run_cell("%pizza --no-cache the connection is now pooled;")
+    elif fault == "url-without-scheme":
+        monkeypatch.setenv("PIZZAGPT_URL", "localhost:1")
+    else:
+        proxy = {"proxy-without-scheme": "127.0.0.1:1", "proxy-socks": "socks5://127.0.0.1:1"}
+        monkeypatch.setenv("HTTP_PROXY", proxy.get(fault, "http://127.0.0.1:1"))
+    history = list(pizza.conversation.exchanges)
+    result = shell.run_cell("%pizza -c --no-cache question;")
+    if server is not None:
+        run_sync(server.stop())
+    if outcome == ANSWERED:
+        assert result.success, str(result.error_in_exec)[:300]
+        assert len(pizza.conversation.exchanges) == len(history) + 1
+    else:
+        assert isinstance(result.error_in_exec, UsageError)
+        message = str(result.error_in_exec)
+        assert words in message and "\n" not in message, message
+        assert list(pizza.conversation.exchanges) == history
+    assert pending_tasks() == 0
+    monkeypatch.setenv("PIZZAGPT_URL", emu.url)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    after = shell.run_cell("x = %pizza --no-cache the kernel still answers")
+    assert after.success and "still answers" in shell.user_ns["x"].text
+
+
 def test_connect_refused_through_the_magic(shell, monkeypatch):
     import socket
 

@@ -63,18 +63,19 @@ def open_and_run_all(page, url: str) -> None:
     open_notebook(page)
     page.evaluate("delete window.__pwned")
     page.locator("li.lm-MenuBar-item", has_text=re.compile(r"^\s*Run\s*$")).first.click()
-    page.locator(".lm-Menu-item[data-command='notebook:run-all-cells']").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
 
 def wait_all_done(page, count: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        prompts = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").all_inner_texts()
+        prompts = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").all_text_contents()
         if len(prompts) >= count and all("[*]" not in p and "[ ]" not in p for p in prompts):
             if all(any(ch.isdigit() for ch in p) for p in prompts[:count]):
                 return
         time.sleep(0.25)
-    raise TimeoutError("the notebook did not finish running")
+    page.screenshot(path="/tmp/runall-debug.png")
+    raise TimeoutError(f"the notebook did not finish running: {prompts}")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_corpus_live_then_reopened(lab, browser, screenshots, corpus_notebooks):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
         open_and_run_all(page, f"{lab['url']}/lab/tree/corpus.ipynb?token={lab['token']}")
-        wait_all_done(page, corpus_notebooks)
+        wait_all_done(page, corpus_notebooks, timeout=60)
         page.wait_for_timeout(2000)  # late renderers (MathJax) and image loads
         assert page.evaluate("window.__pwned") is None
         outputs = page.locator(".jp-OutputArea-output[data-mime-type='text/html']")
@@ -132,7 +133,10 @@ def test_control_the_same_corpus_as_markdown_runs_script(
 ):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
-        open_and_run_all(page, f"{lab['url']}/lab/tree/control.ipynb?token={lab['token']}")
+        open_and_run_all(
+            page,
+            f"{lab['url']}/lab/workspaces/control/tree/control.ipynb?reset&token={lab['token']}",
+        )
         wait_all_done(page, 1)
         deadline = time.monotonic() + 15
         while page.evaluate("window.__pwned") is None and time.monotonic() < deadline:
