@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """pizzagpt_magic benchmarks: each figure measured side by side with its baseline in one run.
 
-    python benchmarks/run.py [--quick]
+    python benchmarks/run.py [--quick] [--check]
 
 It starts what it needs (the emulator on loopback, fresh interpreters), prints one table and
-exits 0. Medians over repeated trials; shared machines are noisy, so compare ratios, not
-absolute times. ``--quick`` runs few trials (a smoke test of the script itself).
+exits 0 (with ``--check``, 1 when a figure misses its target). Medians over repeated trials;
+shared machines are noisy, so compare ratios, not absolute times. ``--quick`` runs few trials
+(a smoke test of the script itself).
 """
 
 from __future__ import annotations
@@ -173,25 +174,43 @@ async def provider():
     async for chunk in Pizzagpt.create_async_generator("gpt-4o-mini", messages, base_url=url):
         return chunk
 
+raw_session = None
+
+async def raw_reused():
+    # The floor: raw aiohttp on one reused session (so one connection), nothing else.
+    global raw_session
+    if raw_session is None or raw_session.closed:
+        raw_session = aiohttp.ClientSession(headers=Pizzagpt.get_headers(url))
+    endpoint, body = f"{url}/api/chatx-completion", {"question": "Hello, world!"}
+    async with raw_session.post(endpoint, json=body) as r:
+        r.raise_for_status()
+        return (await r.json())["answer"]["content"]
+
 async def run(question):
-    # Each run is one event loop (asyncio.run), so the provider opens its session, and does
+    # Each run is one event loop (asyncio.run), so every side opens its session, and does
     # its one handshake, inside the timing.
+    global raw_session
     for _ in range(count):
         await question()
+    if raw_session is not None:
+        await raw_session.close()
+        raw_session = None
 
-asyncio.run(run(provider))  # warm up both paths
-asyncio.run(run(seed_pattern))
-# Paired trials, the two sides back to back and in alternating order, so that a slow spell of a
-# shared machine weighs on both sides of a pair.
-pairs = []
+sides = (provider, raw_reused, seed_pattern)
+for question in sides:  # warm up every path
+    asyncio.run(run(question))
+# Paired trials, the sides back to back and in rotating order, so that a slow spell of a
+# shared machine weighs on every side of a trial.
+trials_out = []
 for trial in range(trials):
     times = {}
-    for question in (provider, seed_pattern)[:: 1 if trial % 2 else -1]:
+    order = sides[trial % 3:] + sides[:trial % 3]
+    for question in order:
         started = time.perf_counter()
         asyncio.run(run(question))
-        times[question] = time.perf_counter() - started
-    pairs.append((times[provider], times[seed_pattern]))
-print(json.dumps(pairs))
+        times[question.__name__] = time.perf_counter() - started
+    trials_out.append(times)
+print(json.dumps(trials_out))
 """
 
 
@@ -216,16 +235,20 @@ def bench_keepalive(count: int, trials: int) -> dict[str, Any]:
                 text=True,
                 check=True,
             ).stdout
-    pairs = json.loads(out)
-    ratio = statistics.median(seed / ours for ours, seed in pairs)
-    ours = statistics.median(ours for ours, _ in pairs)
-    seed = statistics.median(seed for _, seed in pairs)
+    trials_out = json.loads(out)
+    # The goal is the floor: raw aiohttp on one reused connection. A new session per request
+    # (the original's pattern) is shown for information; raw aiohttp itself is only about
+    # 5x faster than it here, so no ratio to it can be a target.
+    to_raw = statistics.median(t["provider"] / t["raw_reused"] for t in trials_out)
+    to_seed = statistics.median(t["seed_pattern"] / t["provider"] for t in trials_out)
+    ours = statistics.median(t["provider"] for t in trials_out)
     return {
         "figure": f"keep-alive: {count} sequential questions over loopback TLS",
-        "measured": f"{ratio:.1f}x faster, median of {len(pairs)} paired runs ({ms(ours / count)} "
-        f"vs {ms(seed / count)} per question with a new session each)",
-        "target": ">= 5x",
-        "ok": ratio >= 5,
+        "measured": f"{to_raw:.2f}x raw aiohttp on a reused connection, median of "
+        f"{len(trials_out)} rotating trials ({ms(ours / count)} per question; "
+        f"{to_seed:.1f}x faster than a new session per request)",
+        "target": "<= 1.1x raw aiohttp",
+        "ok": to_raw <= 1.1,
     }
 
 
@@ -254,6 +277,64 @@ def bench_batch(
         "measured": f"{ratio:.2f}x the ideal ({statistics.median(times):.2f} s vs {ideal:.2f} s)",
         "target": "<= 1.2x",
         "ok": ratio <= 1.2,
+    }
+
+
+# -- 4b. rendering an answer ---------------------------------------------------------------------
+
+ANSWER_PARTS = (
+    "The **margherita** outsold the *marinara* in every region except the north, where the "
+    "`sales` column dips in March; see https://example.com/report/{n} for the whole report. "
+    "The trend holds without the outliers, and the median order grows as $x_{{{n}}} = 1.04 "
+    "x_{{{n}-1}}$ a month.\n\n",
+    "- dough: {n}00 g\n- sauce: 200 ml, with *basil*\n- cheese: 250 g\n\n",
+    "| pizza | sold | share |\n|---|--:|--:|\n"
+    + "".join(f"| p{{n}}{i} | {i * 3} | {i}% |\n" for i in range(6))
+    + "\n",
+    "```python\nimport pandas as pd\nframe = pd.read_csv('sales_{n}.csv')\n"
+    "print(frame.groupby('region').sold.sum())\n```\n\n",
+)
+
+
+def long_answer(size: int = 20_000) -> str:
+    """A model's long answer: prose, lists, tables, code and formulas, each part distinct."""
+    parts, n = ["# Sales report\n\n"], 0
+    while sum(map(len, parts)) < size:
+        parts.append(ANSWER_PARTS[n % 4 if n % 5 else 0].format(n=n))
+        n += 1
+    return "".join(parts)[:size]
+
+
+def bench_render(trials: int) -> dict[str, Any]:
+    from pizzagpt_magic.render import _highlight, _math, render_markdown
+
+    text = long_answer()
+    render_markdown(text)  # first use loads markdown-it, Pygments, nh3, latex2mathml
+    times = []
+    for trial in range(trials):
+        _math.cache_clear()  # every formula and block converted anew, as in a first showing
+        _highlight.cache_clear()
+        variant = text + f"\n\n{trial}"
+        started = time.perf_counter()
+        render_markdown(variant)
+        times.append(time.perf_counter() - started)
+    median = statistics.median(times)
+    # The floor, side by side: markdown-it-py alone, CommonMark with tables, no math, no
+    # highlighting, no sanitising.
+    from markdown_it import MarkdownIt
+
+    bare = MarkdownIt("commonmark").enable("table")
+    floor = []
+    for trial in range(trials):
+        started = time.perf_counter()
+        bare.render(text + f"\n\n{trial}")
+        floor.append(time.perf_counter() - started)
+    return {
+        "figure": f"rendering a {len(text):,}-character answer to clean HTML",
+        "measured": f"{ms(median)} (markdown-it-py alone, CommonMark with tables: "
+        f"{ms(statistics.median(floor))})",
+        "target": "< 20 ms",
+        "ok": median < 0.020,
     }
 
 
@@ -332,6 +413,9 @@ def bench_memory(url: str, calls: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few trials: a smoke test")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when a figure misses its target"
+    )
     args = parser.parse_args()
     quick = args.quick
     started = time.monotonic()
@@ -339,6 +423,7 @@ def main() -> int:
     with emulator() as url:
         rows.append(bench_overhead(url, 30 if quick else 500))
     rows.append(bench_keepalive(10 if quick else 100, 1 if quick else 9))
+    rows.append(bench_render(3 if quick else 30))
     with emulator("--latency", "0.1") as url:
         rows.append(bench_batch(url, 1 if quick else 3))
     rows.append(bench_cache(50 if quick else 1000))
@@ -357,6 +442,10 @@ def main() -> int:
     for row in rows:
         cells = [str(row[k]).ljust(w) for k, w in zip(header, widths)]
         print("| " + " | ".join(cells) + f" | {'yes' if row['ok'] else 'NO '} |")
+    missed = [row["figure"] for row in rows if not row["ok"]]
+    if args.check and missed:
+        print(f"\n{len(missed)} target(s) missed: {'; '.join(missed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -140,8 +140,11 @@ def _math(tex: str, display: bool) -> str:
     return f"<p><code>{source}</code></p>" if display else f"<code>{source}</code>"
 
 
+@functools.lru_cache(maxsize=256)
 def _highlight(code: str, language: str) -> str:
-    """``<pre><code>`` with Pygments' inline colours; the language only picks the lexer."""
+    """``<pre><code>`` with Pygments' inline colours; the language only picks the lexer.
+
+    Cached: a streamed answer is rendered again as it grows, with the same finished blocks."""
     from pygments import highlight
 
     lexer = _lexer(language.strip().split(maxsplit=1)[0].lower() if language.strip() else "")
@@ -169,15 +172,22 @@ def _formatter() -> Any:
     return HtmlFormatter(nowrap=True, noclasses=True, style="default")
 
 
-@functools.lru_cache(maxsize=1)
-def _parser() -> MarkdownIt:
-    """The Markdown parser that renders answers (raw HTML off)."""
+@functools.lru_cache(maxsize=4)
+def _parser(bare_links: bool = True, environments: bool = True) -> MarkdownIt:
+    """The Markdown parser that renders answers (raw HTML off).
+
+    ``bare_links`` turns on linking ``www.`` addresses without a scheme (``http://`` ones
+    are always linked), ``environments`` the ``\\begin{..}`` math blocks: both cost time on
+    every text token or block, so they are on only for answers that hold them.
+    """
     from markdown_it import MarkdownIt
     from mdit_py_plugins.amsmath import amsmath_plugin
     from mdit_py_plugins.dollarmath import dollarmath_plugin
 
     md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
     md.enable(["table", "strikethrough", "linkify"])
+    if not bare_links:
+        md.core.ruler.disable("linkify")
     md.use(
         dollarmath_plugin,
         allow_labels=False,
@@ -186,7 +196,8 @@ def _parser() -> MarkdownIt:
         double_inline=True,
         renderer=lambda tex, options: _math(tex, options.get("display_mode", False)),
     )
-    md.use(amsmath_plugin, renderer=lambda tex: _math(tex, True))
+    if environments:
+        md.use(amsmath_plugin, renderer=lambda tex: _math(tex, True))
 
     def fence(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
         token = tokens[idx]
@@ -210,7 +221,8 @@ def _parser() -> MarkdownIt:
 
 def render_markdown(text: str, *, wrap: bool = True) -> str:
     """An untrusted Markdown answer as clean HTML, inert for JupyterLab and MathJax."""
-    inner = clean_html(_parser().render(text))
+    parser = _parser("www." in text.lower(), "\\begin{" in text)
+    inner = clean_html(parser.render(text))
     return _wrap(inner) if wrap else inner
 
 
