@@ -13,7 +13,7 @@ import atexit
 import logging
 import weakref
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import aiohttp
@@ -60,21 +60,6 @@ async def _close_on_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[N
             await session.close()
 
 
-async def _mark_reused(session: Any, context: Any, params: Any) -> None:
-    if isinstance(context.trace_request_ctx, dict):
-        context.trace_request_ctx["reused"] = True
-
-
-def _reuse_tracer() -> aiohttp.TraceConfig:
-    """Marks a request's ``trace_request_ctx`` dict with ``reused`` when it goes out on a
-    pooled keep-alive connection: a failure there may only mean the server closed it idle."""
-    import aiohttp
-
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_reuseconn.append(_mark_reused)
-    return trace
-
-
 async def get_session() -> aiohttp.ClientSession:
     """The running loop's shared session, made on first use."""
     import aiohttp
@@ -87,7 +72,7 @@ async def get_session() -> aiohttp.ClientSession:
         limit=POOL_LIMIT, limit_per_host=POOL_LIMIT, keepalive_timeout=60
     )
     # The proxy variables are read per request by the provider (providers.pizzagpt.env_proxy).
-    session = aiohttp.ClientSession(connector=connector, trace_configs=[_reuse_tracer()])
+    session = aiohttp.ClientSession(connector=connector)
     global _exit_hook
     if not _exit_hook:
         _exit_hook = True

@@ -215,8 +215,12 @@ def test_threads_share_one_loop_and_pool(emu):
             thread.join(30)
         return answers
 
+    def open_loops() -> int:
+        loops = [o for o in gc.get_objects() if isinstance(o, asyncio.BaseEventLoop)]
+        return sum(not loop.is_closed() for loop in loops)
+
     assert len(ask_in_threads(1, together=False)) == 1
-    descriptors, connections = _open_descriptors(), emu.connections
+    descriptors, connections, loops = _open_descriptors(), emu.connections, open_loops()
     # One after another (a thread per task, as a ThreadPoolExecutor's turnover gives):
     # nothing grows per thread.
     assert len(ask_in_threads(200, together=False)) == 200
@@ -226,5 +230,4 @@ def test_threads_share_one_loop_and_pool(emu):
     # emulator runs in this process, so each connection is two descriptors here).
     assert len(ask_in_threads(200, together=True)) == 200
     assert _open_descriptors() - descriptors <= 2 * POOL_LIMIT + 4
-    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.BaseEventLoop)]
-    assert sum(not loop.is_closed() for loop in loops) <= 3
+    assert open_loops() == loops

@@ -310,10 +310,10 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
     ) -> str:
         """POST ``prompt`` and return the answer's text, retrying what is worth retrying.
 
-        A request that fails on a reused keep-alive connection before any answer came back
-        (the server closed the idle connection as it was reused) is sent again at once on a
-        fresh connection: no backoff, no retry spent. A 307 or 308 redirect repeats the POST
-        at the new address; a 301, 302 or 303 (which would turn it into a GET) is a
+        A request whose connection is closed before any of the answer came back (a keep-alive
+        connection the server closed idle as it was reused, most often) is sent again at once
+        on a fresh connection, once: no backoff, no retry spent. A 307 or 308 redirect repeats
+        the POST at the new address; a 301, 302 or 303 (which would turn it into a GET) is a
         ``RedirectError`` naming the target. An infinite timeout means no time limit.
         """
         import aiohttp
@@ -344,7 +344,6 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
             await wait_until_allowed()
             retry_after: float | None = None
             rate_limited = False
-            trace: dict[str, Any] = {}
             try:
                 logger.debug("POST %s (attempt %d)", shown_url, attempt + 1)
                 async with session.post(
@@ -354,7 +353,6 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
                     proxy=proxy,
                     timeout=client_timeout,
                     allow_redirects=False,
-                    trace_request_ctx=trace,
                 ) as response:
                     if response.status in (301, 302, 303, 307, 308):
                         location = response.headers.get("Location", "")
@@ -398,13 +396,10 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if (
-                    trace.get("reused")
-                    and not stale_resent
-                    and not isinstance(exc, aiohttp.ClientConnectorError)
-                ):
-                    # The server closed the idle connection just as it was reused: nothing
-                    # of the answer came back, so the request goes again on a new one.
+                if not stale_resent and not isinstance(exc, aiohttp.ClientConnectorError):
+                    # The connection was closed before any of the answer came back: most
+                    # often a keep-alive connection the server closed idle just as it was
+                    # reused. The request goes again at once, on a new connection, once.
                     stale_resent = True
                     logger.debug("a reused connection was closed (%s); sending again", exc)
                     continue
