@@ -95,7 +95,11 @@ def corpus_notebooks(lab):
 def test_corpus_live_then_reopened(lab, browser, screenshots, corpus_notebooks):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
-        open_and_run_all(page, f"{lab['url']}/lab/tree/corpus.ipynb?token={lab['token']}")
+        # A workspace of its own: the other browser tests' default workspace stays as it was.
+        open_and_run_all(
+            page,
+            f"{lab['url']}/lab/workspaces/corpus-live/tree/corpus.ipynb?reset&token={lab['token']}",
+        )
         wait_all_done(page, corpus_notebooks, timeout=60)
         page.wait_for_timeout(2000)  # late renderers (MathJax) and image loads
         assert page.evaluate("window.__pwned") is None
