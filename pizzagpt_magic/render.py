@@ -233,19 +233,19 @@ def render_code(blocks: list[tuple[str, str]], *, default_language: str = "pytho
 
 
 def _code_blocks(text: str) -> list[tuple[str, str]]:
-    from markdown_it import MarkdownIt
-
     return [
         (token.info.strip().split(" ")[0] if token.type == "fence" else "", token.content)
-        for token in _block_parser(MarkdownIt).parse(text)
+        for token in _block_parser().parse(text)
         if token.type in ("fence", "code_block")
     ]
 
 
 @functools.lru_cache(maxsize=1)
-def _block_parser(factory: Any) -> MarkdownIt:
+def _block_parser() -> MarkdownIt:
     # Plain CommonMark finds the code blocks: what a reader of the answer sees as code.
-    return factory("commonmark").enable("table")
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table")
 
 
 def extract_code(text: str) -> list[tuple[str, str]]:

@@ -47,6 +47,20 @@ def open_connections() -> int:
 
 ANSWERED, FAILED = "answered", "failed"
 
+
+def assert_outcome(result, pizza, history, outcome, words) -> None:
+    """An answered question adds one exchange; a failed one is a one-line UsageError holding
+    ``words`` and leaves the history as it was."""
+    if outcome == ANSWERED:
+        assert result.success, str(result.error_in_exec)[:300]
+        assert len(pizza.conversation.exchanges) == len(history) + 1
+    else:
+        assert isinstance(result.error_in_exec, UsageError)
+        message = str(result.error_in_exec)
+        assert words in message and "\n" not in message, message
+        assert list(pizza.conversation.exchanges) == history
+
+
 FAULTS = [
     ("status=429;retry-after=0.2;times=1", ANSWERED, None),
     ("status=429;times=1", ANSWERED, None),
@@ -78,14 +92,7 @@ def test_fault_matrix(shell, emu, fault, outcome, words):
     connections = max(open_connections(), 1)
     history = list(pizza.conversation.exchanges)
     result = shell.run_cell(f"%pizza -c --no-cache question [[fault:{fault}]];")
-    if outcome == ANSWERED:
-        assert result.success, str(result.error_in_exec)[:300]
-        assert len(pizza.conversation.exchanges) == len(history) + 1
-    else:
-        assert isinstance(result.error_in_exec, UsageError)
-        message = str(result.error_in_exec)
-        assert words in message and "\n" not in message
-        assert list(pizza.conversation.exchanges) == history
+    assert_outcome(result, pizza, history, outcome, words)
     assert pending_tasks() == 0
     after = shell.run_cell("x = %pizza --no-cache the kernel still answers")
     assert after.success and "still answers" in shell.user_ns["x"].text
@@ -139,14 +146,7 @@ def test_environment_fault_matrix(shell, emu, monkeypatch, fault, outcome, words
     result = shell.run_cell("%pizza -c --no-cache question;")
     if server is not None:
         run_sync(server.stop())
-    if outcome == ANSWERED:
-        assert result.success, str(result.error_in_exec)[:300]
-        assert len(pizza.conversation.exchanges) == len(history) + 1
-    else:
-        assert isinstance(result.error_in_exec, UsageError)
-        message = str(result.error_in_exec)
-        assert words in message and "\n" not in message, message
-        assert list(pizza.conversation.exchanges) == history
+    assert_outcome(result, pizza, history, outcome, words)
     assert pending_tasks() == 0
     monkeypatch.setenv("PIZZAGPT_URL", emu.url)
     monkeypatch.delenv("HTTP_PROXY", raising=False)

@@ -71,12 +71,15 @@ def _proxy_secrets(proxy: str | None) -> tuple[str | None, ...]:
     return (url.raw_user, url.raw_password, url.user, url.password)
 
 
-def _proxy_variable(name: str) -> str | None:
+def _proxy_variable(name: str) -> tuple[str, str] | None:
+    """``(value, variable)`` of the set proxy variable ``name`` (either case), or None."""
     # urllib's precedence: the lower-case variable wins; HTTP_PROXY is ignored under CGI.
+    variable = name
     value = os.environ.get(name)
     if value is None and not (name == "http_proxy" and "REQUEST_METHOD" in os.environ):
-        value = os.environ.get(name.upper())
-    return value or None
+        variable = name.upper()
+        value = os.environ.get(variable)
+    return (value, variable) if value else None
 
 
 def env_proxy(url: str) -> str | None:
@@ -84,16 +87,6 @@ def env_proxy(url: str) -> str | None:
     ``NO_PROXY``, either case) choose for ``url``, or None."""
     chosen = env_proxy_source(url)
     return chosen[0] if chosen else None
-
-
-def _proxy_variable_named(name: str) -> tuple[str, str] | None:
-    for variable in (name, name.upper()):
-        if variable == "HTTP_PROXY" and "REQUEST_METHOD" in os.environ:
-            continue
-        value = os.environ.get(variable)
-        if value:
-            return value, variable
-    return None
 
 
 def check_proxy(proxy: str, source: str) -> str:
@@ -123,14 +116,14 @@ def env_proxy_source(url: str) -> tuple[str, str] | None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    chosen = _proxy_variable_named(f"{parts.scheme}_proxy") or _proxy_variable_named("all_proxy")
+    chosen = _proxy_variable(f"{parts.scheme}_proxy") or _proxy_variable("all_proxy")
     if chosen is None:
         return None
     no_proxy = _proxy_variable("no_proxy")
     if no_proxy:
         from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
-        if proxy_bypass_environment(parts.hostname or "", {"no": no_proxy}):
+        if proxy_bypass_environment(parts.hostname or "", {"no": no_proxy[0]}):
             return None
     return check_proxy(*chosen), chosen[1]
 
