@@ -42,19 +42,6 @@ _TOKEN = re.compile(r"""(?:"(?:\\.|[^"\\])*"?|'[^']*'?|\S)+""")
 _NUMBER = re.compile(r"-\d|-\.\d")
 
 
-def _check_url(value: str | None, what: str, schemes: tuple[str, ...]) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-    if scheme not in schemes or len(value) <= len(scheme) + 3:
-        raise ValueError(
-            f"{what} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
-            f"not {value!r}"
-        )
-    return value
-
-
 def _is_pandas(value: Any) -> bool:
     return type(value).__module__.startswith("pandas") and hasattr(value, "index")
 
@@ -157,9 +144,13 @@ class PizzaMagics(Magics):
 
     @validate("base_url", "proxy")
     def _valid_url(self, proposal: Any) -> str | None:
+        from .transport import check_url
+
+        if proposal.value is None:
+            return None
         try:
-            return _check_url(proposal.value, proposal.trait.name, ("http", "https"))
-        except ValueError as exc:
+            return check_url(proposal.value, f"PizzaMagics.{proposal.trait.name}")
+        except PizzagptError as exc:
             raise TraitError(str(exc)) from None
 
     @validate("timeout", "connect_timeout")
@@ -346,10 +337,13 @@ class PizzaMagics(Magics):
             raise UsageError("--timeout must be more than 0 seconds")
         if args.concurrency is not None and args.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
-        try:
-            _check_url(args.proxy, "--proxy", ("http", "https"))
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        if args.proxy is not None:
+            from .transport import check_url
+
+            try:
+                check_url(args.proxy, "--proxy")
+            except PizzagptError as exc:
+                raise UsageError(str(exc)) from None
         if args.model:
             from .providers.pizzagpt import Pizzagpt
 

@@ -105,9 +105,9 @@ def test_fault_matrix(shell, emu, fault, outcome, words):
 ENVIRONMENT_FAULTS = [
     ("threads", ANSWERED, None),
     ("stale-keepalive", ANSWERED, None),
-    ("url-without-scheme", FAILED, "PIZZAGPT_URL='localhost:1' is not an http:// or https:// URL"),
+    ("url-without-scheme", FAILED, "PIZZAGPT_URL='localhost:1' is not a URL"),
     ("proxy-without-scheme", FAILED, "HTTP_PROXY='127.0.0.1:1' is not a URL"),
-    ("proxy-socks", FAILED, "HTTP_PROXY='socks5://127.0.0.1:1' is a socks5:// proxy"),
+    ("proxy-socks", FAILED, "HTTP_PROXY='socks5://127.0.0.1:1' is a socks5:// URL"),
     ("proxy-dead", FAILED, "Cannot reach the proxy http://127.0.0.1:1 (from HTTP_PROXY)"),
 ]
 

@@ -182,7 +182,7 @@ def test_pizzagpt_url_without_a_scheme_names_the_variable(monkeypatch):
     ("value", "words"),
     [
         ("127.0.0.1:1", "HTTP_PROXY='127.0.0.1:1' is not a URL"),
-        ("socks5://127.0.0.1:1", "HTTP_PROXY='socks5://127.0.0.1:1' is a socks5:// proxy"),
+        ("socks5://127.0.0.1:1", "HTTP_PROXY='socks5://127.0.0.1:1' is a socks5:// URL"),
     ],
 )
 def test_a_malformed_proxy_variable_is_named(emu, monkeypatch, value, words):
