@@ -414,8 +414,7 @@ def _connect_error(
         # A local model server that is not running does not start in the seconds retries
         # take: say so at once.
         return ConnectError(
-            f"Nothing is listening at {target.origin()} ({policy.label}): "
-            "is the server running?"
+            f"Nothing is listening at {target.origin()} ({policy.label}): is the server running?"
         ), False
     via = f" through the proxy {proxy} (from {proxy_source})" if proxy else ""
     return ConnectError(f"Cannot reach {shown_url}{via}: {describe(exc)}"), True
