@@ -1,19 +1,25 @@
-"""The small Python API: ``ask`` and ``ask_async`` for one question.
+"""The small Python API: ``ask`` and ``ask_async`` for one question, ``complete`` for the answer
+with its metadata.
 
-Both build the conversation (an optional system message, earlier exchanges, the question), send
-it through the provider on the shared keep-alive session and return the answer's text.
+They build the conversation (an optional system message, earlier exchanges, the question), send
+it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
+``package.module.Provider:model``) on the shared keep-alive session, and return the answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from .errors import PromptError
+from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
 from .providers.base import Messages
-from .providers.pizzagpt import Pizzagpt
 
-__all__ = ["ask", "ask_async", "build_messages"]
+if TYPE_CHECKING:
+    from .backends import Backend
+
+__all__ = ["Completion", "ask", "ask_async", "build_messages", "complete", "complete_messages"]
 
 
 def build_messages(
@@ -35,6 +41,158 @@ def build_messages(
     return messages
 
 
+@dataclass
+class Completion:
+    """An answer and where it came from: provider, model, parameters, finish reason, token
+    usage (when the backend reports it), seconds taken, and whether the cache gave it."""
+
+    text: str
+    provider: str
+    model: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    seconds: float = 0.0
+    cached: bool = False
+
+    @property
+    def model_id(self) -> str:
+        return self.model if self.provider == "pizzagpt" else f"{self.provider}:{self.model}"
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the answer was cut at the token limit."""
+        return self.finish_reason == "length"
+
+    def metadata(self) -> dict[str, Any]:
+        """What a notebook output records about the answer (never a key or a URL)."""
+        meta: dict[str, Any] = {
+            "provider": self.provider,
+            "model": self.model,
+            "parameters": dict(self.parameters),
+            "seconds": round(self.seconds, 3),
+            "cached": self.cached,
+        }
+        if self.finish_reason:
+            meta["finish_reason"] = self.finish_reason
+        if self.usage:
+            meta["usage"] = dict(self.usage)
+        return meta
+
+
+def _is_kind(chunk: Any, name: str, attribute: str) -> bool:
+    return any(k.__name__ == name for k in type(chunk).__mro__) and hasattr(chunk, attribute)
+
+
+def _usage_of(chunk: Any) -> dict[str, int] | None:
+    names = ("prompt_tokens", "completion_tokens", "total_tokens")
+    counts = {n: v for n in names if isinstance(v := getattr(chunk, n, None), int)}
+    return counts or None
+
+
+async def complete_messages(
+    backend: Backend,
+    messages: Messages,
+    *,
+    stream: bool = True,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    on_text: Callable[[str], Any] | None = None,
+    **request: Any,
+) -> Completion:
+    """Send ``messages`` to ``backend`` and gather the answer.
+
+    Text chunks (``str``) are joined, and each is passed to ``on_text`` as it arrives; a finish
+    reason and a token usage among the other chunks go to the ``Completion``; anything else a
+    provider yields is ignored. An error after some text arrived carries it as ``partial``.
+    """
+    started = time.monotonic()
+    chunks: list[str] = []
+    finish: str | None = None
+    usage: dict[str, int] | None = None
+    agen: Any = backend.generate(
+        messages, stream=stream, temperature=temperature, max_tokens=max_tokens, **request
+    )
+    try:
+        async for chunk in agen:
+            if isinstance(chunk, str):
+                if chunk:
+                    chunks.append(chunk)
+                    if on_text is not None:
+                        on_text(chunk)
+            elif _is_kind(chunk, "FinishReason", "reason"):
+                finish = str(chunk.reason) if chunk.reason is not None else None
+            elif _is_kind(chunk, "Usage", "__dict__"):
+                usage = _usage_of(chunk) or usage
+    except PizzagptError as exc:
+        exc.partial = "".join(chunks)
+        raise
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    text = "".join(chunks)
+    if not text.strip():
+        if backend.cls is not None and not backend.is_pizzagpt:
+            raise ProviderError(f"{backend.provider} sent an empty answer")
+        raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
+    parameters = {
+        k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
+    }
+    return Completion(
+        text,
+        backend.provider,
+        backend.model,
+        parameters,
+        finish,
+        usage,
+        time.monotonic() - started,
+    )
+
+
+def resolve_backend(
+    model: str | None, provider: Any = None, endpoints: Mapping[str, Any] | None = None
+) -> Backend:
+    from .backends import provider_of, resolve
+    from .providers.pizzagpt import Pizzagpt
+
+    if provider is not None and provider is not Pizzagpt:
+        return provider_of(provider, model)
+    return resolve(model, endpoints)
+
+
+async def complete(
+    prompt: str,
+    *,
+    model: str | None = None,
+    system: str | None = None,
+    history: Iterable[Mapping[str, Any]] = (),
+    stream: bool = True,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    on_text: Callable[[str], Any] | None = None,
+    provider: Any = None,
+    **request: Any,
+) -> Completion:
+    """Ask one question; the answer with its metadata (see ``Completion``).
+
+    ``model`` is a model id; ``on_text`` gets each piece of text as it arrives. ``request``:
+    ``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
+    """
+    backend = resolve_backend(model, provider)
+    backend.check_parameters(temperature, max_tokens)
+    messages = build_messages(prompt, system=system, history=history)
+    return await complete_messages(
+        backend,
+        messages,
+        stream=stream,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        on_text=on_text,
+        **request,
+    )
+
+
 async def ask_async(
     prompt: str,
     *,
@@ -46,23 +204,37 @@ async def ask_async(
     connect_timeout: float | None = None,
     max_retries: int | None = None,
     base_url: str | None = None,
-    provider: type[Pizzagpt] = Pizzagpt,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    stream: bool = True,
+    on_text: Callable[[str], Any] | None = None,
+    provider: Any = None,
 ) -> str:
     """Ask one question and return the answer's text.
 
-    ``history`` is earlier ``{"role", "content"}`` messages (a chat); ``timeout`` and
-    ``connect_timeout`` are seconds; ``base_url`` overrides ``$PIZZAGPT_URL``.
+    ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``, ``openai:gpt-4o-mini``, a
+    provider class path); ``history`` is earlier ``{"role", "content"}`` messages (a chat);
+    ``timeout`` and ``connect_timeout`` are seconds; ``base_url`` overrides ``$PIZZAGPT_URL``;
+    ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
+    as it arrives.
     """
-    messages = build_messages(prompt, system=system, history=history)
-    return await provider.create_async(
-        provider.get_model(model),
-        messages,
+    completion = await complete(
+        prompt,
+        model=model,
+        system=system,
+        history=history,
+        stream=stream,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        on_text=on_text,
+        provider=provider,
         proxy=proxy,
         timeout=timeout,
         connect_timeout=connect_timeout,
         max_retries=max_retries,
         base_url=base_url,
     )
+    return completion.text
 
 
 def ask(prompt: str, **options: Any) -> str:

@@ -1,38 +1,45 @@
 """A conversation: its history of exchanges and a bounded cache of answers.
 
-``Conversation.ask`` answers from the cache when the same request (model, system message,
-history sent, prompt) was answered before; it never changes the history. The caller records an
-exchange with ``record`` once it has accepted the answer, so a failed exchange leaves no trace.
+``Conversation.ask`` answers from the cache when the same request (provider, model, parameters,
+system message, history sent, prompt) was answered before; it never changes the history. The
+caller records an exchange with ``record`` once it has accepted the answer, so a failed or
+interrupted exchange leaves no trace.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .api import ask_async, build_messages
+from .api import Completion, build_messages, complete_messages
 from .providers.base import Messages
-from .providers.pizzagpt import Pizzagpt
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 __all__ = ["Conversation", "Exchange", "Reply"]
 
 
 @dataclass(frozen=True)
 class Exchange:
-    """One question and its answer."""
+    """One question and its answer, and the backend that gave it."""
 
     prompt: str
     answer: str
     model: str
+    provider: str = "pizzagpt"
 
 
 @dataclass(frozen=True)
 class Reply:
-    """An answer's text, and whether it came from the cache."""
+    """An answer's text, whether it came from the cache, and its metadata."""
 
     text: str
     cached: bool
+    completion: Completion | None = None
 
 
 class Conversation:
@@ -43,7 +50,7 @@ class Conversation:
 
         # A deque with maxlen 0 keeps nothing, so 0 means "no history" with no special case.
         self.exchanges: deque[Exchange] = deque(maxlen=max_exchanges)
-        self.cache: LRUCache[tuple[Any, ...], str] = LRUCache(maxsize=max(1, cache_size))
+        self.cache: LRUCache[tuple[Any, ...], Completion] = LRUCache(maxsize=max(1, cache_size))
 
     def resize(self, *, max_exchanges: int | None = None, cache_size: int | None = None) -> None:
         from cachetools import LRUCache
@@ -51,7 +58,7 @@ class Conversation:
         if max_exchanges is not None and max_exchanges != self.exchanges.maxlen:
             self.exchanges = deque(self.exchanges, maxlen=max_exchanges)
         if cache_size is not None and cache_size != self.cache.maxsize:
-            cache: LRUCache[tuple[Any, ...], str] = LRUCache(maxsize=max(1, cache_size))
+            cache: LRUCache[tuple[Any, ...], Completion] = LRUCache(maxsize=max(1, cache_size))
             cache.update(self.cache)
             self.cache = cache
 
@@ -68,38 +75,67 @@ class Conversation:
         return build_messages(prompt, system=system, history=self.history() if chat else ())
 
     @staticmethod
-    def _key(prompt: str, model: str, system: str | None, history: Messages) -> tuple[Any, ...]:
-        sent = tuple((m["role"], m["content"]) for m in history)
-        return (Pizzagpt.get_model(model), system or "", sent, prompt)
+    def _key(backend: Backend, parameters: dict[str, Any], messages: Messages) -> tuple[Any, ...]:
+        sent = tuple((m["role"], m["content"]) for m in messages)
+        return (backend.provider, backend.model, tuple(sorted(parameters.items())), sent)
+
+    @staticmethod
+    def _parameters(temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (("temperature", temperature), ("max_tokens", max_tokens))
+            if v is not None
+        }
 
     def lookup(
-        self, prompt: str, *, model: str, system: str | None = None, chat: bool = False
-    ) -> str | None:
+        self,
+        prompt: str,
+        *,
+        backend: Backend,
+        system: str | None = None,
+        chat: bool = False,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> Completion | None:
         """The cached answer to this request, or None."""
-        history = self.history() if chat else []
-        return self.cache.get(self._key(prompt, model, system, history))
+        messages = self.messages(prompt, system=system, chat=chat)
+        key = self._key(backend, self._parameters(temperature, max_tokens), messages)
+        return self.cache.get(key)
 
     async def ask(
         self,
         prompt: str,
         *,
-        model: str,
+        backend: Backend,
         system: str | None = None,
         chat: bool = False,
         use_cache: bool = True,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stream: bool = False,
+        on_text: Callable[[str], Any] | None = None,
         **request: Any,
     ) -> Reply:
         """The answer to ``prompt``, from the cache if allowed and present."""
-        history = self.history() if chat else []
-        key = self._key(prompt, model, system, history)
+        messages = self.messages(prompt, system=system, chat=chat)
+        key = self._key(backend, self._parameters(temperature, max_tokens), messages)
         if use_cache and key in self.cache:
-            return Reply(self.cache[key], cached=True)
-        text = await ask_async(prompt, model=model, system=system, history=history, **request)
-        self.cache[key] = text
-        return Reply(text, cached=False)
+            hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
+            return Reply(hit.text, True, hit)
+        completion = await complete_messages(
+            backend,
+            messages,
+            stream=stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_text=on_text,
+            **request,
+        )
+        self.cache[key] = completion
+        return Reply(completion.text, False, completion)
 
-    def record(self, prompt: str, answer: str, model: str) -> None:
-        self.exchanges.append(Exchange(prompt, answer, model))
+    def record(self, prompt: str, answer: str, model: str, provider: str = "pizzagpt") -> None:
+        self.exchanges.append(Exchange(prompt, answer, model, provider))
 
     def reset(self) -> int:
         """Forget the history; returns how many exchanges were forgotten."""

@@ -7,12 +7,14 @@ The hierarchy::
     ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
     │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
+    ├── ProviderError                  a provider class failed with an exception of its own
     ├── TransportError                 the request did not get an HTTP answer
     │   ├── ConnectError               connection refused, DNS failure, TLS failure, proxy refused
     │   ├── RequestTimeoutError        the connect or total timeout ran out
     │   └── ConnectionLostError        the server dropped the connection mid-answer
     ├── ResponseError                  an HTTP answer came, but not a usable one
     │   ├── HTTPStatusError            a 4xx or 5xx status (``status``, ``retry_after``)
+    │   │   └── AuthenticationError    the endpoint refused the API key (401, 403)
     │   ├── RedirectError              a redirect a POST cannot follow (``status``, ``location``)
     │   ├── NonJSONResponseError       a body that is not JSON, such as an HTML block page
     │   ├── ResponseShapeError         JSON without a string ``content`` where one belongs
@@ -32,6 +34,8 @@ from typing import Any
 
 __all__ = [
     "AnswerFormatError",
+    "AuthenticationError",
+    "ProviderError",
     "ConfigurationError",
     "RedirectError",
     "BatchError",
@@ -53,7 +57,13 @@ __all__ = [
 
 
 class PizzagptError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    ``partial`` is the text of an answer that had begun to arrive when the error happened (a
+    stream cut short), else ``""``.
+    """
+
+    partial: str = ""
 
 
 class ConfigurationError(PizzagptError, ValueError):
@@ -75,14 +85,19 @@ class InterpolationError(PromptError):
 class ModelNotFoundError(PizzagptError, ValueError):
     """The requested model is not one the provider serves."""
 
-    def __init__(self, provider: str, model: str, models: list[str]) -> None:
+    def __init__(self, provider: str, model: str, models: list[str], detail: str = "") -> None:
         self.provider = provider
         self.model = model
         self.models = list(models)
-        super().__init__(
-            f"Model {model!r} is not supported by {provider}; "
-            f"valid models: {', '.join(self.models)}"
-        )
+        if self.models:
+            listed = f"valid models: {', '.join(self.models)}"
+        else:
+            listed = detail or "its model list could not be read"
+        super().__init__(f"Model {model!r} is not supported by {provider}; {listed}")
+
+
+class ProviderError(PizzagptError):
+    """A provider class failed in a way of its own (an exception not of this package)."""
 
 
 class TransportError(PizzagptError):
@@ -106,16 +121,31 @@ class ResponseError(PizzagptError):
 
 
 class HTTPStatusError(ResponseError):
-    """The service answered with a 4xx or 5xx status."""
+    """The service answered with a 4xx or 5xx status; ``detail`` is what it said, if anything."""
 
     def __init__(
-        self, status: int, reason: str, url: str, retry_after: float | None = None
+        self,
+        status: int,
+        reason: str,
+        url: str,
+        retry_after: float | None = None,
+        detail: str = "",
     ) -> None:
         self.status = status
         self.reason = reason
         self.url = url
         self.retry_after = retry_after
-        super().__init__(f"HTTP {status} {reason} from {url}".replace("  ", " ").strip())
+        self.detail = detail
+        message = f"HTTP {status} {reason} from {url}".replace("  ", " ").strip()
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class AuthenticationError(HTTPStatusError):
+    """The endpoint refused the API key (401 or 403); the message names its variable."""
+
+    def __init__(self, status: int, reason: str, url: str, message: str) -> None:
+        super().__init__(status, reason, url)
+        self.args = (message,)
 
 
 class RedirectError(ResponseError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, CaselessStrEnum, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
 
 from .cell_errors import CellErrors
 from .errors import AnswerFormatError, PizzagptError
@@ -88,7 +88,26 @@ def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
 class PizzaMagics(Magics):
     """Ask the Pizzagpt model from IPython: ``%pizza`` (line) and ``%%pizza`` (cell)."""
 
-    model = Unicode("gpt-4o-mini", help="Model used when -m/--model is not given.").tag(config=True)
+    model = Unicode(
+        "gpt-4o-mini",
+        help="Model used when -m/--model is not given: a Pizzagpt model (gpt-4o-mini), "
+        "PROVIDER:MODEL (ollama:llama3.2, openai:gpt-4o-mini, a name in endpoints) or "
+        "package.module.ProviderClass[:MODEL].",
+    ).tag(config=True)
+    endpoints = Dict(
+        help="OpenAI-compatible endpoints added to the presets (openai, ollama, lmstudio, "
+        'llamacpp, openrouter): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
+        '"VARIABLE"}}; a same name replaces a preset. Keys are read from the variables only.',
+    ).tag(config=True)
+    temperature = Float(
+        None, allow_none=True, help="Sampling temperature; None leaves it to the backend."
+    ).tag(config=True)
+    max_tokens = Int(
+        None, allow_none=True, help="Longest answer in tokens; None leaves it to the backend."
+    ).tag(config=True)
+    stream = Bool(
+        True, help="Show answers of backends that stream (OpenAI-compatible) as they arrive."
+    ).tag(config=True)
     format = CaselessStrEnum(
         FORMATS,
         default_value="markdown",
@@ -135,12 +154,35 @@ class PizzaMagics(Magics):
 
     @validate("model")
     def _valid_model(self, proposal: Any) -> str:
-        from .providers.pizzagpt import Pizzagpt
+        from .backends import resolve
 
         try:
-            return Pizzagpt.get_model(proposal.value)
+            return resolve(proposal.value, self.endpoints).id
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
+
+    @validate("endpoints")
+    def _valid_endpoints(self, proposal: Any) -> dict[str, Any]:
+        from .backends import make_endpoint
+
+        try:
+            for name, spec in proposal.value.items():
+                make_endpoint(name, spec)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("temperature")
+    def _valid_temperature(self, proposal: Any) -> float | None:
+        if proposal.value is not None and not 0 <= proposal.value <= 2:
+            raise TraitError("temperature must be from 0 to 2")
+        return proposal.value
+
+    @validate("max_tokens")
+    def _valid_max_tokens(self, proposal: Any) -> int | None:
+        if proposal.value is not None and proposal.value < 1:
+            raise TraitError("max_tokens must be at least 1")
+        return proposal.value
 
     @validate("base_url", "proxy")
     def _valid_url(self, proposal: Any) -> str | None:
@@ -219,7 +261,12 @@ class PizzaMagics(Magics):
     # -- the magic ------------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("-m", "--model", help="Model to ask (see --models).")
+    @argument(
+        "-m",
+        "--model",
+        help="Model to ask: gpt-4o-mini, PROVIDER:MODEL (ollama:llama3.2) or "
+        "package.module.Provider[:MODEL] (see --models).",
+    )
     @argument(
         "-f",
         "--format",
@@ -243,7 +290,18 @@ class PizzaMagics(Magics):
     )
     @argument("--reset", action="store_true", help="Forget the conversation first.")
     @argument("--history", action="store_true", help="Show the conversation so far.")
-    @argument("--models", action="store_true", help="List the models.")
+    @argument(
+        "--models",
+        nargs="?",
+        const="",
+        metavar="PROVIDER",
+        help="List the models of every provider (asking each endpoint), or of PROVIDER.",
+    )
+    @argument("--temperature", type=float, metavar="T", help="Sampling temperature (0 to 2).")
+    @argument("--max-tokens", type=int, metavar="N", help="Longest answer in tokens.")
+    @argument(
+        "--no-stream", action="store_true", help="Show the answer when complete, not as it arrives."
+    )
     @argument("--timeout", type=float, metavar="SECONDS", help="Time limit for this question.")
     @argument("--proxy", metavar="URL", help="Proxy for this question.")
     @argument("--no-cache", action="store_true", help="Ask again even if answered before.")
@@ -306,10 +364,10 @@ class PizzaMagics(Magics):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
-        if args.models or args.history:
+        if args.models is not None or args.history:
             if prompt:
                 raise UsageError("--models and --history take no question")
-            return self._models() if args.models else self._history()
+            return self._models(args) if args.models is not None else self._history()
         if args.each:
             if cell is None:
                 raise UsageError("--each works with the %%pizza cell magic")
@@ -344,14 +402,23 @@ class PizzaMagics(Magics):
                 check_url(args.proxy, "--proxy")
             except PizzagptError as exc:
                 raise UsageError(str(exc)) from None
-        if args.model:
-            from .providers.pizzagpt import Pizzagpt
+        if args.temperature is not None and not 0 <= args.temperature <= 2:
+            raise UsageError("--temperature must be from 0 to 2")
+        if args.max_tokens is not None and args.max_tokens < 1:
+            raise UsageError("--max-tokens must be at least 1")
+        if args.temperature is None:
+            args.temperature = self.temperature
+        if args.max_tokens is None:
+            args.max_tokens = self.max_tokens
+        from .backends import resolve
 
-            try:
-                args.model = Pizzagpt.get_model(args.model)
-            except PizzagptError as exc:
-                raise UsageError(str(exc)) from None
-        args.model = args.model or self.model
+        try:
+            args.backend = resolve(args.model or self.model, self.endpoints)
+            if args.models is None and not args.history:
+                args.backend.check_parameters(args.temperature, args.max_tokens)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+        args.model = args.backend.id
         args.format = args.format or self.format.lower()
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
@@ -382,19 +449,26 @@ class PizzaMagics(Magics):
         template = args.system if args.system is not None else self.system
         return self._render(template, args, namespace) or None
 
-    def _asker(self, args: Any) -> Callable[[str, str | None], Awaitable[Reply]]:
+    def _asker(
+        self, args: Any, on_text: Callable[[str], Any] | None = None
+    ) -> Callable[[str, str | None], Awaitable[Reply]]:
         """A coroutine function asking one prompt, with a system message, through the
-        conversation (and its cache) with these options."""
+        conversation (and its cache) with these options; ``on_text`` (a stream) gets the text
+        as it arrives."""
         use_cache = self.cache and not args.no_cache
         request = self._request_options(args)
 
         async def ask(prompt: str, system: str | None) -> Reply:
             return await self.conversation.ask(
                 prompt,
-                model=args.model,
+                backend=args.backend,
                 system=system,
                 chat=args.chat,
                 use_cache=use_cache,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                stream=on_text is not None,
+                on_text=on_text,
                 **request,
             )
 
@@ -418,38 +492,90 @@ class PizzaMagics(Magics):
     def _ask_one(self, args: Any, template: str) -> Any:
         from .loop import run_sync
         from .progress import Progress
+        from .streaming import StreamView
 
         prompt = self._render(template, args)
         system = self._system(args)
-        ask_prompt = self._asker(args)
         self._check_size(prompt, system, args.chat)
         cached = (
             self.cache
             and not args.no_cache
-            and self.conversation.lookup(prompt, model=args.model, system=system, chat=args.chat)
+            and self.conversation.lookup(
+                prompt,
+                backend=args.backend,
+                system=system,
+                chat=args.chat,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+            )
             is not None
         )
+        notebook = self._showing_progress()
+        view: StreamView | None = None
+        if self.stream and not args.no_stream and args.backend.streams and not cached:
+            view = StreamView(notebook=notebook)
+        progress = Progress(args.model, enabled=notebook and not cached)
+
+        def on_text(chunk: str) -> None:
+            assert view is not None
+            if not view.chunks:
+                progress.stop()  # the answer itself now shows that it is coming
+            view.on_text(chunk)
+
+        ask_prompt = self._asker(args, on_text if view is not None else None)
 
         async def ask() -> Reply:
-            async with Progress(args.model, enabled=self._showing_progress() and not cached):
+            async with progress:
                 return await ask_prompt(prompt, system)
 
         try:
             reply = run_sync(ask())
-            answer = Answer(reply.text, format=args.format, model=args.model, cached=reply.cached)
+            answer = Answer(
+                reply.text,
+                format=args.format,
+                model=args.model,
+                cached=reply.cached,
+                completion=reply.completion,
+            )
+        except KeyboardInterrupt:
+            if view is not None and view.chunks:
+                # What arrived stays: on screen, marked, and in _pizza_answer; the
+                # conversation records nothing.
+                view.stop("interrupted: the answer is incomplete")
+                self.user_ns[ANSWER_TEXT] = view.text
+            raise
         except AnswerFormatError as exc:
             # The model answered, just not in the format asked for: keep what it said.
+            if view is not None:
+                view.finish()
             self.user_ns[ANSWER_TEXT] = exc.text
             raise UsageError(f"{exc}; the answer's text is in {ANSWER_TEXT!r}") from None
         except PizzagptError as exc:
+            if exc.partial:
+                if view is not None:
+                    view.stop(f"cut off: {exc}")
+                self.user_ns[ANSWER_TEXT] = exc.partial
+                raise UsageError(f"{exc}; the partial answer is in {ANSWER_TEXT!r}") from None
             raise UsageError(str(exc)) from None
-        self.conversation.record(prompt, reply.text, args.model)
+        if view is not None:
+            view.finish()
+        self.conversation.record(prompt, reply.text, args.model, args.backend.provider)
         if args.output:
             self.user_ns[args.output] = answer.value
         if args.insert:
             # Jupyter frontends open a new cell below holding the text; terminal IPython
             # pre-fills the next prompt with it.
             self.ipython.set_next_input(answer.cell_code.rstrip("\n"), replace=False)
+        if (
+            view is not None
+            and not notebook
+            and view.chunks
+            and args.format in ("markdown", "text")
+        ):
+            # The terminal has shown the text as it came: the result is not printed again.
+            from .render import PrintedAnswer
+
+            answer.__class__ = PrintedAnswer
         return answer
 
     def _ask_each(self, args: Any, template: str) -> Any:
@@ -513,14 +639,63 @@ class PizzaMagics(Magics):
             raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
         return summary
 
-    def _models(self) -> SafeMarkdown:
+    def _models(self, args: Any) -> SafeMarkdown:
+        """Every provider's models (each endpoint asked in parallel), or one provider's."""
+        from .backends import PIZZAGPT, endpoints
+        from .loop import run_sync
+        from .providers.openai import list_models
         from .providers.pizzagpt import Pizzagpt
 
-        items = "".join(
-            f"<li><code>{escape(m)}</code>{' (default)' if m == self.model else ''}</li>"
-            for m in Pizzagpt.get_models()
-        )
-        return SafeMarkdown([Markup(f"<ul>{items}</ul>")], "\n".join(Pizzagpt.get_models()))
+        try:
+            table = endpoints(self.endpoints)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+        names = [PIZZAGPT, *table] if not args.models else [args.models]
+        unknown = [n for n in names if n != PIZZAGPT and n not in table]
+        if unknown:
+            raise UsageError(
+                f"--models: no provider named {unknown[0]!r}; providers: "
+                f"{', '.join([PIZZAGPT, *table])}"
+            )
+        asked = [n for n in names if n != PIZZAGPT]
+
+        async def gather() -> list[list[str] | str]:
+            import asyncio
+
+            return list(
+                await asyncio.gather(
+                    *(
+                        list_models(
+                            table[n].url,
+                            table[n].api_key_env,
+                            name=n,
+                            proxy=args.proxy or self.proxy,
+                        )
+                        for n in asked
+                    )
+                )
+            )
+
+        listed: dict[str, list[str] | str] = dict(zip(asked, run_sync(gather())))
+        if PIZZAGPT in names:
+            listed = {PIZZAGPT: Pizzagpt.get_models(), **listed}
+        parts: list[Any] = []
+        plain = []
+        for name, models in listed.items():
+            where = "" if name == PIZZAGPT else f" ({escape(table[name].url)})"
+            parts.append(Markup(f"<p><strong>{escape(name)}</strong>{where}</p>"))
+            if isinstance(models, str):
+                parts.append(Markup(f"<p><em>unreachable: {escape(models)}</em></p>"))
+                plain.append(f"{name}: unreachable: {models}")
+                continue
+            ids = [m if name == PIZZAGPT else f"{name}:{m}" for m in models]
+            items = "".join(
+                f"<li><code>{escape(i)}</code>{' (default)' if i == self.model else ''}</li>"
+                for i in ids
+            )
+            parts.append(Markup(f"<ul>{items}</ul>" if ids else "<p><em>no models</em></p>"))
+            plain.append(f"{name}: " + (", ".join(ids) or "no models"))
+        return SafeMarkdown(parts, "\n".join(plain))
 
     def _history(self) -> SafeMarkdown:
         exchanges = list(self.conversation.exchanges)

@@ -51,6 +51,15 @@ class Progress:
             self._ticker = asyncio.ensure_future(self._tick())
         return self
 
+    def stop(self) -> None:
+        """End the placeholder now (the answer has begun to show itself)."""
+        self.enabled = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._handle is not None:
+            self._handle.update(EMPTY, raw=True)
+            self._handle = None
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,

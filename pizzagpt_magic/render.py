@@ -37,6 +37,7 @@ __all__ = [
     "Answer",
     "BatchSummary",
     "SafeMarkdown",
+    "StreamRenderer",
     "clean_html",
     "extract_code",
     "extract_json",
@@ -50,7 +51,7 @@ SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 WRAPPER_CLASSES = "pizzagpt-answer tex2jax_ignore mathjax_ignore"
 
 _HTML_TAGS = frozenset(
-    "a abbr b blockquote br code del div em h1 h2 h3 h4 h5 h6 hr i li ol p pre s span strong "
+    "a abbr b blockquote br code del div em h1 h2 h3 h4 h5 h6 hr i li ol p pre s small span strong "
     "sub sup table tbody td th thead tr ul".split()
 )
 #: What latex2mathml writes (MathML Core, which browsers render natively).
@@ -226,6 +227,49 @@ def render_markdown(text: str, *, wrap: bool = True) -> str:
     return _wrap(inner) if wrap else inner
 
 
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})", re.M)
+
+
+def _stable_end(text: str) -> int:
+    """Where the finished blocks of a growing answer end: the last blank line outside a code
+    fence and outside ``$$`` math (0 when there is none)."""
+    end = 0
+    fences = 0
+    position = 0
+    for match in re.finditer(r"\n[ \t]*\n", text):
+        fences += len(_FENCE.findall(text, position, match.start()))
+        position = match.start()
+        if fences % 2 == 0 and text.count("$$", 0, match.start()) % 2 == 0:
+            end = match.end()
+    return end
+
+
+class StreamRenderer:
+    """Renders a growing answer for display as it arrives, through ``render_markdown``.
+
+    The finished blocks (up to the last blank line outside code and math) are rendered once
+    and kept; each update renders only the unfinished tail. Every piece is cleaned like any
+    answer, so a hostile answer is inert at every update, and the finished answer is rendered
+    whole, exactly as a non-streamed one.
+    """
+
+    def __init__(self) -> None:
+        self._stable = ""
+        self._stable_html = ""
+
+    def render(self, text: str, note: str = "") -> dict[str, str]:
+        end = _stable_end(text)
+        if end and text[:end] != self._stable:
+            if not text.startswith(self._stable):
+                self._stable_html = ""
+                self._stable = ""
+            self._stable_html += render_markdown(text[len(self._stable) : end], wrap=False)
+            self._stable = text[:end]
+        tail = render_markdown(text[len(self._stable) :], wrap=False)
+        extra = f"<p><small><em>{escape(note)}</em></small></p>" if note else ""
+        return {"text/html": _wrap(self._stable_html + tail) + extra, "text/plain": text}
+
+
 def render_code(blocks: list[tuple[str, str]], *, default_language: str = "python") -> str:
     """Code blocks as highlighted, clean HTML."""
     inner = "".join(_highlight(code, language or default_language) for language, code in blocks)
@@ -331,7 +375,13 @@ class Answer:
     """
 
     def __init__(
-        self, text: str, *, format: str = "markdown", model: str = "", cached: bool = False
+        self,
+        text: str,
+        *,
+        format: str = "markdown",
+        model: str = "",
+        cached: bool = False,
+        completion: Any = None,
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
@@ -339,7 +389,24 @@ class Answer:
         self.format = format
         self.model = model
         self.cached = cached
+        #: Where the answer came from (``api.Completion``): provider, model, parameters,
+        #: seconds, token usage, finish reason; None for an answer made from text alone.
+        self.completion = completion
         self.data = extract_json(text) if format == "json" else None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What the notebook output records about the answer (empty without a completion)."""
+        return self.completion.metadata() if self.completion is not None else {}
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        return self.completion.usage if self.completion is not None else None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the backend cut the answer at its token limit."""
+        return bool(self.completion is not None and self.completion.truncated)
 
     @functools.cached_property
     def blocks(self) -> list[tuple[str, str]]:
@@ -365,27 +432,58 @@ class Answer:
             return self.data
         return self.text
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    def bundle(self) -> dict[str, Any]:
+        """The mimebundle the answer shows as."""
+        note = self._note()
         if self.format == "text":
-            return {"text/plain": self.text}
+            return {"text/plain": self.text + (f"\n\n[{note}]" if note else "")}
         if self.format == "code":
-            return {"text/html": render_code(self.blocks), "text/plain": self.code}
-        if self.format == "json":
-            pretty = json.dumps(self.data, indent=2, ensure_ascii=False)
             bundle: dict[str, Any] = {
+                "text/html": render_code(self.blocks),
+                "text/plain": self.code,
+            }
+        elif self.format == "json":
+            pretty = json.dumps(self.data, indent=2, ensure_ascii=False)
+            bundle = {
                 "text/html": render_code([("json", pretty + "\n")]),
                 "text/plain": pretty,
             }
             if isinstance(self.data, (dict, list)):
                 bundle["application/json"] = self.data
-            return bundle
-        return {"text/html": render_markdown(self.text), "text/plain": self.text}
+        else:
+            bundle = {"text/html": render_markdown(self.text), "text/plain": self.text}
+        if note:
+            bundle["text/html"] += f"<p><small><em>{escape(note)}</em></small></p>"
+        return bundle
+
+    def _note(self) -> str:
+        """The line under the answer: token counts when known, a cut at the token limit."""
+        if self.completion is None:
+            return ""
+        notes = []
+        if self.truncated:
+            notes.append("cut at the token limit (finish reason: length)")
+        usage = self.usage or {}
+        if "prompt_tokens" in usage and "completion_tokens" in usage:
+            notes.append(
+                f"{usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} answer tokens"
+            )
+        elif "total_tokens" in usage:
+            notes.append(f"{usage['total_tokens']:,} tokens")
+        if not notes:
+            return ""
+        return " · ".join([self.completion.model_id, *notes])
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        if self.completion is None:
+            return self.bundle()
+        return self.bundle(), {"pizzagpt_magic": self.metadata}
 
     def __str__(self) -> str:
         return self.text
 
     def __repr__(self) -> str:
-        return str(self._repr_mimebundle_()["text/plain"])
+        return str(self.bundle()["text/plain"])
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Answer):
@@ -393,6 +491,14 @@ class Answer:
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
+
+
+class PrintedAnswer(Answer):
+    """An answer a terminal has already printed as it arrived: as a cell's result it shows
+    nothing more (it is still ``Out[n]``, ``_`` and the value of ``x = %pizza ...``)."""
+
+    def _ipython_display_(self) -> None:
+        pass
 
 
 class BatchSummary:

@@ -230,7 +230,9 @@ def client_timeout(timeout: float, connect_timeout: float, *, stream: bool = Fal
 
 
 @contextlib.asynccontextmanager
-async def reading_body(shown_url: str, timeout: float, secrets: tuple[str | None, ...] = ()):  # type: ignore[no-untyped-def]
+async def reading_body(
+    shown_url: str, timeout: float, secrets: tuple[str | None, ...] = ()
+) -> AsyncIterator[None]:
     """Turn the failures of reading an answer's body into typed errors."""
     import aiohttp
 

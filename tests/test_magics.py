@@ -38,9 +38,13 @@ def failing(shell, source) -> str:
 def test_line_magic_returns_a_displayable_answer(shell, emu):
     answer = cell(shell, "%pizza What is 6 times 7?")
     assert isinstance(answer, Answer)
-    bundle = answer._repr_mimebundle_()
+    bundle, metadata = answer._repr_mimebundle_()
     assert set(bundle) == {"text/html", "text/plain"}
     assert "> What is 6 times 7?" in bundle["text/plain"]
+    # The output records where the answer came from (the saved notebook keeps it).
+    assert metadata["pizzagpt_magic"]["provider"] == "pizzagpt"
+    assert metadata["pizzagpt_magic"]["model"] == "gpt-4o-mini"
+    assert metadata["pizzagpt_magic"]["cached"] is False
     assert emu.questions == ["What is 6 times 7?"]
     assert shell.user_ns["Out"]  # it landed in Out[n]
 
@@ -103,11 +107,11 @@ def test_output_stores_the_value(shell, emu):
 
 def test_formats(shell, emu):
     text = cell(shell, "%pizza -f text **plain**")
-    assert set(text._repr_mimebundle_()) == {"text/plain"}
+    assert set(text.bundle()) == {"text/plain"}
     code = cell(shell, "%%pizza --format code\n[[echo]]```sql\nSELECT 1\n```[[/echo]]")
-    assert "SELECT" in code._repr_mimebundle_()["text/html"] and code.code == "SELECT 1\n"
+    assert "SELECT" in code.bundle()["text/html"] and code.code == "SELECT 1\n"
     data = cell(shell, '%pizza -f JSON [[echo]]{"a": 1}[[/echo]]')
-    assert data._repr_mimebundle_()["application/json"] == {"a": 1}
+    assert data.bundle()["application/json"] == {"a": 1}
     asked = len(emu.questions)
     message = failing(shell, "%pizza -f json [[echo]]not json at all[[/echo]]")
     assert "not JSON" in message and "'_pizza_answer'" in message
@@ -272,7 +276,7 @@ def test_hostile_answer_is_rendered_safely(shell, emu):
         '%%pizza\n[[echo]]**Hi** <img src=x onerror="alert(1)"> '
         "[x](javascript:alert(1))\n\n```html\n<b>code</b>\n```[[/echo]]",
     )
-    html = answer._repr_mimebundle_()["text/html"]
+    html = answer.bundle()["text/html"]
     assert "<img" not in html and "href" not in html
     assert "<strong>Hi</strong>" in html and "code&lt;/" in html and "<pre>" in html
     assert answer.text.count("<img") == 1  # the plain text is the answer as sent
@@ -313,7 +317,7 @@ def test_config_before_loading_and_validation(emu):
         pizza = magics(shell)
         assert (pizza.format, pizza.timeout, pizza.system) == ("text", 5.0, "From the config")
         answer = cell(shell, "%pizza hi")
-        assert set(answer._repr_mimebundle_()) == {"text/plain"}
+        assert set(answer.bundle()) == {"text/plain"}
         for name, bad in [
             ("model", "gpt-9"),
             ("timeout", 0.0),

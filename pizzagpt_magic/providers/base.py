@@ -20,6 +20,7 @@ __all__ = [
     "Messages",
     "ProviderModelMixin",
     "ResponseType",
+    "Usage",
     "format_prompt",
 ]
 
@@ -51,6 +52,37 @@ class FinishReason(ResponseType):
 
     def __hash__(self) -> int:
         return hash((FinishReason, self.reason))
+
+
+class Usage(ResponseType):
+    """Token counts of one answer, as the backend reported them."""
+
+    def __init__(
+        self,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        total_tokens: int | None = None,
+        **extra: Any,
+    ) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        if total_tokens is None and prompt_tokens is not None and completion_tokens is not None:
+            total_tokens = prompt_tokens + completion_tokens
+        self.total_tokens = total_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        """The known counts, by name."""
+        names = ("prompt_tokens", "completion_tokens", "total_tokens")
+        return {name: value for name in names if isinstance(value := getattr(self, name), int)}
+
+    def __repr__(self) -> str:
+        return f"Usage({', '.join(f'{k}={v}' for k, v in self.as_dict().items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Usage) and other.as_dict() == self.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.as_dict().items()))
 
 
 #: What ``create_async_generator`` gives: text chunks and response objects.

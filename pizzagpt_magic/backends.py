@@ -1,0 +1,346 @@
+"""Backends: which provider answers a model id, and the OpenAI-compatible endpoints known.
+
+A model id is ``MODEL`` (a Pizzagpt model, ``gpt-4o-mini``), ``PROVIDER:MODEL`` (split at the first
+``:`` only when the part before it names a provider, so ``ollama:llama3.2:1b`` and
+``openrouter:meta-llama/llama-3.1-8b-instruct`` work as typed) or ``package.module.Class[:MODEL]``
+(any gpt4free-style provider class; its default model without ``:MODEL``).
+
+Providers are ``pizzagpt``, the endpoint presets (``openai``, ``ollama``, ``lmstudio``,
+``llamacpp``, ``openrouter``), endpoints added with ``register_endpoint`` or
+``PizzaMagics.endpoints``, and what installed packages declare in the entry point group
+``pizzagpt_magic.providers`` (a provider class, or an endpoint as a dict with ``base_url`` and
+``api_key_env``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import os
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError, ModelNotFoundError, ProviderError
+
+__all__ = [
+    "PRESETS",
+    "Backend",
+    "Endpoint",
+    "endpoints",
+    "register_endpoint",
+    "resolve",
+]
+
+ENTRY_POINT_GROUP = "pizzagpt_magic.providers"
+PIZZAGPT = "pizzagpt"
+_DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+_NAME = re.compile(r"[A-Za-z][\w.-]*")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible endpoint: its base URL (ending in ``/v1``), the variable holding
+    its key (None: no key), and a variable that overrides the base URL."""
+
+    name: str
+    base_url: str
+    api_key_env: str | None = None
+    base_url_env: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL in effect: the override variable's value when it is set."""
+        value = os.environ.get(self.base_url_env, "").strip() if self.base_url_env else ""
+        if not value:
+            return self.base_url
+        if self.base_url_env == "OLLAMA_HOST":
+            # Ollama's own convention: host, host:port or a URL, without the /v1.
+            if "://" not in value:
+                value = f"http://{value}"
+            host_port = value.split("://", 1)[1]
+            if ":" not in host_port.split("/", 1)[0].rsplit("]", 1)[-1]:
+                value = f"{value.rstrip('/')}:11434"
+            return f"{value.rstrip('/')}/v1"
+        return value.rstrip("/")
+
+
+PRESETS: dict[str, Endpoint] = {
+    e.name: e
+    for e in (
+        Endpoint("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+        Endpoint("ollama", "http://localhost:11434/v1", None, "OLLAMA_HOST"),
+        Endpoint("lmstudio", "http://localhost:1234/v1"),
+        Endpoint("llamacpp", "http://localhost:8080/v1"),
+        Endpoint("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    )
+}
+
+_registered: dict[str, Endpoint] = {}
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == PIZZAGPT:
+        raise ConfigurationError(
+            f"{name!r} cannot name an endpoint: use letters, digits, '_', '-' or '.', "
+            "starting with a letter (and not 'pizzagpt')"
+        )
+    return name
+
+
+def make_endpoint(name: str, spec: Any) -> Endpoint:
+    """An ``Endpoint`` from a dict ``{"base_url": ..., "api_key_env": ...}`` (or an Endpoint)."""
+    from .transport import check_url
+
+    if isinstance(spec, Endpoint):
+        return spec
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("base_url"), str):
+        raise ConfigurationError(
+            f"endpoint {name!r} needs a dict with 'base_url' (and optionally 'api_key_env')"
+        )
+    unknown = set(spec) - {"base_url", "api_key_env"}
+    if unknown:
+        raise ConfigurationError(
+            f"endpoint {name!r} has unknown keys: {', '.join(sorted(unknown))}"
+        )
+    key_env = spec.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not key_env.isidentifier()):
+        raise ConfigurationError(
+            f"endpoint {name!r}: api_key_env names an environment variable, not {key_env!r}"
+        )
+    url = check_url(spec["base_url"], f"the base_url of endpoint {name!r}")
+    return Endpoint(_check_name(name), url, key_env or None)
+
+
+def register_endpoint(name: str, base_url: str, api_key_env: str | None = None) -> Endpoint:
+    """Add an OpenAI-compatible endpoint (a same name replaces a preset): then
+    ``ask(..., model="NAME:MODEL")`` and ``%pizza -m NAME:MODEL`` use it.
+
+    ``api_key_env`` names the environment variable holding its key; the key itself is never
+    taken as an argument, so it cannot end up in a notebook.
+    """
+    endpoint = make_endpoint(name, {"base_url": base_url, "api_key_env": api_key_env})
+    _registered[name] = endpoint
+    return endpoint
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _plugin(name: str) -> Endpoint | type | None:
+    ep = _entry_points().get(name)
+    if ep is None:
+        return None
+    try:
+        value = ep.load()
+    except Exception as exc:  # a broken plugin names itself, it does not break the others
+        raise ConfigurationError(f"The provider plugin {name!r} failed to load: {exc}") from None
+    if inspect.isclass(value) and hasattr(value, "create_async_generator"):
+        return value
+    return make_endpoint(name, value)
+
+
+def endpoints(extra: Mapping[str, Any] | None = None) -> dict[str, Endpoint]:
+    """Every endpoint known: presets, plugins, registered ones, then ``extra`` (the
+    ``PizzaMagics.endpoints`` trait); a later one of the same name replaces an earlier."""
+    table = dict(PRESETS)
+    for name in _entry_points():
+        try:
+            plugin = _plugin(name)
+        except ConfigurationError:
+            continue
+        if isinstance(plugin, Endpoint):
+            table[name] = plugin
+    table.update(_registered)
+    for name, spec in (extra or {}).items():
+        table[name] = make_endpoint(name, spec)
+    return table
+
+
+def import_provider(path: str) -> type:
+    """The provider class at ``package.module.Class``."""
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        value = getattr(module, attribute)
+    except ImportError as exc:
+        raise ConfigurationError(f"Cannot import the provider {path!r}: {exc}") from None
+    except AttributeError:
+        raise ConfigurationError(f"{module_name!r} has no provider named {attribute!r}") from None
+    if not callable(getattr(value, "create_async_generator", None)):
+        raise ConfigurationError(
+            f"{path!r} is not a provider class: it has no create_async_generator"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A resolved model id: the provider that answers and the model it is asked for."""
+
+    provider: str
+    model: str
+    endpoint: Endpoint | None = None
+    cls: Any = field(default=None, compare=False)
+
+    @property
+    def id(self) -> str:
+        """The model id that names this backend (a Pizzagpt model stands alone)."""
+        return self.model if self.provider == PIZZAGPT else f"{self.provider}:{self.model}"
+
+    @property
+    def is_pizzagpt(self) -> bool:
+        return self.provider == PIZZAGPT
+
+    @property
+    def takes_parameters(self) -> bool:
+        """Whether temperature and max_tokens reach the model."""
+        return self.endpoint is not None or (self.cls is not None and not self.is_pizzagpt)
+
+    @property
+    def streams(self) -> bool:
+        if self.endpoint is not None:
+            return True
+        # Pizzagpt's answer arrives whole; a gpt4free class says whether it streams.
+        return bool(
+            self.cls is not None
+            and not self.is_pizzagpt
+            and getattr(self.cls, "supports_stream", False)
+        )
+
+    def check_parameters(self, temperature: float | None, max_tokens: int | None) -> None:
+        """A ``ConfigurationError`` for a parameter this backend would not take."""
+        given = [
+            name
+            for name, value in (("temperature", temperature), ("max_tokens", max_tokens))
+            if value is not None
+        ]
+        if given and not self.takes_parameters:
+            raise ConfigurationError(
+                f"Pizzagpt takes no {' or '.join(given)}; use a backend that does "
+                "(-m ollama:MODEL, -m openai:MODEL, ...), or leave it out"
+            )
+
+    def generate(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        stream: bool = True,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        base_url: str | None = None,
+    ) -> AsyncIterator[Any]:
+        """The provider's async generator for ``messages``: text chunks and response objects.
+
+        ``base_url`` is Pizzagpt's (``$PIZZAGPT_URL``); endpoints have their own.
+        """
+        self.check_parameters(temperature, max_tokens)
+        request: dict[str, Any] = {
+            "timeout": timeout,
+            "connect_timeout": connect_timeout,
+            "max_retries": max_retries,
+        }
+        if self.endpoint is not None:
+            from .providers.openai import OpenAICompatible
+
+            return OpenAICompatible.create_async_generator(
+                self.model,
+                messages,
+                proxy=proxy,
+                base_url=self.endpoint.url,
+                api_key_env=self.endpoint.api_key_env,
+                name=self.provider,
+                stream=stream,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                **request,
+            )
+        if self.is_pizzagpt:
+            return self.cls.create_async_generator(
+                self.model, messages, proxy=proxy, base_url=base_url, **request
+            )
+        options: dict[str, Any] = {"stream": stream}
+        if temperature is not None:
+            options["temperature"] = temperature
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if proxy:
+            options["proxy"] = proxy
+        return _foreign(self.cls, self.model, messages, options)
+
+
+async def _foreign(cls: Any, model: str, messages: Any, options: dict[str, Any]) -> Any:
+    """A foreign provider class's chunks; its own exceptions become ``ProviderError``."""
+    from .errors import PizzagptError
+
+    name = getattr(cls, "__name__", str(cls))
+    try:
+        result = cls.create_async_generator(model, messages, **options)
+        if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
+            result = await result
+        async for chunk in result:
+            yield chunk
+    except PizzagptError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise ProviderError(f"{name} failed: {type(exc).__name__}: {text}") from exc
+
+
+def _pizzagpt(model: str) -> Backend:
+    from .providers.pizzagpt import Pizzagpt
+
+    try:
+        return Backend(PIZZAGPT, Pizzagpt.get_model(model), cls=Pizzagpt)
+    except ModelNotFoundError as exc:
+        exc.args = (f"{exc} (or PROVIDER:MODEL for another backend; see --models)",)
+        raise
+
+
+def resolve(model_id: str | None, extra: Mapping[str, Any] | None = None) -> Backend:
+    """The backend a model id names (see the module's docstring)."""
+    text = (model_id or "").strip()
+    if not text:
+        return _pizzagpt("")
+    prefix, sep, rest = text.partition(":")
+    if prefix == PIZZAGPT:
+        return _pizzagpt(rest)
+    table = endpoints(extra)
+    if prefix in table:
+        if not rest:
+            raise ConfigurationError(
+                f"Name a model for {prefix}: {prefix}:MODEL (%pizza --models {prefix} lists them)"
+            )
+        return Backend(prefix, rest, endpoint=table[prefix])
+    plugin = _plugin(prefix) if prefix in _entry_points() else None
+    if plugin is not None and not isinstance(plugin, Endpoint):
+        return Backend(prefix, rest or getattr(plugin, "default_model", ""), cls=plugin)
+    if _DOTTED.fullmatch(prefix) and prefix.rsplit(".", 1)[1][:1].isupper():
+        cls = import_provider(prefix)
+        model = rest or getattr(cls, "default_model", "") or ""
+        return Backend(prefix, model, cls=cls)
+    return _pizzagpt(text)
+
+
+def provider_of(cls: Any, model: str | None = None) -> Backend:
+    """The backend for a provider class given directly (``ask(..., provider=Class)``)."""
+    from .providers.pizzagpt import Pizzagpt
+
+    if cls is Pizzagpt:
+        return _pizzagpt(model or "")
+    if isinstance(cls, type) and issubclass(cls, Pizzagpt):
+        return Backend(PIZZAGPT, cls.get_model(model), cls=cls)
+    if model and callable(getattr(cls, "get_model", None)):
+        model = cls.get_model(model)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    return Backend(name, model or getattr(cls, "default_model", "") or "", cls=cls)
