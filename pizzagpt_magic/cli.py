@@ -1,6 +1,7 @@
 """The command line: ``pizzagpt`` (or ``python -m pizzagpt_magic``).
 
-``ask``       ask one question; the answer goes to stdout
+``ask``       ask one question; the answer goes to stdout as it arrives
+``models``    list the models of every provider (or of one)
 ``demo``      run a notebook (the quickstart by default) against the offline emulator
 ``emulator``  run the offline emulator (``python -m pizzagpt_magic.emulator`` does the same)
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .render import FORMATS
@@ -41,7 +43,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "prompt", nargs="+", metavar="PROMPT", help="the question; - stands for standard input"
     )
-    ask.add_argument("-m", "--model", help="model (default gpt-4o-mini)")
+    ask.add_argument(
+        "-m",
+        "--model",
+        help="model id (default gpt-4o-mini): a Pizzagpt model, PROVIDER:MODEL "
+        "(ollama:llama3.2, openai:gpt-4o-mini) or package.module.Provider[:MODEL]",
+    )
     ask.add_argument("-s", "--system", metavar="TEXT", help="system message")
     ask.add_argument(
         "-f",
@@ -53,8 +60,32 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit (default 60)")
     ask.add_argument("--proxy", metavar="URL", help="proxy URL (default: the proxy variables)")
-    ask.add_argument("--base-url", metavar="URL", help="service URL (default: $PIZZAGPT_URL)")
+    ask.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="service URL (default: $PIZZAGPT_URL, or the endpoint's); with --api-key-env or "
+        "a model Pizzagpt does not serve, an OpenAI-compatible endpoint (http://host:port/v1)",
+    )
+    ask.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="the environment variable holding the key of the --base-url endpoint",
+    )
+    ask.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    ask.add_argument("--max-tokens", type=int, metavar="N", help="longest answer in tokens")
+    ask.add_argument(
+        "--no-stream", action="store_true", help="print the answer when complete, not as it comes"
+    )
     ask.add_argument("--retries", type=int, metavar="N", help="retries on 429/5xx (default 3)")
+
+    models = commands.add_parser(
+        "models",
+        help="list the models of every provider",
+        description="List Pizzagpt's models and, asking each in parallel, the models of every "
+        "OpenAI-compatible endpoint (presets and those of the pizzagpt_magic.providers entry "
+        "points); an endpoint that cannot be reached is listed with the reason.",
+    )
+    models.add_argument("provider", nargs="?", metavar="PROVIDER", help="list only this one")
 
     demo = commands.add_parser(
         "demo",
@@ -106,30 +137,127 @@ def _prompt(words: list[str]) -> str:
     return "\n\n".join(part for part in (before, data.strip("\n"), after) if part)
 
 
+def _backend(args: argparse.Namespace) -> Any:
+    """The backend of ``-m``, ``--base-url`` and ``--api-key-env``."""
+    import dataclasses
+
+    from .backends import Backend, Endpoint, resolve
+    from .errors import ConfigurationError, ModelNotFoundError
+    from .transport import check_url
+
+    if args.api_key_env is not None or args.base_url is None:
+        if args.api_key_env is None:
+            return resolve(args.model)
+        if not args.base_url:
+            raise ConfigurationError("--api-key-env goes with --base-url (the endpoint's URL)")
+    try:
+        backend = resolve(args.model)
+    except ModelNotFoundError:
+        backend = None
+    if args.api_key_env is None and backend is not None:
+        if backend.endpoint is not None:
+            url = check_url(args.base_url, "--base-url")
+            endpoint = dataclasses.replace(backend.endpoint, base_url=url, base_url_env=None)
+            return dataclasses.replace(backend, endpoint=endpoint)
+        return backend  # Pizzagpt or a provider class: --base-url is passed on as it is
+    model = args.model or ""
+    if backend is not None and backend.endpoint is not None:
+        model = backend.model
+    if not model:
+        raise ConfigurationError("Name the model to ask the --base-url endpoint with -m")
+    endpoint = Endpoint("custom", check_url(args.base_url, "--base-url"), args.api_key_env)
+    return Backend("custom", model, endpoint=endpoint)
+
+
 def _ask(args: argparse.Namespace) -> int:
-    from .api import ask
+    from .api import build_messages, complete_messages
+    from .loop import run_sync
     from .render import Answer
 
     if args.prompt.count("-") > 1:
         print("pizzagpt ask: standard input can be read once; give one '-'", file=sys.stderr)
         return 2
     prompt = _prompt(args.prompt)
-    text = ask(
-        prompt,
-        model=args.model,
-        system=args.system,
-        timeout=args.timeout,
-        proxy=args.proxy,
-        base_url=args.base_url,
-        max_retries=args.retries,
-    )
+    backend = _backend(args)
+    backend.check_parameters(args.temperature, args.max_tokens)
+    printing = args.format in ("markdown", "text") and backend.streams and not args.no_stream
+    printed: list[str] = []
+
+    def on_text(chunk: str) -> None:
+        printed.append(chunk)
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    try:
+        completion = run_sync(
+            complete_messages(
+                backend,
+                build_messages(prompt, system=args.system),
+                stream=backend.streams and not args.no_stream,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                on_text=on_text if printing else None,
+                timeout=args.timeout,
+                proxy=args.proxy,
+                base_url=args.base_url if backend.is_pizzagpt else None,
+                max_retries=args.retries,
+            )
+        )
+    except BaseException:
+        if printed:
+            sys.stdout.write("\n")
+        raise
+    text = completion.text
     answer = Answer(text, format=args.format)
     if args.format == "json":
         print(json.dumps(answer.data, indent=2, ensure_ascii=False))
     elif args.format == "code":
         sys.stdout.write(answer.code)
+    elif printed:
+        if not text.endswith("\n"):
+            print()
     else:
         print(text)
+    if completion.truncated:
+        print("pizzagpt: the answer was cut at the token limit (--max-tokens)", file=sys.stderr)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .backends import PIZZAGPT, endpoints
+    from .loop import run_sync
+    from .providers.openai import list_models
+    from .providers.pizzagpt import Pizzagpt
+
+    table = endpoints()
+    names = [args.provider] if args.provider else [PIZZAGPT, *table]
+    unknown = [n for n in names if n != PIZZAGPT and n not in table]
+    if unknown:
+        print(
+            f"pizzagpt models: no provider named {unknown[0]!r}; providers: "
+            f"{', '.join([PIZZAGPT, *table])}",
+            file=sys.stderr,
+        )
+        return 2
+    asked = [n for n in names if n != PIZZAGPT]
+
+    async def gather() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(list_models(table[n].url, table[n].api_key_env, name=n) for n in asked)
+            )
+        )
+
+    listed = dict(zip(asked, run_sync(gather())))
+    if PIZZAGPT in names:
+        print(f"{PIZZAGPT}: {', '.join(Pizzagpt.get_models())}")
+    for name, models in listed.items():
+        if isinstance(models, str):
+            print(f"{name}: unreachable: {models}")
+        else:
+            print(f"{name}: {', '.join(f'{name}:{m}' for m in models) or 'no models'}")
     return 0
 
 
@@ -145,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ask":
             return _ask(args)
+        if args.command == "models":
+            return _models(args)
         from .demo import DemoError, run_demo
 
         try:

@@ -23,6 +23,18 @@ header) or for every request (``--fault SPEC``), where SPEC is ``;``-separated i
 ``drop``                 send part of the body, then close the connection
 ``times=N``              apply the fault to the first N requests carrying this SPEC only
 
+The same server speaks the OpenAI-compatible Chat Completions API under ``/v1``:
+``POST /v1/chat/completions`` (streamed as server-sent events with ``"stream": true``) and
+``GET /v1/models``; with ``--api-key KEY`` both want ``Authorization: Bearer KEY``. The answer is
+the same deterministic text, for the last user message; an unknown model is a 404
+``model_not_found``; ``max_tokens`` cuts the answer at that many words (finish reason
+``length``); usage counts words. More faults for these routes:
+
+``chunk-size=CHARS``     characters per streamed chunk (default 12)
+``chunk-delay=SECONDS``  pause between streamed chunks
+``cut``                  close the stream halfway, without ``[DONE]``
+``stream-error``         send an error event halfway
+
 ``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
 ``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
 """
@@ -56,6 +68,8 @@ HTML_PAGE = (
 )
 SECRET = "Marinara"
 ENDPOINT = "/api/chatx-completion"
+#: The models the OpenAI-compatible routes serve.
+OPENAI_MODELS = ("emu-mini", "emu-large", "llama3.2:1b")
 
 _FAULT_MARKER = re.compile(r"\[\[fault:([^\]]*)\]\]")
 _ECHO = re.compile(r"\[\[echo\]\](.*?)\[\[/echo\]\]", re.S)
@@ -69,11 +83,20 @@ def parse_fault(spec: str) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in spec.split(";"))):
         key, _, value = item.partition("=")
         key = key.strip().lower()
-        if key in {"status", "large", "times"}:
+        if key in {"status", "large", "times", "chunk-size"}:
             fault[key] = int(value)
-        elif key in {"latency", "retry-after"}:
+        elif key in {"latency", "retry-after", "chunk-delay"}:
             fault[key] = float(value)
-        elif key in {"misuse", "empty", "string-answer", "invalid-json", "html", "drop"}:
+        elif key in {
+            "misuse",
+            "empty",
+            "string-answer",
+            "invalid-json",
+            "html",
+            "drop",
+            "cut",
+            "stream-error",
+        }:
             fault[key] = True
         else:
             raise ValueError(f"unknown fault {key!r} in {spec!r}")
@@ -148,8 +171,14 @@ class Emulator:
         fail_rate: float = 0.0,
         seed: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        api_key: str | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         self.host = host
+        self.api_key = api_key
+        self.chunk_delay = chunk_delay
+        #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ...}`` each.
+        self.chat_requests: list[dict[str, Any]] = []
         self.port = port
         self.fault = parse_fault(fault) if fault else {}
         self.fault_spec = fault or ""
@@ -176,6 +205,7 @@ class Emulator:
     def reset_stats(self) -> None:
         self.requests = 0
         self.questions.clear()
+        self.chat_requests.clear()
         self.peers.clear()
         self.max_in_flight = 0
         self._times.clear()
@@ -183,6 +213,8 @@ class Emulator:
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post(ENDPOINT, self.handle)
+        app.router.add_post("/v1/chat/completions", self.handle_chat)
+        app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/", self.handle_index)
         return app
 
@@ -292,6 +324,194 @@ class Emulator:
         request.transport.close()
         return response
 
+    # -- the OpenAI-compatible routes ---------------------------------------------------------
+
+    def _refuse_key(self, request: web.Request) -> web.Response | None:
+        if self.api_key is None:
+            return None
+        if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return None
+        return _openai_error(401, "Incorrect API key provided", "invalid_api_key")
+
+    async def handle_models(self, request: web.Request) -> web.Response:
+        refused = self._refuse_key(request)
+        if refused is not None:
+            return refused
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "emulator"}
+                    for m in OPENAI_MODELS
+                ],
+            }
+        )
+
+    async def handle_chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.peers.add(tuple(peer[:2]))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        refused = self._refuse_key(request)
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            return _openai_error(400, "The body is not JSON", "invalid_json")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return _openai_error(400, "'messages' must be a non-empty list", "invalid_messages")
+        self.chat_requests.append({"body": body, "headers": dict(request.headers)})
+        model = body.get("model")
+        if model not in OPENAI_MODELS:
+            return _openai_error(404, f"The model `{model}` does not exist", "model_not_found")
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        question = _text_of(users[-1].get("content")) if users else ""
+        self.questions.append(question)
+        everything = "\n".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+        fault = self._choose_fault(request, everything)
+        delay = fault.get("latency", self.latency)
+        if self.jitter:
+            delay += self.random.uniform(0, self.jitter)
+        if delay:
+            await asyncio.sleep(delay)
+        if "status" in fault:
+            headers = {}
+            if "retry-after" in fault:
+                headers["Retry-After"] = f"{fault['retry-after']:g}"
+            return _openai_error(
+                fault["status"], f"emulated status {fault['status']}", "emulated", headers
+            )
+        if fault.get("html"):
+            return web.Response(text=HTML_PAGE, content_type="text/html")
+        if fault.get("drop"):
+            return await self._drop(request)
+        if fault.get("empty"):
+            content = ""
+        elif "large" in fault:
+            unit = "All work and no pizza makes the model a dull boy. "
+            content = (unit * (fault["large"] // len(unit) + 1))[: fault["large"]]
+        else:
+            content = make_answer(question, model)
+            if len(messages) > 1:
+                content += f"\n\nThe conversation so far has {len(messages)} messages."
+        finish = "stop"
+        limit = body.get("max_tokens")
+        words = content.split(" ")
+        if isinstance(limit, int) and len(words) > limit:
+            content = " ".join(words[:limit])
+            finish = "length"
+        usage = {
+            "prompt_tokens": len(everything.split()),
+            "completion_tokens": len(content.split()),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if not body.get("stream"):
+            if fault.get("invalid-json"):
+                return web.Response(text='{"choices": [{"mess', content_type="application/json")
+            return web.json_response(
+                {
+                    "id": "chatcmpl-emulated",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": finish,
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return await self._stream(request, model, content, finish, usage, include_usage, fault)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        model: str,
+        content: str,
+        finish: str,
+        usage: dict[str, int],
+        include_usage: bool,
+        fault: dict[str, Any],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        size = max(1, fault.get("chunk-size", 12))
+        pause = fault.get("chunk-delay", self.chunk_delay)
+        pieces = [content[i : i + size] for i in range(0, len(content), size)]
+        base = {"id": "chatcmpl-emulated", "object": "chat.completion.chunk", "created": 0}
+
+        def event(data: dict[str, Any]) -> bytes:
+            return f"data: {json.dumps({**base, 'model': model, **data})}\n\n".encode()
+
+        await response.write(b": emulator keep-alive\n\n")
+        for number, piece in enumerate(pieces):
+            if number == len(pieces) // 2 and number:
+                if fault.get("cut"):
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                if fault.get("stream-error"):
+                    error = {"error": {"message": "emulated error mid-stream", "type": "server"}}
+                    await response.write(f"data: {json.dumps(error)}\n\n".encode())
+                    await response.write_eof()
+                    return response
+                if fault.get("invalid-json"):
+                    await response.write(b"data: {not json\n\n")
+            delta: dict[str, Any] = {"content": piece}
+            if number == 0:
+                delta["role"] = "assistant"
+            await response.write(event({"choices": [{"index": 0, "delta": delta}]}))
+            if pause:
+                await asyncio.sleep(pause)
+        await response.write(
+            event({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        )
+        if include_usage:
+            await response.write(event({"choices": [], "usage": usage}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def _openai_error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        status=status,
+        headers=headers,
+    )
+
 
 @asynccontextmanager
 async def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> AsyncIterator[Emulator]:
@@ -364,6 +584,16 @@ def main(argv: list[str] | None = None) -> int:
         help="share of requests (0..1) that get a random fault",
     )
     parser.add_argument("--seed", type=int, help="seed for --fail-rate")
+    parser.add_argument(
+        "--api-key",
+        help="key the OpenAI-compatible routes require as a bearer token (default: none)",
+    )
+    parser.add_argument(
+        "--chunk-delay",
+        type=float,
+        default=0.0,
+        help="seconds between streamed chunks on the OpenAI-compatible routes",
+    )
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")
     args = parser.parse_args(argv)
@@ -389,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
             fail_rate=args.fail_rate,
             seed=args.seed,
             ssl_context=context,
+            api_key=args.api_key,
+            chunk_delay=args.chunk_delay,
         ) as emu:
             print(emu.url, flush=True)
             await asyncio.Event().wait()
