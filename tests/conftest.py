@@ -56,9 +56,11 @@ def emu(emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorTh
 @pytest.fixture(autouse=True)
 def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries in tests wait milliseconds, not seconds (Retry-After still counts)."""
+    from pizzagpt_magic.providers.openai import OpenAICompatible
     from pizzagpt_magic.providers.pizzagpt import Pizzagpt
 
     monkeypatch.setattr(Pizzagpt, "backoff_base", 0.01)
+    monkeypatch.setattr(OpenAICompatible, "backoff_base", 0.01)
 
 
 def _current_loop() -> asyncio.AbstractEventLoop | None:
@@ -89,6 +91,32 @@ def _close_loops() -> Iterator[None]:
     from pizzagpt_magic.loop import close_private_loops
 
     close_private_loops()
+
+
+#: The key the keyed emulator wants: distinctive, so a test can search every output for it.
+API_KEY = "sk-pizzagpt-test-7f3a9c1e5d2b8a6f"
+
+
+@pytest.fixture(scope="session")
+def keyed_emulator() -> Iterator[EmulatorThread]:
+    """An emulator whose OpenAI-compatible routes want ``Authorization: Bearer API_KEY``."""
+    with EmulatorThread(api_key=API_KEY) as emu:
+        yield emu
+
+
+@pytest.fixture
+def endpoint(keyed_emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorThread:
+    """The keyed emulator registered as the endpoint ``emu`` (key in ``$EMU_API_KEY``)."""
+    from pizzagpt_magic import backends
+
+    keyed_emulator.reset_stats()
+    monkeypatch.setenv("EMU_API_KEY", API_KEY)
+    monkeypatch.setitem(
+        backends._registered,
+        "emu",
+        backends.Endpoint("emu", f"{keyed_emulator.url}/v1", "EMU_API_KEY"),
+    )
+    return keyed_emulator
 
 
 @pytest.fixture
