@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from aioresponses import aioresponses
+from keys import API_KEY
 
 from pizzagpt_magic.emulator import EmulatorThread
 
@@ -91,10 +92,6 @@ def _close_loops() -> Iterator[None]:
     from pizzagpt_magic.loop import close_private_loops
 
     close_private_loops()
-
-
-#: The key the keyed emulator wants: distinctive, so a test can search every output for it.
-API_KEY = "sk-pizzagpt-test-7f3a9c1e5d2b8a6f"
 
 
 @pytest.fixture(scope="session")

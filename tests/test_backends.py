@@ -7,8 +7,8 @@ import json
 
 import pytest
 from aiohttp import web
-from conftest import API_KEY
 from fake_provider import EchoProvider
+from keys import API_KEY
 
 from pizzagpt_magic import api, backends
 from pizzagpt_magic.errors import (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import API_KEY
+from keys import API_KEY
 
 from pizzagpt_magic import api, backends
 from pizzagpt_magic.errors import HTTPStatusError, ModelNotFoundError, PizzagptError
@@ -187,9 +187,8 @@ def litellm(tmp_path_factory):
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    pytest.fail(
-                        f"LiteLLM did not start: {config.with_name('litellm.log').read_text()[-2000:]}"
-                    )
+                    output = config.with_name("litellm.log").read_text()[-2000:]
+                    pytest.fail(f"LiteLLM did not start: {output}")
                 time.sleep(0.25)
         yield url
     finally:

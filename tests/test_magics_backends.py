@@ -1,0 +1,143 @@
+"""%pizza with other backends: endpoints, parameters, streaming in a terminal, metadata, keys."""
+
+from __future__ import annotations
+
+import pytest
+from keys import API_KEY
+from test_magics import cell, failing, magics
+
+from pizzagpt_magic.render import Answer, PrintedAnswer
+
+
+def test_an_endpoint_model_answers_with_metadata(shell, endpoint, capsys):
+    answer = cell(shell, "%pizza --no-stream -m emu:emu-mini What is 6 times 7?")
+    assert isinstance(answer, Answer) and "6, 7" in answer.text
+    bundle, metadata = answer._repr_mimebundle_()
+    meta = metadata["pizzagpt_magic"]
+    assert meta["provider"] == "emu" and meta["model"] == "emu-mini"
+    assert meta["usage"] == {"prompt_tokens": 5, "completion_tokens": 30, "total_tokens": 35}
+    assert meta["finish_reason"] == "stop" and meta["cached"] is False
+    # The cell shows the token counts.
+    assert "5 prompt + 30 answer tokens" in bundle["text/html"]
+    # Not streamed: printed once, as the cell's result, not on the way.
+    assert capsys.readouterr().out.count("Emulated emu-mini answer") == 1
+    again = cell(shell, "%pizza --no-stream -m emu:emu-mini What is 6 times 7?")
+    assert again.completion.cached and endpoint.requests == 1
+
+
+def test_a_terminal_prints_the_stream_once(shell, endpoint, capsys):
+    answer = cell(shell, "x = %pizza -m emu:emu-mini What is 6 times 7?")
+    printed = capsys.readouterr().out
+    assert printed.count("Emulated emu-mini answer") == 1
+    assert isinstance(answer, type(None))  # an assignment shows nothing
+    assert isinstance(shell.user_ns["x"], PrintedAnswer) and shell.user_ns["x"].text in printed
+    result = cell(shell, "%pizza --no-cache -m emu:emu-mini What is 6 times 7?")
+    assert isinstance(result, PrintedAnswer) and shell.user_ns["_"] is result
+    printed = capsys.readouterr().out
+    assert printed.count("Emulated emu-mini answer") == 1  # no second copy at the end
+    assert endpoint.chat_requests[-1]["body"]["stream"] is True
+
+
+def test_the_model_trait_and_configured_endpoints(shell, keyed_emulator, monkeypatch):
+    keyed_emulator.reset_stats()
+    monkeypatch.setenv("MINE_KEY", API_KEY)
+    shell.run_line_magic(
+        "config",
+        f"PizzaMagics.endpoints = {{'mine': {{'base_url': '{keyed_emulator.url}/v1', "
+        "'api_key_env': 'MINE_KEY'}}",
+    )
+    shell.run_line_magic("config", "PizzaMagics.model = 'mine:llama3.2:1b'")
+    assert magics(shell).model == "mine:llama3.2:1b"
+    answer = cell(shell, "%pizza --no-stream Hello?")
+    assert keyed_emulator.chat_requests[-1]["body"]["model"] == "llama3.2:1b"
+    assert answer.completion.provider == "mine"
+    # The same question to another backend is another request (the cache knows the provider).
+    cell(shell, "%pizza --no-stream -m mine:emu-mini Hello?")
+    assert keyed_emulator.requests == 2
+
+
+def test_parameters(shell, endpoint, emu):
+    assert "Pizzagpt takes no temperature" in failing(shell, "%pizza --temperature 0.2 hi")
+    assert "Pizzagpt takes no max_tokens" in failing(shell, "%pizza --max-tokens 5 hi")
+    assert emu.requests == 0
+    assert "from 0 to 2" in failing(shell, "%pizza -m emu:emu-mini --temperature 3 hi")
+    assert "at least 1" in failing(shell, "%pizza -m emu:emu-mini --max-tokens 0 hi")
+    answer = cell(shell, "%pizza --no-stream -m emu:emu-mini --temperature 0.5 --max-tokens 4 hi")
+    body = endpoint.chat_requests[-1]["body"]
+    assert body["temperature"] == 0.5 and body["max_tokens"] == 4
+    assert answer.truncated and "cut at the token limit" in answer.bundle()["text/html"]
+    # Different parameters are a different request, not a cache hit.
+    cell(shell, "%pizza --no-stream -m emu:emu-mini --temperature 0.7 --max-tokens 4 hi")
+    assert endpoint.requests == 2
+    magics(shell).temperature = 0.1
+    cell(shell, "%pizza --no-stream -m emu:emu-mini hi")
+    assert endpoint.chat_requests[-1]["body"]["temperature"] == 0.1
+
+
+def test_a_cut_stream_keeps_the_partial_answer(shell, endpoint):
+    message = failing(shell, "%pizza -m emu:emu-mini question [[fault:cut;chunk-size=5]]")
+    assert "cut off" in message or "lost" in message
+    assert "the partial answer is in '_pizza_answer'" in message
+    assert shell.user_ns["_pizza_answer"].startswith("**Emulated")
+    assert not magics(shell).conversation.exchanges  # nothing recorded
+    assert "next" in cell(shell, "%pizza --no-stream -m emu:emu-mini next").text
+
+
+def test_models_lists_every_provider(shell, endpoint, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name in ("OLLAMA_HOST",):
+        monkeypatch.setenv(name, f"127.0.0.1:{port}")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    magics(shell).endpoints = {
+        "lmstudio": {"base_url": f"http://127.0.0.1:{port}/v1"},
+        "llamacpp": {"base_url": f"http://127.0.0.1:{port}/v1"},
+    }
+    listing = cell(shell, "%pizza --models")
+    plain = str(listing)
+    assert "pizzagpt: gpt-4o-mini" in plain
+    assert "emu: emu:emu-large, emu:emu-mini, emu:llama3.2:1b" in plain
+    assert "ollama: unreachable: Nothing is listening at" in plain
+    assert "openai: unreachable: openai needs an API key" in plain
+    assert "(default)" in listing._repr_mimebundle_()["text/html"]
+    one = str(cell(shell, "%pizza --models emu"))
+    assert one == "emu: emu:emu-large, emu:emu-mini, emu:llama3.2:1b"
+    assert "no provider named 'nope'" in failing(shell, "%pizza --models nope")
+
+
+def test_a_provider_class_from_the_magic(shell, capsys):
+    answer = cell(shell, "%pizza --no-stream -m fake_provider.EchoProvider:e1 hello")
+    assert answer.text == "[e1] hello "
+    assert answer.completion.usage["total_tokens"] == 7
+    assert "fake_provider.EchoProvider:e1" in str(cell(shell, "%pizza --history"))
+    assert "BrokenProvider failed" in failing(shell, "%pizza -m fake_provider.BrokenProvider hi")
+
+
+def test_bad_model_ids_are_usage_errors(shell):
+    assert "ollama:MODEL" in failing(shell, "%pizza -m ollama hi")
+    assert "Cannot import" in failing(shell, "%pizza -m nowhere.Provider hi")
+    assert "PROVIDER:MODEL" in failing(shell, "%pizza -m gpt-9 hi")
+    with pytest.raises(Exception, match="PROVIDER:MODEL"):
+        magics(shell).model = "gpt-9"
+
+
+def test_the_key_appears_nowhere(shell, endpoint, capsys, monkeypatch):
+    outputs = []
+    outputs.append(cell(shell, "%pizza --no-stream -m emu:emu-mini hi"))
+    outputs.append(cell(shell, "%pizza -c -m emu:emu-mini again"))
+    outputs.append(cell(shell, "%pizza --history"))
+    shell.run_line_magic("config", "PizzaMagics")
+    monkeypatch.setenv("EMU_API_KEY", API_KEY + "x")
+    outputs.append(failing(shell, "%pizza -m emu:emu-mini refused"))
+    monkeypatch.setenv("EMU_API_KEY", API_KEY)
+    outputs.append(failing(shell, "%pizza -m emu:gpt-9 unknown"))
+    text = "\n".join(
+        str(o) + repr(o) + str(getattr(o, "_repr_mimebundle_", lambda: "")()) for o in outputs
+    )
+    text += capsys.readouterr().out + repr(magics(shell).conversation.exchanges)
+    text += repr(magics(shell).conversation.cache) + repr(vars(magics(shell)))
+    assert "EMU_API_KEY" in text  # the refusal names the variable...
+    assert API_KEY not in text  # ...never the key
