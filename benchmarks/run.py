@@ -338,7 +338,159 @@ def bench_render(trials: int) -> dict[str, Any]:
     }
 
 
-# -- 5. cache hit --------------------------------------------------------------------------------
+# -- 5. OpenAI-compatible requests -------------------------------------------------------------
+
+OPENAI_SCRIPT = """
+import asyncio, json, os, sys, time
+import aiohttp, openai
+from pizzagpt_magic import api, backends
+url, count, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.environ["BENCH_KEY"] = "sk-bench"
+backends.register_endpoint("bench", url, api_key_env="BENCH_KEY")
+messages = [{"role": "user", "content": "Hello, world!"}]
+
+async def package():
+    return await api.ask_async("Hello, world!", model="bench:emu-mini", stream=False)
+
+state = {}
+
+async def raw_aiohttp():
+    # The floor: one reused aiohttp session, the same request, the JSON read, nothing else.
+    if "session" not in state:
+        state["session"] = aiohttp.ClientSession()
+    headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
+    body = {"model": "emu-mini", "messages": messages}
+    async with state["session"].post(f"{url}/chat/completions", json=body, headers=headers) as r:
+        r.raise_for_status()
+        return (await r.json())["choices"][0]["message"]["content"]
+
+async def openai_sdk():
+    # The official SDK, one reused client.
+    if "client" not in state:
+        state["client"] = openai.AsyncOpenAI(base_url=url, api_key="sk-bench", max_retries=0)
+    result = await state["client"].chat.completions.create(model="emu-mini", messages=messages)
+    return result.choices[0].message.content
+
+async def run(question):
+    for _ in range(count):
+        await question()
+
+async def main():
+    sides = (package, raw_aiohttp, openai_sdk)
+    for question in sides:  # warm up every path (and open its connection)
+        await run(question)
+    out = []
+    for trial in range(trials):
+        times = {}
+        for question in sides[trial % 3:] + sides[:trial % 3]:
+            started = time.perf_counter()
+            await run(question)
+            times[question.__name__] = time.perf_counter() - started
+        out.append(times)
+    await state["session"].close()
+    await state["client"].close()
+    from pizzagpt_magic.session import close_session
+    await close_session()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def bench_openai_request(count: int, trials: int) -> dict[str, Any]:
+    with emulator() as url:
+        out = subprocess.run(
+            [sys.executable, "-c", OPENAI_SCRIPT, f"{url}/v1", str(count), str(trials)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    trials_out = json.loads(out)
+    to_raw = statistics.median(t["package"] / t["raw_aiohttp"] for t in trials_out)
+    to_sdk = statistics.median(t["openai_sdk"] / t["package"] for t in trials_out)
+    per = statistics.median(t["package"] for t in trials_out) / count
+    return {
+        "figure": f"OpenAI-compatible request, not streamed, {count} in a row over loopback",
+        "measured": f"{to_raw:.2f}x raw aiohttp on a reused session ({ms(per)} per request); "
+        f"{to_sdk:.2f}x faster than openai.AsyncOpenAI",
+        "target": "<= 1.1x raw aiohttp, faster than the SDK",
+        "ok": to_raw <= 1.1 and to_sdk > 1,
+    }
+
+
+def bench_stream(trials: int) -> dict[str, Any]:
+    """A 20,000-character answer in 1,000 chunks through %pizza in a notebook-like shell (display
+    messages serialised as a kernel would), against consuming the same stream undisplayed."""
+    import types
+
+    from IPython.core.displaypub import DisplayPublisher
+
+    from pizzagpt_magic import api, backends, streaming
+    from pizzagpt_magic.emulator import EmulatorThread
+    from pizzagpt_magic.loop import run_sync
+
+    class Publisher(DisplayPublisher):
+        def publish(self, data, metadata=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+            json.dumps({"data": data, "metadata": metadata or {}, **kwargs.get("transient", {})})
+
+    views: list[Any] = []
+
+    class View(streaming.StreamView):
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
+            self.first_chunk: float | None = None
+            views.append(self)
+
+        def on_text(self, chunk: str) -> None:
+            if self.first_chunk is None:
+                self.first_chunk = time.monotonic()
+            super().on_text(chunk)
+
+    text = long_answer()
+    question = f"[[echo]]{text}[[/echo]] [[fault:chunk-size=20;chunk-delay=0.001]]"
+    with EmulatorThread() as emu:
+        backends.register_endpoint("bench", f"{emu.url}/v1")
+        shell = shell_with_extension()
+        original = shell.display_pub, getattr(shell, "kernel", None)
+        shell.display_pub = Publisher(shell=shell)
+        shell.kernel = types.SimpleNamespace()  # the magic shows streams as in a kernel
+        streaming_view, streaming.StreamView = streaming.StreamView, View  # type: ignore[misc]
+        backend = backends.resolve("bench:emu-mini")
+        messages = [{"role": "user", "content": question}]
+        shown, plain, firsts, updates = [], [], [], []
+        try:
+            for trial in range(trials):
+                for side in ("shown", "plain") if trial % 2 else ("plain", "shown"):
+                    started = time.perf_counter()
+                    if side == "shown":
+                        answer = shell.run_line_magic(
+                            "pizza", f"-m bench:emu-mini --no-cache {question}"
+                        )
+                        shown.append(time.perf_counter() - started)
+                        assert answer.text == text, "the stream arrived incomplete"
+                        view = views[-1]
+                        firsts.append(view.first_update - view.first_chunk)
+                        updates.append(view.updates)
+                    else:
+                        completion = run_sync(api.complete_messages(backend, messages))
+                        plain.append(time.perf_counter() - started)
+                        assert completion.text == text
+        finally:
+            streaming.StreamView = streaming_view  # type: ignore[misc]
+            shell.display_pub, shell.kernel = original
+    added = statistics.median(s / p for s, p in zip(shown, plain)) - 1
+    first = statistics.median(firsts)
+    return {
+        "figure": f"streaming {len(text):,} characters in 1,000 chunks through %pizza",
+        "measured": f"first display {ms(first)} after the first chunk; display adds "
+        f"{added:.1%} over consuming the stream undisplayed ({statistics.median(updates):.0f} "
+        f"updates in {statistics.median(shown):.2f} s)",
+        "target": "first < 50 ms; adds < 10%",
+        "ok": first < 0.050 and added < 0.10,
+    }
+
+
+# -- 6. cache hit --------------------------------------------------------------------------------
 
 
 def bench_cache(trials: int) -> dict[str, Any]:
@@ -368,7 +520,7 @@ def bench_cache(trials: int) -> dict[str, Any]:
     }
 
 
-# -- 6. memory -----------------------------------------------------------------------------------
+# -- 7. memory -----------------------------------------------------------------------------------
 
 
 def rss_mib() -> float:
@@ -424,6 +576,8 @@ def main() -> int:
         rows.append(bench_overhead(url, 30 if quick else 500))
     rows.append(bench_keepalive(10 if quick else 100, 1 if quick else 9))
     rows.append(bench_render(3 if quick else 30))
+    rows.append(bench_openai_request(20 if quick else 200, 1 if quick else 9))
+    rows.append(bench_stream(1 if quick else 5))
     with emulator("--latency", "0.1") as url:
         rows.append(bench_batch(url, 1 if quick else 3))
     rows.append(bench_cache(50 if quick else 1000))

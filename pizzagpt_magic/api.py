@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
-from .providers.base import Messages
-
-if TYPE_CHECKING:
-    from .backends import Backend
+from .providers.base import FinishReason, Messages, Usage
+from .providers.openai import OpenAICompatible
+from .providers.pizzagpt import Pizzagpt
 
 __all__ = ["Completion", "ask", "ask_async", "build_messages", "complete", "complete_messages"]
 
@@ -80,7 +80,12 @@ class Completion:
         return meta
 
 
-def _is_kind(chunk: Any, name: str, attribute: str) -> bool:
+def _is_kind(chunk: Any, kind: type, attribute: str) -> bool:
+    """Whether ``chunk`` is a ``kind``: this package's class, or another (gpt4free's) of that
+    name with that attribute."""
+    if isinstance(chunk, kind):
+        return True
+    name = kind.__name__
     return any(k.__name__ == name for k in type(chunk).__mro__) and hasattr(chunk, attribute)
 
 
@@ -107,9 +112,39 @@ async def complete_messages(
     provider yields is ignored. An error after some text arrived carries it as ``partial``.
     """
     started = time.monotonic()
+    parameters = {
+        k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
+    }
+    endpoint = backend.endpoint
+    if not stream and endpoint is not None:
+        backend.check_parameters(temperature, max_tokens)
+        text, finish, used = await OpenAICompatible.complete(
+            backend.model,
+            messages,
+            base_url=endpoint.url,
+            api_key_env=endpoint.api_key_env,
+            name=backend.provider,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            **{k: v for k, v in request.items() if k != "base_url"},
+        )
+        if not text.strip():
+            raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
+        if on_text is not None:
+            on_text(text)
+        usage = used.as_dict() if used is not None else None
+        return Completion(
+            text,
+            backend.provider,
+            backend.model,
+            parameters,
+            finish or "stop",
+            usage,
+            time.monotonic() - started,
+        )
     chunks: list[str] = []
-    finish: str | None = None
-    usage: dict[str, int] | None = None
+    finish = None
+    usage = None
     agen: Any = backend.generate(
         messages, stream=stream, temperature=temperature, max_tokens=max_tokens, **request
     )
@@ -120,9 +155,9 @@ async def complete_messages(
                     chunks.append(chunk)
                     if on_text is not None:
                         on_text(chunk)
-            elif _is_kind(chunk, "FinishReason", "reason"):
+            elif _is_kind(chunk, FinishReason, "reason"):
                 finish = str(chunk.reason) if chunk.reason is not None else None
-            elif _is_kind(chunk, "Usage", "__dict__"):
+            elif _is_kind(chunk, Usage, "__dict__"):
                 usage = _usage_of(chunk) or usage
     except PizzagptError as exc:
         exc.partial = "".join(chunks)
@@ -136,9 +171,6 @@ async def complete_messages(
         if backend.cls is not None and not backend.is_pizzagpt:
             raise ProviderError(f"{backend.provider} sent an empty answer")
         raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
-    parameters = {
-        k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
-    }
     return Completion(
         text,
         backend.provider,
@@ -153,9 +185,6 @@ async def complete_messages(
 def resolve_backend(
     model: str | None, provider: Any = None, endpoints: Mapping[str, Any] | None = None
 ) -> Backend:
-    from .backends import provider_of, resolve
-    from .providers.pizzagpt import Pizzagpt
-
     if provider is not None and provider is not Pizzagpt:
         return provider_of(provider, model)
     return resolve(model, endpoints)

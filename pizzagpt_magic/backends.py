@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError, ModelNotFoundError, ProviderError
+from .providers.openai import OpenAICompatible
 
 __all__ = [
     "PRESETS",
@@ -227,6 +228,38 @@ class Backend:
                 "(-m ollama:MODEL, -m openai:MODEL, ...), or leave it out"
             )
 
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        base_url: str | None = None,
+    ) -> tuple[str, str | None, Any] | None:
+        """``(text, finish_reason, usage)`` of an endpoint's answer asked for without
+        streaming, by the shortest path; None for a backend that answers through
+        ``generate`` only."""
+        if self.endpoint is None:
+            return None
+        self.check_parameters(temperature, max_tokens)
+        return await OpenAICompatible.complete(
+            self.model,
+            messages,
+            proxy=proxy,
+            base_url=self.endpoint.url,
+            api_key_env=self.endpoint.api_key_env,
+            name=self.provider,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+        )
+
     def generate(
         self,
         messages: list[dict[str, Any]],
@@ -251,8 +284,6 @@ class Backend:
             "max_retries": max_retries,
         }
         if self.endpoint is not None:
-            from .providers.openai import OpenAICompatible
-
             return OpenAICompatible.create_async_generator(
                 self.model,
                 messages,
@@ -307,8 +338,29 @@ def _pizzagpt(model: str) -> Backend:
         raise
 
 
+_resolved: dict[Any, Backend] = {}
+
+
 def resolve(model_id: str | None, extra: Mapping[str, Any] | None = None) -> Backend:
-    """The backend a model id names (see the module's docstring)."""
+    """The backend a model id names (see the module's docstring).
+
+    Remembered per model id, endpoint table and registrations, so a question pays for it once.
+    """
+    key = (
+        model_id,
+        tuple(_registered.items()),
+        tuple((k, repr(v)) for k, v in extra.items()) if extra else (),
+    )
+    backend = _resolved.get(key)
+    if backend is None:
+        backend = _resolve(model_id, extra)
+        if len(_resolved) > 256:
+            _resolved.clear()
+        _resolved[key] = backend
+    return backend
+
+
+def _resolve(model_id: str | None, extra: Mapping[str, Any] | None) -> Backend:
     text = (model_id or "").strip()
     if not text:
         return _pizzagpt("")

@@ -60,6 +60,16 @@ async def _close_on_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[N
             await session.close()
 
 
+def ready_session() -> aiohttp.ClientSession | None:
+    """The running loop's shared session when it exists and no pause holds requests back
+    (the common case, answered without a coroutine); else None."""
+    loop = asyncio.get_running_loop()
+    entry = _sessions.get(loop)
+    if entry is None or entry.session.closed or entry.not_before > loop.time():
+        return None
+    return entry.session
+
+
 async def get_session() -> aiohttp.ClientSession:
     """The running loop's shared session, made on first use."""
     import aiohttp

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import ipaddress
 import logging
 import math
@@ -33,6 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import session as _session
 from .errors import (
     ConfigurationError,
     ConnectError,
@@ -54,7 +56,9 @@ __all__ = [
     "env_proxy_source",
     "open_response",
     "parse_retry_after",
+    "read_body",
     "reading_body",
+    "send",
     "redact",
 ]
 
@@ -74,6 +78,12 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=256)
+def _shown(url: str, secrets: tuple[str | None, ...]) -> str:
+    return redact(url, *secrets)
+
+
+@functools.lru_cache(maxsize=256)
 def check_url(value: str, source: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
     """``value`` without trailing ``/`` if it is a URL with one of ``schemes``; else a
     ``ConfigurationError`` naming ``source`` (the variable or setting it came from)."""
@@ -106,14 +116,25 @@ def _proxy_secrets(proxy: str | None) -> tuple[str | None, ...]:
     return (url.raw_user, url.raw_password, url.user, url.password)
 
 
+def _getenv(name: str) -> str | None:
+    """``os.environ.get(name)``, without the cost of the KeyError it raises inside for an
+    unset variable (read several times a request, and unset for most users)."""
+    environ: Any = os.environ
+    data = getattr(environ, "_data", None)
+    if data is None:  # pragma: no cover - an os.environ without CPython's internals
+        return os.environ.get(name)
+    value = data.get(environ.encodekey(name))
+    return None if value is None else environ.decodevalue(value)
+
+
 def _proxy_variable(name: str) -> tuple[str, str] | None:
     """``(value, variable)`` of the set proxy variable ``name`` (either case), or None."""
     # urllib's precedence: the lower-case variable wins; HTTP_PROXY is ignored under CGI.
     variable = name
-    value = os.environ.get(name)
+    value = _getenv(name)
     if value is None and not (name == "http_proxy" and "REQUEST_METHOD" in os.environ):
         variable = name.upper()
-        value = os.environ.get(variable)
+        value = _getenv(variable)
     return (value, variable) if value else None
 
 
@@ -132,12 +153,13 @@ def env_proxy_source(url: str) -> tuple[str, str] | None:
     whole environment (and read ``.netrc``, which no service needs) in a worker thread, twice
     a request.
     """
+    scheme = url.split(":", 1)[0].lower()
+    chosen = _proxy_variable(f"{scheme}_proxy") or _proxy_variable("all_proxy")
+    if chosen is None:
+        return None
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    chosen = _proxy_variable(f"{parts.scheme}_proxy") or _proxy_variable("all_proxy")
-    if chosen is None:
-        return None
     no_proxy = _proxy_variable("no_proxy")
     if no_proxy:
         from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
@@ -216,7 +238,8 @@ class Policy:
         return delay
 
 
-def client_timeout(timeout: float, connect_timeout: float, *, stream: bool = False) -> Any:
+@functools.lru_cache(maxsize=64)
+def client_timeout(timeout: float, connect_timeout: float, stream: bool = False) -> Any:
     """aiohttp's timeout: ``timeout`` for the whole request (for a stream, for each wait for
     data, so a long answer that keeps coming is never cut), ``connect_timeout`` for the
     connection; infinite values mean no limit."""
@@ -229,29 +252,68 @@ def client_timeout(timeout: float, connect_timeout: float, *, stream: bool = Fal
     return aiohttp.ClientTimeout(total=limit, sock_connect=connect)
 
 
-@contextlib.asynccontextmanager
-async def reading_body(
-    shown_url: str, timeout: float, secrets: tuple[str | None, ...] = ()
-) -> AsyncIterator[None]:
-    """Turn the failures of reading an answer's body into typed errors."""
+def body_error(
+    exc: BaseException, shown_url: str, timeout: float, secrets: tuple[str | None, ...] = ()
+) -> Exception | None:
+    """The typed error for a failure while an answer's body was arriving, or None."""
     import aiohttp
 
-    try:
-        yield
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        raise ConnectionLostError(
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+        return ConnectionLostError(
             redact(
                 f"The connection to {shown_url} was lost while the answer was arriving "
                 f"({describe(exc)})",
                 *secrets,
             )
-        ) from None
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
-        raise RequestTimeoutError(f"No answer from {shown_url} within {timeout:g} s") from None
+        )
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return RequestTimeoutError(f"No answer from {shown_url} within {timeout:g} s")
+    return None
+
+
+async def read_body(
+    response: aiohttp.ClientResponse,
+    shown_url: str,
+    timeout: float,
+    secrets: tuple[str | None, ...] = (),
+) -> bytes:
+    """The whole body of ``response``; a lost connection or a timeout as a typed error."""
+    try:
+        return await response.read()
+    except Exception as exc:
+        error = body_error(exc, shown_url, timeout, secrets)
+        if error is None:
+            raise
+        raise error from None
+
+
+@contextlib.asynccontextmanager
+async def reading_body(
+    shown_url: str, timeout: float, secrets: tuple[str | None, ...] = ()
+) -> AsyncIterator[None]:
+    """Turn the failures of reading an answer's body into typed errors."""
+    try:
+        yield
+    except Exception as exc:
+        error = body_error(exc, shown_url, timeout, secrets)
+        if error is None:
+            raise
+        raise error from None
 
 
 @contextlib.asynccontextmanager
 async def open_response(
+    method: str, url: str, *, policy: Policy, **options: Any
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """``send``'s response as a context: released at the end of the block."""
+    response = await send(method, url, policy=policy, **options)
+    try:
+        yield response
+    finally:
+        response.release()
+
+
+async def send(
     method: str,
     url: str,
     *,
@@ -262,16 +324,15 @@ async def open_response(
     timeout: float = 60.0,
     connect_timeout: float = 10.0,
     stream: bool = False,
-) -> AsyncIterator[aiohttp.ClientResponse]:
-    """The service's successful (2xx) response to the request, open for reading its body.
+) -> aiohttp.ClientResponse:
+    """The service's successful (2xx) response to the request, open for reading its body; the
+    caller releases it (``open_response`` does so at the end of a block).
 
     Everything before the body (redirects, error statuses, retries, connection failures) is
-    handled here, as the module describes; the caller reads the body inside ``reading_body``.
+    handled here, as the module describes; the caller reads the body with ``read_body`` (or
+    inside ``reading_body``).
     """
     import aiohttp
-    from yarl import URL
-
-    from .session import get_session, pause_requests, wait_until_allowed
 
     proxy_source = "the proxy setting"
     if proxy:
@@ -281,21 +342,24 @@ async def open_response(
         if chosen is not None:
             proxy, proxy_source = chosen
     secrets = (*_proxy_secrets(proxy), *policy.secrets)
-    limits = client_timeout(timeout, connect_timeout, stream=stream)
+    limits = client_timeout(timeout, connect_timeout, stream)
     headers = dict(headers or {})
-    first_origin = _origin(URL(url))
+    first_url = url
     attempt = 0
     stale_resent = False
     redirects = 0
     while True:
-        shown_url = redact(url, *secrets)
-        session = await get_session()
-        await wait_until_allowed()
+        shown_url = _shown(url, secrets)
+        session = _session.ready_session()
+        if session is None:
+            session = await _session.get_session()
+            await _session.wait_until_allowed()
         retry_after: float | None = None
         rate_limited = False
         response: aiohttp.ClientResponse | None = None
         try:
-            logger.debug("%s %s (attempt %d)", method, shown_url, attempt + 1)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s %s (attempt %d)", method, shown_url, attempt + 1)
             response = await session.request(
                 method,
                 url,
@@ -307,24 +371,22 @@ async def open_response(
             )
             status = response.status
             if status in (301, 302, 303, 307, 308):
+                from yarl import URL
+
                 location = response.headers.get("Location", "")
                 target = str(response.url.join(URL(location))) if location else ""
                 response.release()
                 if status in (307, 308) and target and redirects < 5:
                     redirects += 1
                     logger.info("%s redirected (%d) to %s", shown_url, status, redact(target))
-                    if _origin(URL(target)) != first_origin:
+                    if _origin(URL(target)) != _origin(URL(first_url)):
                         # A key is for its own endpoint only, never for where it sends us.
                         headers.pop("Authorization", None)
                     url = target
                     continue
                 raise RedirectError(status, shown_url, redact(target, *secrets))
             if status < 400:
-                try:
-                    yield response
-                finally:
-                    response.release()
-                return
+                return response
             body = ""
             length = response.content_length
             if length is None or length <= SMALL_BODY:
@@ -383,7 +445,7 @@ async def open_response(
             raise error
         delay = policy.backoff_delay(attempt, retry_after)
         if rate_limited:
-            pause_requests(delay)
+            _session.pause_requests(delay)
         logger.info("%s; retrying in %.2f s", error, delay)
         attempt += 1
         await asyncio.sleep(delay)

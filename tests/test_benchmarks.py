@@ -16,7 +16,16 @@ def test_quick_run_prints_the_table():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 8  # the header and seven figures
-    for words in ("%load_ext", "overhead", "keep-alive", "rendering", "batch", "cache hit"):
+    assert len(rows) == 10  # the header and nine figures
+    for words in (
+        "%load_ext",
+        "overhead",
+        "keep-alive",
+        "rendering",
+        "OpenAI-compatible",
+        "streaming",
+        "batch",
+        "cache hit",
+    ):
         assert any(words in row for row in rows), words
     assert "0 requests sent" in result.stdout

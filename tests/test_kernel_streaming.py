@@ -8,10 +8,9 @@ import queue
 import time
 
 import pytest
-from keys import API_KEY
 from kernel_helpers import Kernel, error_of, of_type, result_text
+from keys import API_KEY
 
-from pizzagpt_magic.render import StreamRenderer
 from pizzagpt_magic.streaming import EMPTY
 
 pytestmark = pytest.mark.kernel

@@ -9,11 +9,11 @@ each request; it is sent only to the endpoint's own origin and masked in every m
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .. import __version__
 from ..errors import (
@@ -27,7 +27,17 @@ from ..errors import (
     ResponseError,
     ResponseShapeError,
 )
-from ..transport import Policy, check_url, open_response, reading_body, redact
+from ..transport import (
+    Policy,
+    _getenv,
+    _shown,
+    check_url,
+    open_response,
+    read_body,
+    reading_body,
+    redact,
+    send,
+)
 from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, Usage
 
 __all__ = ["OpenAICompatible", "SSEDecoder", "list_models", "parse_completion"]
@@ -152,7 +162,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         is unset (nothing is sent then). No variable: no key (local servers need none)."""
         if not api_key_env:
             return None
-        key = os.environ.get(api_key_env, "").strip()
+        key = (_getenv(api_key_env) or "").strip()
         if not key:
             raise ConfigurationError(
                 f"{name} needs an API key: set the environment variable {api_key_env}"
@@ -194,6 +204,14 @@ class OpenAICompatible(AsyncGeneratorProvider):
     def policy(
         cls, name: str, api_key_env: str | None, key: str | None, max_retries: int | None
     ) -> Policy:
+        """The retry policy and error wording for one endpoint (made once per settings)."""
+        settings = (cls.backoff_base, cls.backoff_max, cls.max_retry_after, cls.max_retries)
+        return _policy(cast(Any, cls), name, api_key_env, key, max_retries, settings)
+
+    @classmethod
+    def _make_policy(
+        cls, name: str, api_key_env: str | None, key: str | None, max_retries: int | None
+    ) -> Policy:
         def status_error(
             status: int, reason: str, url: str, retry_after: float | None, body: str
         ) -> Exception:
@@ -230,6 +248,108 @@ class OpenAICompatible(AsyncGeneratorProvider):
         )
 
     @classmethod
+    async def _send(
+        cls,
+        model: str,
+        messages: Messages,
+        proxy: str | None,
+        *,
+        base_url: str,
+        api_key_env: str | None,
+        name: str,
+        stream: bool,
+        temperature: float | None,
+        max_tokens: int | None,
+        timeout: float,
+        connect_timeout: float | None,
+        max_retries: int | None,
+    ) -> tuple[Any, str, Policy]:
+        """``(response, shown_url, policy)``: the open 2xx response to the request."""
+        if not model:
+            raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
+        if not messages:
+            raise PromptError("Cannot send an empty message list")
+        base_url = check_url(base_url, f"the base URL of {name}")
+        key = cls.api_key(api_key_env, name)
+        url = f"{base_url}/chat/completions"
+        policy = cls.policy(name, api_key_env, key, max_retries)
+        try:
+            response = await send(
+                "POST",
+                url,
+                policy=policy,
+                json=cls.body(
+                    model, messages, stream=stream, temperature=temperature, max_tokens=max_tokens
+                ),
+                headers=cls.headers(key),
+                proxy=proxy,
+                timeout=timeout,
+                connect_timeout=cls.connect_timeout if connect_timeout is None else connect_timeout,
+                stream=stream,
+            )
+        except _ModelMissing as exc:
+            models = await list_models(base_url, api_key_env, name=name, proxy=proxy)
+            if isinstance(models, str):
+                models = []
+            raise ModelNotFoundError(name, model, models, exc.detail) from None
+        return response, _shown(url, policy.secrets), policy
+
+    @classmethod
+    async def complete(
+        cls,
+        model: str,
+        messages: Messages,
+        proxy: str | None = None,
+        *,
+        base_url: str,
+        api_key_env: str | None = None,
+        name: str = "",
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> tuple[str, str | None, Usage | None]:
+        """``(text, finish_reason, usage)`` of one answer asked for without streaming."""
+        name = name or cls.label
+        timeout = cls.timeout if timeout is None else timeout
+        response, shown_url, policy = await cls._send(
+            model,
+            messages,
+            proxy,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            name=name,
+            stream=False,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+        )
+        try:
+            raw = await read_body(response, shown_url, timeout, policy.secrets)
+        finally:
+            response.release()
+        return cls._parse_body(raw, response)
+
+    @staticmethod
+    def _parse_body(raw: bytes, response: Any) -> tuple[str, str | None, Usage | None]:
+        content_type = response.headers.get("Content-Type", "")
+        try:
+            if "charset" in content_type.lower() and (response.charset or "").lower() not in (
+                "utf-8",
+                "utf8",
+            ):
+                data = json.loads(raw.decode(response.charset or "utf-8", "replace"))
+            else:
+                data = json.loads(raw)  # JSON is UTF-8 (RFC 8259); bytes go straight in
+        except (ValueError, LookupError):
+            text = raw.decode("utf-8", "replace")
+            raise NonJSONResponseError(response.content_type, text[:200]) from None
+        return parse_completion(data)
+
+    @classmethod
     async def create_async_generator(  # type: ignore[override]
         cls,
         model: str,
@@ -255,47 +375,30 @@ class OpenAICompatible(AsyncGeneratorProvider):
         accepted and ignored, as in gpt4free.
         """
         name = name or cls.label
-        if not model:
-            raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
-        if not messages:
-            raise PromptError("Cannot send an empty message list")
-        base_url = check_url(base_url, f"the base URL of {name}")
-        key = cls.api_key(api_key_env, name)
         timeout = cls.timeout if timeout is None else timeout
-        url = f"{base_url}/chat/completions"
-        policy = cls.policy(name, api_key_env, key, max_retries)
-        shown_url = redact(url, key)
+        response, shown_url, policy = await cls._send(
+            model,
+            messages,
+            proxy,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            name=name,
+            stream=stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+        )
         try:
-            async with open_response(
-                "POST",
-                url,
-                policy=policy,
-                json=cls.body(
-                    model, messages, stream=stream, temperature=temperature, max_tokens=max_tokens
-                ),
-                headers=cls.headers(key),
-                proxy=proxy,
-                timeout=timeout,
-                connect_timeout=cls.connect_timeout if connect_timeout is None else connect_timeout,
-                stream=stream,
-            ) as response:
-                if response.content_type == "text/event-stream":
-                    async for item in cls._events(response, shown_url, timeout, policy):
-                        yield item
-                    return
-                async with reading_body(shown_url, timeout, policy.secrets):
-                    raw = await response.read()
-                text = raw.decode(response.charset or "utf-8", "replace")
-                try:
-                    data = json.loads(text)
-                except ValueError:
-                    raise NonJSONResponseError(response.content_type, text[:200]) from None
-        except _ModelMissing as exc:
-            models = await list_models(base_url, api_key_env, name=name, proxy=proxy)
-            if isinstance(models, str):
-                models = []
-            raise ModelNotFoundError(name, model, models, exc.detail) from None
-        content, finish, usage = parse_completion(data)
+            if response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                async for item in cls._events(response, shown_url, timeout, policy):
+                    yield item
+                return
+            raw = await read_body(response, shown_url, timeout, policy.secrets)
+        finally:
+            response.release()
+        content, finish, usage = cls._parse_body(raw, response)
         if content:
             yield content
         if usage is not None:
@@ -335,6 +438,18 @@ class OpenAICompatible(AsyncGeneratorProvider):
         if usage is not None:
             yield usage
         yield FinishReason(finish or "stop")
+
+
+@functools.lru_cache(maxsize=32)
+def _policy(
+    cls: Any,
+    name: str,
+    api_key_env: str | None,
+    key: str | None,
+    max_retries: int | None,
+    settings: tuple[float, ...],
+) -> Policy:
+    return cls._make_policy(name, api_key_env, key, max_retries)
 
 
 def _event(data: str) -> tuple[str, str | None, Usage | None]:
