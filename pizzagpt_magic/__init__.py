@@ -1,8 +1,9 @@
 """Ask a language model from a Jupyter notebook.
 
 ``%load_ext pizzagpt_magic`` registers the ``%pizza`` line magic and the ``%%pizza`` cell magic.
-The same provider serves Python code through ``ask``, ``ask_async``, ``ask_many`` and
-``ask_many_async``.
+The same backends serve Python code through ``ask``, ``ask_async``, ``complete``, ``ask_many`` and
+``ask_many_async``: Pizzagpt by default, any OpenAI-compatible endpoint (``ollama:llama3.2``,
+``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class.
 
 Importing the package is cheap: the public names load their modules (and aiohttp) on first use.
 """
@@ -22,11 +23,19 @@ _EXPORTS = {
     "ProviderModelMixin": "providers.base",
     "format_prompt": "providers.base",
     "Pizzagpt": "providers.pizzagpt",
+    "OpenAICompatible": "providers.openai",
+    "Usage": "providers.base",
+    "Completion": "api",
+    "Endpoint": "backends",
+    "register_endpoint": "backends",
+    "complete": "api",
     "ask": "api",
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
     "AnswerFormatError": "errors",
+    "AuthenticationError": "errors",
+    "ProviderError": "errors",
     "BatchError": "errors",
     "ConfigurationError": "errors",
     "RedirectError": "errors",
@@ -49,10 +58,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import ask, ask_async
+    from .api import Completion, ask, ask_async, complete
+    from .backends import Endpoint, register_endpoint
     from .batch import ask_many, ask_many_async
     from .errors import (
         AnswerFormatError,
+        AuthenticationError,
         BatchError,
         ConfigurationError,
         ConnectError,
@@ -65,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover
         NonJSONResponseError,
         PizzagptError,
         PromptError,
+        ProviderError,
         RedirectError,
         RequestTimeoutError,
         ResponseError,
@@ -77,8 +89,10 @@ if TYPE_CHECKING:  # pragma: no cover
         FinishReason,
         Messages,
         ProviderModelMixin,
+        Usage,
         format_prompt,
     )
+    from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
 
 

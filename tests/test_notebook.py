@@ -111,6 +111,22 @@ def test_question_about_an_error(executed):
     assert "> KeyError: 'revnue'\n> In one sentence, what is wrong?" in text
 
 
+def test_other_backends(executed):
+    listing = outputs_text(find(executed, "from pizzagpt_magic import register_endpoint"))
+    assert "local:emu-mini" in listing
+    streamed = find(executed, "%pizza -m local:emu-mini --temperature 0.2")
+    (result,) = [o for o in streamed.outputs if o.output_type == "execute_result"]
+    assert "why does East lead in revenue?" in result.data["text/plain"]
+    meta = result.metadata["pizzagpt_magic"]
+    assert meta["provider"] == "local" and meta["model"] == "emu-mini"
+    assert meta["parameters"] == {"temperature": 0.2} and meta["usage"]["total_tokens"] > 0
+    assert "answer tokens" in result.data["text/html"]
+    cut = find(executed, "%pizza -m local:emu-mini --max-tokens 8")
+    (result,) = [o for o in cut.outputs if o.output_type == "execute_result"]
+    assert "cut at the token limit" in result.data["text/html"]
+    assert result.metadata["pizzagpt_magic"]["finish_reason"] == "length"
+
+
 def test_no_placeholder_left_behind(executed):
     for cell in executed.values():
         for output in cell.outputs:
@@ -128,7 +144,7 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[cell 5] %pizza In one paragraph" in result.stdout
     assert "    → > In one paragraph, how should I compare revenue" in result.stdout
-    assert "Done: 11 questions answered by the emulator" in result.stdout
+    assert "Done: 13 questions answered by the emulator" in result.stdout
     executed = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
     assert any(cell.get("outputs") for cell in executed.cells)
 
