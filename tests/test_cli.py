@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from keys import API_KEY
 
 from pizzagpt_magic.cli import main
 
@@ -98,3 +99,50 @@ def test_console_script_and_module(emu):
     )
     assert failed.returncode == 1
     assert "Traceback" not in failed.stderr and failed.stderr.startswith("pizzagpt: Cannot reach")
+
+
+def test_ask_an_endpoint_streams_once(endpoint, capsys):
+    url = f"{endpoint.url}/v1"
+    assert (
+        main(["ask", "--base-url", url, "--api-key-env", "EMU_API_KEY", "-m", "emu-mini", "hi"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("Emulated emu-mini answer") == 1 and out.endswith("\n")
+    assert endpoint.chat_requests[-1]["body"]["stream"] is True
+    # A named endpoint, parameters, no streaming.
+    argv = ["ask", "-m", "emu:emu-mini", "--temperature", "0.3", "--max-tokens", "3", "--no-stream"]
+    assert main([*argv, "hello there"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "**Emulated emu-mini answer**"
+    assert "cut at the token limit" in captured.err
+    body = endpoint.chat_requests[-1]["body"]
+    assert body["temperature"] == 0.3 and body["max_tokens"] == 3 and "stream" not in body
+    # A model Pizzagpt does not serve, with --base-url: that URL is an endpoint, no key.
+    assert main(["ask", "--base-url", url, "-m", "emu-mini", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pizzagpt: custom needs an API key") and API_KEY not in err
+
+
+def test_ask_endpoint_errors(endpoint, capsys, monkeypatch):
+    url = f"{endpoint.url}/v1"
+    monkeypatch.delenv("EMU_API_KEY")
+    argv = ["ask", "--base-url", url, "--api-key-env", "EMU_API_KEY", "-m", "emu-mini", "hi"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == (
+        "pizzagpt: custom needs an API key: set the environment variable EMU_API_KEY\n"
+    )
+    assert endpoint.requests == 0
+    assert main(["ask", "--temperature", "0.5", "hi"]) == 1
+    assert "Pizzagpt takes no temperature" in capsys.readouterr().err
+    assert main(["ask", "--api-key-env", "X", "hi"]) == 1
+    assert "--api-key-env goes with --base-url" in capsys.readouterr().err
+
+
+def test_models_command(endpoint, capsys, monkeypatch):
+    assert main(["models", "emu"]) == 0
+    assert capsys.readouterr().out == "emu: emu:emu-large, emu:emu-mini, emu:llama3.2:1b\n"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["models", "openai"]) == 0
+    assert "openai: unreachable: openai needs an API key" in capsys.readouterr().out
+    assert main(["models", "nope"]) == 2

@@ -141,3 +141,20 @@ def test_the_key_appears_nowhere(shell, endpoint, capsys, monkeypatch):
     text += repr(magics(shell).conversation.cache) + repr(vars(magics(shell)))
     assert "EMU_API_KEY" in text  # the refusal names the variable...
     assert API_KEY not in text  # ...never the key
+
+
+def test_batches_use_the_backend_without_streaming(shell, endpoint, capsys):
+    shell.user_ns["items"] = ["Paris", "Oslo", "Rome"]
+    summary = cell(shell, "%%pizza --each items -o out -m emu:emu-mini\nA fact about {item}?")
+    assert len(shell.user_ns["out"]) == 3 and "Oslo" in shell.user_ns["out"][1]
+    assert "emu:emu-mini" in str(summary)
+    assert all("stream" not in r["body"] for r in endpoint.chat_requests)
+    assert "Emulated" not in capsys.readouterr().out.split("Out[")[0]  # no stream printed
+
+
+def test_ask_many_takes_model_ids(endpoint):
+    from pizzagpt_magic import ask_many
+
+    answers = ask_many(["one?", "two?"], model="emu:emu-mini", max_tokens=2, progress=False)
+    assert answers == ["**Emulated emu-mini", "**Emulated emu-mini"]
+    assert [r["body"]["model"] for r in endpoint.chat_requests] == ["emu-mini", "emu-mini"]
