@@ -8,6 +8,7 @@ it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,7 +96,171 @@ def _usage_of(chunk: Any) -> dict[str, int] | None:
     return counts or None
 
 
+#: The store the API uses when none is given: ``store.get_store()`` (``$PIZZAGPT_STORE``, else
+#: the default location).
+DEFAULT_STORE: Any = "default"
+
+
+def origin_of(backend: Backend, base_url: str | None = None) -> str:
+    """Where a backend's answers come from (an endpoint's or Pizzagpt's URL, a class's path):
+    part of the cache key, so answers of one server never stand in for another's."""
+    if backend.endpoint is not None:
+        return backend.endpoint.url
+    if backend.is_pizzagpt:
+        try:
+            return str(backend.cls.base_url(base_url))
+        except PizzagptError:
+            return ""
+    return backend.provider
+
+
+def store_key(
+    backend: Backend,
+    messages: Messages,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    base_url: str | None = None,
+) -> str:
+    """The store's cache key of a request."""
+    from .store import request_key
+
+    parameters = {
+        k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
+    }
+    return request_key(
+        f"{backend.provider}@{origin_of(backend, base_url)}", backend.model, parameters, messages
+    )
+
+
+def _prompt_of(messages: Messages) -> str:
+    users = [m for m in messages if m.get("role") == "user"]
+    content = users[-1]["content"] if users else ""
+    return content if isinstance(content, str) else json.dumps(content, default=str)
+
+
 async def complete_messages(
+    backend: Backend,
+    messages: Messages,
+    *,
+    stream: bool = True,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    on_text: Callable[[str], Any] | None = None,
+    cache: bool = True,
+    log: bool = True,
+    store: Any = DEFAULT_STORE,
+    context: dict[str, Any] | None = None,
+    **request: Any,
+) -> Completion:
+    """Send ``messages`` to ``backend`` and gather the answer, through the store.
+
+    With ``cache`` an identical earlier request (same backend and server, parameters and
+    messages) is answered from the store; every new answer is stored, so ``cache=False`` asks
+    again and keeps the new one. With ``log`` the exchange, answered or failed, is appended to
+    the store's log; ``context`` says where it was asked (``source``, ``session``, ``cell``).
+    ``store`` is a ``store.Store``, None for none, or the default store.
+    """
+    from . import store as stores
+
+    if store is DEFAULT_STORE:
+        store = stores.get_store() if (cache or log) else None
+    log = log and store is not None and stores.logging_enabled()
+    key = None
+    if store is not None:
+        parameters = {
+            k: v
+            for k, v in (("temperature", temperature), ("max_tokens", max_tokens))
+            if v is not None
+        }
+        key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"))
+        if cache:
+            hit = store.get(key)
+            if hit is not None:
+                meta = hit["meta"]
+                completion = Completion(
+                    hit["text"],
+                    backend.provider,
+                    backend.model,
+                    parameters,
+                    meta.get("finish_reason"),
+                    meta.get("usage"),
+                    0.0,
+                    cached=True,
+                )
+                if log:
+                    log_exchange(store, completion, messages, context=context)
+                return completion
+    try:
+        completion = await _fetch(
+            backend,
+            messages,
+            stream=stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_text=on_text,
+            **request,
+        )
+    except PizzagptError as exc:
+        if log:
+            log_exchange(
+                store,
+                None,
+                messages,
+                context=context,
+                backend=backend,
+                error=f"{type(exc).__name__}: {exc}",
+                partial=exc.partial or None,
+            )
+        raise
+    if store is not None and key is not None:
+        store.put(
+            key,
+            backend.provider,
+            backend.model,
+            completion.text,
+            {"finish_reason": completion.finish_reason, "usage": completion.usage},
+        )
+        if log:
+            log_exchange(store, completion, messages, context=context)
+    return completion
+
+
+def log_exchange(
+    store: Any,
+    completion: Completion | None,
+    messages: Messages,
+    *,
+    context: dict[str, Any] | None = None,
+    backend: Backend | None = None,
+    error: str | None = None,
+    partial: str | None = None,
+) -> None:
+    """Append one exchange to ``store``'s log: an answer, or a failure's one-line error."""
+    system = next((m["content"] for m in messages if m.get("role") == "system"), None)
+    record: dict[str, Any] = {
+        "time": time.time(),
+        "system": system,
+        "messages": messages,
+        "prompt": _prompt_of(messages),
+        **(context or {}),
+    }
+    if completion is not None:
+        record.update(
+            provider=completion.provider,
+            model=completion.model,
+            parameters=completion.parameters,
+            answer=completion.text,
+            seconds=completion.seconds,
+            usage=completion.usage,
+            cached=completion.cached,
+        )
+    else:
+        assert backend is not None
+        record.update(provider=backend.provider, model=backend.model, error=error, answer=partial)
+    store.log(record)
+
+
+async def _fetch(
     backend: Backend,
     messages: Messages,
     *,
@@ -201,12 +366,15 @@ async def complete(
     max_tokens: int | None = None,
     on_text: Callable[[str], Any] | None = None,
     provider: Any = None,
+    cache: bool = True,
+    log: bool = True,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
 
-    ``model`` is a model id; ``on_text`` gets each piece of text as it arrives. ``request``:
-    ``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
+    ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache`` and
+    ``log`` use the store (see ``complete_messages``). ``request``: ``proxy``, ``timeout``,
+    ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
     """
     backend = resolve_backend(model, provider)
     backend.check_parameters(temperature, max_tokens)
@@ -218,6 +386,8 @@ async def complete(
         temperature=temperature,
         max_tokens=max_tokens,
         on_text=on_text,
+        cache=cache,
+        log=log,
         **request,
     )
 
@@ -238,6 +408,8 @@ async def ask_async(
     stream: bool = True,
     on_text: Callable[[str], Any] | None = None,
     provider: Any = None,
+    cache: bool = True,
+    log: bool = True,
 ) -> str:
     """Ask one question and return the answer's text.
 
@@ -245,7 +417,8 @@ async def ask_async(
     provider class path); ``history`` is earlier ``{"role", "content"}`` messages (a chat);
     ``timeout`` and ``connect_timeout`` are seconds; ``base_url`` overrides ``$PIZZAGPT_URL``;
     ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
-    as it arrives.
+    as it arrives. An identical earlier request is answered from the store unless ``cache`` is
+    False; every exchange goes to the store's log unless ``log`` is False.
     """
     completion = await complete(
         prompt,
@@ -257,6 +430,9 @@ async def ask_async(
         max_tokens=max_tokens,
         on_text=on_text,
         provider=provider,
+        cache=cache,
+        log=log,
+        context={"source": "api"},
         proxy=proxy,
         timeout=timeout,
         connect_timeout=connect_timeout,

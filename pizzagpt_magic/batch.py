@@ -48,13 +48,16 @@ async def ask_many_async(
     errors: str = "raise",
     progress: bool = True,
     ask: Callable[..., Any] | None = None,
+    into: list[Any] | None = None,
     **options: Any,
 ) -> list[Any]:
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
-    ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, ...).
-    With ``ask`` (a coroutine function taking one item and ``options``) the items can be
-    anything that function takes.
+    ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, cache,
+    ...). With ``ask`` (a coroutine function taking one item and ``options``) the items can be
+    anything that function takes. ``into``, a list, receives each answer (or exception) at its
+    item's position as it arrives, so what arrived before an interrupt stays reachable; every
+    answer is also in the store, so running the same batch again asks only for the rest.
     """
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
@@ -63,6 +66,9 @@ async def ask_many_async(
     items = list(prompts)
     ask = ask or ask_async
     results: list[Any] = [None] * len(items)
+    if into is not None:
+        into[:] = results
+        results = into
     failures: dict[int, BaseException] = {}
     queue = iter(range(len(items)))
     bar = progress_bar(len(items), enabled=progress and bool(items))

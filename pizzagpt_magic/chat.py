@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .api import Completion, build_messages, complete_messages
+from .api import Completion, build_messages, complete_messages, log_exchange
 from .providers.base import Messages
 
 if TYPE_CHECKING:
@@ -96,11 +96,19 @@ class Conversation:
         chat: bool = False,
         temperature: float | None = None,
         max_tokens: int | None = None,
-    ) -> Completion | None:
-        """The cached answer to this request, or None."""
+        store: Any = None,
+        base_url: str | None = None,
+    ) -> bool:
+        """Whether this request has an answer kept, in memory or in ``store``."""
         messages = self.messages(prompt, system=system, chat=chat)
         key = self._key(backend, self._parameters(temperature, max_tokens), messages)
-        return self.cache.get(key)
+        if key in self.cache:
+            return True
+        if store is None:
+            return False
+        from .api import store_key
+
+        return store.has(store_key(backend, messages, temperature, max_tokens, base_url))
 
     async def ask(
         self,
@@ -114,13 +122,23 @@ class Conversation:
         max_tokens: int | None = None,
         stream: bool = False,
         on_text: Callable[[str], Any] | None = None,
+        store: Any = None,
+        log: bool = True,
+        context: dict[str, Any] | None = None,
         **request: Any,
     ) -> Reply:
-        """The answer to ``prompt``, from the cache if allowed and present."""
+        """The answer to ``prompt``: from memory, else from the store, else asked for (and then
+        kept in both). ``use_cache`` False asks again whatever is kept. With ``log`` the
+        exchange goes to ``store``'s log."""
         messages = self.messages(prompt, system=system, chat=chat)
         key = self._key(backend, self._parameters(temperature, max_tokens), messages)
         if use_cache and key in self.cache:
             hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
+            if log and store is not None:
+                from . import store as stores
+
+                if stores.logging_enabled():
+                    log_exchange(store, hit, messages, context=context)
             return Reply(hit.text, True, hit)
         completion = await complete_messages(
             backend,
@@ -129,10 +147,14 @@ class Conversation:
             temperature=temperature,
             max_tokens=max_tokens,
             on_text=on_text,
+            cache=use_cache,
+            log=log,
+            store=store,
+            context=context,
             **request,
         )
-        self.cache[key] = completion
-        return Reply(completion.text, False, completion)
+        self.cache[key] = dataclasses.replace(completion, cached=False)
+        return Reply(completion.text, completion.cached, completion)
 
     def record(self, prompt: str, answer: str, model: str, provider: str = "pizzagpt") -> None:
         self.exchanges.append(Exchange(prompt, answer, model, provider))

@@ -133,8 +133,23 @@ class PizzaMagics(Magics):
         allow_none=True,
         help="Proxy URL (http:// or https://); None means the standard proxy variables.",
     ).tag(config=True)
-    cache = Bool(True, help="Answer a repeated identical question from memory.").tag(config=True)
-    cache_size = Int(128, help="How many answers the cache keeps (at least 1).").tag(config=True)
+    cache = Bool(
+        True, help="Answer a repeated identical question from memory, else from the store."
+    ).tag(config=True)
+    cache_size = Int(128, help="How many answers the memory cache keeps (at least 1).").tag(
+        config=True
+    )
+    store = Unicode(
+        None,
+        allow_none=True,
+        help="Path of the SQLite store that keeps answers across kernels (cache and log); "
+        "None means the default file in the user data directory, '' turns the store off. "
+        "$PIZZAGPT_STORE, when set, wins.",
+    ).tag(config=True)
+    cache_max_mb = Float(200.0, help="Size limit of the store's cache, in MB.").tag(config=True)
+    log = Bool(
+        True, help="Append every exchange to the store's log (also off with PIZZAGPT_LOG=0)."
+    ).tag(config=True)
     history_length = Int(
         20, help="How many exchanges the conversation keeps for -c/--chat (0 keeps none)."
     ).tag(config=True)
@@ -305,6 +320,16 @@ class PizzaMagics(Magics):
     @argument("--timeout", type=float, metavar="SECONDS", help="Time limit for this question.")
     @argument("--proxy", metavar="URL", help="Proxy for this question.")
     @argument("--no-cache", action="store_true", help="Ask again even if answered before.")
+    @argument("--no-log", action="store_true", help="Keep this exchange out of the log.")
+    @argument(
+        "--log",
+        nargs="?",
+        const=10,
+        type=int,
+        metavar="N",
+        dest="show_log",
+        help="Show the newest N logged exchanges (default 10).",
+    )
     @argument(
         "--no-interpolate",
         action="store_true",
@@ -364,9 +389,11 @@ class PizzaMagics(Magics):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
-        if args.models is not None or args.history:
+        if args.models is not None or args.history or args.show_log is not None:
             if prompt:
-                raise UsageError("--models and --history take no question")
+                raise UsageError("--models, --history and --log take no question")
+            if args.show_log is not None:
+                return self._log(args.show_log)
             return self._models(args) if args.models is not None else self._history()
         if args.each:
             if cell is None:
@@ -457,6 +484,8 @@ class PizzaMagics(Magics):
         as it arrives."""
         use_cache = self.cache and not args.no_cache
         request = self._request_options(args)
+        store = self._store()
+        context = self._context()
 
         async def ask(prompt: str, system: str | None) -> Reply:
             return await self.conversation.ask(
@@ -469,10 +498,30 @@ class PizzaMagics(Magics):
                 max_tokens=args.max_tokens,
                 stream=on_text is not None,
                 on_text=on_text,
+                store=store,
+                log=self.log and not args.no_log,
+                context=context,
                 **request,
             )
 
         return ask
+
+    def _store(self) -> Any:
+        """The store in effect (None when off or failed)."""
+        from .store import get_store
+
+        return get_store(self.store, cache_max_mb=self.cache_max_mb)
+
+    def _context(self) -> dict[str, Any]:
+        """Where a question is asked, for the log: this kernel's session and the cell."""
+        shell = self.ipython
+        kernel = getattr(shell, "kernel", None)
+        session = getattr(getattr(kernel, "session", None), "session", None)
+        if session is None:
+            history = getattr(shell, "history_manager", None)
+            number = getattr(history, "session_number", None)
+            session = f"ipython-{number}" if number else None
+        return {"source": "magic", "session": session, "cell": shell.execution_count}
 
     def _check_size(self, prompt: str, system: str | None, chat: bool) -> None:
         try:
@@ -507,8 +556,9 @@ class PizzaMagics(Magics):
                 chat=args.chat,
                 temperature=args.temperature,
                 max_tokens=args.max_tokens,
+                store=self._store(),
+                base_url=self.base_url,
             )
-            is not None
         )
         notebook = self._showing_progress()
         view: StreamView | None = None
@@ -611,26 +661,42 @@ class PizzaMagics(Magics):
             return (await ask_prompt(*request)).text
 
         started = time.monotonic()
-        results = run_sync(
-            ask_many_async(
-                requests,
-                concurrency=args.concurrency or self.concurrency,
-                errors="return",
-                progress=self.progress,
-                ask=ask_one,
+        received: list[Any] = [None] * len(requests)
+        try:
+            results = run_sync(
+                ask_many_async(
+                    requests,
+                    concurrency=args.concurrency or self.concurrency,
+                    errors="return",
+                    progress=self.progress,
+                    ask=ask_one,
+                    into=received,
+                )
             )
-        )
+        except KeyboardInterrupt:
+            # Every answer that arrived is kept: in the variable, None where none came (and
+            # in the store, so that a rerun asks only for the rest).
+            kept = [None if isinstance(r, BaseException) else r for r in received]
+            target = args.output or BATCH_ANSWERS
+            self.user_ns[target] = self._batch_values(kept, source)
+            count = sum(r is not None for r in kept)
+            import sys
+
+            print(
+                f"Interrupted: {count} of {len(kept)} answers kept in {target!r} (None where "
+                "none came); run the cell again to ask only for the rest",
+                file=sys.stderr,
+            )
+            raise
         if args.format in ("code", "json"):  # each answer becomes its value, or fails
             results = [
                 result if isinstance(result, BaseException) else _value_of(result, args.format)
                 for result in results
             ]
         summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
-        answers: Any = [None if isinstance(r, BaseException) else r for r in results]
-        if _is_pandas(source):
-            import pandas as pd
-
-            answers = pd.Series(answers, index=source.index, name="answer", dtype=object)
+        answers = self._batch_values(
+            [None if isinstance(r, BaseException) else r for r in results], source
+        )
         summary.answers = answers
         target = args.output or (BATCH_ANSWERS if summary.failures else None)
         if target:
@@ -638,6 +704,62 @@ class PizzaMagics(Magics):
         if summary.failures:
             raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
         return summary
+
+    @staticmethod
+    def _batch_values(answers: list[Any], source: Any) -> Any:
+        """A batch's answers as the ``-o`` value: a list, or a Series on a pandas index."""
+        if _is_pandas(source):
+            import pandas as pd
+
+            return pd.Series(answers, index=source.index, name="answer", dtype=object)
+        return answers
+
+    def _log(self, count: int) -> SafeMarkdown:
+        """The newest ``count`` logged exchanges, each prompt and answer rendered safely."""
+        import datetime as dt
+
+        if count < 1:
+            raise UsageError("--log N needs N of at least 1")
+        store = self._store()
+        if store is None:
+            raise UsageError(
+                "The store is off (PizzaMagics.store = '' or $PIZZAGPT_STORE empty), so nothing "
+                "is logged"
+            )
+        records = store.records(count)
+        if not records:
+            empty = f"The log at {store.path} is empty."
+            return SafeMarkdown([Markup(f"<p><em>{escape(empty)}</em></p>")], empty)
+        parts: list[Any] = []
+        plain = []
+        for number, record in enumerate(reversed(records), 1):
+            when = dt.datetime.fromtimestamp(record["time"]).strftime("%Y-%m-%d %H:%M:%S")
+            model = (
+                record["model"]
+                if record["provider"] == "pizzagpt"
+                else f"{record['provider']}:{record['model']}"
+            )
+            notes = [when, model, record["source"]]
+            if record["cached"]:
+                notes.append("from the cache")
+            if record["total_tokens"]:
+                notes.append(f"{record['total_tokens']} tokens")
+            heading = " · ".join(str(n) for n in notes)
+            if number > 1:
+                parts.append(Markup("<hr>"))
+            parts += [
+                Markup(f"<p><strong>{escape(heading)}</strong></p><blockquote>"),
+                record["prompt"],
+                Markup("</blockquote><div>"),
+            ]
+            if record["error"]:
+                parts.append(Markup(f"<p><em>failed: {escape(record['error'])}</em></p>"))
+            if record["answer"]:
+                parts.append(record["answer"])
+            parts.append(Markup("</div>"))
+            outcome = record["answer"] if not record["error"] else f"failed: {record['error']}"
+            plain.append(f"[{heading}]\nYou: {record['prompt']}\n{model}: {outcome}")
+        return SafeMarkdown(parts, "\n\n".join(plain))
 
     def _models(self, args: Any) -> SafeMarkdown:
         """Every provider's models (each endpoint asked in parallel), or one provider's."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import types
 from collections.abc import Iterator
 
@@ -11,6 +12,10 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 from keys import API_KEY
+
+# The store is off unless a test turns it on with a file of its own: the suite must neither
+# read nor write the user's store (kernels and commands the tests start inherit this).
+os.environ["PIZZAGPT_STORE"] = ""
 
 from pizzagpt_magic.emulator import EmulatorThread
 

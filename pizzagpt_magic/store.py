@@ -1,0 +1,599 @@
+"""The store: answers that outlast the kernel, in one SQLite database.
+
+It holds a cache (identical requests answered again without asking) and a log (every exchange,
+answered or failed), shared by the magics, the Python API and the command line, across kernels,
+processes and restarts. Where it is: ``$PIZZAGPT_STORE``, else ``PizzaMagics.store``, else
+``store.sqlite3`` in the platform's user data directory (``platformdirs``); an empty value turns
+it off (memory only).
+
+- SQLite in WAL mode with a busy timeout, so several kernels and the command line read and
+  write at once; the schema is versioned (``PRAGMA user_version``) and migrated forward.
+- Reads (a cache lookup) happen where they are asked for; writes go to one writer thread per
+  store, in order, committed as they come, so the event loop never waits on the disk or on
+  another process's lock, and an answer is on disk moments after it arrived.
+- Keys, tokens and proxy credentials are never written: requests hold only the messages and
+  parameters, errors are the package's one-line messages, which mask secrets.
+- Any failure of the store (unwritable, corrupt, locked too long, disk full) gives one warning
+  per process, and from then on the package works from memory only: a question never fails
+  because of the store.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Store",
+    "StoreWarning",
+    "default_path",
+    "get_store",
+    "logs",
+    "request_key",
+    "store_path",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a write waits for another process's lock before the store gives up.
+BUSY_TIMEOUT = 10.0
+#: The cache's size limit when none is set, in MB.
+DEFAULT_CACHE_MAX_MB = 200.0
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE cache (
+            key TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            meta TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created REAL NOT NULL,
+            used REAL NOT NULL
+        )""",
+        "CREATE INDEX cache_used ON cache (used)",
+        """CREATE TABLE log (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            parameters TEXT NOT NULL,
+            system TEXT,
+            messages TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            answer TEXT,
+            error TEXT,
+            seconds REAL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            total_tokens INTEGER,
+            cached INTEGER NOT NULL DEFAULT 0,
+            source TEXT NOT NULL,
+            session TEXT,
+            cell INTEGER
+        )""",
+        "CREATE INDEX log_time ON log (time)",
+    ],
+}
+FTS_SCHEMA = [
+    """CREATE VIRTUAL TABLE IF NOT EXISTS log_fts USING fts5(
+        prompt, answer, content='log', content_rowid='id')""",
+    """CREATE TRIGGER IF NOT EXISTS log_fts_insert AFTER INSERT ON log BEGIN
+        INSERT INTO log_fts (rowid, prompt, answer) VALUES (new.id, new.prompt, new.answer);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS log_fts_delete AFTER DELETE ON log BEGIN
+        INSERT INTO log_fts (log_fts, rowid, prompt, answer)
+        VALUES ('delete', old.id, old.prompt, old.answer);
+    END""",
+]
+
+
+class StoreWarning(UserWarning):
+    """The store failed; the package goes on from memory only."""
+
+
+def default_path() -> Path:
+    """``store.sqlite3`` in the platform's user data directory."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("pizzagpt-magic", appauthor=False)) / "store.sqlite3"
+
+
+def store_path(configured: str | None = None) -> Path | None:
+    """Where the store is: ``$PIZZAGPT_STORE``, else ``configured`` (``PizzaMagics.store``),
+    else the default; None when the one that applies is empty (the store is off)."""
+    value = os.environ.get("PIZZAGPT_STORE")
+    if value is None:
+        value = configured
+    if value is None:
+        return default_path()
+    value = value.strip()
+    return Path(value).expanduser() if value else None
+
+
+def logging_enabled() -> bool:
+    """Whether ``$PIZZAGPT_LOG`` allows the log (unset, or anything but 0/false/no/off)."""
+    return os.environ.get("PIZZAGPT_LOG", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def request_key(
+    provider: str, model: str, parameters: dict[str, Any], messages: Iterable[dict[str, Any]]
+) -> str:
+    """The cache key of a request: a hash of everything that decides its answer."""
+    sent = [[m["role"], m["content"]] for m in messages]
+    blob = json.dumps(
+        [provider, model, sorted(parameters.items()), sent],
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Store:
+    """One SQLite store: cache lookups here, writes on the writer thread."""
+
+    def __init__(self, path: str | os.PathLike[str], *, cache_max_mb: float | None = None) -> None:
+        self.path = Path(path)
+        self.cache_max_bytes = int((cache_max_mb or DEFAULT_CACHE_MAX_MB) * 1024 * 1024)
+        self.failed: str | None = None
+        self.fts = False
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writes = 0
+        self._open()
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+        return connection
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = self._connect()
+            try:
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    logger.debug("the store is in %s mode, not WAL", mode)
+                self._migrate(connection)
+                connection.execute("PRAGMA quick_check").fetchone()
+            finally:
+                connection.close()
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+
+    def _migrate(self, connection: sqlite3.Connection) -> None:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"the store's schema is version {version}, newer than this package's "
+                f"{SCHEMA_VERSION}"
+            )
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {target}")
+            try:
+                for statement in FTS_SCHEMA:
+                    connection.execute(statement)
+                self.fts = True
+            except sqlite3.OperationalError:  # an SQLite built without FTS5
+                self.fts = False
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def _fail(self, exc: BaseException) -> None:
+        """Turn the store off, with one warning per process."""
+        if self.failed is not None:
+            return
+        self.failed = f"{type(exc).__name__}: {exc}"
+        _warn_once(
+            f"The answer store at {self.path} cannot be used ({self.failed}); "
+            "answers are kept in memory only"
+        )
+
+    @property
+    def usable(self) -> bool:
+        return self.failed is None
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def _submit(self, job: Callable[[sqlite3.Connection], Any]) -> None:
+        if self.failed is not None:
+            return
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="pizzagpt-store", daemon=True
+                )
+                self._writer.start()
+                _stores_to_flush.add(self)
+        self._queue.put(job)
+
+    def _write_loop(self) -> None:
+        try:
+            connection = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return
+        while True:
+            job = self._queue.get()
+            if job is None:
+                connection.close()
+                return
+            if isinstance(job, threading.Event):
+                job.set()
+                continue
+            if self.failed is not None:
+                continue
+            try:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    job(connection)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                self._writes += 1
+                if self._writes % 200 == 0:
+                    self._trim(connection)
+            except (sqlite3.Error, OSError) as exc:
+                self._fail(exc)
+            except Exception:  # a bug in one job must not stop the writer
+                logger.exception("a write to the store failed")
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every write submitted so far is on disk (or the store failed)."""
+        if self._writer is None or not self._writer.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join(10)
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    # -- the cache ------------------------------------------------------------------------
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` has a cached answer (without marking it used)."""
+        if self.failed is not None:
+            return False
+        try:
+            row = self._reader().execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return False
+        return row is not None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached answer of ``key`` (``{"text", "meta"}``), or None."""
+        if self.failed is not None:
+            return None
+        try:
+            row = (
+                self._reader()
+                .execute("SELECT answer, meta FROM cache WHERE key = ?", (key,))
+                .fetchone()
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return None
+        if row is None:
+            return None
+        now = time.time()
+        self._submit(lambda c: c.execute("UPDATE cache SET used = ? WHERE key = ?", (now, key)))
+        return {"text": row[0], "meta": json.loads(row[1])}
+
+    def put(self, key: str, provider: str, model: str, text: str, meta: dict[str, Any]) -> None:
+        """Keep the answer of ``key`` (written on the writer thread)."""
+        now = time.time()
+        blob = json.dumps(meta, ensure_ascii=False, default=str)
+        size = len(text.encode("utf-8", "surrogatepass")) + len(blob) + len(key)
+
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR REPLACE INTO cache (key, provider, model, answer, meta, size, "
+                "created, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, provider, model, text, blob, size, now, now),
+            )
+
+        self._submit(write)
+
+    def _trim(self, connection: sqlite3.Connection) -> None:
+        """Drop the least recently used answers while the cache is over its limit."""
+        total = connection.execute("SELECT coalesce(sum(size), 0) FROM cache").fetchone()[0]
+        if total <= self.cache_max_bytes:
+            return
+        excess = total - int(self.cache_max_bytes * 0.9)
+        connection.execute("BEGIN IMMEDIATE")
+        dropped = 0
+        for key, size in connection.execute("SELECT key, size FROM cache ORDER BY used").fetchall():
+            connection.execute("DELETE FROM cache WHERE key = ?", (key,))
+            dropped += size
+            if dropped >= excess:
+                break
+        connection.execute("COMMIT")
+
+    def clear_cache(self) -> int:
+        """Forget every cached answer; returns how many there were."""
+        self.flush()
+        connection = self._reader()
+        count = connection.execute("SELECT count(*) FROM cache").fetchone()[0]
+        connection.execute("DELETE FROM cache")
+        connection.execute("VACUUM")
+        return int(count)
+
+    def info(self) -> dict[str, Any]:
+        """What the store holds: cache entries and bytes, log entries, file size, path."""
+        self.flush()
+        connection = self._reader()
+        entries, size = connection.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM cache"
+        ).fetchone()
+        logged = connection.execute("SELECT count(*) FROM log").fetchone()[0]
+        on_disk = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        return {
+            "path": str(self.path),
+            "cache_entries": int(entries),
+            "cache_bytes": int(size),
+            "cache_limit_bytes": self.cache_max_bytes,
+            "log_entries": int(logged),
+            "file_bytes": on_disk,
+            "full_text_search": self.fts,
+        }
+
+    # -- the log --------------------------------------------------------------------------
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one exchange to the log (written on the writer thread)."""
+        columns = (
+            "time",
+            "provider",
+            "model",
+            "parameters",
+            "system",
+            "messages",
+            "prompt",
+            "answer",
+            "error",
+            "seconds",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cached",
+            "source",
+            "session",
+            "cell",
+        )
+        usage = record.get("usage") or {}
+        values = (
+            record.get("time", time.time()),
+            record["provider"],
+            record["model"],
+            json.dumps(record.get("parameters") or {}, sort_keys=True),
+            record.get("system"),
+            json.dumps(record.get("messages") or [], ensure_ascii=False, default=str),
+            record.get("prompt", ""),
+            record.get("answer"),
+            record.get("error"),
+            record.get("seconds"),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            usage.get("total_tokens"),
+            int(bool(record.get("cached"))),
+            record.get("source", "api"),
+            record.get("session"),
+            record.get("cell"),
+        )
+        sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        self._submit(lambda c: c.execute(sql, values))
+
+    def records(
+        self,
+        n: int | None = 20,
+        *,
+        query: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest ``n`` exchanges (all with None), newest first, that match ``query``
+        (full-text where SQLite has FTS5, else a substring), ``model`` (a model id or a
+        provider) and ``since`` (a Unix time)."""
+        self.flush()
+        where: list[str] = []
+        params: list[Any] = []
+        if query:
+            if self.fts:
+                where.append("log.id IN (SELECT rowid FROM log_fts WHERE log_fts MATCH ?)")
+                params.append(_fts_query(query))
+            else:
+                where.append("(log.prompt LIKE ? OR log.answer LIKE ?)")
+                params += [f"%{query}%"] * 2
+        if model:
+            provider, _, name = model.partition(":")
+            if name:
+                where.append("log.provider = ? AND log.model = ?")
+                params += [provider, name]
+            else:
+                where.append("(log.model = ? OR log.provider = ?)")
+                params += [model, model]
+        if since is not None:
+            where.append("log.time >= ?")
+            params.append(since)
+        sql = "SELECT * FROM log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY log.id DESC"
+        if n is not None:
+            sql += f" LIMIT {int(n)}"
+        connection = self._reader()
+        cursor = connection.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        out = []
+        for row in cursor.fetchall():
+            record = dict(zip(names, row))
+            record["parameters"] = json.loads(record["parameters"])
+            record["messages"] = json.loads(record["messages"])
+            record["cached"] = bool(record["cached"])
+            out.append(record)
+        return out
+
+    def prune(self, older_than_days: float) -> int:
+        """Delete the log's exchanges older than that many days; returns how many."""
+        self.flush()
+        cutoff = time.time() - older_than_days * 86400
+        connection = self._reader()
+        cursor = connection.execute("DELETE FROM log WHERE time < ?", (cutoff,))
+        return int(cursor.rowcount)
+
+
+def _fts_query(text: str) -> str:
+    """Words of ``text`` as an FTS5 query that matches them all, each quoted."""
+    words = [w.replace('"', '""') for w in text.split()]
+    return " ".join(f'"{w}"' for w in words) or '""'
+
+
+_warned = False
+_warn_lock = threading.Lock()
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    with _warn_lock:
+        if _warned:
+            logger.debug("%s", message)
+            return
+        _warned = True
+    warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+_stores_to_flush: set[Store] = set()
+
+
+def get_store(configured: str | None = None, *, cache_max_mb: float | None = None) -> Store | None:
+    """The store in effect (see ``store_path``), opened once per path; None when it is off
+    or has failed."""
+    path = store_path(configured)
+    if path is None:
+        return None
+    key = str(path)
+    store = _stores.get(key)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(key)
+            if store is None:
+                store = _stores[key] = Store(path, cache_max_mb=cache_max_mb)
+    if cache_max_mb is not None:
+        store.cache_max_bytes = int(cache_max_mb * 1024 * 1024)
+    return store if store.usable else None
+
+
+def forget_stores() -> None:
+    """Close every open store (tests, and a change of location)."""
+    with _stores_lock:
+        for store in _stores.values():
+            store.close()
+        _stores.clear()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for store in list(_stores_to_flush):
+        try:
+            store.flush(timeout=10)
+        except Exception:  # noqa: BLE001 - at exit, one store must not stop the others
+            pass
+
+
+def parse_since(value: str) -> float:
+    """A Unix time from ``WHEN``: an ISO date or time, or an age such as ``30m``, ``12h``,
+    ``7d``."""
+    import datetime as dt
+    import re
+
+    text = value.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", text)
+    if match:
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match[2]]
+        return time.time() - float(match[1]) * seconds
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"--since takes a date (2026-11-28), a time (2026-11-28T09:30) or an age "
+            f"(30m, 12h, 7d), not {value!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.timestamp()
+
+
+def logs(
+    n: int | None = 20,
+    *,
+    query: str | None = None,
+    model: str | None = None,
+    since: str | float | None = None,
+    path: str | None = None,
+) -> Any:
+    """The newest logged exchanges (a pandas DataFrame when pandas is installed, else a list
+    of dicts), newest first. ``query`` searches prompts and answers, ``model`` is a model id or
+    a provider, ``since`` a Unix time, a date or an age (``"7d"``)."""
+    store = Store(path) if path else get_store()
+    if store is None:
+        return []
+    if isinstance(since, str):
+        since = parse_since(since)
+    records = store.records(n, query=query, model=model, since=since)
+    try:
+        import pandas as pd
+    except ImportError:
+        return records
+    frame = pd.DataFrame.from_records(records)
+    if not frame.empty:
+        frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+    return frame
