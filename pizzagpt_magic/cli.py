@@ -2,6 +2,8 @@
 
 ``ask``       ask one question; the answer goes to stdout as it arrives
 ``models``    list the models of every provider (or of one)
+``logs``      show or search the log of exchanges; ``--prune`` deletes old ones
+``cache``     ``info`` (entries, size, path) or ``clear``
 ``demo``      run a notebook (the quickstart by default) against the offline emulator
 ``emulator``  run the offline emulator (``python -m pizzagpt_magic.emulator`` does the same)
 
@@ -77,6 +79,29 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-stream", action="store_true", help="print the answer when complete, not as it comes"
     )
     ask.add_argument("--retries", type=int, metavar="N", help="retries on 429/5xx (default 3)")
+    ask.add_argument(
+        "--no-cache", action="store_true", help="ask again even if the store has an answer"
+    )
+    ask.add_argument("--no-log", action="store_true", help="keep this exchange out of the log")
+
+    logs = commands.add_parser(
+        "logs",
+        help="show or search the log of exchanges",
+        description="The newest exchanges in the store's log ($PIZZAGPT_STORE, else the user "
+        "data directory), oldest first, or with --json as JSON records, newest first.",
+    )
+    logs.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    logs.add_argument("--json", action="store_true", help="JSON records")
+    logs.add_argument("-q", "--query", metavar="TEXT", help="search prompts and answers")
+    logs.add_argument("-m", "--model", metavar="MODEL", help="a model id or a provider")
+    logs.add_argument("--since", metavar="WHEN", help="a date, a time or an age (30m, 12h, 7d)")
+    logs.add_argument(
+        "--prune", action="store_true", help="delete exchanges older than --older-than DAYS"
+    )
+    logs.add_argument("--older-than", type=float, metavar="DAYS", help="with --prune")
+
+    cache = commands.add_parser("cache", help="the store's cache: info or clear")
+    cache.add_argument("action", choices=("info", "clear"), help="show its size, or empty it")
 
     models = commands.add_parser(
         "models",
@@ -197,6 +222,9 @@ def _ask(args: argparse.Namespace) -> int:
                 temperature=args.temperature,
                 max_tokens=args.max_tokens,
                 on_text=on_text if printing else None,
+                cache=not args.no_cache,
+                log=not args.no_log,
+                context={"source": "cli"},
                 timeout=args.timeout,
                 proxy=args.proxy,
                 base_url=args.base_url if backend.is_pizzagpt else None,
@@ -261,6 +289,77 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store() -> Any:
+    from .store import get_store, store_path
+
+    path = store_path()
+    if path is None:
+        raise _StoreOff("the store is off ($PIZZAGPT_STORE is empty)")
+    store = get_store()
+    if store is None:
+        raise _StoreOff(f"the store at {path} cannot be used")
+    return store
+
+
+class _StoreOff(Exception):
+    pass
+
+
+def _logs(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from .store import parse_since
+
+    store = _open_store()
+    if args.prune:
+        if args.older_than is None:
+            print("pizzagpt logs: --prune needs --older-than DAYS", file=sys.stderr)
+            return 2
+        print(f"Deleted {store.prune(args.older_than)} exchanges from {store.path}")
+        return 0
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"pizzagpt logs: {exc}", file=sys.stderr)
+        return 2
+    records = store.records(args.n, query=args.query, model=args.model, since=since)
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return 0
+    for record in reversed(records):
+        when = dt.datetime.fromtimestamp(record["time"]).strftime("%Y-%m-%d %H:%M:%S")
+        model = (
+            record["model"]
+            if record["provider"] == "pizzagpt"
+            else f"{record['provider']}:{record['model']}"
+        )
+        flags = " (cached)" if record["cached"] else ""
+        print(f"# {when}  {model}  {record['source']}{flags}")
+        print(f"> {record['prompt']}")
+        if record["error"]:
+            print(f"! {record['error']}")
+        if record["answer"]:
+            print(record["answer"])
+        print()
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    store = _open_store()
+    if args.action == "clear":
+        print(f"Cleared {store.clear_cache()} cached answers from {store.path}")
+        return 0
+    info = store.info()
+    print(f"path: {info['path']}")
+    print(
+        f"cached answers: {info['cache_entries']} ({info['cache_bytes'] / 1e6:.2f} MB of "
+        f"{info['cache_limit_bytes'] / 1e6:.0f} MB)"
+    )
+    print(f"logged exchanges: {info['log_entries']}")
+    print(f"file size: {info['file_bytes'] / 1e6:.2f} MB")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
@@ -275,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ask(args)
         if args.command == "models":
             return _models(args)
+        if args.command in ("logs", "cache"):
+            try:
+                return _logs(args) if args.command == "logs" else _cache(args)
+            except _StoreOff as exc:
+                print(f"pizzagpt {args.command}: {exc}", file=sys.stderr)
+                return 1
         from .demo import DemoError, run_demo
 
         try:

@@ -76,6 +76,15 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(path, as_version=4)
     previous = os.environ.get("PIZZAGPT_URL")
+    previous_store = os.environ.get("PIZZAGPT_STORE")
+    store_file = None
+    if previous_store is None:
+        # A store of the demo's own, new each run: the emulator's answers never mix with the
+        # user's, and the log shows what this run asked.
+        store_file = out_dir / "store.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store_file}{suffix}").unlink(missing_ok=True)
+        os.environ["PIZZAGPT_STORE"] = str(store_file)
     with EmulatorThread(latency=latency) as emu:
         os.environ["PIZZAGPT_URL"] = emu.url
         print(f"Emulator on {emu.url}; running {path} in a Jupyter kernel\n", flush=True)
@@ -94,10 +103,11 @@ def run_demo(
         except Exception as exc:  # the kernel did not start, a cell timed out, ...
             raise DemoError(f"the notebook could not run: {type(exc).__name__}: {exc}") from None
         finally:
-            if previous is None:
-                os.environ.pop("PIZZAGPT_URL", None)
-            else:
-                os.environ["PIZZAGPT_URL"] = previous
+            for name, value in (("PIZZAGPT_URL", previous), ("PIZZAGPT_STORE", previous_store)):
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
         requests = emu.requests
     executed = out_dir / path.name
     nbformat.write(nb, executed)
@@ -121,6 +131,12 @@ def run_demo(
         f"{', '.join(str(p) for p in written)}",
         flush=True,
     )
+    if store_file is not None:
+        print(
+            f"Every exchange is logged in {store_file}; to read it: "
+            f"PIZZAGPT_STORE={store_file} pizzagpt logs -n 50",
+            flush=True,
+        )
     return 0
 
 
