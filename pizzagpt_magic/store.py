@@ -154,6 +154,8 @@ class Store:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: Answers given to the writer and not yet committed: read from here meanwhile.
+        self._pending: dict[str, tuple[str, str]] = {}
         self._writer: threading.Thread | None = None
         self._writes = 0
         self._open()
@@ -268,9 +270,13 @@ class Store:
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
+                finally:
+                    key = getattr(job, "cache_key", None)
+                    if key is not None:
+                        self._pending.pop(key, None)
                 self._writes += 1
                 if self._writes % 200 == 0:
-                    self._trim(connection)
+                    self._queue.put(self._trim)  # in a transaction of its own, next
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
             except Exception:  # a bug in one job must not stop the writer
@@ -300,6 +306,8 @@ class Store:
         """Whether ``key`` has a cached answer (without marking it used)."""
         if self.failed is not None:
             return False
+        if key in self._pending:
+            return True
         try:
             row = self._reader().execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone()
         except (sqlite3.Error, OSError) as exc:
@@ -311,6 +319,9 @@ class Store:
         """The cached answer of ``key`` (``{"text", "meta"}``), or None."""
         if self.failed is not None:
             return None
+        pending = self._pending.get(key)
+        if pending is not None:
+            return {"text": pending[0], "meta": json.loads(pending[1])}
         try:
             row = (
                 self._reader()
@@ -339,7 +350,10 @@ class Store:
                 (key, provider, model, text, blob, size, now, now),
             )
 
-        self._submit(write)
+        if self.failed is None:
+            self._pending[key] = (text, blob)
+            write.cache_key = key  # type: ignore[attr-defined]
+            self._submit(write)
 
     def _trim(self, connection: sqlite3.Connection) -> None:
         """Drop the least recently used answers while the cache is over its limit."""
@@ -347,14 +361,12 @@ class Store:
         if total <= self.cache_max_bytes:
             return
         excess = total - int(self.cache_max_bytes * 0.9)
-        connection.execute("BEGIN IMMEDIATE")
         dropped = 0
         for key, size in connection.execute("SELECT key, size FROM cache ORDER BY used").fetchall():
             connection.execute("DELETE FROM cache WHERE key = ?", (key,))
             dropped += size
             if dropped >= excess:
                 break
-        connection.execute("COMMIT")
 
     def clear_cache(self) -> int:
         """Forget every cached answer; returns how many there were."""
