@@ -490,6 +490,166 @@ def bench_stream(trials: int) -> dict[str, Any]:
     }
 
 
+# -- 5c. the store -----------------------------------------------------------------------------
+
+
+def bench_store(url: str, calls: int, stored: int = 100_000) -> list[dict[str, Any]]:
+    """The store's cost per call, a hit among many stored answers, and a batch with it on."""
+    import random
+
+    from pizzagpt_magic import api
+    from pizzagpt_magic import store as stores
+    from pizzagpt_magic.backends import resolve
+    from pizzagpt_magic.loop import run_sync
+
+    rows: list[dict[str, Any]] = []
+    os.environ["PIZZAGPT_URL"] = url
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "store.sqlite3"
+        store = stores.Store(path)
+
+        # 1. Per call: cache lookup and log write, over the memory-only path, paired calls.
+        async def one(question: str, with_store: bool) -> float:
+            started = time.perf_counter()
+            await api.ask_async(question, store=store if with_store else None)
+            return time.perf_counter() - started
+
+        async def paired(tag: str) -> tuple[list[float], list[float]]:
+            on, off = [], []
+            for i in range(calls):
+                first = i % 2 == 0
+                for with_store in (first, not first):
+                    # A new question every time: each call looks up, misses, asks and writes.
+                    took = await one(f"store cost {tag} {i} {with_store}", with_store)
+                    (on if with_store else off).append(took)
+            return on, off
+
+        run_sync(paired("warm-up"))
+        on, off = run_sync(paired("measured"))
+        added = statistics.median(on) - statistics.median(off)
+        rows.append(
+            {
+                "figure": "the store's cost per question (cache lookup and log write)",
+                "measured": f"+{added * 1000:.3f} ms median ({ms(statistics.median(on))} vs "
+                f"{ms(statistics.median(off))} memory-only)",
+                "target": "< 0.3 ms added",
+                "ok": added < 0.0003,
+            }
+        )
+
+        # 2. A hit among 100,000 stored exchanges (cache and log).
+        backend = resolve("gpt-4o-mini")
+        keys = []
+        with sqlite3_connect(path) as connection:
+            batch = []
+            for i in range(stored):
+                messages = [{"role": "user", "content": f"stored question {i}"}]
+                key = api.store_key(backend, messages)
+                keys.append(key)
+                batch.append((key, "pizzagpt", "gpt-4o-mini", f"answer {i} " * 20, "{}", 300, i, i))
+            connection.executemany("INSERT INTO cache VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            connection.executemany(
+                "INSERT INTO log (time, provider, model, parameters, messages, prompt, answer, "
+                "source) VALUES (?, 'pizzagpt', 'gpt-4o-mini', '{}', '[]', ?, ?, 'bench')",
+                [(i, f"stored question {i}", f"answer {i}") for i in range(stored)],
+            )
+
+        async def hits() -> list[float]:
+            times = []
+            for i in random.Random(1).sample(range(stored), min(calls, 2000)):
+                started = time.perf_counter()
+                completion = await api.complete(f"stored question {i}", store=store)
+                times.append(time.perf_counter() - started)
+                assert completion.cached
+            return times
+
+        hit = statistics.median(run_sync(hits()))
+        rows.append(
+            {
+                "figure": f"a cache hit from the store holding {stored:,} exchanges",
+                "measured": f"{hit * 1000:.3f} ms median",
+                "target": "< 1 ms",
+                "ok": hit < 0.001,
+            }
+        )
+        store.close()
+    return rows
+
+
+def sqlite3_connect(path: Path) -> Any:
+    import sqlite3
+
+    return sqlite3.connect(path)
+
+
+def bench_batch_store(url: str, count: int = 1000, concurrency: int = 32) -> dict[str, Any]:
+    """A batch with the store on, against the same batch without it and the ideal; and the
+    longest time the event loop spent in one call of the store."""
+    from pizzagpt_magic import store as stores
+    from pizzagpt_magic.batch import ask_many_async
+    from pizzagpt_magic.loop import run_sync
+
+    os.environ["PIZZAGPT_URL"] = url
+    latency = 0.05
+    prompts = [f"batch row {i}: what stands out?" for i in range(count)]
+    longest = 0.0
+
+    class TimedStore(stores.Store):
+        """Records the longest call the event loop makes into the store."""
+
+        def _timed(self, name: str, *args: Any) -> Any:
+            nonlocal longest
+            started = time.perf_counter()
+            try:
+                return getattr(stores.Store, name)(self, *args)
+            finally:
+                longest = max(longest, time.perf_counter() - started)
+
+        def get(self, *args: Any) -> Any:
+            return self._timed("get", *args)
+
+        def has(self, *args: Any) -> Any:
+            return self._timed("has", *args)
+
+        def put(self, *args: Any) -> Any:
+            return self._timed("put", *args)
+
+        def log(self, *args: Any) -> Any:
+            return self._timed("log", *args)
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = TimedStore(Path(folder) / "store.sqlite3")
+
+        async def run(tag: str, with_store: bool) -> float:
+            started = time.perf_counter()
+            answers = await ask_many_async(
+                [f"{tag} {p}" for p in prompts],
+                concurrency=concurrency,
+                progress=False,
+                store=store if with_store else None,
+            )
+            assert len(answers) == count
+            return time.perf_counter() - started
+
+        run_sync(run("warm-up", True))
+        longest = 0.0
+        times = {True: [], False: []}  # type: dict[bool, list[float]]
+        for trial in range(2):
+            for with_store in (trial % 2 == 0, trial % 2 == 1):
+                times[with_store].append(run_sync(run(f"trial {trial}", with_store)))
+        store.close()
+    ideal = count / concurrency * latency
+    on, off = min(times[True]), min(times[False])
+    return {
+        "figure": f"batch with the store on: {count:,} prompts, {latency * 1000:.0f} ms latency, "
+        f"concurrency {concurrency}",
+        "measured": f"{on / ideal:.2f}x the ideal ({on:.2f} s; without the store {off:.2f} s, "
+        f"ideal {ideal:.2f} s); longest call into the store on the loop {longest * 1000:.2f} ms",
+        "target": "<= 1.2x; no call > 5 ms",
+        "ok": on / ideal <= 1.2 and longest < 0.005,
+    }
+
+
 # -- 6. cache hit --------------------------------------------------------------------------------
 
 
@@ -570,6 +730,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     quick = args.quick
+    # Figures measure the paths they name: the store is on only where a figure says so (and
+    # then in a file of its own), never the user's.
+    os.environ["PIZZAGPT_STORE"] = ""
     started = time.monotonic()
     rows = [bench_load_ext(3 if quick else 15)]
     with emulator() as url:
@@ -580,6 +743,10 @@ def main() -> int:
     rows.append(bench_stream(1 if quick else 5))
     with emulator("--latency", "0.1") as url:
         rows.append(bench_batch(url, 1 if quick else 3))
+    with emulator() as url:
+        rows.extend(bench_store(url, 100 if quick else 2000, 2_000 if quick else 100_000))
+    with emulator("--latency", "0.05") as url:
+        rows.append(bench_batch_store(url, 200 if quick else 1000))
     rows.append(bench_cache(50 if quick else 1000))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))

@@ -410,6 +410,7 @@ async def ask_async(
     provider: Any = None,
     cache: bool = True,
     log: bool = True,
+    store: Any = DEFAULT_STORE,
 ) -> str:
     """Ask one question and return the answer's text.
 
@@ -418,7 +419,8 @@ async def ask_async(
     ``timeout`` and ``connect_timeout`` are seconds; ``base_url`` overrides ``$PIZZAGPT_URL``;
     ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
     as it arrives. An identical earlier request is answered from the store unless ``cache`` is
-    False; every exchange goes to the store's log unless ``log`` is False.
+    False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
+    ``store.Store`` to use instead of the default one (None: no store).
     """
     completion = await complete(
         prompt,
@@ -432,6 +434,7 @@ async def ask_async(
         provider=provider,
         cache=cache,
         log=log,
+        store=store,
         context={"source": "api"},
         proxy=proxy,
         timeout=timeout,

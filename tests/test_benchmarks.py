@@ -16,7 +16,7 @@ def test_quick_run_prints_the_table():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 10  # the header and nine figures
+    assert len(rows) == 13  # the header and twelve figures
     for words in (
         "%load_ext",
         "overhead",
@@ -26,6 +26,9 @@ def test_quick_run_prints_the_table():
         "streaming",
         "batch",
         "cache hit",
+        "the store's cost",
+        "a cache hit from the store",
+        "batch with the store on",
     ):
         assert any(words in row for row in rows), words
     assert "0 requests sent" in result.stdout
