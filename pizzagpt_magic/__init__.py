@@ -28,6 +28,9 @@ _EXPORTS = {
     "Completion": "api",
     "Endpoint": "backends",
     "register_endpoint": "backends",
+    "logs": "store",
+    "Store": "store",
+    "StoreWarning": "store",
     "complete": "api",
     "ask": "api",
     "ask_async": "api",
@@ -61,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
     from .batch import ask_many, ask_many_async
+    from .store import Store, StoreWarning, logs
     from .errors import (
         AnswerFormatError,
         AuthenticationError,

@@ -28,6 +28,21 @@ ELSEWHERE = {
 }
 
 
+@pytest.fixture(scope="module")
+def readme_store(tmp_path_factory):
+    """One store for the README's examples, in order: what the cells ask, the commands read."""
+    return str(tmp_path_factory.mktemp("readme") / "store.sqlite3")
+
+
+@pytest.fixture
+def with_store(readme_store, monkeypatch):
+    from pizzagpt_magic import store
+
+    monkeypatch.setenv("PIZZAGPT_STORE", readme_store)
+    yield readme_store
+    store.forget_stores()
+
+
 def blocks(language: str) -> list[str]:
     return [code for lang, code in BLOCKS if lang == language]
 
@@ -37,7 +52,7 @@ def test_readme_has_examples_of_each_kind():
     assert len(blocks("ipython")) >= 10 and len(blocks("python")) >= 3 and blocks("bash")
 
 
-def test_ipython_examples(shell, emu):
+def test_ipython_examples(shell, emu, with_store):
     for code in blocks("ipython"):
         # Numbered cells, as in a notebook: In, Out and Err refer to them.
         result = shell.run_cell(code, store_history=True)
@@ -73,7 +88,7 @@ def test_python_examples(emu, code):
         assert out.getvalue().strip()
 
 
-def test_command_line_examples(emu):
+def test_command_line_examples(emu, with_store):
     bin_dir = os.path.dirname(sys.executable)
     env = {
         **os.environ,

@@ -149,7 +149,9 @@ def test_command_line_cache_and_logs(store_file, emu, capsys):
 def test_logs_from_python(store_file, emu):
     api.ask("alpha question")
     api.ask("beta question", system="be brief")
-    frame = stores.logs(10)
+    import pizzagpt_magic
+
+    frame = pizzagpt_magic.logs(10)
     assert list(frame["prompt"]) == ["beta question", "alpha question"]
     assert frame["system"].iloc[0] == "be brief"
     assert list(stores.logs(query="alpha")["prompt"]) == ["alpha question"]
