@@ -64,7 +64,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
     from .batch import ask_many, ask_many_async
-    from .store import Store, StoreWarning, logs
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
@@ -98,6 +97,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
+    from .store import Store, StoreWarning, logs
 
 
 def __getattr__(name: str) -> Any:
