@@ -8,7 +8,6 @@ it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,10 +28,16 @@ def build_messages(
     system: str | None = None,
     history: Iterable[Mapping[str, Any]] = (),
 ) -> Messages:
-    """The message list for ``prompt``: the system message, then ``history``, then the prompt."""
-    if not isinstance(prompt, str):
+    """The message list for ``prompt``: the system message, then ``history``, then the prompt.
+
+    ``prompt`` is text, or a list of content parts (``{"type": "text", ...}`` and
+    ``{"type": "image_url", ...}``) for a question with images."""
+    if isinstance(prompt, list):
+        if not prompt or not all(isinstance(p, dict) and "type" in p for p in prompt):
+            raise PromptError("A prompt of parts needs text and image_url parts")
+    elif not isinstance(prompt, str):
         raise PromptError(f"The prompt must be text, not {type(prompt).__name__}")
-    if not prompt.strip():
+    elif not prompt.strip():
         raise PromptError("The prompt is empty")
     messages: Messages = []
     if system:
@@ -133,9 +138,10 @@ def store_key(
 
 
 def _prompt_of(messages: Messages) -> str:
+    from .images import content_text
+
     users = [m for m in messages if m.get("role") == "user"]
-    content = users[-1]["content"] if users else ""
-    return content if isinstance(content, str) else json.dumps(content, default=str)
+    return content_text(users[-1]["content"]) if users else ""
 
 
 async def complete_messages(
@@ -162,6 +168,7 @@ async def complete_messages(
     """
     from . import store as stores
 
+    backend.check_images(messages)
     if store is DEFAULT_STORE:
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
@@ -237,10 +244,13 @@ def log_exchange(
 ) -> None:
     """Append one exchange to ``store``'s log: an answer, or a failure's one-line error."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
+    from .images import loggable
+
     record: dict[str, Any] = {
         "time": time.time(),
         "system": system,
-        "messages": messages,
+        # Images as their hash and size: the log never holds their bytes.
+        "messages": [{**m, "content": loggable(m["content"])} for m in messages],
         "prompt": _prompt_of(messages),
         **(context or {}),
     }

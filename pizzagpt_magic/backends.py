@@ -215,6 +215,26 @@ class Backend:
             and getattr(self.cls, "supports_stream", False)
         )
 
+    @property
+    def takes_images(self) -> bool:
+        """Whether images in a question reach the model (OpenAI-compatible endpoints)."""
+        return self.endpoint is not None
+
+    def check_images(self, messages: list[dict[str, Any]], references: str = "") -> None:
+        """A ``PromptError`` when ``messages`` hold images and this backend takes none."""
+        from .errors import PromptError
+        from .images import has_images
+
+        if self.takes_images or not any(has_images(m.get("content")) for m in messages):
+            return
+        what = f"{references} is an image" if references else "The question holds an image"
+        name = "Pizzagpt" if self.is_pizzagpt else self.provider
+        raise PromptError(
+            f"{what}, and {name} takes text only; ask a backend that takes images: an "
+            "OpenAI-compatible endpoint such as -m openai:gpt-4o-mini or -m ollama:llava "
+            "(nothing was sent)"
+        )
+
     def check_parameters(self, temperature: float | None, max_tokens: int | None) -> None:
         """A ``ConfigurationError`` for a parameter this backend would not take."""
         given = [

@@ -27,10 +27,16 @@ __all__ = ["Conversation", "Exchange", "Reply"]
 class Exchange:
     """One question and its answer, and the backend that gave it."""
 
-    prompt: str
+    prompt: Any  #: text, or content parts for a question with images
     answer: str
     model: str
     provider: str = "pizzagpt"
+
+    @property
+    def prompt_text(self) -> str:
+        from .images import content_text
+
+        return content_text(self.prompt)
 
 
 @dataclass(frozen=True)
@@ -70,13 +76,15 @@ class Conversation:
             messages.append({"role": "assistant", "content": exchange.answer})
         return messages
 
-    def messages(self, prompt: str, *, system: str | None = None, chat: bool = False) -> Messages:
+    def messages(self, prompt: Any, *, system: str | None = None, chat: bool = False) -> Messages:
         """The messages a request for ``prompt`` sends."""
         return build_messages(prompt, system=system, history=self.history() if chat else ())
 
     @staticmethod
     def _key(backend: Backend, parameters: dict[str, Any], messages: Messages) -> tuple[Any, ...]:
-        sent = tuple((m["role"], m["content"]) for m in messages)
+        from .images import content_key
+
+        sent = tuple((m["role"], content_key(m["content"])) for m in messages)
         return (backend.provider, backend.model, tuple(sorted(parameters.items())), sent)
 
     @staticmethod
@@ -89,7 +97,7 @@ class Conversation:
 
     def lookup(
         self,
-        prompt: str,
+        prompt: Any,
         *,
         backend: Backend,
         system: str | None = None,
@@ -112,7 +120,7 @@ class Conversation:
 
     async def ask(
         self,
-        prompt: str,
+        prompt: Any,
         *,
         backend: Backend,
         system: str | None = None,
@@ -156,7 +164,7 @@ class Conversation:
         self.cache[key] = dataclasses.replace(completion, cached=False)
         return Reply(completion.text, completion.cached, completion)
 
-    def record(self, prompt: str, answer: str, model: str, provider: str = "pizzagpt") -> None:
+    def record(self, prompt: Any, answer: str, model: str, provider: str = "pizzagpt") -> None:
         self.exchanges.append(Exchange(prompt, answer, model, provider))
 
     def reset(self) -> int:

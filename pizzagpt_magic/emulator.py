@@ -404,6 +404,9 @@ class Emulator:
             content = make_answer(question, model)
             if len(messages) > 1:
                 content += f"\n\nThe conversation so far has {len(messages)} messages."
+            seen = _images_of(users[-1].get("content") if users else None)
+            if seen:
+                content += f"\n\nThe question holds {len(seen)} image(s): {', '.join(seen)}."
         finish = "stop"
         limit = body.get("max_tokens")
         words = content.split(" ")
@@ -488,6 +491,29 @@ class Emulator:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+def _images_of(content: Any) -> list[str]:
+    """What the image parts of a message are: ``"PNG 640×480"`` each (or their type)."""
+    import base64
+    import struct
+
+    found = []
+    for part in content if isinstance(content, list) else []:
+        if not (isinstance(part, dict) and part.get("type") == "image_url"):
+            continue
+        url = str((part.get("image_url") or {}).get("url", ""))
+        kind = url[5 : url.find(";")] if url.startswith("data:") and ";" in url else "a URL"
+        try:
+            blob = base64.b64decode(url.split(",", 1)[1][:64])
+        except (ValueError, IndexError):
+            blob = b""
+        if blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) >= 24:
+            width, height = struct.unpack(">II", blob[16:24])
+            found.append(f"PNG {width}×{height}")
+        else:
+            found.append(kind)
+    return found
 
 
 def _text_of(content: Any) -> str:

@@ -81,8 +81,12 @@ def interpolate(
     template: str,
     namespace: Mapping[str, Any],
     to_text: Callable[[Any], str] | None = None,
+    on_reference: Callable[[Any, str], str | None] | None = None,
 ) -> str:
-    """``template`` with every ``{reference}`` replaced by ``to_text(value)``."""
+    """``template`` with every ``{reference}`` replaced by ``to_text(value)``.
+
+    ``on_reference(value, reference)``, when given, is asked first and may return the
+    replacement itself (a placeholder for an image, say), or None for ``to_text``'s."""
     to_text = to_text or format_value
     out: list[str] = []
     pos = 0
@@ -104,7 +108,8 @@ def interpolate(
             pos = brace + 2
         elif template[brace] == "{" and (match := _REFERENCE.match(template, brace)):
             value = _resolve(match["name"], match["chain"], namespace, match.group(0))
-            out.append(to_text(value))
+            replaced = on_reference(value, match.group(0)) if on_reference else None
+            out.append(to_text(value) if replaced is None else replaced)
             pos = match.end()
         else:
             out.append(template[brace])

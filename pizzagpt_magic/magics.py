@@ -37,6 +37,8 @@ ANSWER_TEXT = "_pizza_answer"
 BATCH_ANSWERS = "_pizza_batch"
 # The errors of earlier cells, for {Err[n]} in questions (see cell_errors).
 CELL_ERRORS = "Err"
+# The images cells displayed, for {Fig[-1]} in questions (see images).
+FIGURES = "Fig"
 
 _TOKEN = re.compile(r"""(?:"(?:\\.|[^"\\])*"?|'[^']*'?|\S)+""")
 _NUMBER = re.compile(r"-\d|-\.\d")
@@ -166,6 +168,19 @@ class PizzaMagics(Magics):
         100_000, help="Longest prompt (all messages) sent; a longer one is refused."
     ).tag(config=True)
     concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    image_max_side = Int(
+        1024, help="Images in questions are scaled down to at most this many pixels a side."
+    ).tag(config=True)
+    image_max_bytes = Int(
+        4_000_000, help="Largest image (as PNG, after scaling) a question may send, in bytes."
+    ).tag(config=True)
+    fix_prompt = Unicode(
+        "This notebook cell failed.\n\nThe cell:\n```python\n{source}\n```\n\n"
+        "The error:\n```\n{error}\n```\n\n"
+        "Explain the cause in a sentence or two. Then give the whole corrected cell as one "
+        "Python code block.",
+        help="The question --fix asks; {source} is the failing cell's code, {error} its error.",
+    ).tag(config=True)
 
     @validate("model")
     def _valid_model(self, proposal: Any) -> str:
@@ -222,6 +237,25 @@ class PizzaMagics(Magics):
             raise TraitError("retries must be from 0 to 10")
         return proposal.value
 
+    @validate("fix_prompt")
+    def _valid_fix_prompt(self, proposal: Any) -> str:
+        try:
+            proposal.value.format(source="", error="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise TraitError(
+                "fix_prompt may hold only {source} and {error} (write {{ and }} for braces): "
+                f"{exc!r}"
+            ) from None
+        if "{source}" not in proposal.value or "{error}" not in proposal.value:
+            raise TraitError("fix_prompt needs both {source} and {error}")
+        return proposal.value
+
+    @validate("image_max_side", "image_max_bytes")
+    def _valid_image_limits(self, proposal: Any) -> int:
+        if proposal.value < 16:
+            raise TraitError(f"{proposal.trait.name} must be at least 16")
+        return proposal.value
+
     @validate("cache_size", "concurrency", "value_budget", "max_prompt_chars")
     def _valid_positive(self, proposal: Any) -> int:
         if proposal.value < 1:
@@ -242,6 +276,11 @@ class PizzaMagics(Magics):
             code_name=getattr(getattr(shell, "compile", None), "format_code_name", None)
         )
         self.observe(self._resize, names=["history_length", "cache_size"])
+        from .images import DisplayedImages
+
+        #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
+        self.figures = DisplayedImages()
+        self.figure_hook = self.figures.hook(lambda: getattr(shell, "execution_count", None))
 
     @property
     def ipython(self) -> InteractiveShell:
@@ -264,10 +303,11 @@ class PizzaMagics(Magics):
         return self._conversation
 
     def after_cell(self, result: Any) -> None:
-        """``post_run_cell`` callback: record the cell's error, and bring ``Err`` back into a
-        namespace that ``%reset`` emptied."""
+        """``post_run_cell`` callback: record the cell's error, and bring ``Err`` and ``Fig``
+        back into a namespace that ``%reset`` emptied."""
         self.cell_errors.record(result)
         self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
+        self.user_ns.setdefault(FIGURES, self.figures)
 
     def _resize(self, change: Any) -> None:
         if self._conversation is not None:
@@ -343,6 +383,13 @@ class PizzaMagics(Magics):
     )
     @argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each.")
     @argument(
+        "--fix",
+        action="store_true",
+        help="Ask about the newest error (or cell N's: --fix N): the failing cell's code and "
+        "its error go with an instruction to explain it and correct the cell, which opens "
+        "below. Text after it is added to the question.",
+    )
+    @argument(
         "--insert",
         action="store_true",
         help="Also put the answer's code in a new cell below, ready to run: its Python code "
@@ -395,6 +442,10 @@ class PizzaMagics(Magics):
             if args.show_log is not None:
                 return self._log(args.show_log)
             return self._models(args) if args.models is not None else self._history()
+        if args.fix:
+            if args.each:
+                raise UsageError("--fix asks about one error; it does not go with --each")
+            prompt = self._fix_question(prompt, args)
         if args.each:
             if cell is None:
                 raise UsageError("--each works with the %%pizza cell magic")
@@ -449,16 +500,48 @@ class PizzaMagics(Magics):
         args.format = args.format or self.format.lower()
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
+        """A system message (or any text) with its references replaced; no images."""
+        rendered = self._question(template, args, namespace)
+        if isinstance(rendered, list):
+            raise UsageError("Images go in the question, not in the system message (-s)")
+        return rendered
+
+    def _question(self, template: str, args: Any, namespace: Any = None) -> Any:
+        """The question with its references replaced: text, or content parts (text and
+        ``image_url``) when a reference is an image, each image where it stood."""
         if args.no_interpolate or not self.interpolate:
             return template
+        from .images import is_image, prepare
         from .interpolate import format_value, interpolate
 
+        images: list[Any] = []
+
+        def image(value: Any, reference: str) -> str | None:
+            if not is_image(value):
+                return None
+            images.append((value, reference))
+            return f"\x00{len(images) - 1}\x00"
+
         try:
-            return interpolate(
+            text = interpolate(
                 template,
                 namespace if namespace is not None else self.user_ns,
                 lambda value: format_value(value, self.value_budget),
+                image,
             )
+            if not images:
+                return text
+            references = ", ".join(reference for _, reference in images)
+            args.backend.check_images([{"content": [{"type": "image_url"}]}], references)
+            parts: list[dict[str, Any]] = []
+            for number, piece in enumerate(re.split(r"\x00(\d+)\x00", text)):
+                if number % 2:
+                    value, reference = images[int(piece)]
+                    prepared = prepare(value, reference, self.image_max_side, self.image_max_bytes)
+                    parts.append(prepared.part())
+                elif piece:
+                    parts.append({"type": "text", "text": piece})
+            return parts
         except PizzagptError as exc:
             raise UsageError(str(exc)) from None
 
@@ -523,12 +606,14 @@ class PizzaMagics(Magics):
             session = f"ipython-{number}" if number else None
         return {"source": "magic", "session": session, "cell": shell.execution_count}
 
-    def _check_size(self, prompt: str, system: str | None, chat: bool) -> None:
+    def _check_size(self, prompt: Any, system: str | None, chat: bool) -> None:
+        from .images import content_text
+
         try:
             messages = self.conversation.messages(prompt, system=system, chat=chat)
         except PizzagptError as exc:
             raise UsageError(str(exc)) from None
-        size = sum(len(str(m["content"])) for m in messages)
+        size = sum(len(content_text(m["content"])) for m in messages)
         if size > self.max_prompt_chars:
             raise UsageError(
                 f"The prompt is {size:,} characters, over the limit of {self.max_prompt_chars:,} "
@@ -543,7 +628,7 @@ class PizzaMagics(Magics):
         from .progress import Progress
         from .streaming import StreamView
 
-        prompt = self._render(template, args)
+        prompt = self._question(template, args)
         system = self._system(args)
         self._check_size(prompt, system, args.chat)
         cached = (
@@ -652,7 +737,7 @@ class PizzaMagics(Magics):
             ChainMap({"item": item, "index": label}, self.user_ns)
             for label, item in zip(labels, items)
         ]
-        requests = [(self._render(template, args, s), self._system(args, s)) for s in scopes]
+        requests = [(self._question(template, args, s), self._system(args, s)) for s in scopes]
         for prompt, system in requests:
             self._check_size(prompt, system, args.chat)
         ask_prompt = self._asker(args)
@@ -704,6 +789,35 @@ class PizzaMagics(Magics):
         if summary.failures:
             raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
         return summary
+
+    def _fix_question(self, extra: str, args: Any) -> str:
+        """The --fix question: the failing cell's code, its error, the instruction, and
+        ``extra`` (after an optional cell number)."""
+        number: int | None = None
+        first, _, rest = extra.partition(" ")
+        if re.fullmatch(r"-?\d+", first):
+            number, extra = int(first), rest.strip()
+        errors = self.cell_errors
+        if not len(errors):
+            raise UsageError(
+                "No error recorded yet: --fix asks about the newest error of a cell (Err)"
+            )
+        try:
+            error = errors[number if number is not None else -1]
+        except KeyError as exc:
+            raise UsageError(f"--fix {number}: {exc.args[0]}") from None
+        count = number if number is not None and number > 0 else list(errors)[number or -1]
+        inputs = self.user_ns.get("In") or []
+        source = inputs[count] if 0 < count < len(inputs) else ""
+        if not source:
+            raise UsageError(f"--fix: the source of cell {count} is not in In")
+        question = self.fix_prompt.format(source=source.rstrip("\n"), error=error)
+        if extra:
+            # The added text may use {references}; the cell and the error are sent as they are.
+            question += "\n\n" + self._render(extra, args)
+        args.no_interpolate = True
+        args.insert = True
+        return question
 
     @staticmethod
     def _batch_values(answers: list[Any], source: Any) -> Any:
@@ -833,13 +947,14 @@ class PizzaMagics(Magics):
                 parts.append(Markup("<hr>"))
             parts += [
                 Markup(f"<p><strong>{number}. You</strong></p><blockquote>"),
-                exchange.prompt,
+                exchange.prompt_text,
                 Markup(f"</blockquote><p><strong>{escape(exchange.model)}</strong></p><div>"),
                 exchange.answer,
                 Markup("</div>"),
             ]
             plain.append(
-                f"[{number}] You: {exchange.prompt}\n[{number}] {exchange.model}: {exchange.answer}"
+                f"[{number}] You: {exchange.prompt_text}\n"
+                f"[{number}] {exchange.model}: {exchange.answer}"
             )
         return SafeMarkdown(parts, "\n\n".join(plain))
 
@@ -916,6 +1031,10 @@ def load(shell: Any) -> None:
     shell.input_transformers_cleanup.append(keep_question_marks)
     shell.events.register("post_run_cell", magics.after_cell)
     shell.user_ns.setdefault(CELL_ERRORS, magics.cell_errors)
+    register_hook = getattr(shell.display_pub, "register_hook", None)
+    if register_hook is not None:  # ipykernel's publisher: figures and images displayed
+        register_hook(magics.figure_hook)
+    shell.user_ns.setdefault(FIGURES, magics.figures)
 
 
 def unload(shell: Any) -> None:
@@ -942,6 +1061,14 @@ def unload(shell: Any) -> None:
         shell.events.unregister("post_run_cell", magics.after_cell)
     if shell.user_ns.get(CELL_ERRORS) is magics.cell_errors:
         del shell.user_ns[CELL_ERRORS]
+    if shell.user_ns.get(FIGURES) is magics.figures:
+        del shell.user_ns[FIGURES]
+    unregister_hook = getattr(shell.display_pub, "unregister_hook", None)
+    if unregister_hook is not None:
+        try:
+            unregister_hook(magics.figure_hook)
+        except (KeyError, ValueError):
+            pass
     from .loop import run_sync
     from .session import close_session
 

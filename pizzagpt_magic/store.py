@@ -132,8 +132,11 @@ def logging_enabled() -> bool:
 def request_key(
     provider: str, model: str, parameters: dict[str, Any], messages: Iterable[dict[str, Any]]
 ) -> str:
-    """The cache key of a request: a hash of everything that decides its answer."""
-    sent = [[m["role"], m["content"]] for m in messages]
+    """The cache key of a request: a hash of everything that decides its answer (images by
+    their own hash)."""
+    from .images import loggable
+
+    sent = [[m["role"], loggable(m["content"])] for m in messages]
     blob = json.dumps(
         [provider, model, sorted(parameters.items()), sent],
         ensure_ascii=False,

@@ -1,0 +1,188 @@
+"""Images in questions ({fig}, {Fig[-1]}, {Out[n]}, bytes) and %pizza --fix, in a shell."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sqlite3
+
+import pytest
+from test_magics import cell, failing, magics
+from traitlets import TraitError
+
+matplotlib = pytest.importorskip("matplotlib")  # in the test extra
+matplotlib.use("Agg")
+from PIL import Image  # noqa: E402  (matplotlib brings Pillow)
+
+
+@pytest.fixture
+def ishell(shell, endpoint):
+    """A shell whose endpoint ``emu`` takes images, and a 1600×800 figure in ``fig``."""
+    cell(shell, "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(16, 8), dpi=100)")
+    cell(shell, "ax.plot([1, 3, 2]); ax.set_title('Sales')")
+    yield shell
+    cell(shell, "plt.close('all')")
+
+
+def sent_images(request) -> list[Image.Image]:
+    content = request["body"]["messages"][-1]["content"]
+    images = []
+    for part in content:
+        if part["type"] == "image_url":
+            url = part["image_url"]["url"]
+            assert url.startswith("data:image/png;base64,")
+            images.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    return images
+
+
+def test_a_figure_becomes_an_image_part_where_it_stood(ishell, endpoint):
+    answer = cell(ishell, "%pizza --no-stream -m emu:emu-mini What does {fig} show, in short?")
+    content = endpoint.chat_requests[-1]["body"]["messages"][-1]["content"]
+    assert [p["type"] for p in content] == ["text", "image_url", "text"]
+    assert content[0]["text"] == "What does " and content[2]["text"] == " show, in short?"
+    (image,) = sent_images(endpoint.chat_requests[-1])
+    assert image.format == "PNG" and max(image.size) == 1024  # scaled down from 1600
+    assert image.size[0] == 2 * image.size[1] or abs(image.size[0] / image.size[1] - 2) < 0.1
+    assert "The question holds 1 image(s): PNG" in answer.text
+
+
+@pytest.mark.parametrize("kind", ["pil", "ipython", "png-bytes", "jpeg-bytes"])
+def test_other_kinds_of_images(ishell, endpoint, kind):
+    source = {
+        "pil": "from PIL import Image as P\nvalue = P.new('RGB', (300, 200), 'red')",
+        "ipython": "import io\nfrom IPython.display import Image as I\n"
+        "buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=20); value = I(buf.getvalue())",
+        "png-bytes": "import io\nbuf = io.BytesIO(); fig.savefig(buf, format='png', dpi=20)\n"
+        "value = buf.getvalue()",
+        "jpeg-bytes": "import io\nfrom PIL import Image as P\nbuf = io.BytesIO()\n"
+        "P.new('RGB', (2000, 100), 'blue').save(buf, format='JPEG'); value = buf.getvalue()",
+    }[kind]
+    cell(ishell, source)
+    cell(ishell, "%pizza --no-stream -m emu:emu-mini Describe {value}")
+    (image,) = sent_images(endpoint.chat_requests[-1])
+    assert image.format == "PNG" and max(image.size) <= 1024
+    if kind == "jpeg-bytes":
+        assert image.size == (1024, 51)
+
+
+def test_out_n_of_an_image(ishell, endpoint):
+    result = ishell.run_cell(
+        "from PIL import Image as P\nP.new('RGB', (64, 32), 'green')", store_history=True
+    )
+    count = result.execution_count
+    cell(ishell, f"%pizza --no-stream -m emu:emu-mini What colour is {{Out[{count}]}}?")
+    (image,) = sent_images(endpoint.chat_requests[-1])
+    assert image.size == (64, 32)
+
+
+def test_a_text_only_backend_refuses_images_and_sends_nothing(ishell, emu, endpoint):
+    message = failing(ishell, "%pizza What does {fig} show?")
+    assert message.startswith("{fig} is an image, and Pizzagpt takes text only")
+    assert "-m openai:gpt-4o-mini" in message and "nothing was sent" in message
+    message = failing(ishell, "%pizza -m fake_provider.EchoProvider What is {fig}?")
+    assert "fake_provider.EchoProvider takes text only" in message
+    assert emu.requests == 0 and endpoint.requests == 0
+    assert "not in the system message" in failing(
+        ishell, "%pizza -m emu:emu-mini -s {fig} What is it?"
+    )
+
+
+def test_limits(ishell, endpoint):
+    magics(ishell).image_max_side = 100
+    cell(ishell, "%pizza --no-stream -m emu:emu-mini Small {fig}")
+    (image,) = sent_images(endpoint.chat_requests[-1])
+    assert max(image.size) == 100
+    magics(ishell).image_max_bytes = 100
+    message = failing(ishell, "%pizza -m emu:emu-mini Too big {fig}")
+    assert "{fig} is" in message and "over the limit of 100" in message
+    assert endpoint.requests == 1
+    with pytest.raises(TraitError):
+        magics(ishell).image_max_side = 0
+    ishell.user_ns["junk"] = b"\x89PNG\r\n\x1a\n" + b"not really an image"
+    magics(ishell).image_max_bytes = 4_000_000
+    message = failing(ishell, "%pizza -m emu:emu-mini What is {junk}?")
+    assert message.startswith("Cannot read {junk} as an image")
+    assert endpoint.requests == 1
+
+
+def test_each_over_figures_sends_one_image_each(ishell, endpoint):
+    cell(
+        ishell,
+        "figs = []\nfor n in (2, 3, 4):\n    f, a = plt.subplots(figsize=(n, 2), dpi=50)\n"
+        "    a.bar(range(n), range(n)); figs.append(f)",
+    )
+    cell(ishell, "%%pizza --each figs -o notes -m emu:emu-mini\nSummarise chart {index}: {item}")
+    assert len(endpoint.chat_requests) == 3
+    sizes = [sent_images(r)[0].size for r in endpoint.chat_requests]
+    assert len(set(sizes)) == 3  # three different images
+    assert all(n is not None and "1 image(s)" in n for n in ishell.user_ns["notes"])
+
+
+def test_the_cache_knows_the_image_and_the_log_keeps_only_its_hash(
+    ishell, endpoint, tmp_path, monkeypatch
+):
+    from pizzagpt_magic import store
+
+    path = tmp_path / "store.sqlite3"
+    monkeypatch.setenv("PIZZAGPT_STORE", str(path))
+    try:
+        cell(ishell, "%pizza --no-stream -m emu:emu-mini What is {fig}?")
+        cell(ishell, "%pizza --no-stream -m emu:emu-mini What is {fig}?")
+        assert endpoint.requests == 1  # the same image: a cache hit
+        cell(ishell, "ax.plot([3, 1, 3])")
+        cell(ishell, "%pizza --no-stream -m emu:emu-mini What is {fig}?")
+        assert endpoint.requests == 2  # the figure changed: a new request
+        store.forget_stores()
+        with sqlite3.connect(path) as connection:
+            logged = [json.loads(m) for (m,) in connection.execute("SELECT messages FROM log")]
+        parts = logged[0][-1]["content"]
+        assert parts[1]["type"] == "image" and len(parts[1]["sha256"]) == 64
+        assert parts[1]["bytes"] > 1000
+        assert b"base64" not in path.read_bytes() + path.with_name("store.sqlite3-wal").read_bytes()
+    finally:
+        store.forget_stores()
+
+
+# -- %pizza --fix ------------------------------------------------------------------------------
+
+
+def test_fix_asks_about_the_newest_error_and_offers_the_corrected_cell(shell, emu):
+    assert "No error recorded yet" in failing(shell, "%pizza --fix")
+    shell.run_cell("import pandas as pd\nframe = pd.DataFrame({'a': [1]})", store_history=True)
+    failed = shell.run_cell("frame['b'].sum()", store_history=True)
+    count = failed.execution_count
+    cell(shell, "%pizza --fix")
+    question = emu.questions[-1]
+    assert "The cell:\n```python\nframe['b'].sum()\n```" in question
+    assert "KeyError: 'b'" in question and "Explain the cause" in question
+    assert shell.rl_next_input is not None  # the corrected code, offered in a new cell
+    # --fix N picks cell N; text after it is added, with its {references}.
+    shell.run_cell("1/0", store_history=True)
+    shell.user_ns["names"] = "a, b"
+    cell(shell, f"%pizza --fix {count} keep the columns {{names}}")
+    assert "frame['b'].sum()" in emu.questions[-1] and "ZeroDivision" not in emu.questions[-1]
+    assert emu.questions[-1].endswith("keep the columns a, b")
+    assert "ZeroDivisionError" in cell(shell, "%pizza -f text --fix").text
+    assert "cell 999 raised no error" in failing(shell, "%pizza --fix 999")
+    assert "does not go with --each" in failing(shell, "%%pizza --fix --each x\nq")
+
+
+def test_fix_works_with_other_backends_chat_and_output(shell, endpoint):
+    shell.run_cell("undefined_name + 1", store_history=True)
+    cell(shell, "%pizza --no-stream -c -o fixed -m emu:emu-mini --fix")
+    assert "NameError" in endpoint.chat_requests[-1]["body"]["messages"][-1]["content"]
+    assert "NameError" in shell.user_ns["fixed"]
+    assert len(magics(shell).conversation.exchanges) == 1
+
+
+def test_fix_prompt_is_a_checked_trait(shell, emu):
+    with pytest.raises(Exception, match="needs both"):
+        magics(shell).fix_prompt = "Fix {source}"
+    with pytest.raises(Exception, match="only {source} and {error}"):
+        magics(shell).fix_prompt = "Fix {source} {error} {other}"
+    magics(shell).fix_prompt = "Why?\n{source}\n{error}\nIn one line, with {{braces}}."
+    shell.run_cell("{}['k']", store_history=True)
+    cell(shell, "%pizza --fix")
+    assert emu.questions[-1].startswith("Why?\n{}['k']\nTraceback")
+    assert emu.questions[-1].endswith("In one line, with {braces}.")
