@@ -127,6 +127,19 @@ def test_other_backends(executed):
     assert result.metadata["pizzagpt_magic"]["finish_reason"] == "length"
 
 
+def test_a_chart_and_a_fix(executed):
+    chart = find(executed, '%pizza -m local:emu-mini What does this chart show?')
+    (result,) = [o for o in chart.outputs if o.output_type == "execute_result"]
+    assert "The question holds 1 image(s): PNG" in result.data["text/plain"]
+    failed = find(executed, 'sales.groupby("regoin")')
+    assert any(o.output_type == "error" and o.ename == "KeyError" for o in failed.outputs)
+    fixed = find(executed, "%pizza -m local:emu-mini --fix")
+    (result,) = [o for o in fixed.outputs if o.output_type == "execute_result"]
+    text = result.data["text/plain"]
+    assert "sales.groupby(\"regoin\")[\"units\"].sum()" in text and "KeyError" in text
+    assert "> keep the column names" in text
+
+
 def test_no_placeholder_left_behind(executed):
     for cell in executed.values():
         for output in cell.outputs:
@@ -144,7 +157,7 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[cell 5] %pizza In one paragraph" in result.stdout
     assert "    → > In one paragraph, how should I compare revenue" in result.stdout
-    assert "Done: 13 questions answered by the emulator" in result.stdout
+    assert "Done: 15 questions answered by the emulator" in result.stdout
     executed = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
     assert any(cell.get("outputs") for cell in executed.cells)
 
