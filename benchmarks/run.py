@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -540,7 +540,7 @@ def bench_store(url: str, calls: int, stored: int = 100_000) -> list[dict[str, A
         # 2. A hit among 100,000 stored exchanges (cache and log).
         backend = resolve("gpt-4o-mini")
         keys = []
-        with sqlite3_connect(path) as connection:
+        with closing(sqlite3_connect(path)) as connection, connection:
             batch = []
             for i in range(stored):
                 messages = [{"role": "user", "content": f"stored question {i}"}]

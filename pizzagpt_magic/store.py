@@ -160,6 +160,7 @@ class Store:
         #: Answers given to the writer and not yet committed: read from here meanwhile.
         self._pending: dict[str, tuple[str, str]] = {}
         self._writer: threading.Thread | None = None
+        self._readers: list[sqlite3.Connection] = []
         self._writes = 0
         self._open()
 
@@ -169,14 +170,20 @@ class Store:
         connection = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
-        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        connection.execute("PRAGMA synchronous = NORMAL")
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            connection.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:  # a file that is no database: nothing may stay open
+            connection.close()
+            raise
         return connection
 
     def _reader(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._connect()
+            with self._lock:
+                self._readers.append(connection)
         return connection
 
     def _open(self) -> None:
@@ -298,10 +305,11 @@ class Store:
         if self._writer is not None and self._writer.is_alive():
             self._queue.put(None)
             self._writer.join(10)
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
+        with self._lock:
+            readers, self._readers = self._readers, []
+        for connection in readers:  # every thread's: sqlite3 allows closing from any thread
             connection.close()
-            self._local.connection = None
+        self._local = threading.local()
 
     # -- the cache ------------------------------------------------------------------------
 
@@ -598,12 +606,17 @@ def logs(
     """The newest logged exchanges (a pandas DataFrame when pandas is installed, else a list
     of dicts), newest first. ``query`` searches prompts and answers, ``model`` is a model id or
     a provider, ``since`` a Unix time, a date or an age (``"7d"``)."""
-    store = Store(path) if path else get_store()
+    own = Store(path) if path else None
+    store = own or get_store()
     if store is None:
         return []
     if isinstance(since, str):
         since = parse_since(since)
-    records = store.records(n, query=query, model=model, since=since)
+    try:
+        records = store.records(n, query=query, model=model, since=since)
+    finally:
+        if own is not None:
+            own.close()
     try:
         import pandas as pd
     except ImportError:

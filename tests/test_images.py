@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import sqlite3
+from contextlib import closing
 
 import pytest
 from test_magics import cell, failing, magics
@@ -134,7 +135,7 @@ def test_the_cache_knows_the_image_and_the_log_keeps_only_its_hash(
         cell(ishell, "%pizza --no-stream -m emu:emu-mini What is {fig}?")
         assert endpoint.requests == 2  # the figure changed: a new request
         store.forget_stores()
-        with sqlite3.connect(path) as connection:
+        with closing(sqlite3.connect(path)) as connection:
             logged = [json.loads(m) for (m,) in connection.execute("SELECT messages FROM log")]
         parts = logged[0][-1]["content"]
         assert parts[1]["type"] == "image" and len(parts[1]["sha256"]) == 64

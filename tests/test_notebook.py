@@ -128,7 +128,7 @@ def test_other_backends(executed):
 
 
 def test_a_chart_and_a_fix(executed):
-    chart = find(executed, '%pizza -m local:emu-mini What does this chart show?')
+    chart = find(executed, "%pizza -m local:emu-mini What does this chart show?")
     (result,) = [o for o in chart.outputs if o.output_type == "execute_result"]
     assert "The question holds 1 image(s): PNG" in result.data["text/plain"]
     failed = find(executed, 'sales.groupby("regoin")')
@@ -136,7 +136,7 @@ def test_a_chart_and_a_fix(executed):
     fixed = find(executed, "%pizza -m local:emu-mini --fix")
     (result,) = [o for o in fixed.outputs if o.output_type == "execute_result"]
     text = result.data["text/plain"]
-    assert "sales.groupby(\"regoin\")[\"units\"].sum()" in text and "KeyError" in text
+    assert 'sales.groupby("regoin")["units"].sum()' in text and "KeyError" in text
     assert "> keep the column names" in text
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import warnings
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def store_file(tmp_path, monkeypatch):
 
 def rows(path: Path, sql: str) -> list[tuple]:
     stores.forget_stores()  # every write on disk first
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         return connection.execute(sql).fetchall()
 
 
@@ -167,7 +168,7 @@ def test_the_cache_is_bounded_least_recently_used_first(tmp_path):
             store.flush()
             assert store.get("key0")  # used: moves to the back of the queue
     store.flush()
-    with sqlite3.connect(store.path) as connection:
+    with closing(sqlite3.connect(store.path)) as connection:
         (size,) = connection.execute("SELECT sum(size) FROM cache").fetchone()
     store._queue.put(store._trim)
     store.flush()
@@ -180,12 +181,12 @@ def test_the_cache_is_bounded_least_recently_used_first(tmp_path):
 def test_an_old_store_is_migrated_and_a_newer_one_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(stores, "_warned", False)
     path = tmp_path / "s.sqlite3"
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         connection.execute("PRAGMA user_version = 0")  # an empty file of no version
     store = Store(path)
     assert store.usable
     store.close()
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         connection.execute("PRAGMA user_version = 99")
     with pytest.warns(StoreWarning, match="newer than this package"):
         assert not Store(path).usable
@@ -312,7 +313,7 @@ def test_two_processes_write_at_once(tmp_path):
     for writer in writers:
         _, err = writer.communicate(timeout=120)
         assert writer.returncode == 0, err.decode()[-2000:]
-    with sqlite3.connect(path) as connection:
+    with closing(sqlite3.connect(path)) as connection:
         assert connection.execute("SELECT count(*) FROM log").fetchone() == (2000,)
         assert connection.execute("SELECT count(*) FROM cache").fetchone() == (668,)
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
