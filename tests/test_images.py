@@ -140,7 +140,8 @@ def test_the_cache_knows_the_image_and_the_log_keeps_only_its_hash(
         parts = logged[0][-1]["content"]
         assert parts[1]["type"] == "image" and len(parts[1]["sha256"]) == 64
         assert parts[1]["bytes"] > 1000
-        assert b"base64" not in path.read_bytes() + path.with_name("store.sqlite3-wal").read_bytes()
+        on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("store.sqlite3*"))
+        assert b"base64" not in on_disk and b"iVBORw0KGgo" not in on_disk  # no PNG, encoded
     finally:
         store.forget_stores()
 
