@@ -188,3 +188,41 @@ def test_fix_prompt_is_a_checked_trait(shell, emu):
     cell(shell, "%pizza --fix")
     assert emu.questions[-1].startswith("Why?\n{}['k']\nTraceback")
     assert emu.questions[-1].endswith("In one line, with {braces}.")
+
+
+def test_fig_keeps_the_newest_five_and_leaves_a_users_fig_alone():
+    import base64
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from pizzagpt_magic.images import DisplayedImages
+
+    figures = DisplayedImages()
+    hook = figures.hook(lambda: 7)
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n...").decode()
+    for n in range(7):
+        message = {"msg_type": "display_data", "content": {"data": {"image/png": png + str(n)}}}
+        assert hook(message) is message  # the display itself goes on unchanged
+    assert hook({"msg_type": "stream", "content": {"text": "x"}})["msg_type"] == "stream"
+    assert len(figures) == 5 and figures[-1].cell == 7 and figures[0].mime == "image/png"
+    with pytest.raises(IndexError, match="the newest 5 are kept"):
+        figures[-6]
+    # A user's own Fig is not replaced on load, nor removed on unload; ours is removed.
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell(config=config)
+    try:
+        shell.user_ns["Fig"] = "mine"
+        shell.run_line_magic("load_ext", "pizzagpt_magic")
+        assert shell.user_ns["Fig"] == "mine"
+        shell.run_line_magic("unload_ext", "pizzagpt_magic")
+        assert shell.user_ns["Fig"] == "mine"
+        del shell.user_ns["Fig"]
+        shell.run_line_magic("load_ext", "pizzagpt_magic")
+        assert type(shell.user_ns["Fig"]).__name__ == "DisplayedImages"
+        shell.run_line_magic("unload_ext", "pizzagpt_magic")
+        assert "Fig" not in shell.user_ns
+    finally:
+        shell.cleanup()
+        InteractiveShell.clear_instance()
