@@ -154,7 +154,8 @@ def bench_overhead(url: str, trials: int) -> dict[str, Any]:
 # -- 3. keep-alive over TLS ----------------------------------------------------------------------
 
 TLS_SCRIPT = """
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
+os.environ["PIZZAGPT_STORE"] = ""
 import aiohttp
 from pizzagpt_magic import Pizzagpt
 url, count, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -342,6 +343,7 @@ def bench_render(trials: int) -> dict[str, Any]:
 
 OPENAI_SCRIPT = """
 import asyncio, json, os, sys, time
+os.environ["PIZZAGPT_STORE"] = ""  # the request path itself, never answered from a store
 import aiohttp, openai
 from pizzagpt_magic import api, backends
 url, count, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

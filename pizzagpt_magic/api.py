@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
 from .providers.base import FinishReason, Messages, Usage
@@ -166,8 +167,6 @@ async def complete_messages(
     the store's log; ``context`` says where it was asked (``source``, ``session``, ``cell``).
     ``store`` is a ``store.Store``, None for none, or the default store.
     """
-    from . import store as stores
-
     backend.check_images(messages)
     if store is DEFAULT_STORE:
         store = stores.get_store() if (cache or log) else None
@@ -287,12 +286,15 @@ async def _fetch(
     provider yields is ignored. An error after some text arrived carries it as ``partial``.
     """
     started = time.monotonic()
-    parameters = {
-        k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
-    }
+    parameters = {}
+    if temperature is not None:
+        parameters["temperature"] = temperature
+    if max_tokens is not None:
+        parameters["max_tokens"] = max_tokens
     endpoint = backend.endpoint
     if not stream and endpoint is not None:
-        backend.check_parameters(temperature, max_tokens)
+        # The shortest path: one JSON answer from an OpenAI-compatible endpoint.
+        request.pop("base_url", None)  # Pizzagpt's; an endpoint has its own
         text, finish, used = await OpenAICompatible.complete(
             backend.model,
             messages,
@@ -301,20 +303,19 @@ async def _fetch(
             name=backend.provider,
             temperature=temperature,
             max_tokens=max_tokens,
-            **{k: v for k, v in request.items() if k != "base_url"},
+            **request,
         )
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
         if on_text is not None:
             on_text(text)
-        usage = used.as_dict() if used is not None else None
         return Completion(
             text,
             backend.provider,
             backend.model,
             parameters,
             finish or "stop",
-            usage,
+            used.as_dict() if used is not None else None,
             time.monotonic() - started,
         )
     chunks: list[str] = []
@@ -432,20 +433,19 @@ async def ask_async(
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
     ``store.Store`` to use instead of the default one (None: no store).
     """
-    completion = await complete(
-        prompt,
-        model=model,
-        system=system,
-        history=history,
+    backend = resolve_backend(model, provider)
+    backend.check_parameters(temperature, max_tokens)
+    completion = await complete_messages(
+        backend,
+        build_messages(prompt, system=system, history=history),
         stream=stream,
         temperature=temperature,
         max_tokens=max_tokens,
         on_text=on_text,
-        provider=provider,
         cache=cache,
         log=log,
         store=store,
-        context={"source": "api"},
+        context=_API_CONTEXT,
         proxy=proxy,
         timeout=timeout,
         connect_timeout=connect_timeout,
@@ -453,6 +453,9 @@ async def ask_async(
         base_url=base_url,
     )
     return completion.text
+
+
+_API_CONTEXT = {"source": "api"}
 
 
 def ask(prompt: str, **options: Any) -> str:

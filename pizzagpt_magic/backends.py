@@ -222,10 +222,12 @@ class Backend:
 
     def check_images(self, messages: list[dict[str, Any]], references: str = "") -> None:
         """A ``PromptError`` when ``messages`` hold images and this backend takes none."""
+        if self.takes_images or all(type(m.get("content")) is str for m in messages):
+            return
         from .errors import PromptError
         from .images import has_images
 
-        if self.takes_images or not any(has_images(m.get("content")) for m in messages):
+        if not any(has_images(m.get("content")) for m in messages):
             return
         what = f"{references} is an image" if references else "The question holds an image"
         name = "Pizzagpt" if self.is_pizzagpt else self.provider
@@ -358,7 +360,7 @@ def _pizzagpt(model: str) -> Backend:
         raise
 
 
-_resolved: dict[Any, Backend] = {}
+_resolved: dict[Any, tuple[Backend, tuple[Endpoint, ...]]] = {}
 
 
 def resolve(model_id: str | None, extra: Mapping[str, Any] | None = None) -> Backend:
@@ -366,18 +368,19 @@ def resolve(model_id: str | None, extra: Mapping[str, Any] | None = None) -> Bac
 
     Remembered per model id, endpoint table and registrations, so a question pays for it once.
     """
+    registered = tuple(_registered.values())
     key = (
         model_id,
-        tuple(_registered.items()),
+        # By identity: endpoints are immutable, and the entry keeps them alive.
+        tuple(map(id, registered)),
         tuple((k, repr(v)) for k, v in extra.items()) if extra else (),
     )
-    backend = _resolved.get(key)
-    if backend is None:
-        backend = _resolve(model_id, extra)
+    entry = _resolved.get(key)
+    if entry is None:
         if len(_resolved) > 256:
             _resolved.clear()
-        _resolved[key] = backend
-    return backend
+        entry = _resolved[key] = (_resolve(model_id, extra), registered)
+    return entry[0]
 
 
 def _resolve(model_id: str | None, extra: Mapping[str, Any] | None) -> Backend:

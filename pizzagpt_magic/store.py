@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .transport import _getenv
+
 __all__ = [
     "Store",
     "StoreWarning",
@@ -115,7 +117,7 @@ def default_path() -> Path:
 def store_path(configured: str | None = None) -> Path | None:
     """Where the store is: ``$PIZZAGPT_STORE``, else ``configured`` (``PizzaMagics.store``),
     else the default; None when the one that applies is empty (the store is off)."""
-    value = os.environ.get("PIZZAGPT_STORE")
+    value = _getenv("PIZZAGPT_STORE")
     if value is None:
         value = configured
     if value is None:

@@ -116,6 +116,9 @@ def _proxy_secrets(proxy: str | None) -> tuple[str | None, ...]:
     return (url.raw_user, url.raw_password, url.user, url.password)
 
 
+_ENCODED: dict[str, Any] = {}
+
+
 def _getenv(name: str) -> str | None:
     """``os.environ.get(name)``, without the cost of the KeyError it raises inside for an
     unset variable (read several times a request, and unset for most users)."""
@@ -123,7 +126,10 @@ def _getenv(name: str) -> str | None:
     data = getattr(environ, "_data", None)
     if data is None:  # pragma: no cover - an os.environ without CPython's internals
         return os.environ.get(name)
-    value = data.get(environ.encodekey(name))
+    key = _ENCODED.get(name)
+    if key is None:
+        key = _ENCODED[name] = environ.encodekey(name)
+    value = data.get(key)
     return None if value is None else environ.decodevalue(value)
 
 

@@ -335,15 +335,14 @@ class OpenAICompatible(AsyncGeneratorProvider):
 
     @staticmethod
     def _parse_body(raw: bytes, response: Any) -> tuple[str, str | None, Usage | None]:
-        content_type = response.headers.get("Content-Type", "")
+        content_type = response.headers.get("Content-Type", "").lower()
         try:
-            if "charset" in content_type.lower() and (response.charset or "").lower() not in (
-                "utf-8",
-                "utf8",
-            ):
+            if "charset=" in content_type and not any(
+                f"charset={name}" in content_type for name in ("utf-8", "utf8", '"utf-8"')
+            ):  # a declared charset other than UTF-8 is honoured
                 data = json.loads(raw.decode(response.charset or "utf-8", "replace"))
             else:
-                data = json.loads(raw)  # JSON is UTF-8 (RFC 8259); bytes go straight in
+                data = json.loads(raw.decode("utf-8", "replace"))  # JSON is UTF-8 (RFC 8259)
         except (ValueError, LookupError):
             text = raw.decode("utf-8", "replace")
             raise NonJSONResponseError(response.content_type, text[:200]) from None
