@@ -257,6 +257,10 @@ class Emulator:
         return fault
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await self._counted(request, self._answer)
+
+    async def _counted(self, request: web.Request, answer: Any) -> web.StreamResponse:
+        """``answer(request)``, counted: requests, connections, requests in flight."""
         self.requests += 1
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if peer:
@@ -264,9 +268,21 @@ class Emulator:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            return await self._answer(request)
+            return await answer(request)
         finally:
             self.in_flight -= 1
+
+    async def _wait(self, fault: dict[str, Any]) -> None:
+        """The latency of this answer: the fault's, else the server's, plus jitter."""
+        delay = fault.get("latency", self.latency)
+        if self.jitter:
+            delay += self.random.uniform(0, self.jitter)
+        if delay:
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    def _retry_after(fault: dict[str, Any]) -> dict[str, str]:
+        return {"Retry-After": f"{fault['retry-after']:g}"} if "retry-after" in fault else {}
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("x-secret") != SECRET:
@@ -280,19 +296,12 @@ class Emulator:
             return web.json_response({"error": "'question' must be a string"}, status=400)
         self.questions.append(question)
         fault = self._choose_fault(request, question)
-        delay = fault.get("latency", self.latency)
-        if self.jitter:
-            delay += self.random.uniform(0, self.jitter)
-        if delay:
-            await asyncio.sleep(delay)
+        await self._wait(fault)
         if "status" in fault:
-            headers = {}
-            if "retry-after" in fault:
-                headers["Retry-After"] = f"{fault['retry-after']:g}"
             return web.json_response(
                 {"error": f"emulated status {fault['status']}"},
                 status=fault["status"],
-                headers=headers,
+                headers=self._retry_after(fault),
             )
         if fault.get("html"):
             return web.Response(text=HTML_PAGE, content_type="text/html")
@@ -348,16 +357,7 @@ class Emulator:
         )
 
     async def handle_chat(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if peer:
-            self.peers.add(tuple(peer[:2]))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            return await self._chat(request)
-        finally:
-            self.in_flight -= 1
+        return await self._counted(request, self._chat)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         refused = self._refuse_key(request)
@@ -379,17 +379,13 @@ class Emulator:
         self.questions.append(question)
         everything = "\n".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
         fault = self._choose_fault(request, everything)
-        delay = fault.get("latency", self.latency)
-        if self.jitter:
-            delay += self.random.uniform(0, self.jitter)
-        if delay:
-            await asyncio.sleep(delay)
+        await self._wait(fault)
         if "status" in fault:
-            headers = {}
-            if "retry-after" in fault:
-                headers["Retry-After"] = f"{fault['retry-after']:g}"
             return _openai_error(
-                fault["status"], f"emulated status {fault['status']}", "emulated", headers
+                fault["status"],
+                f"emulated status {fault['status']}",
+                "emulated",
+                self._retry_after(fault),
             )
         if fault.get("html"):
             return web.Response(text=HTML_PAGE, content_type="text/html")
