@@ -998,7 +998,8 @@ def _drop_rejected_config(shell: Any) -> None:
     if not section:
         return
     probe = PizzaMagics()
-    for name in list(section):
+    # Endpoints first: a configured model may name one of them.
+    for name in sorted(section, key=lambda n: n != "endpoints"):
         if not probe.has_trait(name):
             continue  # traitlets itself warns about unknown names
         try:

@@ -158,3 +158,25 @@ def test_ask_many_takes_model_ids(endpoint):
     answers = ask_many(["one?", "two?"], model="emu:emu-mini", max_tokens=2, progress=False)
     assert answers == ["**Emulated emu-mini", "**Emulated emu-mini"]
     assert [r["body"]["model"] for r in endpoint.chat_requests] == ["emu-mini", "emu-mini"]
+
+
+def test_a_configured_model_may_name_a_configured_endpoint(emu, endpoint):
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    config.PizzaMagics.model = "mine:emu-mini"  # set before the endpoint it names
+    config.PizzaMagics.endpoints = {"mine": {"base_url": f"{endpoint.url}/v1"}}
+    shell = InteractiveShell(config=config)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "ignoring the configured model"
+            shell.run_line_magic("load_ext", "pizzagpt_magic")
+        assert magics(shell).model == "mine:emu-mini"
+    finally:
+        shell.run_line_magic("unload_ext", "pizzagpt_magic")
+        shell.cleanup()
+        InteractiveShell.clear_instance()
