@@ -145,7 +145,8 @@ def test_control_the_same_corpus_as_markdown_runs_script(
         deadline = time.monotonic() + 15
         while page.evaluate("window.__pwned") is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert page.evaluate("window.__pwned") == 1
+        # Some case set the flag (which one runs first varies: any value shows execution).
+        assert page.evaluate("window.__pwned") is not None
         assert page.evaluate(FIND_LIVE) != []
         page.screenshot(path=str(screenshots / "22-corpus-control.png"))
     finally:
