@@ -138,7 +138,7 @@ def _proxy_variable(name: str) -> tuple[str, str] | None:
     # urllib's precedence: the lower-case variable wins; HTTP_PROXY is ignored under CGI.
     variable = name
     value = _getenv(name)
-    if value is None and not (name == "http_proxy" and "REQUEST_METHOD" in os.environ):
+    if value is None and not (name == "http_proxy" and _getenv("REQUEST_METHOD") is not None):
         variable = name.upper()
         value = _getenv(variable)
     return (value, variable) if value else None

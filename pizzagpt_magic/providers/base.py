@@ -147,7 +147,7 @@ class ProviderModelMixin:
 
         Raises ``ModelNotFoundError`` (a ``ValueError``) for a model the provider does not serve.
         """
-        if not model:
+        if not model or model == cls.default_model:
             return cls.default_model
         model = cls.model_aliases.get(model, model)
         valid = cls.get_models()

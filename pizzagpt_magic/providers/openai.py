@@ -44,6 +44,7 @@ __all__ = ["OpenAICompatible", "SSEDecoder", "list_models", "parse_completion"]
 
 #: Statuses retried, as the official SDK does.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_UTF8_CHARSETS = ("charset=utf-8", "charset=utf8", 'charset="utf-8"')
 _KEYLIKE = re.compile(r"\b(?:sk|key|pk|rk)[-_][A-Za-z0-9*_\-.]{4,}")
 _MODEL_MISSING = re.compile(
     r"model.*(not found|does not exist|invalid|unknown|not available)|invalid model",
@@ -338,7 +339,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         content_type = response.headers.get("Content-Type", "").lower()
         try:
             if "charset=" in content_type and not any(
-                f"charset={name}" in content_type for name in ("utf-8", "utf8", '"utf-8"')
+                name in content_type for name in _UTF8_CHARSETS
             ):  # a declared charset other than UTF-8 is honoured
                 data = json.loads(raw.decode(response.charset or "utf-8", "replace"))
             else:

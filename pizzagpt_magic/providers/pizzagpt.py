@@ -7,6 +7,7 @@ loop, and has timeouts and bounded retries.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,14 +22,15 @@ from ..errors import (
 )
 from ..transport import (
     Policy,
+    _shown,
     check_proxy,
     check_url,
     env_proxy,
     env_proxy_source,
-    open_response,
     parse_retry_after,
-    reading_body,
+    read_body,
     redact,
+    send,
 )
 from .base import (
     AsyncGeneratorProvider,
@@ -87,6 +89,17 @@ def parse_answer(
     if MISUSE_MARKER in content.lower():
         raise MisuseError(" ".join(content.split()))
     return content
+
+
+@functools.lru_cache(maxsize=16)
+def _policy(max_retries: int, base: float, ceiling: float, max_retry_after: float) -> Policy:
+    return Policy(
+        max_retries=max_retries,
+        backoff_base=base,
+        backoff_max=ceiling,
+        max_retry_after=max_retry_after,
+        retry_statuses=RETRY_STATUSES,
+    )
 
 
 def _decode(body: bytes, charset: str | None) -> str:
@@ -188,13 +201,12 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
 
     @classmethod
     def policy(cls, max_retries: int | None = None) -> Policy:
-        """The retry policy of this class's settings."""
-        return Policy(
-            max_retries=cls.max_retries if max_retries is None else max_retries,
-            backoff_base=cls.backoff_base,
-            backoff_max=cls.backoff_max,
-            max_retry_after=cls.max_retry_after,
-            retry_statuses=RETRY_STATUSES,
+        """The retry policy of this class's settings (made once per settings)."""
+        return _policy(
+            cls.max_retries if max_retries is None else max_retries,
+            cls.backoff_base,
+            cls.backoff_max,
+            cls.max_retry_after,
         )
 
     @classmethod
@@ -211,7 +223,7 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
         """POST ``prompt`` and return the answer's text, retrying what is worth retrying
         (see ``pizzagpt_magic.transport``)."""
         url = f"{base_url}{cls.api_endpoint}"
-        async with open_response(
+        response = await send(
             "POST",
             url,
             policy=cls.policy(max_retries),
@@ -220,7 +232,9 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
             proxy=proxy,
             timeout=timeout,
             connect_timeout=connect_timeout,
-        ) as response:
-            async with reading_body(redact(url), timeout):
-                body = await response.read()
-            return parse_answer(body, response.content_type, response.charset)
+        )
+        try:
+            body = await read_body(response, _shown(url, ()), timeout)
+        finally:
+            response.release()
+        return parse_answer(body, response.content_type, response.charset)
