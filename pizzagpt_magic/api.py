@@ -17,7 +17,6 @@ from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
 from .providers.base import FinishReason, Messages, Usage
-from .providers.openai import OpenAICompatible
 from .providers.pizzagpt import Pizzagpt
 
 __all__ = ["Completion", "ask", "ask_async", "build_messages", "complete", "complete_messages"]
@@ -64,7 +63,9 @@ class Completion:
 
     @property
     def model_id(self) -> str:
-        return self.model if self.provider == "pizzagpt" else f"{self.provider}:{self.model}"
+        from .backends import model_id
+
+        return model_id(self.provider, self.model)
 
     @property
     def truncated(self) -> bool:
@@ -120,6 +121,16 @@ def origin_of(backend: Backend, base_url: str | None = None) -> str:
     return backend.provider
 
 
+def parameters_of(temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
+    """The sampling parameters given (None means the backend's default, and is left out)."""
+    parameters: dict[str, Any] = {}
+    if temperature is not None:
+        parameters["temperature"] = temperature
+    if max_tokens is not None:
+        parameters["max_tokens"] = max_tokens
+    return parameters
+
+
 def store_key(
     backend: Backend,
     messages: Messages,
@@ -128,13 +139,11 @@ def store_key(
     base_url: str | None = None,
 ) -> str:
     """The store's cache key of a request."""
-    from .store import request_key
-
-    parameters = {
-        k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None
-    }
-    return request_key(
-        f"{backend.provider}@{origin_of(backend, base_url)}", backend.model, parameters, messages
+    return stores.request_key(
+        f"{backend.provider}@{origin_of(backend, base_url)}",
+        backend.model,
+        parameters_of(temperature, max_tokens),
+        messages,
     )
 
 
@@ -173,11 +182,7 @@ async def complete_messages(
     log = log and store is not None and stores.logging_enabled()
     key = None
     if store is not None:
-        parameters = {
-            k: v
-            for k, v in (("temperature", temperature), ("max_tokens", max_tokens))
-            if v is not None
-        }
+        parameters = parameters_of(temperature, max_tokens)
         key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"))
         if cache:
             hit = store.get(key)
@@ -286,25 +291,16 @@ async def _fetch(
     provider yields is ignored. An error after some text arrived carries it as ``partial``.
     """
     started = time.monotonic()
-    parameters = {}
-    if temperature is not None:
-        parameters["temperature"] = temperature
-    if max_tokens is not None:
-        parameters["max_tokens"] = max_tokens
-    endpoint = backend.endpoint
-    if not stream and endpoint is not None:
-        # The shortest path: one JSON answer from an OpenAI-compatible endpoint.
-        request.pop("base_url", None)  # Pizzagpt's; an endpoint has its own
-        text, finish, used = await OpenAICompatible.complete(
-            backend.model,
-            messages,
-            base_url=endpoint.url,
-            api_key_env=endpoint.api_key_env,
-            name=backend.provider,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            **request,
+    parameters = parameters_of(temperature, max_tokens)
+    answered = (
+        None
+        if stream
+        else await backend.complete(
+            messages, temperature=temperature, max_tokens=max_tokens, **request
         )
+    )
+    if answered is not None:  # an endpoint's one JSON answer: the shortest path
+        text, finish, used = answered
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
         if on_text is not None:

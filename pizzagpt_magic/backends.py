@@ -31,6 +31,8 @@ __all__ = [
     "Backend",
     "Endpoint",
     "endpoints",
+    "list_providers",
+    "model_id",
     "register_endpoint",
     "resolve",
 ]
@@ -39,6 +41,11 @@ ENTRY_POINT_GROUP = "pizzagpt_magic.providers"
 PIZZAGPT = "pizzagpt"
 _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _NAME = re.compile(r"[A-Za-z][\w.-]*")
+
+
+def model_id(provider: str, model: str) -> str:
+    """The model id of ``model`` at ``provider`` (a Pizzagpt model stands alone)."""
+    return model if provider == PIZZAGPT else f"{provider}:{model}"
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,36 @@ def endpoints(extra: Mapping[str, Any] | None = None) -> dict[str, Endpoint]:
     return table
 
 
+async def list_providers(
+    which: str | None = None, extra: Mapping[str, Any] | None = None, proxy: str | None = None
+) -> dict[str, list[str] | str]:
+    """Each provider's model ids (``which`` alone, else all), or the one-line reason an
+    endpoint could not be asked; the endpoints are asked in parallel. An unknown ``which``
+    is a ``ConfigurationError`` listing the providers."""
+    import asyncio
+
+    from .providers.openai import list_models
+    from .providers.pizzagpt import Pizzagpt
+
+    table = endpoints(extra)
+    names = [which] if which else [PIZZAGPT, *table]
+    unknown = [n for n in names if n != PIZZAGPT and n not in table]
+    if unknown:
+        raise ConfigurationError(
+            f"no provider named {unknown[0]!r}; providers: {', '.join([PIZZAGPT, *table])}"
+        )
+    asked = [n for n in names if n != PIZZAGPT]
+    found = await asyncio.gather(
+        *(list_models(table[n].url, table[n].api_key_env, name=n, proxy=proxy) for n in asked)
+    )
+    listed: dict[str, list[str] | str] = {}
+    if PIZZAGPT in names:
+        listed[PIZZAGPT] = Pizzagpt.get_models()
+    for name, models in zip(asked, found):
+        listed[name] = models if isinstance(models, str) else [model_id(name, m) for m in models]
+    return listed
+
+
 def import_provider(path: str) -> type:
     """The provider class at ``package.module.Class``."""
     module_name, _, attribute = path.rpartition(".")
@@ -193,7 +230,7 @@ class Backend:
     @property
     def id(self) -> str:
         """The model id that names this backend (a Pizzagpt model stands alone)."""
-        return self.model if self.provider == PIZZAGPT else f"{self.provider}:{self.model}"
+        return model_id(self.provider, self.model)
 
     @property
     def is_pizzagpt(self) -> bool:
@@ -272,15 +309,21 @@ class Backend:
             self.model,
             messages,
             proxy=proxy,
-            base_url=self.endpoint.url,
-            api_key_env=self.endpoint.api_key_env,
-            name=self.provider,
             temperature=temperature,
             max_tokens=max_tokens,
             timeout=timeout,
             connect_timeout=connect_timeout,
             max_retries=max_retries,
+            **self._endpoint_options(),
         )
+
+    def _endpoint_options(self) -> dict[str, Any]:
+        assert self.endpoint is not None
+        return {
+            "base_url": self.endpoint.url,
+            "api_key_env": self.endpoint.api_key_env,
+            "name": self.provider,
+        }
 
     def generate(
         self,
@@ -310,13 +353,11 @@ class Backend:
                 self.model,
                 messages,
                 proxy=proxy,
-                base_url=self.endpoint.url,
-                api_key_env=self.endpoint.api_key_env,
-                name=self.provider,
                 stream=stream,
                 temperature=temperature,
                 max_tokens=max_tokens,
                 **request,
+                **self._endpoint_options(),
             )
         if self.is_pizzagpt:
             return self.cls.create_async_generator(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .api import Completion, build_messages, complete_messages, log_exchange
+from .api import Completion, build_messages, complete_messages, log_exchange, parameters_of
 from .providers.base import Messages
 
 if TYPE_CHECKING:
@@ -87,14 +87,6 @@ class Conversation:
         sent = tuple((m["role"], content_key(m["content"])) for m in messages)
         return (backend.provider, backend.model, tuple(sorted(parameters.items())), sent)
 
-    @staticmethod
-    def _parameters(temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in (("temperature", temperature), ("max_tokens", max_tokens))
-            if v is not None
-        }
-
     def lookup(
         self,
         prompt: Any,
@@ -109,7 +101,7 @@ class Conversation:
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, self._parameters(temperature, max_tokens), messages)
+        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
         if key in self.cache:
             return True
         if store is None:
@@ -139,7 +131,7 @@ class Conversation:
         kept in both). ``use_cache`` False asks again whatever is kept. With ``log`` the
         exchange goes to ``store``'s log."""
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, self._parameters(temperature, max_tokens), messages)
+        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
         if use_cache and key in self.cache:
             hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
             if log and store is not None:

@@ -252,40 +252,20 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from .backends import PIZZAGPT, endpoints
+    from .backends import list_providers
+    from .errors import ConfigurationError
     from .loop import run_sync
-    from .providers.openai import list_models
-    from .providers.pizzagpt import Pizzagpt
 
-    table = endpoints()
-    names = [args.provider] if args.provider else [PIZZAGPT, *table]
-    unknown = [n for n in names if n != PIZZAGPT and n not in table]
-    if unknown:
-        print(
-            f"pizzagpt models: no provider named {unknown[0]!r}; providers: "
-            f"{', '.join([PIZZAGPT, *table])}",
-            file=sys.stderr,
-        )
+    try:
+        listed = run_sync(list_providers(args.provider))
+    except ConfigurationError as exc:
+        print(f"pizzagpt models: {exc}", file=sys.stderr)
         return 2
-    asked = [n for n in names if n != PIZZAGPT]
-
-    async def gather() -> list[Any]:
-        return list(
-            await asyncio.gather(
-                *(list_models(table[n].url, table[n].api_key_env, name=n) for n in asked)
-            )
-        )
-
-    listed = dict(zip(asked, run_sync(gather())))
-    if PIZZAGPT in names:
-        print(f"{PIZZAGPT}: {', '.join(Pizzagpt.get_models())}")
     for name, models in listed.items():
         if isinstance(models, str):
             print(f"{name}: unreachable: {models}")
         else:
-            print(f"{name}: {', '.join(f'{name}:{m}' for m in models) or 'no models'}")
+            print(f"{name}: {', '.join(models) or 'no models'}")
     return 0
 
 
@@ -308,6 +288,7 @@ class _StoreOff(Exception):
 def _logs(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from .backends import model_id
     from .store import parse_since
 
     store = _open_store()
@@ -328,11 +309,7 @@ def _logs(args: argparse.Namespace) -> int:
         return 0
     for record in reversed(records):
         when = dt.datetime.fromtimestamp(record["time"]).strftime("%Y-%m-%d %H:%M:%S")
-        model = (
-            record["model"]
-            if record["provider"] == "pizzagpt"
-            else f"{record['provider']}:{record['model']}"
-        )
+        model = model_id(record["provider"], record["model"])
         flags = " (cached)" if record["cached"] else ""
         print(f"# {when}  {model}  {record['source']}{flags}")
         print(f"> {record['prompt']}")

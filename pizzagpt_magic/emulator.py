@@ -315,8 +315,7 @@ class Emulator:
         elif fault.get("empty"):
             content = ""
         elif "large" in fault:
-            unit = "All work and no pizza makes the model a dull boy. "
-            content = (unit * (fault["large"] // len(unit) + 1))[: fault["large"]]
+            content = _large(fault["large"])
         else:
             content = make_answer(question, model)
         if fault.get("string-answer"):
@@ -394,8 +393,7 @@ class Emulator:
         if fault.get("empty"):
             content = ""
         elif "large" in fault:
-            unit = "All work and no pizza makes the model a dull boy. "
-            content = (unit * (fault["large"] // len(unit) + 1))[: fault["large"]]
+            content = _large(fault["large"])
         else:
             content = make_answer(question, model)
             if len(messages) > 1:
@@ -487,6 +485,12 @@ class Emulator:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+def _large(size: int) -> str:
+    """An answer of ``size`` characters."""
+    unit = "All work and no pizza makes the model a dull boy. "
+    return (unit * (size // len(unit) + 1))[:size]
 
 
 def _images_of(content: Any) -> list[str]:

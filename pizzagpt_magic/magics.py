@@ -832,6 +832,8 @@ class PizzaMagics(Magics):
         """The newest ``count`` logged exchanges, each prompt and answer rendered safely."""
         import datetime as dt
 
+        from .backends import model_id
+
         if count < 1:
             raise UsageError("--log N needs N of at least 1")
         store = self._store()
@@ -848,11 +850,7 @@ class PizzaMagics(Magics):
         plain = []
         for number, record in enumerate(reversed(records), 1):
             when = dt.datetime.fromtimestamp(record["time"]).strftime("%Y-%m-%d %H:%M:%S")
-            model = (
-                record["model"]
-                if record["provider"] == "pizzagpt"
-                else f"{record['provider']}:{record['model']}"
-            )
+            model = model_id(record["provider"], record["model"])
             notes = [when, model, record["source"]]
             if record["cached"]:
                 notes.append("from the cache")
@@ -877,44 +875,16 @@ class PizzaMagics(Magics):
 
     def _models(self, args: Any) -> SafeMarkdown:
         """Every provider's models (each endpoint asked in parallel), or one provider's."""
-        from .backends import PIZZAGPT, endpoints
+        from .backends import PIZZAGPT, endpoints, list_providers
         from .loop import run_sync
-        from .providers.openai import list_models
-        from .providers.pizzagpt import Pizzagpt
 
         try:
             table = endpoints(self.endpoints)
+            listed = run_sync(
+                list_providers(args.models or None, self.endpoints, args.proxy or self.proxy)
+            )
         except PizzagptError as exc:
-            raise UsageError(str(exc)) from None
-        names = [PIZZAGPT, *table] if not args.models else [args.models]
-        unknown = [n for n in names if n != PIZZAGPT and n not in table]
-        if unknown:
-            raise UsageError(
-                f"--models: no provider named {unknown[0]!r}; providers: "
-                f"{', '.join([PIZZAGPT, *table])}"
-            )
-        asked = [n for n in names if n != PIZZAGPT]
-
-        async def gather() -> list[list[str] | str]:
-            import asyncio
-
-            return list(
-                await asyncio.gather(
-                    *(
-                        list_models(
-                            table[n].url,
-                            table[n].api_key_env,
-                            name=n,
-                            proxy=args.proxy or self.proxy,
-                        )
-                        for n in asked
-                    )
-                )
-            )
-
-        listed: dict[str, list[str] | str] = dict(zip(asked, run_sync(gather())))
-        if PIZZAGPT in names:
-            listed = {PIZZAGPT: Pizzagpt.get_models(), **listed}
+            raise UsageError(f"--models: {exc}") from None
         parts: list[Any] = []
         plain = []
         for name, models in listed.items():
@@ -924,7 +894,7 @@ class PizzaMagics(Magics):
                 parts.append(Markup(f"<p><em>unreachable: {escape(models)}</em></p>"))
                 plain.append(f"{name}: unreachable: {models}")
                 continue
-            ids = [m if name == PIZZAGPT else f"{name}:{m}" for m in models]
+            ids = models
             items = "".join(
                 f"<li><code>{escape(i)}</code>{' (default)' if i == self.model else ''}</li>"
                 for i in ids
