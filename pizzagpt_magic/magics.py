@@ -20,7 +20,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unico
 
 from .cell_errors import CellErrors
 from .errors import AnswerFormatError, PizzagptError
-from .render import FORMATS, Answer, BatchSummary, Markup, SafeMarkdown, escape
+from .render import FORMATS, Answer, BatchSummary, Markup, PrintedAnswer, SafeMarkdown, escape
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -665,7 +665,13 @@ class PizzaMagics(Magics):
 
         try:
             reply = run_sync(ask())
-            answer = Answer(
+            printed = (  # a terminal has shown the text as it came: not printed again
+                view is not None
+                and not notebook
+                and bool(view.chunks)
+                and args.format in ("markdown", "text")
+            )
+            answer = (PrintedAnswer if printed else Answer)(
                 reply.text,
                 format=args.format,
                 model=args.model,
@@ -701,16 +707,6 @@ class PizzaMagics(Magics):
             # Jupyter frontends open a new cell below holding the text; terminal IPython
             # pre-fills the next prompt with it.
             self.ipython.set_next_input(answer.cell_code.rstrip("\n"), replace=False)
-        if (
-            view is not None
-            and not notebook
-            and view.chunks
-            and args.format in ("markdown", "text")
-        ):
-            # The terminal has shown the text as it came: the result is not printed again.
-            from .render import PrintedAnswer
-
-            answer.__class__ = PrintedAnswer
         return answer
 
     def _ask_each(self, args: Any, template: str) -> Any:
