@@ -429,15 +429,16 @@ async def ask_async(
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
     ``store.Store`` to use instead of the default one (None: no store).
     """
-    backend = resolve_backend(model, provider)
-    backend.check_parameters(temperature, max_tokens)
-    completion = await complete_messages(
-        backend,
-        build_messages(prompt, system=system, history=history),
+    completion = await complete(
+        prompt,
+        model=model,
+        system=system,
+        history=history,
         stream=stream,
         temperature=temperature,
         max_tokens=max_tokens,
         on_text=on_text,
+        provider=provider,
         cache=cache,
         log=log,
         store=store,
