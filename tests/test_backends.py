@@ -424,3 +424,29 @@ def test_the_openai_provider_has_the_gpt4free_interface(endpoint):
     assert text.startswith("**Emulated emu-mini answer**")
     assert repr(chunks[-1]) == "FinishReason('stop')"
     assert "Usage(" in repr(chunks[-2])
+
+
+def test_an_installed_package_adds_providers_through_entry_points(tmp_path, monkeypatch):
+    """A real distribution on sys.path declaring the group, read by importlib.metadata."""
+    info = tmp_path / "pizza_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pizza-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[pizzagpt_magic.providers]\n"
+        "echoes = fake_provider:EchoProvider\n"
+        "gateway = pizza_plugin_endpoints:GATEWAY\n"
+    )
+    (tmp_path / "pizza_plugin_endpoints.py").write_text(
+        "GATEWAY = {'base_url': 'http://127.0.0.1:9/v1', 'api_key_env': 'GATEWAY_KEY'}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    backends._entry_points.cache_clear()
+    monkeypatch.setattr(backends, "_resolved", {})
+    try:
+        assert backends.resolve("echoes:e3").cls is EchoProvider
+        gateway = backends.resolve("gateway:big-model")
+        assert gateway.endpoint.url == "http://127.0.0.1:9/v1"
+        assert gateway.endpoint.api_key_env == "GATEWAY_KEY"
+        assert "gateway" in backends.endpoints()
+    finally:
+        backends._entry_points.cache_clear()
