@@ -135,7 +135,8 @@ def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
     if len(turns) > 1 and question.endswith("Assistant:"):
         users = re.findall(r"^User: (.*?)(?=^(?:System|User|Assistant):)", question, re.M | re.S)
         last = users[-1].strip() if users else question
-    quoted = last if len(last) <= 1200 else last[:1200] + " …"
+    # A long question is quoted by its two ends, so what was added last stays visible.
+    quoted = last if len(last) <= 1200 else f"{last[:800]}\n…\n{last[-400:]}"
     lines = [
         f"**Emulated {model} answer** to a question of {len(question)} characters.",
         "",

@@ -72,6 +72,14 @@ def test_chat_prompts_quote_the_last_question():
     assert "4 messages" in answer
 
 
+def test_a_long_question_is_quoted_by_both_ends():
+    # How long a traceback is depends on the machine's paths; the request's tail must show anyway.
+    question = "This cell failed.\n" + "x" * 1500 + "\nkeep the column names"
+    answer = make_answer(question)
+    assert "> This cell failed." in answer and "> keep the column names" in answer
+    assert "> …" in answer and len(answer) < 1400
+
+
 def test_echo_returns_text_verbatim():
     assert (
         make_answer("x [[echo]]<b>raw</b>\n```py\n1\n```[[/echo]] y") == "<b>raw</b>\n```py\n1\n```"
