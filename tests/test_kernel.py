@@ -13,9 +13,12 @@ from pizzagpt_magic.progress import EMPTY
 pytestmark = pytest.mark.kernel
 
 # Unfinished tasks on the kernel's loop running code of this package.
+# The package's own running tasks, told by where their code lives (by the package's folder:
+# a checkout's path may hold the package's name too).
 OUR_TASKS = (
-    "import asyncio\n"
-    "sum('pizzagpt_magic' in getattr(getattr(t.get_coro(), 'cr_code', None), 'co_filename', '')\n"
+    "import asyncio, os, pizzagpt_magic\n"
+    "_ours = os.path.dirname(pizzagpt_magic.__file__) + os.sep\n"
+    "sum(getattr(getattr(t.get_coro(), 'cr_code', None), 'co_filename', '').startswith(_ours)\n"
     "    for t in asyncio.all_tasks() if not t.done())"
 )
 
