@@ -173,22 +173,47 @@ def _formatter() -> Any:
     return HtmlFormatter(nowrap=True, noclasses=True, style="default")
 
 
-@functools.lru_cache(maxsize=4)
-def _parser(bare_links: bool = True, environments: bool = True) -> MarkdownIt:
+def _linkifier() -> Any:
+    """linkify-it, keeping GitHub's autolinks: URLs with a scheme, ``www.`` addresses and
+    email addresses. A bare name with a dot (``setup.py``, ``frame.pop``) stays text."""
+    from linkify_it import LinkifyIt
+
+    class Linkify(LinkifyIt):
+        def match(self, text: str) -> Any:
+            found = super().match(text)
+            kept = [m for m in found or () if m.schema or m.raw[:4].lower() == "www."]
+            return kept or None
+
+    return Linkify()
+
+
+@functools.lru_cache(maxsize=16)
+def _parser(
+    bare_links: bool = True,
+    environments: bool = True,
+    scheme_links: bool = True,
+    strikethrough: bool = True,
+) -> MarkdownIt:
     """The Markdown parser that renders answers (raw HTML off).
 
-    ``bare_links`` turns on linking ``www.`` addresses without a scheme (``http://`` ones
-    are always linked), ``environments`` the ``\\begin{..}`` math blocks: both cost time on
-    every text token or block, so they are on only for answers that hold them.
+    ``bare_links`` turns on linking ``www.`` and email addresses, ``scheme_links``
+    linking ``http://`` ones, ``environments`` the ``\\begin{..}`` math blocks and
+    ``strikethrough`` the ``~~`` rule: each costs time on every text token or block, so each
+    is on only for answers that hold what it looks for (``_parser_for``).
     """
     from markdown_it import MarkdownIt
     from mdit_py_plugins.amsmath import amsmath_plugin
     from mdit_py_plugins.dollarmath import dollarmath_plugin
 
     md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
+    md.linkify = _linkifier()
     md.enable(["table", "strikethrough", "linkify"])
     if not bare_links:
         md.core.ruler.disable("linkify")
+    if not scheme_links:
+        md.inline.ruler.disable("linkify")
+    if not strikethrough:
+        md.disable("strikethrough")
     md.use(
         dollarmath_plugin,
         allow_labels=False,
@@ -220,9 +245,16 @@ def _parser(bare_links: bool = True, environments: bool = True) -> MarkdownIt:
     return md
 
 
+def _parser_for(text: str) -> MarkdownIt:
+    """The parser with only the optional rules that can match in ``text``: a rule whose
+    marker is absent would find nothing, so leaving it out changes no output."""
+    bare = "www." in text.lower() or "@" in text
+    return _parser(bare, "\\begin{" in text, "://" in text, "~" in text)
+
+
 def render_markdown(text: str, *, wrap: bool = True) -> str:
     """An untrusted Markdown answer as clean HTML, inert for JupyterLab and MathJax."""
-    parser = _parser("www." in text.lower(), "\\begin{" in text)
+    parser = _parser_for(text)
     inner = clean_html(parser.render(text))
     return _wrap(inner) if wrap else inner
 

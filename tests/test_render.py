@@ -24,6 +24,8 @@ from pizzagpt_magic.render import (
     BatchSummary,
     Markup,
     SafeMarkdown,
+    _parser,
+    _parser_for,
     render_code,
     render_markdown,
 )
@@ -185,6 +187,16 @@ def test_nothing_live_survives_fuzzing(text):
     assert audit(Answer(text, format="code")._repr_mimebundle_()["text/html"]) == []
 
 
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
+@given(
+    st.lists(st.sampled_from(PIECES + HOSTILE + ["@", "a@b.io", "~~x~~"]), max_size=30).map("".join)
+)
+def test_leaving_out_rules_that_cannot_match_changes_nothing(text):
+    # An answer is parsed without the optional rules whose markers it lacks (for speed); the
+    # HTML must be what the parser with every rule on makes.
+    assert _parser_for(text).render(text) == _parser().render(text)
+
+
 # -- legitimate answers render as users expect ----------------------------------------------
 
 
@@ -233,6 +245,17 @@ def test_math_renders_as_mathml_with_less_than():
 def test_math_that_cannot_convert_is_shown_as_source():
     html = render_markdown("$\\frac{1}{$")
     assert audit(html) == []
+
+
+def test_autolinks_are_githubs_whatever_else_the_answer_holds():
+    # A bare name with a dot is a file or an attribute, not an address: it stays text, also
+    # in an answer that holds a www. address (which once turned linking of every such name on).
+    for rest in ("", " and www.example.com", " and mail me@example.com"):
+        html = render_markdown(f"Run setup.py, then frame.pop and example.com{rest}.")
+        assert html.count("<a ") == (1 if rest else 0), html
+    html = render_markdown("Mail me@example.com, see https://x.org/a or WWW.Example.com/b.")
+    assert 'href="mailto:me@example.com"' in html and 'href="https://x.org/a"' in html
+    assert 'href="http://WWW.Example.com/b"' in html
 
 
 def test_images_become_links():
