@@ -133,6 +133,28 @@ def _getenv(name: str) -> str | None:
     return None if value is None else environ.decodevalue(value)
 
 
+_PROXY_VARIABLES = tuple(
+    f"{scheme}_proxy".lower() if lower else f"{scheme}_proxy".upper()
+    for scheme in ("http", "https", "all")
+    for lower in (True, False)
+)
+
+
+def _proxy_variables_set() -> bool:
+    """Whether any proxy variable is set (most often none is: one look at the environment)."""
+    environ: Any = os.environ
+    data = getattr(environ, "_data", None)
+    if data is None:  # pragma: no cover - an os.environ without CPython's internals
+        return any(name in os.environ for name in _PROXY_VARIABLES)
+    global _PROXY_KEYS
+    if _PROXY_KEYS is None:
+        _PROXY_KEYS = tuple(environ.encodekey(name) for name in _PROXY_VARIABLES)
+    return any(key in data for key in _PROXY_KEYS)
+
+
+_PROXY_KEYS: tuple[Any, ...] | None = None
+
+
 def _proxy_variable(name: str) -> tuple[str, str] | None:
     """``(value, variable)`` of the set proxy variable ``name`` (either case), or None."""
     # urllib's precedence: the lower-case variable wins; HTTP_PROXY is ignored under CGI.
@@ -159,6 +181,8 @@ def env_proxy_source(url: str) -> tuple[str, str] | None:
     whole environment (and read ``.netrc``, which no service needs) in a worker thread, twice
     a request.
     """
+    if not _proxy_variables_set():
+        return None
     scheme = url.split(":", 1)[0].lower()
     chosen = _proxy_variable(f"{scheme}_proxy") or _proxy_variable("all_proxy")
     if chosen is None:
