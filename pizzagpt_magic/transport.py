@@ -149,7 +149,7 @@ def _proxy_variables_set() -> bool:
     global _PROXY_KEYS
     if _PROXY_KEYS is None:
         _PROXY_KEYS = tuple(environ.encodekey(name) for name in _PROXY_VARIABLES)
-    return any(key in data for key in _PROXY_KEYS)
+    return not data.keys().isdisjoint(_PROXY_KEYS)
 
 
 _PROXY_KEYS: tuple[Any, ...] | None = None
