@@ -248,7 +248,8 @@ def bench_keepalive(count: int, trials: int) -> dict[str, Any]:
     return {
         "figure": f"keep-alive: {count} sequential questions over loopback TLS",
         "measured": f"{to_raw:.2f}x raw aiohttp on a reused connection, median of "
-        f"{len(trials_out)} trials taking the sides in every order ({ms(ours / count)} per question; "
+        f"{len(trials_out)} trials taking the sides in every order "
+        f"({ms(ours / count)} per question; "
         f"{to_seed:.1f}x faster than a new session per request)",
         "target": "<= 1.1x raw aiohttp",
         "ok": to_raw <= 1.1,
