@@ -174,14 +174,20 @@ def _formatter() -> Any:
 
 
 def _linkifier() -> Any:
-    """linkify-it, keeping GitHub's autolinks: URLs with a scheme, ``www.`` addresses and
-    email addresses. A bare name with a dot (``setup.py``, ``frame.pop``) stays text."""
+    """linkify-it for the links markdown-it's inline rule leaves: ``www.`` and email
+    addresses. A bare name with a dot (``setup.py``, ``frame.pop``) stays text, and a URL
+    with a scheme is the inline rule's alone (so ``-http://x``, which it refuses, stays text
+    here too)."""
     from linkify_it import LinkifyIt
 
     class Linkify(LinkifyIt):
         def match(self, text: str) -> Any:
             found = super().match(text)
-            kept = [m for m in found or () if m.schema or m.raw[:4].lower() == "www."]
+            kept = [
+                m
+                for m in found or ()
+                if m.schema == "mailto:" or (not m.schema and m.raw[:4].lower() == "www.")
+            ]
             return kept or None
 
     return Linkify()

@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 
 import pytest
 from hostile import HOSTILE
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pizzagpt_magic.errors import AnswerFormatError
@@ -191,6 +191,8 @@ def test_nothing_live_survives_fuzzing(text):
 @given(
     st.lists(st.sampled_from(PIECES + HOSTILE + ["@", "a@b.io", "~~x~~"]), max_size=30).map("".join)
 )
+@example("-http://x")  # a scheme the inline rule refuses stays text, www. or not
+@example("-http://x www.y.com //z.org a@b.io")
 def test_leaving_out_rules_that_cannot_match_changes_nothing(text):
     # An answer is parsed without the optional rules whose markers it lacks (for speed); the
     # HTML must be what the parser with every rule on makes.
