@@ -189,7 +189,11 @@ def test_nothing_live_survives_fuzzing(text):
 
 @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None)
 @given(
-    st.lists(st.sampled_from(PIECES + HOSTILE + ["@", "a@b.io", "~~x~~"]), max_size=30).map("".join)
+    st.lists(
+        st.sampled_from(PIECES + HOSTILE + ["@", "a@b.io", "~~x~~", "&#64;", "WWW.", "mailto:"])
+        | st.text(max_size=5),
+        max_size=30,
+    ).map("".join)
 )
 @example("-http://x")  # a scheme the inline rule refuses stays text, www. or not
 @example("-http://x www.y.com //z.org a@b.io")
