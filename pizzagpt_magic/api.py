@@ -362,21 +362,6 @@ def resolve_backend(
     return resolve(model, endpoints)
 
 
-def _question(
-    prompt: str,
-    model: str | None,
-    provider: Any,
-    system: str | None,
-    history: Iterable[Mapping[str, Any]],
-    temperature: float | None,
-    max_tokens: int | None,
-) -> tuple[Backend, Messages]:
-    """The backend and the messages of one question, checked before anything is sent."""
-    backend = resolve_backend(model, provider)
-    backend.check_parameters(temperature, max_tokens)
-    return backend, build_messages(prompt, system=system, history=history)
-
-
 async def complete(
     prompt: str,
     *,
@@ -398,7 +383,9 @@ async def complete(
     ``log`` use the store (see ``complete_messages``). ``request``: ``proxy``, ``timeout``,
     ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
     """
-    backend, messages = _question(prompt, model, provider, system, history, temperature, max_tokens)
+    backend = resolve_backend(model, provider)
+    backend.check_parameters(temperature, max_tokens)
+    messages = build_messages(prompt, system=system, history=history)
     return await complete_messages(
         backend,
         messages,
@@ -442,15 +429,16 @@ async def ask_async(
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
     ``store.Store`` to use instead of the default one (None: no store).
     """
-    # complete()'s work, one call shorter: this is every API question's path.
-    backend, messages = _question(prompt, model, provider, system, history, temperature, max_tokens)
-    completion = await complete_messages(
-        backend,
-        messages,
+    completion = await complete(
+        prompt,
+        model=model,
+        system=system,
+        history=history,
         stream=stream,
         temperature=temperature,
         max_tokens=max_tokens,
         on_text=on_text,
+        provider=provider,
         cache=cache,
         log=log,
         store=store,
