@@ -4,10 +4,12 @@ A model's answer is untrusted text (a data set it read can steer it into writing
 JupyterLab shows a live cell's output as trusted HTML. So no answer reaches the frontend as
 ``text/markdown`` for its own Markdown pipeline to read a second time. Instead:
 
-1. markdown-it-py parses the answer with raw HTML off (any ``<tag>`` stays text), with tables,
-   strikethrough, bare-URL links (linkify) and ``$``/``$$``/``\\begin{..}`` math;
+1. pulldown-cmark (a CommonMark parser in Rust, through pyromark) reads the answer, with
+   tables, strikethrough and ``$``/``$$`` math; this module writes its events as HTML, with any
+   raw ``<tag>`` as text and bare URLs linked (linkify-it, GitHub's autolinks);
 2. code blocks are highlighted here with Pygments (a fence's info string only picks a lexer; it
-   is never copied into the page), math becomes MathML here with latex2mathml;
+   is never copied into the page), math (also ``\\begin{..}`` environments standing alone)
+   becomes MathML here with math-core;
 3. nh3 (the Rust ammonia sanitiser) cleans the HTML against allow-lists: tags and attributes by
    name, URLs only with the schemes http, https and mailto, no relative URLs, no ids, no
    classes, and in ``style`` only colour and font weight or slant (Pygments' inline styles);
@@ -25,12 +27,9 @@ import functools
 import html
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import AnswerFormatError
-
-if TYPE_CHECKING:
-    from markdown_it import MarkdownIt
 
 __all__ = [
     "FORMATS",
@@ -54,10 +53,11 @@ _HTML_TAGS = frozenset(
     "a abbr b blockquote br code del div em h1 h2 h3 h4 h5 h6 hr i li ol p pre s small span strong "
     "sub sup table tbody td th thead tr ul".split()
 )
-#: What latex2mathml writes (MathML Core, which browsers render natively).
+#: What math-core writes (MathML Core, which browsers render natively).
 _MATHML_TAGS = frozenset(
     "math mi mn mo ms mspace mtext mrow mfrac msqrt mroot msub msup msubsup munder mover "
-    "munderover mtable mtr mtd mstyle mpadded mphantom menclose semantics annotation".split()
+    "munderover mmultiscripts mprescripts mtable mtr mtd mstyle mpadded mphantom menclose "
+    "merror semantics annotation".split()
 )
 _ATTRIBUTES = {
     "a": {"href", "title"},
@@ -83,19 +83,21 @@ _ATTRIBUTES = {
     "mi": {"mathvariant"},
     "mn": {"mathvariant"},
     "mtext": {"mathvariant"},
-    "mstyle": {"displaystyle", "scriptlevel", "mathvariant", "mathsize"},
+    "mrow": {"style"},
+    "mstyle": {"displaystyle", "scriptlevel", "mathvariant", "mathsize", "style"},
     "mspace": {"width", "height", "depth", "linebreak"},
     "mpadded": {"width", "height", "depth", "lspace", "voffset"},
     "mfrac": {"linethickness"},
     "mover": {"accent"},
     "munder": {"accentunder"},
     "munderover": {"accent", "accentunder"},
-    "mtable": {"columnalign", "rowspacing", "columnspacing", "displaystyle"},
-    "mtd": {"columnalign"},
+    "mtable": {"columnalign", "rowspacing", "columnspacing", "displaystyle", "scriptlevel"},
+    "mtd": {"columnalign", "style"},
     "menclose": {"notation"},
     "annotation": {"encoding"},
 }
-#: CSS properties kept in ``style``: Pygments' colours, and table cell alignment.
+#: CSS properties kept in ``style``: Pygments' and TeX's colours, and alignment in table
+#: cells and math arrays.
 _STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align"}
 _EMPTY_MATH = re.compile(r"^\s*$")
 
@@ -125,20 +127,29 @@ def _wrap(inner: str) -> str:
     return f'<div class="{WRAPPER_CLASSES}">{inner}</div>'
 
 
+@functools.lru_cache(maxsize=1)
+def _tex() -> Any:
+    from math_core import LatexToMathML
+
+    # Each formula on its own (no macro defined in one changes another), a bounded number
+    # of macro expansions.
+    return LatexToMathML(fancy_error=False)
+
+
 @functools.lru_cache(maxsize=1024)
 def _math(tex: str, display: bool) -> str:
-    """TeX as MathML made here; what cannot be converted is shown as its source.
+    """TeX as MathML made here (math-core); what cannot be converted is shown as its source.
 
     Cached: a streamed answer is rendered again as it grows, with the same formulas."""
     if not _EMPTY_MATH.match(tex):
-        from latex2mathml.converter import convert
+        from math_core import LatexError
 
         try:
-            return convert(tex, display="block" if display else "inline")
-        except Exception:  # noqa: BLE001 - any TeX latex2mathml chokes on is shown as text
+            return str(_tex().convert_with_local_state(tex, displaystyle=display))
+        except LatexError:
             pass
     source = html.escape(f"$${tex}$$" if display else f"${tex}$")
-    return f"<p><code>{source}</code></p>" if display else f"<code>{source}</code>"
+    return f"<code>{source}</code>"
 
 
 @functools.lru_cache(maxsize=256)
@@ -173,11 +184,11 @@ def _formatter() -> Any:
     return HtmlFormatter(nowrap=True, noclasses=True, style="default")
 
 
+@functools.lru_cache(maxsize=1)
 def _linkifier() -> Any:
-    """linkify-it for the links markdown-it's inline rule leaves: ``www.`` and email
-    addresses. A bare name with a dot (``setup.py``, ``frame.pop``) stays text, and a URL
-    with a scheme is the inline rule's alone (so ``-http://x``, which it refuses, stays text
-    here too)."""
+    """linkify-it, keeping GitHub's autolinks: URLs with the ``http``, ``https`` or
+    ``mailto`` scheme, ``www.`` and email addresses. A bare name with a dot (``setup.py``,
+    ``frame.pop``) stays text, and so does a URL with any other scheme."""
     from linkify_it import LinkifyIt
 
     class Linkify(LinkifyIt):
@@ -186,82 +197,262 @@ def _linkifier() -> Any:
             kept = [
                 m
                 for m in found or ()
-                if m.schema == "mailto:" or (not m.schema and m.raw[:4].lower() == "www.")
+                if m.schema.lower() in ("http:", "https:", "mailto:")
+                or (not m.schema and m.raw[:4].lower() == "www.")
             ]
             return kept or None
 
     return Linkify()
 
 
-@functools.lru_cache(maxsize=16)
-def _parser(
-    bare_links: bool = True,
-    environments: bool = True,
-    scheme_links: bool = True,
-    strikethrough: bool = True,
-) -> MarkdownIt:
-    """The Markdown parser that renders answers (raw HTML off).
+#: A run of text with no space that holds an autolink's marker: a link never holds a space,
+#: and its start is told by the character before it (a space, or the start, alike), so
+#: linkify-it reads such runs alone with the same result as the whole text, and much sooner.
+_LINK_RUN = re.compile(r"\S*?(?:://|@|www\.)\S*", re.IGNORECASE)
 
-    ``bare_links`` turns on linking ``www.`` and email addresses, ``scheme_links``
-    linking ``http://`` ones, ``environments`` the ``\\begin{..}`` math blocks and
-    ``strikethrough`` the ``~~`` rule: each costs time on every text token or block, so each
-    is on only for answers that hold what it looks for (``_parser_for``).
+
+def _may_link(text: str) -> bool:
+    """Whether ``text`` holds the marker of any autolink (the fast way out for most text)."""
+    return "://" in text or "@" in text or "www." in text.lower()
+
+
+def _linked(text: str) -> str:
+    """Plain text as HTML, its bare URLs, ``www.`` and email addresses made links."""
+    if not _may_link(text):
+        return html.escape(text, quote=False)
+    out, position = [], 0
+    for run in _LINK_RUN.finditer(text):
+        for match in _linkifier().match(run.group()) or ():
+            start = run.start() + match.index
+            out.append(html.escape(text[position:start], quote=False))
+            href = html.escape(match.url, quote=True)
+            out.append(f'<a href="{href}">{html.escape(match.text, quote=False)}</a>')
+            position = run.start() + match.last_index
+    out.append(html.escape(text[position:], quote=False))
+    return "".join(out)
+
+
+#: The math environments that stand alone as a paragraph (as amsmath's), rendered as math
+#: without ``$$`` around them.
+_ENVIRONMENT = re.compile(
+    rb"\\begin\{((?:equation|multline|gather|align|alignat|flalign|aligned|gathered|split|"
+    rb"cases|[pbBvV]?matrix|eqnarray)\*?)\}.*\\end\{\1\}\s*",
+    re.S,
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _pulldown() -> tuple[Any, Any]:
+    """pulldown-cmark's event parser (through pyromark), and the options answers use."""
+    import pyromark
+
+    options = pyromark.Options
+    return pyromark, options.ENABLE_TABLES | options.ENABLE_STRIKETHROUGH | options.ENABLE_MATH
+
+
+def _events(text: str, ranges: bool = False) -> Any:
+    """The answer as pulldown-cmark's events; with ``ranges``, each as ``(event, range)``, the
+    range a dict of ``start`` and ``end`` offsets into the UTF-8 bytes."""
+    pyromark, options = _pulldown()
+    if ranges:
+        return pyromark.events_with_range(text, options=options)
+    return pyromark.events(text, options=options)
+
+
+#: Events with no detail: the HTML that opens and closes each.
+_TAGS = {
+    "Paragraph": ("<p>", "</p>\n"),
+    "Emphasis": ("<em>", "</em>"),
+    "Strong": ("<strong>", "</strong>"),
+    "Strikethrough": ("<s>", "</s>"),
+    "Item": ("<li>", "</li>\n"),
+    "HtmlBlock": ("<p>", "</p>\n"),  # raw HTML, shown as text
+    "TableRow": ("<tr>\n", "</tr>\n"),
+    "Link": ("", "</a>"),
+}
+_BREAKS = {"HardBreak": "<br />\n", "Rule": "<hr />\n"}
+#: What is shown as text: raw HTML too (an answer's ``<script>`` is shown, never run).
+_TEXT = frozenset({"Text", "Html", "InlineHtml"})
+
+
+class _Writer:
+    """One answer's pulldown-cmark events written as HTML (which is cleaned after).
+
+    Raw HTML in the answer becomes text, code blocks are highlighted here (the fence's info
+    string only picks the lexer), math becomes MathML here, images become links, and bare
+    URLs, ``www.`` and email addresses become links.
     """
-    from markdown_it import MarkdownIt
-    from mdit_py_plugins.amsmath import amsmath_plugin
-    from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-    md = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False})
-    md.linkify = _linkifier()
-    md.enable(["table", "strikethrough", "linkify"])
-    if not bare_links:
-        md.core.ruler.disable("linkify")
-    if not scheme_links:
-        md.inline.ruler.disable("linkify")
-    if not strikethrough:
-        md.disable("strikethrough")
-    md.use(
-        dollarmath_plugin,
-        allow_labels=False,
-        allow_space=False,
-        allow_digits=False,
-        double_inline=True,
-        renderer=lambda tex, options: _math(tex, options.get("display_mode", False)),
-    )
-    if environments:
-        md.use(amsmath_plugin, renderer=lambda tex: _math(tex, True))
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.out: list[str] = []
+        self.pending: list[str] = []  # adjacent text, linked as one
+        self.links = 0  # inside a link, text is not linked again
+        self.code: list[str] | None = None  # a code block's text, while in one
+        self.language = ""
+        self.alt: list[str] | None = None  # an image's text, while in one
+        self.image = ""
+        self.nested_images = 0
+        self.aligns: tuple[str, ...] = ()
+        self.cell = 0
+        self.head = False
+        self.containers = 0  # open lists and block quotes
 
-    def fence(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
-        token = tokens[idx]
-        return _highlight(token.content, token.info)
+    def html(self) -> str:
+        # A paragraph that is one math environment is shown whole as math: its source is
+        # found by the events' byte ranges, read only when an environment may be there.
+        source = self.text.encode() if "\\begin{" in self.text else None
+        stream = _events(self.text, ranges=True) if source else _events(self.text)
+        skip_to = -1  # the end of a paragraph shown as math, whose events are skipped
+        for event in stream:
+            if source is not None:
+                event, span = event
+                if span["start"] < skip_to:
+                    continue
+            if type(event) is str:
+                self._mark(event)
+                continue
+            ((kind, value),) = event.items()
+            if kind in _TEXT:
+                if self.code is not None:
+                    self.code.append(value)
+                elif self.alt is not None:
+                    self.alt.append(value)
+                else:
+                    self.pending.append(value)
+                continue
+            if self.alt is not None:
+                self._in_image(kind, value)
+                continue
+            self._flush()
+            if kind == "Start":
+                if (
+                    value == "Paragraph"
+                    and source is not None
+                    and not self.containers
+                    and _ENVIRONMENT.fullmatch(source, span["start"], span["end"])
+                ):
+                    tex = source[span["start"] : span["end"]].decode().strip()
+                    self.out.append(f"<p>{_math(tex, True)}</p>\n")
+                    skip_to = span["end"]
+                else:
+                    self._start(value)
+            elif kind == "End":
+                self._end(value)
+            elif kind == "Code":
+                self.out.append(f"<code>{html.escape(value, quote=False)}</code>")
+            elif kind in ("InlineMath", "DisplayMath"):
+                self.out.append(_math(value, kind == "DisplayMath"))
+        self._flush()
+        return "".join(self.out)
 
-    def code_block(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
-        return _highlight(tokens[idx].content, "")
+    def _flush(self) -> None:
+        if self.pending:
+            text = "".join(self.pending)
+            self.out.append(html.escape(text, quote=False) if self.links else _linked(text))
+            self.pending.clear()
 
-    def image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
-        # Shown as a link: an answer never makes the page load a URL by itself.
-        token = tokens[idx]
-        alt = renderer.renderInlineAsText(token.children or [], options, env) or "image"
-        src = html.escape(str(token.attrGet("src") or ""), quote=True)
-        return f'<a href="{src}">[image: {html.escape(alt)}]</a>'
+    def _mark(self, event: str) -> None:
+        if self.alt is not None:
+            self.alt.append(" ")
+        elif event == "SoftBreak":
+            self.pending.append("\n")
+        elif event in _BREAKS:
+            self._flush()
+            self.out.append(_BREAKS[event])
 
-    md.add_render_rule("fence", fence)
-    md.add_render_rule("code_block", code_block)
-    md.add_render_rule("image", image)
-    return md
+    def _in_image(self, kind: str, value: Any) -> None:
+        assert self.alt is not None
+        if kind in ("Code", "InlineMath", "DisplayMath"):
+            self.alt.append(value)
+        elif kind == "Start" and type(value) is dict and "Image" in value:
+            self.nested_images += 1
+        elif kind == "End" and value == "Image":
+            if self.nested_images:
+                self.nested_images -= 1
+                return
+            # Shown as a link: an answer never makes the page load a URL by itself.
+            words = html.escape("".join(self.alt).strip() or "image", quote=False)
+            self.out.append(f'<a href="{self.image}">[image: {words}]</a>')
+            self.alt = None
 
+    def _start(self, value: Any) -> None:
+        if type(value) is str:
+            if value in _TAGS:
+                self.out.append(_TAGS[value][0])
+                if value == "TableRow":
+                    self.cell = 0
+            elif value == "TableHead":
+                self.out.append("<thead>\n<tr>\n")
+                self.head, self.cell = True, 0
+            elif value == "TableCell":
+                self._cell()
+            return
+        ((name, detail),) = value.items()
+        if name == "Heading":
+            self.out.append(f"<h{detail['level'][1]}>")
+        elif name == "CodeBlock":
+            self.code = []
+            self.language = detail["Fenced"] if type(detail) is dict else ""
+        elif name == "List":
+            self.containers += 1
+            start = "" if detail in (None, 1) else f' start="{detail}"'
+            self.out.append("<ul>\n" if detail is None else f"<ol{start}>\n")
+        elif name == "BlockQuote":
+            self.containers += 1
+            self.out.append("<blockquote>\n")
+        elif name == "Link":
+            url = detail["dest_url"]
+            if detail["link_type"] == "Email":
+                url = "mailto:" + url
+            title = detail["title"]
+            title = f' title="{html.escape(title, quote=True)}"' if title else ""
+            self.out.append(f'<a href="{html.escape(url, quote=True)}"{title}>')
+            self.links += 1
+        elif name == "Image":
+            self.alt, self.image = [], html.escape(detail["dest_url"], quote=True)
+        elif name == "Table":
+            self.aligns, self.head = tuple(detail), False
+            self.out.append("<table>\n")
 
-def _parser_for(text: str) -> MarkdownIt:
-    """The parser with only the optional rules that can match in ``text``: a rule whose
-    marker is absent would find nothing, so leaving it out changes no output."""
-    bare = "www." in text.lower() or "@" in text
-    return _parser(bare, "\\begin{" in text, "://" in text, "~" in text)
+    def _cell(self) -> None:
+        tag = "th" if self.head else "td"
+        align = self.aligns[self.cell] if self.cell < len(self.aligns) else "None"
+        style = "" if align == "None" else f' style="text-align:{align.lower()}"'
+        self.out.append(f"<{tag}{style}>")
+
+    def _end(self, value: Any) -> None:
+        if type(value) is str:
+            if value in _TAGS:
+                self.out.append(_TAGS[value][1])
+                if value == "Link":
+                    self.links -= 1
+            elif value == "CodeBlock":
+                self.out.append(_highlight("".join(self.code or ()), self.language))
+                self.code = None
+            elif value == "TableHead":
+                self.out.append("</tr>\n</thead>\n<tbody>\n")
+                self.head = False
+            elif value == "TableCell":
+                self.out.append("</th>\n" if self.head else "</td>\n")
+                self.cell += 1
+            elif value == "Table":
+                self.out.append("</tbody>\n</table>\n")
+            return
+        ((name, detail),) = value.items()
+        if name == "Heading":
+            self.out.append(f"</h{detail[1]}>\n")
+        elif name == "List":
+            self.containers -= 1
+            self.out.append("</ol>\n" if detail else "</ul>\n")
+        elif name == "BlockQuote":
+            self.containers -= 1
+            self.out.append("</blockquote>\n")
 
 
 def render_markdown(text: str, *, wrap: bool = True) -> str:
     """An untrusted Markdown answer as clean HTML, inert for JupyterLab and MathJax."""
-    parser = _parser_for(text)
-    inner = clean_html(parser.render(text))
+    inner = clean_html(_Writer(text).html())
     return _wrap(inner) if wrap else inner
 
 
@@ -315,19 +506,26 @@ def render_code(blocks: list[tuple[str, str]], *, default_language: str = "pytho
 
 
 def _code_blocks(text: str) -> list[tuple[str, str]]:
-    return [
-        (token.info.strip().split(" ")[0] if token.type == "fence" else "", token.content)
-        for token in _block_parser().parse(text)
-        if token.type in ("fence", "code_block")
-    ]
-
-
-@functools.lru_cache(maxsize=1)
-def _block_parser() -> MarkdownIt:
-    # Plain CommonMark finds the code blocks: what a reader of the answer sees as code.
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark").enable("table")
+    """The answer's code blocks, as the renderer reads them: (language, code) pairs."""
+    pyromark, options = _pulldown()
+    blocks: list[tuple[str, str]] = []
+    code: list[str] | None = None
+    language = ""
+    for event in pyromark.events(text, options=options):
+        if type(event) is str:
+            continue
+        ((kind, value),) = event.items()
+        if code is not None and kind == "Text":
+            code.append(value)
+        elif kind == "Start" and type(value) is dict and "CodeBlock" in value:
+            detail = value["CodeBlock"]
+            fenced = detail["Fenced"] if type(detail) is dict else ""
+            language = fenced.strip().split(" ")[0] if fenced.strip() else ""
+            code = []
+        elif kind == "End" and value == "CodeBlock" and code is not None:
+            blocks.append((language, "".join(code)))
+            code = None
+    return blocks
 
 
 def extract_code(text: str) -> list[tuple[str, str]]:

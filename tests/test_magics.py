@@ -490,3 +490,21 @@ def test_infinite_timeout_means_no_limit_and_nan_is_refused(shell, emu):
     assert "--timeout must be more than 0" in failing(shell, "%pizza --timeout nan q")
     with pytest.raises(TraitError):
         magics(shell).timeout = float("nan")
+
+
+def test_load_ext_imports_no_heavy_module():
+    # aiohttp, the renderer's parser, sanitiser, math and link libraries load on first use.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "InteractiveShell.instance().run_line_magic('load_ext', 'pizzagpt_magic')\n"
+        "heavy = ('aiohttp', 'nh3', 'pyromark', 'math_core', 'linkify_it', 'multidict')\n"
+        "print(' '.join(name for name in heavy if name in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == []
