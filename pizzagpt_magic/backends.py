@@ -276,6 +276,8 @@ class Backend:
 
     def check_parameters(self, temperature: float | None, max_tokens: int | None) -> None:
         """A ``ConfigurationError`` for a parameter this backend would not take."""
+        if temperature is None and max_tokens is None:
+            return
         given = [
             name
             for name, value in (("temperature", temperature), ("max_tokens", max_tokens))

@@ -128,7 +128,8 @@ def store_path(configured: str | None = None) -> Path | None:
 
 def logging_enabled() -> bool:
     """Whether ``$PIZZAGPT_LOG`` allows the log (unset, or anything but 0/false/no/off)."""
-    return os.environ.get("PIZZAGPT_LOG", "1").strip().lower() not in ("0", "false", "no", "off")
+    value = _getenv("PIZZAGPT_LOG")  # read on every question: no KeyError when unset
+    return value is None or value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def request_key(

@@ -163,6 +163,29 @@ def test_the_declared_charset_is_honoured(server, charset, declared):
     assert ask("q", base_url=url) == text
 
 
+@pytest.mark.parametrize(
+    ("charset", "declared"),
+    [("iso-8859-1", "iso-8859-1"), ("utf-8", None), ("utf-8", '"UTF-8"'), ("cp1252", "cp1252")],
+)
+def test_an_endpoints_declared_charset_is_honoured(server, monkeypatch, charset, declared):
+    from pizzagpt_magic import backends
+
+    text = "café über"
+
+    async def answer(request):
+        message = {"role": "assistant", "content": text}
+        data = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+        body = json.dumps(data, ensure_ascii=False).encode(charset)
+        content_type = "application/json" + (f"; charset={declared}" if declared else "")
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    url = server([web.post("/v1/chat/completions", answer)])
+    monkeypatch.setitem(
+        backends._registered, "charsets", backends.Endpoint("charsets", f"{url}/v1")
+    )
+    assert ask("q", model="charsets:m", stream=False) == text
+
+
 def test_an_infinite_timeout_means_no_limit(server):
     async def answer(request):
         await asyncio.sleep(0.05)

@@ -44,7 +44,7 @@ __all__ = ["OpenAICompatible", "SSEDecoder", "list_models", "parse_completion"]
 
 #: Statuses retried, as the official SDK does.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-_UTF8_CHARSETS = ("charset=utf-8", "charset=utf8", 'charset="utf-8"')
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})
 _KEYLIKE = re.compile(r"\b(?:sk|key|pk|rk)[-_][A-Za-z0-9*_\-.]{4,}")
 _MODEL_MISSING = re.compile(
     r"model.*(not found|does not exist|invalid|unknown|not available)|invalid model",
@@ -336,14 +336,12 @@ class OpenAICompatible(AsyncGeneratorProvider):
 
     @staticmethod
     def _parse_body(raw: bytes, response: Any) -> tuple[str, str | None, Usage | None]:
-        content_type = response.headers.get("Content-Type", "").lower()
+        # JSON is UTF-8 (RFC 8259), but a declared charset other than UTF-8 is honoured.
+        charset = response.charset
+        if charset is None or charset.lower() in _UTF8_NAMES:
+            charset = "utf-8"
         try:
-            if "charset=" in content_type and not any(
-                name in content_type for name in _UTF8_CHARSETS
-            ):  # a declared charset other than UTF-8 is honoured
-                data = json.loads(raw.decode(response.charset or "utf-8", "replace"))
-            else:
-                data = json.loads(raw.decode("utf-8", "replace"))  # JSON is UTF-8 (RFC 8259)
+            data = json.loads(raw.decode(charset, "replace"))
         except (ValueError, LookupError):
             text = raw.decode("utf-8", "replace")
             raise NonJSONResponseError(response.content_type, text[:200]) from None
