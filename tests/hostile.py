@@ -92,4 +92,22 @@ MATH = [
     "\\[\\href{javascript:alert(1)}{x}\\]",
 ]
 
-HOSTILE = XSS + LINKS + MARKED_GAPS + FENCE_INFO + MATH
+#: Aimed at the writer of the parser's events: attributes it builds from an answer's link
+#: titles, destinations and bare URLs, HTML blocks of every kind, TeX macros and environments.
+EVENTS = [
+    '[x](https://a.io "t\\" onmouseover=alert(1) x=\\"")',
+    '![x](https://a.io/"onerror=alert(1)) ![y](javascript:alert(1))',
+    'www.example.com/"onmouseover="alert(1)" and https://x.io/<img/src=x/onerror=alert(1)>',
+    "mail me@x.io\"onmouseover=alert(1)",
+    "<![CDATA[<img src=x onerror=alert(1)>]]>",
+    "<?php <img src=x onerror=alert(1)> ?>",
+    "<!DOCTYPE html><img src=x onerror=alert(1)>",
+    "| a <img src=x onerror=alert(1)> |\n|---|\n| <script>alert(1)</script> |",
+    "# <svg onload=alert(1)> heading",
+    "$\\def\\x{\\href{javascript:alert(1)}{y}}\\x$",
+    "$</math><img src=x onerror=alert(1)>$",
+    "\\begin{aligned}\\href{javascript:alert(1)}{x} &= 1\\end{aligned}",
+    "\\begin{aligned}a\\end{aligned}</p><img src=x onerror=alert(1)>",
+]
+
+HOSTILE = XSS + LINKS + MARKED_GAPS + FENCE_INFO + MATH + EVENTS
