@@ -371,9 +371,13 @@ class _Writer:
             if self.nested_images:
                 self.nested_images -= 1
                 return
-            # Shown as a link: an answer never makes the page load a URL by itself.
+            # Shown as a link: an answer never makes the page load a URL by itself. Inside a
+            # link (a linked badge, say) it is that link's text: links do not nest.
             words = html.escape("".join(self.alt).strip() or "image", quote=False)
-            self.out.append(f'<a href="{self.image}">[image: {words}]</a>')
+            if self.links:
+                self.out.append(f"[image: {words}]")
+            else:
+                self.out.append(f'<a href="{self.image}">[image: {words}]</a>')
             self.alt = None
 
     def _start(self, value: Any) -> None:

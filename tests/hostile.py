@@ -98,7 +98,7 @@ EVENTS = [
     '[x](https://a.io "t\\" onmouseover=alert(1) x=\\"")',
     '![x](https://a.io/"onerror=alert(1)) ![y](javascript:alert(1))',
     'www.example.com/"onmouseover="alert(1)" and https://x.io/<img/src=x/onerror=alert(1)>',
-    "mail me@x.io\"onmouseover=alert(1)",
+    'mail me@x.io"onmouseover=alert(1)',
     "<![CDATA[<img src=x onerror=alert(1)>]]>",
     "<?php <img src=x onerror=alert(1)> ?>",
     "<!DOCTYPE html><img src=x onerror=alert(1)>",

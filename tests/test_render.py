@@ -447,3 +447,7 @@ def test_code_blocks_extracted_are_those_shown():
 def test_image_text_is_the_links_text():
     html = render_markdown("![a *chart* of `sales`](https://example.org/c.png) and ![](x.png)")
     assert "[image: a chart of sales]" in html and "[image: image]" in html and "<img" not in html
+    # A linked image (a badge) is its link's text: one link, to where the badge points.
+    html = render_markdown("[![build](https://ci.io/badge.svg)](https://ci.io/run)")
+    assert html.count("<a ") == 1 and '<a href="https://ci.io/run"' in html
+    assert "[image: build]</a>" in html
