@@ -5,8 +5,8 @@ JupyterLab shows a live cell's output as trusted HTML. So no answer reaches the 
 ``text/markdown`` for its own Markdown pipeline to read a second time. Instead:
 
 1. pulldown-cmark (a CommonMark parser in Rust, through pyromark) reads the answer, with
-   tables, strikethrough and ``$``/``$$`` math; this module writes its events as HTML, with any
-   raw ``<tag>`` as text and bare URLs linked (linkify-it, GitHub's autolinks);
+   tables, strikethrough, task lists and ``$``/``$$`` math; this module writes its events as
+   HTML, with any raw ``<tag>`` as text and bare URLs linked (linkify-it, GitHub's autolinks);
 2. code blocks are highlighted here with Pygments (a fence's info string only picks a lexer; it
    is never copied into the page), math (also ``\\begin{..}`` environments standing alone)
    becomes MathML here with math-core;
@@ -247,7 +247,13 @@ def _pulldown() -> tuple[Any, Any]:
     import pyromark
 
     options = pyromark.Options
-    return pyromark, options.ENABLE_TABLES | options.ENABLE_STRIKETHROUGH | options.ENABLE_MATH
+    enabled = (
+        options.ENABLE_TABLES
+        | options.ENABLE_STRIKETHROUGH
+        | options.ENABLE_MATH
+        | options.ENABLE_TASKLISTS
+    )
+    return pyromark, enabled
 
 
 def _events(text: str, ranges: bool = False) -> Any:
@@ -343,6 +349,8 @@ class _Writer:
                 self.out.append(f"<code>{html.escape(value, quote=False)}</code>")
             elif kind in ("InlineMath", "DisplayMath"):
                 self.out.append(_math(value, kind == "DisplayMath"))
+            elif kind == "TaskListMarker":  # a box, as a character: no form control
+                self.out.append("\u2611 " if value else "\u2610 ")
         self._flush()
         return "".join(self.out)
 

@@ -451,3 +451,10 @@ def test_image_text_is_the_links_text():
     html = render_markdown("[![build](https://ci.io/badge.svg)](https://ci.io/run)")
     assert html.count("<a ") == 1 and '<a href="https://ci.io/run"' in html
     assert "[image: build]</a>" in html
+
+
+def test_task_lists_show_their_boxes_as_characters():
+    html = render_markdown("- [ ] load the data\n- [x] check the <b>columns</b>\n")
+    assert "<li>\u2610 load the data</li>" in html
+    assert "<li>\u2611 check the &lt;b&gt;columns&lt;/b&gt;</li>" in html
+    assert "<input" not in html and audit(html) == []
