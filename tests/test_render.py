@@ -458,3 +458,18 @@ def test_task_lists_show_their_boxes_as_characters():
     assert "<li>\u2610 load the data</li>" in html
     assert "<li>\u2611 check the &lt;b&gt;columns&lt;/b&gt;</li>" in html
     assert "<input" not in html and audit(html) == []
+
+
+def test_a_long_run_without_spaces_is_linked_in_linear_time():
+    # An answer holding a long token (a base64 blob, say) and an address elsewhere: the search
+    # for the runs that may hold links once went back over the token from every character in
+    # it (200,000 characters: minutes). The bound is generous: it takes milliseconds.
+    import subprocess
+    import sys
+
+    script = (
+        "from pizzagpt_magic.render import render_markdown\n"
+        "html = render_markdown('x' * 200_000 + ' mail a@b.io or see https://x.io')\n"
+        "assert html.count('<a ') == 2, html[-300:]\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
