@@ -27,6 +27,7 @@ import functools
 import html
 import json
 import re
+import threading
 from typing import Any
 
 from .errors import AnswerFormatError
@@ -131,25 +132,73 @@ def _wrap(inner: str) -> str:
 def _tex() -> Any:
     from math_core import LatexToMathML
 
-    # Each formula on its own (no macro defined in one changes another), a bounded number
-    # of macro expansions.
+    # Each formula on its own: nothing one formula does changes another.
     return LatexToMathML(fancy_error=False)
+
+
+#: math-core converts by recursion, and a formula nested a few thousand levels deep overflows
+#: a thread's usual stack, which ends the process (a segmentation fault, not an exception): a
+#: hostile answer would crash the kernel. So formulas are converted on a thread of their own
+#: with this much stack (address space; only what is used is taken), longer ones are shown as
+#: their source, and so are ones that define macros (a short macro can nest a formula any
+#: depth). 40,000 characters of the deepest-nesting forms convert on such a stack.
+_TEX_STACK = 256 * 1024 * 1024
+_MAX_TEX = 10_000
+#: A formula this short nests at most a few dozen levels, which any thread's stack holds.
+_SHORT_TEX = 120
+_TEX_MACRO = re.compile(
+    r"\\(?:[gex]?def|let|(?:re)?newcommand|providecommand|(?:re)?newenvironment)(?![a-zA-Z])"
+)
+_stack_size_lock = threading.Lock()
+
+
+def _source(tex: str, display: bool) -> str:
+    """A formula that is not converted, shown as what the answer wrote."""
+    return f"<code>{html.escape(f'$${tex}$$' if display else f'${tex}$')}</code>"
 
 
 @functools.lru_cache(maxsize=1024)
 def _math(tex: str, display: bool) -> str:
     """TeX as MathML made here (math-core); what cannot be converted is shown as its source.
+    Called by ``_formulas`` only, which gives a long formula a large stack.
 
     Cached: a streamed answer is rendered again as it grows, with the same formulas."""
-    if not _EMPTY_MATH.match(tex):
-        from math_core import LatexError
+    if _EMPTY_MATH.match(tex) or len(tex) > _MAX_TEX or _TEX_MACRO.search(tex):
+        return _source(tex, display)
+    from math_core import LatexError
 
+    try:
+        return str(_tex().convert_with_local_state(tex, displaystyle=display))
+    except LatexError:
+        return _source(tex, display)
+
+
+def _formulas(formulas: list[tuple[str, bool]]) -> list[str]:
+    """``_math`` of each ``(tex, display)``, converted on a thread with a large stack (here,
+    when every formula is too short to nest deep: the most common case, and the quickest)."""
+    if all(len(tex) <= _SHORT_TEX for tex, _ in formulas):
+        return [_math(tex, display) for tex, display in formulas]
+    converted: list[str] = []
+
+    def convert() -> None:
+        for tex, display in formulas:
+            try:
+                converted.append(_math(tex, display))
+            except BaseException:  # noqa: BLE001 - a converter's panic too: shown as source
+                converted.append(_source(tex, display))
+
+    with _stack_size_lock:
+        previous = threading.stack_size(_TEX_STACK)
         try:
-            return str(_tex().convert_with_local_state(tex, displaystyle=display))
-        except LatexError:
-            pass
-    source = html.escape(f"$${tex}$$" if display else f"${tex}$")
-    return f"<code>{source}</code>"
+            worker = threading.Thread(target=convert, name="pizzagpt-magic-tex", daemon=True)
+            worker.start()
+        except RuntimeError:  # no new thread (the interpreter is shutting down)
+            worker = None
+        finally:
+            threading.stack_size(previous)
+    if worker is not None:
+        worker.join()
+    return converted + [_source(tex, display) for tex, display in formulas[len(converted) :]]
 
 
 @functools.lru_cache(maxsize=256)
@@ -211,6 +260,9 @@ def _linkifier() -> Any:
 #: A match starts only where a run starts, so each run is scanned once (linear time, however
 #: long a run without spaces is).
 _LINK_RUN = re.compile(r"(?<!\S)\S*?(?:://|@|www\.)\S*", re.IGNORECASE)
+#: A longer run stays text: linkify-it's time grows with the square of a run that holds many
+#: addresses (65,000 characters of ``https://x.io/`` took 7 s), and no address is so long.
+_MAX_LINK_RUN = 2048
 
 
 def _may_link(text: str) -> bool:
@@ -219,11 +271,14 @@ def _may_link(text: str) -> bool:
 
 
 def _linked(text: str) -> str:
-    """Plain text as HTML, its bare URLs, ``www.`` and email addresses made links."""
+    """Plain text as HTML, its bare URLs, ``www.`` and email addresses made links (not in a
+    run without spaces longer than ``_MAX_LINK_RUN``)."""
     if not _may_link(text):
         return html.escape(text, quote=False)
     out, position = [], 0
     for run in _LINK_RUN.finditer(text):
+        if run.end() - run.start() > _MAX_LINK_RUN:
+            continue
         for match in _linkifier().match(run.group()) or ():
             start = run.start() + match.index
             out.append(html.escape(text[position:start], quote=False))
@@ -279,6 +334,10 @@ _TAGS = {
     "Link": ("", "</a>"),
 }
 _BREAKS = {"HardBreak": "<br />\n", "Rule": "<hr />\n"}
+#: Lists and block quotes nested deeper than this are shown without their own markup (their
+#: text stays): the sanitiser's HTML parser takes time that grows with the square of the
+#: depth (50,000 ``>`` took 13 s), and no answer means such depth.
+_MAX_NESTING = 64
 #: What is shown as text: raw HTML too (an answer's ``<script>`` is shown, never run).
 _TEXT = frozenset({"Text", "Html", "InlineHtml"})
 
@@ -305,6 +364,7 @@ class _Writer:
         self.cell = 0
         self.head = False
         self.containers = 0  # open lists and block quotes
+        self.math: list[tuple[int, str, bool]] = []  # each formula's place in out, TeX, display
 
     def html(self) -> str:
         # A paragraph that is one math environment is shown whole as math: its source is
@@ -341,7 +401,9 @@ class _Writer:
                     and _ENVIRONMENT.fullmatch(source, span["start"], span["end"])
                 ):
                     tex = source[span["start"] : span["end"]].decode().strip()
-                    self.out.append(f"<p>{_math(tex, True)}</p>\n")
+                    self.out.append("<p>")
+                    self._formula(tex, True)
+                    self.out.append("</p>\n")
                     skip_to = span["end"]
                 else:
                     self._start(value)
@@ -350,11 +412,19 @@ class _Writer:
             elif kind == "Code":
                 self.out.append(f"<code>{html.escape(value, quote=False)}</code>")
             elif kind in ("InlineMath", "DisplayMath"):
-                self.out.append(_math(value, kind == "DisplayMath"))
+                self._formula(value, kind == "DisplayMath")
             elif kind == "TaskListMarker":  # a box, as a character: no form control
                 self.out.append("\u2611 " if value else "\u2610 ")
         self._flush()
+        if self.math:  # every formula converted at once, then put in its place
+            converted = _formulas([(tex, display) for _, tex, display in self.math])
+            for (place, _, _), markup in zip(self.math, converted):
+                self.out[place] = markup
         return "".join(self.out)
+
+    def _formula(self, tex: str, display: bool) -> None:
+        self.math.append((len(self.out), tex, display))
+        self.out.append("")  # its place
 
     def _flush(self) -> None:
         if self.pending:
@@ -392,6 +462,8 @@ class _Writer:
 
     def _start(self, value: Any) -> None:
         if type(value) is str:
+            if value == "Item" and self.containers > _MAX_NESTING:
+                return
             if value in _TAGS:
                 self.out.append(_TAGS[value][0])
                 if value == "TableRow":
@@ -410,11 +482,13 @@ class _Writer:
             self.language = detail["Fenced"] if type(detail) is dict else ""
         elif name == "List":
             self.containers += 1
-            start = "" if detail in (None, 1) else f' start="{detail}"'
-            self.out.append("<ul>\n" if detail is None else f"<ol{start}>\n")
+            if self.containers <= _MAX_NESTING:
+                start = "" if detail in (None, 1) else f' start="{detail}"'
+                self.out.append("<ul>\n" if detail is None else f"<ol{start}>\n")
         elif name == "BlockQuote":
             self.containers += 1
-            self.out.append("<blockquote>\n")
+            if self.containers <= _MAX_NESTING:
+                self.out.append("<blockquote>\n")
         elif name == "Link":
             url = detail["dest_url"]
             if detail["link_type"] == "Email":
@@ -437,6 +511,9 @@ class _Writer:
 
     def _end(self, value: Any) -> None:
         if type(value) is str:
+            if value == "Item" and self.containers > _MAX_NESTING:
+                self.out.append("<br />\n")  # items in lists nested too deep: one a line
+                return
             if value in _TAGS:
                 self.out.append(_TAGS[value][1])
                 if value == "Link":
@@ -457,11 +534,13 @@ class _Writer:
         if name == "Heading":
             self.out.append(f"</h{detail[1]}>\n")
         elif name == "List":
+            if self.containers <= _MAX_NESTING:
+                self.out.append("</ol>\n" if detail else "</ul>\n")
             self.containers -= 1
-            self.out.append("</ol>\n" if detail else "</ul>\n")
         elif name == "BlockQuote":
+            if self.containers <= _MAX_NESTING:
+                self.out.append("</blockquote>\n")
             self.containers -= 1
-            self.out.append("</blockquote>\n")
 
 
 def render_markdown(text: str, *, wrap: bool = True) -> str:

@@ -473,3 +473,50 @@ def test_a_long_run_without_spaces_is_linked_in_linear_time():
         "assert html.count('<a ') == 2, html[-300:]\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_answers_nested_to_extremes_neither_crash_nor_stall_the_kernel():
+    # In a process of its own: before the guards, math-core's recursion overflowed the stack
+    # (a segmentation fault: the kernel gone) on formulas nested some thousands deep, by
+    # braces, chains of commands or a short macro; 200,000 ">" took minutes in the
+    # sanitiser's HTML parser, and 200,000 characters of addresses without a space about a
+    # minute in linkify-it. Each now takes milliseconds; the bound is generous.
+    import subprocess
+    import sys
+
+    script = r"""
+from pizzagpt_magic.render import render_markdown
+cases = [
+    "$" + "{" * 20000 + "x" + "}" * 20000 + "$",
+    "$" + "\\sqrt" * 20000 + " x$",
+    "$$" + "\\hat" * 20000 + " x$$",
+    "$" + "\\frac1" * 20000 + " x$",
+    "$\\def\\x#1{" + "{" * 99 + "#1" + "}" * 99 + "}" + "\\x{" * 98 + "y" + "}" * 98 + "$",
+    "$\\newcommand{\\x}[1]{{#1}}\\x{y}$",
+    ">" * 200000 + " deep",
+    "".join("  " * i + "- deep\n" for i in range(3000)),
+    "https://x.io/" * 16000,
+]
+for case in cases:
+    html = render_markdown(case)
+    assert "<math" not in html or len(case) < 200, case[:40]
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr)
+
+
+def test_short_formulas_and_macros_still_render():
+    html = render_markdown("$\\sqrt{\\sqrt{x}}$ and $\\hat{\\hat{y}}$ and $\\def\\x{y}\\x$")
+    assert html.count("<math") == 2 and "<code>$\\def\\x{y}\\x$</code>" in html
+    long = "$" + " + ".join(f"x_{{{i}}}" for i in range(200)) + "$"  # long, shallow
+    assert "<math" in render_markdown(long)
+
+
+def test_containers_nested_too_deep_keep_their_text():
+    html = render_markdown(">" * 100 + " deep")
+    assert html.count("<blockquote>") == 64 and "deep" in html and audit(html) == []
+    html = render_markdown("".join("  " * i + f"- item{i}\n" for i in range(80)))
+    assert html.count("<ul>") == 64 and "item79" in html and audit(html) == []
