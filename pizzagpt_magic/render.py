@@ -556,12 +556,14 @@ def _stable_end(text: str) -> int:
     """Where the finished blocks of a growing answer end: the last blank line outside a code
     fence and outside ``$$`` math (0 when there is none)."""
     end = 0
-    fences = 0
+    fences = dollars = 0
     position = 0
     for match in re.finditer(r"\n[ \t]*\n", text):
+        # Counted piece by piece (each starts at a newline, which no marker spans): one pass.
         fences += len(_FENCE.findall(text, position, match.start()))
+        dollars += text.count("$$", position, match.start())
         position = match.start()
-        if fences % 2 == 0 and text.count("$$", 0, match.start()) % 2 == 0:
+        if fences % 2 == 0 and dollars % 2 == 0:
             end = match.end()
     return end
 

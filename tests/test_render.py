@@ -520,3 +520,18 @@ def test_containers_nested_too_deep_keep_their_text():
     assert html.count("<blockquote>") == 64 and "deep" in html and audit(html) == []
     html = render_markdown("".join("  " * i + f"- item{i}\n" for i in range(80)))
     assert html.count("<ul>") == 64 and "item79" in html and audit(html) == []
+
+
+def test_a_long_streamed_answer_finds_its_finished_blocks_in_one_pass():
+    # Each update looks for where the finished blocks end; it once counted the $$ from the
+    # start of the answer at every blank line (2.6 million characters: about two minutes an
+    # update). The bound is generous: it takes milliseconds.
+    import subprocess
+    import sys
+
+    script = (
+        "from pizzagpt_magic.render import _stable_end\n"
+        "text = 'a formula $$x$$ and text\\n\\n' * 100_000 + 'and the tail'\n"
+        "assert _stable_end(text) == len(text) - len('and the tail')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
