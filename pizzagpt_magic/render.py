@@ -322,7 +322,8 @@ def _events(text: str, ranges: bool = False) -> Any:
     return pyromark.events(text, options=options)
 
 
-#: Events with no detail: the HTML that opens and closes each.
+#: Events with no detail: the HTML that opens and closes each (a link's start carries its
+#: destination and is written by ``_Writer._start``; only its end is here).
 _TAGS = {
     "Paragraph": ("<p>", "</p>\n"),
     "Emphasis": ("<em>", "</em>"),
