@@ -688,7 +688,7 @@ class PizzaMagics(Magics):
         except AnswerFormatError as exc:
             # The model answered, just not in the format asked for: keep what it said.
             if view is not None:
-                view.finish()
+                view.finish(self.ipython.events)
             self.user_ns[ANSWER_TEXT] = exc.text
             raise UsageError(f"{exc}; the answer's text is in {ANSWER_TEXT!r}") from None
         except PizzagptError as exc:
@@ -699,7 +699,7 @@ class PizzaMagics(Magics):
                 raise UsageError(f"{exc}; the partial answer is in {ANSWER_TEXT!r}") from None
             raise UsageError(str(exc)) from None
         if view is not None:
-            view.finish()
+            view.finish(self.ipython.events)
         self.conversation.record(prompt, reply.text, args.model, args.backend.provider)
         if args.output:
             self.user_ns[args.output] = answer.value

@@ -3,8 +3,8 @@
 In a notebook the answer grows in place: one display, updated at most ``interval`` seconds apart
 (and further apart when rendering takes long, so display never costs more than a small share of
 the time), each update rendered by the same safe renderer as any answer. When the answer is
-complete the display is emptied and the cell's result shows the finished answer, exactly as a
-non-streamed one. In a terminal the text is printed as it comes.
+complete the cell's result shows the finished answer, exactly as a non-streamed one, and the
+display is emptied once that result is sent. In a terminal the text is printed as it comes.
 
 An interrupted or cut stream keeps its text on screen, marked as such.
 """
@@ -88,12 +88,26 @@ class StreamView:
         took = time.monotonic() - started
         self._next_at = time.monotonic() + max(self.interval, took / self.budget)
 
-    def finish(self) -> None:
-        """The answer is complete: the finished answer shows as the cell's result instead."""
+    def finish(self, events: Any = None) -> None:
+        """The answer is complete: the finished answer shows as the cell's result instead.
+
+        With ``events`` (IPython's event manager) the display is emptied once the cell has run,
+        after its result is sent, so the answer never leaves the screen in between (emptied
+        first, it vanished until the frontend had drawn the result)."""
         self._cancel()
         if self.notebook:
-            if self._handle is not None:
-                self._handle.update(EMPTY, raw=True)
+            handle = self._handle
+            if handle is None:
+                return
+            if events is None:
+                handle.update(EMPTY, raw=True)
+                return
+
+            def empty() -> None:
+                events.unregister("post_execute", empty)
+                handle.update(EMPTY, raw=True)
+
+            events.register("post_execute", empty)
         elif self.chunks and not self._printed.endswith("\n"):
             (self.out or sys.stdout).write("\n")
 

@@ -96,6 +96,11 @@ def test_a_slow_stream_grows_then_ends_as_rendered_markdown(page, screenshots):
     states = page.evaluate("window.__states")
     lengths = sorted({s["length"] for s in states})
     assert len(lengths) >= 4
+    # Once shown, the answer never leaves the screen: not even as the streamed display gives
+    # way to the cell's result (emptied first, it vanished until the result was drawn).
+    shown = [s["length"] for s in states]
+    shown = shown[next(i for i, n in enumerate(shown) if n) :]
+    assert 0 not in shown, shown
     html = target.locator(".jp-OutputArea-output[data-mime-type='text/html']").last
     assert html.locator("h1").inner_text() == "Pizza report"
     assert html.locator("table td").first.inner_text() == "Margherita"
