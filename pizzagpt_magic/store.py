@@ -21,6 +21,7 @@ it off (memory only).
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import logging
@@ -107,8 +108,19 @@ class StoreWarning(UserWarning):
     """The store failed; the package goes on from memory only."""
 
 
+#: The variables the platform's user data directory is found from (platformdirs reads these).
+_DIRECTORY_VARIABLES = ("XDG_DATA_HOME", "HOME", "APPDATA", "LOCALAPPDATA", "USERPROFILE")
+
+
 def default_path() -> Path:
     """``store.sqlite3`` in the platform's user data directory."""
+    # Found once per value of the variables it depends on: platformdirs takes some 15 µs, and
+    # the store is looked up for every question.
+    return _default_path(*map(_getenv, _DIRECTORY_VARIABLES))
+
+
+@functools.lru_cache(maxsize=8)
+def _default_path(*environment: str | None) -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("pizzagpt-magic", appauthor=False)) / "store.sqlite3"
@@ -122,6 +134,11 @@ def store_path(configured: str | None = None) -> Path | None:
         value = configured
     if value is None:
         return default_path()
+    return _path_of(value, _getenv("HOME") if "~" in value else None)
+
+
+@functools.lru_cache(maxsize=16)
+def _path_of(value: str, home: str | None) -> Path | None:
     value = value.strip()
     return Path(value).expanduser() if value else None
 

@@ -413,3 +413,19 @@ def test_an_interrupted_batch_keeps_its_answers_and_resumes(tmp_path):
             assert emu.requests - asked == 200 - kept
         finally:
             kernel.shutdown()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="XDG_DATA_HOME is where Linux keeps user data")
+def test_the_store_location_follows_the_environment(tmp_path, monkeypatch):
+    """Where the store is, found once per setting, still follows every change."""
+    monkeypatch.delenv("PIZZAGPT_STORE", raising=False)
+    for name in ("one", "two", "one"):
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / name))
+        assert stores.store_path() == tmp_path / name / "pizzagpt-magic" / "store.sqlite3"
+    assert stores.store_path(" ") is None and stores.store_path(str(tmp_path)) == tmp_path
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert stores.store_path("~/s.db") == tmp_path / "home" / "s.db"
+    monkeypatch.setenv("HOME", str(tmp_path / "other"))
+    assert stores.store_path("~/s.db") == tmp_path / "other" / "s.db"
+    monkeypatch.setenv("PIZZAGPT_STORE", "")
+    assert stores.store_path(str(tmp_path)) is None
