@@ -17,6 +17,7 @@ from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
 from .providers.base import FinishReason, Messages, Usage
+from .providers.openai import OpenAICompatible
 from .providers.pizzagpt import Pizzagpt
 
 __all__ = ["Completion", "ask", "ask_async", "build_messages", "complete", "complete_messages"]
@@ -42,7 +43,8 @@ def build_messages(
     messages: Messages = []
     if system:
         messages.append({"role": "system", "content": system})
-    messages.extend({"role": m["role"], "content": m["content"]} for m in history)
+    for m in history:
+        messages.append({"role": m["role"], "content": m["content"]})
     messages.append({"role": "user", "content": prompt})
     return messages
 
@@ -176,6 +178,47 @@ async def complete_messages(
     the store's log; ``context`` says where it was asked (``source``, ``session``, ``cell``).
     ``store`` is a ``store.Store``, None for none, or the default store.
     """
+    _check_options(request)
+    return await _complete_messages(
+        backend,
+        messages,
+        stream,
+        temperature,
+        max_tokens,
+        on_text,
+        cache,
+        log,
+        store,
+        context,
+        request,
+    )
+
+
+#: What ``request`` may hold: how a request is sent (``base_url`` is Pizzagpt's).
+_REQUEST_OPTIONS = frozenset({"proxy", "timeout", "connect_timeout", "max_retries", "base_url"})
+
+
+def _check_options(request: dict[str, Any]) -> None:
+    unknown = request.keys() - _REQUEST_OPTIONS
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+
+
+async def _complete_messages(
+    backend: Backend,
+    messages: Messages,
+    stream: bool,
+    temperature: float | None,
+    max_tokens: int | None,
+    on_text: Callable[[str], Any] | None,
+    cache: bool,
+    log: bool,
+    store: Any,
+    context: dict[str, Any] | None,
+    request: dict[str, Any],
+) -> Completion:
+    # ``complete_messages`` with its arguments in order, as the API's own callers pass them:
+    # a question pays for one keyword match, at the entry, not at every layer.
     backend.check_images(messages)
     if store is DEFAULT_STORE:
         store = stores.get_store() if (cache or log) else None
@@ -203,13 +246,7 @@ async def complete_messages(
                 return completion
     try:
         completion = await _fetch(
-            backend,
-            messages,
-            stream=stream,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            on_text=on_text,
-            **request,
+            backend, messages, stream, temperature, max_tokens, on_text, request
         )
     except PizzagptError as exc:
         if log:
@@ -277,12 +314,11 @@ def log_exchange(
 async def _fetch(
     backend: Backend,
     messages: Messages,
-    *,
-    stream: bool = True,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    on_text: Callable[[str], Any] | None = None,
-    **request: Any,
+    stream: bool,
+    temperature: float | None,
+    max_tokens: int | None,
+    on_text: Callable[[str], Any] | None,
+    request: dict[str, Any],
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer.
 
@@ -292,15 +328,22 @@ async def _fetch(
     """
     started = time.monotonic()
     parameters = parameters_of(temperature, max_tokens)
-    answered = (
-        None
-        if stream
-        else await backend.complete(
-            messages, temperature=temperature, max_tokens=max_tokens, **request
+    endpoint = backend.endpoint
+    if endpoint is not None and not stream:  # an endpoint's one JSON answer: the shortest path
+        get = request.get
+        text, finish, used = await OpenAICompatible.answer(
+            endpoint.url,
+            endpoint.api_key_env,
+            backend.provider,
+            backend.model,
+            messages,
+            get("proxy"),
+            temperature,
+            max_tokens,
+            get("timeout"),
+            get("connect_timeout"),
+            get("max_retries"),
         )
-    )
-    if answered is not None:  # an endpoint's one JSON answer: the shortest path
-        text, finish, used = answered
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
         if on_text is not None:
@@ -354,12 +397,23 @@ async def _fetch(
     )
 
 
-def resolve_backend(
-    model: str | None, provider: Any = None, endpoints: Mapping[str, Any] | None = None
-) -> Backend:
-    if provider is not None and provider is not Pizzagpt:
-        return provider_of(provider, model)
-    return resolve(model, endpoints)
+def _prepare(
+    prompt: str,
+    model: str | None,
+    provider: Any,
+    system: str | None,
+    history: Iterable[Mapping[str, Any]],
+    temperature: float | None,
+    max_tokens: int | None,
+) -> tuple[Backend, Messages]:
+    """The backend a question goes to and its messages, checked."""
+    if provider is None or provider is Pizzagpt:
+        backend = resolve(model)
+    else:
+        backend = provider_of(provider, model)
+    if temperature is not None or max_tokens is not None:
+        backend.check_parameters(temperature, max_tokens)
+    return backend, build_messages(prompt, system=system, history=history)
 
 
 async def complete(
@@ -375,27 +429,30 @@ async def complete(
     provider: Any = None,
     cache: bool = True,
     log: bool = True,
+    store: Any = DEFAULT_STORE,
+    context: dict[str, Any] | None = None,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
 
-    ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache`` and
-    ``log`` use the store (see ``complete_messages``). ``request``: ``proxy``, ``timeout``,
-    ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
+    ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache``,
+    ``log``, ``store`` and ``context`` are ``complete_messages``'s. ``request``: ``proxy``,
+    ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
     """
-    backend = resolve_backend(model, provider)
-    backend.check_parameters(temperature, max_tokens)
-    messages = build_messages(prompt, system=system, history=history)
-    return await complete_messages(
+    backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
+    _check_options(request)
+    return await _complete_messages(
         backend,
         messages,
-        stream=stream,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        on_text=on_text,
-        cache=cache,
-        log=log,
-        **request,
+        stream,
+        temperature,
+        max_tokens,
+        on_text,
+        cache,
+        log,
+        store,
+        context,
+        request,
     )
 
 
@@ -429,25 +486,26 @@ async def ask_async(
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
     ``store.Store`` to use instead of the default one (None: no store).
     """
-    completion = await complete(
-        prompt,
-        model=model,
-        system=system,
-        history=history,
-        stream=stream,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        on_text=on_text,
-        provider=provider,
-        cache=cache,
-        log=log,
-        store=store,
-        context=_API_CONTEXT,
-        proxy=proxy,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_retries=max_retries,
-        base_url=base_url,
+    backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
+    request = {
+        "proxy": proxy,
+        "timeout": timeout,
+        "connect_timeout": connect_timeout,
+        "max_retries": max_retries,
+        "base_url": base_url,
+    }
+    completion = await _complete_messages(
+        backend,
+        messages,
+        stream,
+        temperature,
+        max_tokens,
+        on_text,
+        cache,
+        log,
+        store,
+        _API_CONTEXT,
+        request,
     )
     return completion.text
 

@@ -259,7 +259,7 @@ class Backend:
 
     def check_images(self, messages: list[dict[str, Any]], references: str = "") -> None:
         """A ``PromptError`` when ``messages`` hold images and this backend takes none."""
-        if self.takes_images or all(type(m.get("content")) is str for m in messages):
+        if self.endpoint is not None or all(type(m.get("content")) is str for m in messages):
             return
         from .errors import PromptError
         from .images import has_images
@@ -288,36 +288,6 @@ class Backend:
                 f"Pizzagpt takes no {' or '.join(given)}; use a backend that does "
                 "(-m ollama:MODEL, -m openai:MODEL, ...), or leave it out"
             )
-
-    async def complete(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        proxy: str | None = None,
-        timeout: float | None = None,
-        connect_timeout: float | None = None,
-        max_retries: int | None = None,
-        base_url: str | None = None,
-    ) -> tuple[str, str | None, Any] | None:
-        """``(text, finish_reason, usage)`` of an endpoint's answer asked for without
-        streaming, by the shortest path; None for a backend that answers through
-        ``generate`` only."""
-        if self.endpoint is None:
-            return None
-        self.check_parameters(temperature, max_tokens)
-        return await OpenAICompatible.complete(
-            self.model,
-            messages,
-            proxy=proxy,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            **self._endpoint_options(),
-        )
 
     def _endpoint_options(self) -> dict[str, Any]:
         assert self.endpoint is not None
@@ -412,14 +382,11 @@ def resolve(model_id: str | None, extra: Mapping[str, Any] | None = None) -> Bac
     Remembered per model id, endpoint table and registrations, so a question pays for it once.
     """
     registered = tuple(_registered.values())
-    key = (
-        model_id,
-        # By identity: endpoints are immutable, and the entry keeps them alive.
-        tuple(map(id, registered)),
-        tuple((k, repr(v)) for k, v in extra.items()) if extra else (),
-    )
+    key = (model_id, tuple((k, repr(v)) for k, v in extra.items())) if extra else model_id
     entry = _resolved.get(key)
-    if entry is None:
+    # The registrations it was resolved under, compared by identity first (endpoints are
+    # immutable, and the entry keeps them alive).
+    if entry is None or entry[1] != registered:
         if len(_resolved) > 256:
             _resolved.clear()
         entry = _resolved[key] = (_resolve(model_id, extra), registered)

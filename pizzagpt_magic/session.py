@@ -12,7 +12,7 @@ import asyncio
 import atexit
 import logging
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -64,10 +64,29 @@ def ready_session() -> aiohttp.ClientSession | None:
     """The running loop's shared session when it exists and no pause holds requests back
     (the common case, answered without a coroutine); else None."""
     loop = asyncio.get_running_loop()
-    entry = _sessions.get(loop)
-    if entry is None or entry.session.closed or entry.not_before > loop.time():
+    last = _last
+    entry = last[1] if last[0]() is loop else _remember(loop)
+    if entry is None or (entry.not_before and entry.not_before > loop.time()):
         return None
-    return entry.session
+    session = entry.session
+    return None if session.closed else session
+
+
+def _dead() -> None:
+    return None
+
+
+#: The loop asked last (weakly) and its entry: most requests come from one loop, and a plain
+#: look here is cheaper than the weak dictionary's.
+_last: tuple[Callable[[], asyncio.AbstractEventLoop | None], _LoopSession | None] = (_dead, None)
+
+
+def _remember(loop: asyncio.AbstractEventLoop) -> _LoopSession | None:
+    global _last
+    entry = _sessions.get(loop)
+    if entry is not None:
+        _last = (weakref.ref(loop), entry)
+    return entry
 
 
 async def get_session() -> aiohttp.ClientSession:
@@ -90,6 +109,7 @@ async def get_session() -> aiohttp.ClientSession:
     guard = _close_on_shutdown(session)
     await guard.__anext__()
     _sessions[loop] = _LoopSession(session, guard)
+    _remember(loop)
     logger.debug("opened a shared session on %r", loop)
     return session
 
@@ -142,7 +162,10 @@ def close_all_sessions() -> None:
 
 
 async def _close_entry(loop: asyncio.AbstractEventLoop) -> None:
+    global _last
     entry = _sessions.pop(loop, None)
+    if _last[1] is entry:
+        _last = (_dead, None)
     if entry is not None:
         await entry.session.close()
         await entry.guard.aclose()

@@ -346,7 +346,6 @@ async def open_response(
 async def send(
     method: str,
     url: str,
-    *,
     policy: Policy,
     json: Any = None,
     headers: dict[str, str] | None = None,
@@ -367,13 +366,12 @@ async def send(
     proxy_source = "the proxy setting"
     if proxy:
         proxy = check_proxy(proxy, "proxy")
-    else:
+    elif _proxy_variables_set():
         chosen = env_proxy_source(url)
         if chosen is not None:
             proxy, proxy_source = chosen
-    secrets = (*_proxy_secrets(proxy), *policy.secrets)
+    secrets = (*_proxy_secrets(proxy), *policy.secrets) if proxy else policy.secrets
     limits = client_timeout(timeout, connect_timeout, stream)
-    headers = dict(headers or {})
     first_url = url
     attempt = 0
     stale_resent = False
@@ -409,9 +407,10 @@ async def send(
                 if status in (307, 308) and target and redirects < 5:
                     redirects += 1
                     logger.info("%s redirected (%d) to %s", shown_url, status, redact(target))
-                    if _origin(URL(target)) != _origin(URL(first_url)):
-                        # A key is for its own endpoint only, never for where it sends us.
-                        headers.pop("Authorization", None)
+                    if headers and _origin(URL(target)) != _origin(URL(first_url)):
+                        # A key is for its own endpoint only, never for where it sends us
+                        # (the caller's headers are left as they are).
+                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
                     url = target
                     continue
                 raise RedirectError(status, shown_url, redact(target, *secrets))

@@ -328,8 +328,9 @@ def test_the_key_does_not_follow_a_redirect_to_another_origin(endpoint):
             "moved", f"http://127.0.0.1:{port}/v1", "EMU_API_KEY"
         )
         try:
-            with pytest.raises(AuthenticationError):
-                await api.complete("hi", model="moved:emu-mini")
+            for _ in range(2):
+                with pytest.raises(AuthenticationError):
+                    await api.complete("hi", model="moved:emu-mini", stream=False)
         finally:
             await runner.cleanup()
 
@@ -337,9 +338,39 @@ def test_the_key_does_not_follow_a_redirect_to_another_origin(endpoint):
         asyncio.run(main())
     finally:
         backends._registered.pop("moved", None)
-    assert seen == [f"Bearer {API_KEY}"]  # the endpoint itself got the key...
+    # The endpoint itself got the key each time (dropping it for the redirect left the
+    # endpoint's own headers as they were)...
+    assert seen == [f"Bearer {API_KEY}"] * 2
     # ...the emulator, another origin, got the request without it (and so refused it).
-    assert endpoint.requests == 1
+    assert endpoint.requests == 2
+
+
+def test_a_changed_key_is_used_at_once(endpoint, monkeypatch):
+    monkeypatch.setenv("EMU_API_KEY", "sk-old-0123456789")
+    for stream in (False, True):
+        with pytest.raises(AuthenticationError):
+            ask("hi", model="emu:emu-mini", stream=stream)
+    monkeypatch.setenv("EMU_API_KEY", API_KEY)
+    for stream in (False, True):
+        assert ask("hi", model="emu:emu-mini", stream=stream).text
+    monkeypatch.delenv("EMU_API_KEY")
+    with pytest.raises(ConfigurationError, match="EMU_API_KEY"):
+        ask("hi", model="emu:emu-mini", stream=False)
+    assert endpoint.requests == 4  # the old key twice (refused), the new one twice
+    sent = [r["headers"]["Authorization"] for r in endpoint.chat_requests]
+    assert sent == [f"Bearer {API_KEY}"] * 2
+
+
+def test_unknown_request_options_are_refused_before_anything_is_sent(endpoint):
+    for call in (
+        lambda: api.complete("hi", model="emu:emu-mini", stream=False, timeot=3),
+        lambda: api.complete_messages(
+            backends.resolve("emu:emu-mini"), [{"role": "user", "content": "hi"}], proxi=None
+        ),
+    ):
+        with pytest.raises(TypeError, match="timeot|proxi"):
+            run_sync(call())
+    assert endpoint.requests == 0
 
 
 def test_list_models(endpoint, monkeypatch, unused_port):

@@ -31,6 +31,32 @@ def test_private_loop_keeps_the_session(emu):
     assert emu.connections == 1
 
 
+def test_each_loop_has_its_own_session_and_a_closed_one_is_replaced(emu):
+    """The session a request takes is its own loop's, however the loops take turns."""
+
+    async def session_of_a_question(close: bool = False) -> object:
+        ask("which session?")
+        session = await get_session()
+        if close:
+            await close_session()
+        return session
+
+    one, two = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        first = one.run_until_complete(session_of_a_question())
+        other = two.run_until_complete(session_of_a_question())
+        assert other is not first
+        assert one.run_until_complete(session_of_a_question(close=True)) is first
+        assert first.closed
+        again = one.run_until_complete(session_of_a_question())
+        assert again is not first and not again.closed
+        assert two.run_until_complete(session_of_a_question()) is other
+    finally:
+        for loop in (one, two):
+            loop.run_until_complete(close_session())
+            loop.close()
+
+
 def test_other_threads_share_the_worker_loop():
     loops = []
     for _ in range(2):

@@ -13,7 +13,7 @@ import functools
 import json
 import re
 from collections.abc import Iterator
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from .. import __version__
 from ..errors import (
@@ -35,12 +35,11 @@ from ..transport import (
     open_response,
     read_body,
     reading_body,
-    redact,
     send,
 )
 from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, Usage
 
-__all__ = ["OpenAICompatible", "SSEDecoder", "list_models", "parse_completion"]
+__all__ = ["OpenAICompatible", "SSEDecoder", "Target", "list_models", "parse_completion"]
 
 #: Statuses retried, as the official SDK does.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -185,7 +184,6 @@ class OpenAICompatible(AsyncGeneratorProvider):
     def body(
         model: str,
         messages: Messages,
-        *,
         stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
@@ -206,8 +204,23 @@ class OpenAICompatible(AsyncGeneratorProvider):
         cls, name: str, api_key_env: str | None, key: str | None, max_retries: int | None
     ) -> Policy:
         """The retry policy and error wording for one endpoint (made once per settings)."""
-        settings = (cls.backoff_base, cls.backoff_max, cls.max_retry_after, cls.max_retries)
-        return _policy(cast(Any, cls), name, api_key_env, key, max_retries, settings)
+        settings = cls._settings()
+        return _policy(cls, name, api_key_env, key, max_retries, settings)  # type: ignore[arg-type]
+
+    @classmethod
+    def target(
+        cls, base_url: str, api_key_env: str | None, name: str, max_retries: int | None = None
+    ) -> Target:
+        """Where and how an endpoint's requests go: its checked base URL, headers and retry
+        policy, made once per settings and key. The key is read from ``$api_key_env`` at each
+        call, so a changed key is used at once."""
+        key = cls.api_key(api_key_env, name)
+        settings = cls._settings()
+        return _target(cls, base_url, api_key_env, name, key, max_retries, settings)  # type: ignore[arg-type]
+
+    @classmethod
+    def _settings(cls) -> tuple[float, ...]:
+        return (cls.backoff_base, cls.backoff_max, cls.max_retry_after, cls.max_retries)
 
     @classmethod
     def _make_policy(
@@ -251,49 +264,43 @@ class OpenAICompatible(AsyncGeneratorProvider):
     @classmethod
     async def _send(
         cls,
-        model: str,
-        messages: Messages,
-        proxy: str | None,
-        *,
         base_url: str,
         api_key_env: str | None,
         name: str,
+        model: str,
+        messages: Messages,
+        proxy: str | None,
         stream: bool,
         temperature: float | None,
         max_tokens: int | None,
         timeout: float,
         connect_timeout: float | None,
         max_retries: int | None,
-    ) -> tuple[Any, str, Policy]:
-        """``(response, shown_url, policy)``: the open 2xx response to the request."""
+    ) -> tuple[Any, Target]:
+        """The open 2xx response to the request, and where it went."""
         if not model:
             raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
         if not messages:
             raise PromptError("Cannot send an empty message list")
-        base_url = check_url(base_url, f"the base URL of {name}")
-        key = cls.api_key(api_key_env, name)
-        url = f"{base_url}/chat/completions"
-        policy = cls.policy(name, api_key_env, key, max_retries)
+        target = cls.target(base_url, api_key_env, name, max_retries)
         try:
             response = await send(
                 "POST",
-                url,
-                policy=policy,
-                json=cls.body(
-                    model, messages, stream=stream, temperature=temperature, max_tokens=max_tokens
-                ),
-                headers=cls.headers(key),
-                proxy=proxy,
-                timeout=timeout,
-                connect_timeout=cls.connect_timeout if connect_timeout is None else connect_timeout,
-                stream=stream,
+                target.chat_url,
+                target.policy,
+                cls.body(model, messages, stream, temperature, max_tokens),
+                target.headers,
+                proxy,
+                timeout,
+                cls.connect_timeout if connect_timeout is None else connect_timeout,
+                stream,
             )
         except _ModelMissing as exc:
-            models = await list_models(base_url, api_key_env, name=name, proxy=proxy)
+            models = await list_models(target.base_url, api_key_env, name=name, proxy=proxy)
             if isinstance(models, str):
                 models = []
             raise ModelNotFoundError(name, model, models, exc.detail) from None
-        return response, _shown(url, policy.secrets), policy
+        return response, target
 
     @classmethod
     async def complete(
@@ -312,24 +319,55 @@ class OpenAICompatible(AsyncGeneratorProvider):
         max_retries: int | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``(text, finish_reason, usage)`` of one answer asked for without streaming."""
-        name = name or cls.label
-        timeout = cls.timeout if timeout is None else timeout
-        response, shown_url, policy = await cls._send(
+        return await cls.answer(
+            base_url,
+            api_key_env,
+            name,
             model,
             messages,
             proxy,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            name=name,
-            stream=False,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
+            temperature,
+            max_tokens,
+            timeout,
+            connect_timeout,
+            max_retries,
+        )
+
+    @classmethod
+    async def answer(
+        cls,
+        base_url: str,
+        api_key_env: str | None,
+        name: str,
+        model: str,
+        messages: Messages,
+        proxy: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        timeout: float | None,
+        connect_timeout: float | None,
+        max_retries: int | None,
+    ) -> tuple[str, str | None, Usage | None]:
+        """``complete`` with its arguments in order (the package's own callers pass them so,
+        which costs less than matching keywords at every call)."""
+        name = name or cls.label
+        timeout = cls.timeout if timeout is None else timeout
+        response, target = await cls._send(
+            base_url,
+            api_key_env,
+            name,
+            model,
+            messages,
+            proxy,
+            False,
+            temperature,
+            max_tokens,
+            timeout,
+            connect_timeout,
+            max_retries,
         )
         try:
-            raw = await read_body(response, shown_url, timeout, policy.secrets)
+            raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
         finally:
             response.release()
         return cls._parse_body(raw, response)
@@ -374,20 +412,21 @@ class OpenAICompatible(AsyncGeneratorProvider):
         """
         name = name or cls.label
         timeout = cls.timeout if timeout is None else timeout
-        response, shown_url, policy = await cls._send(
+        response, target = await cls._send(
+            base_url,
+            api_key_env,
+            name,
             model,
             messages,
             proxy,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            name=name,
-            stream=stream,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
+            stream,
+            temperature,
+            max_tokens,
+            timeout,
+            connect_timeout,
+            max_retries,
         )
+        shown_url, policy = target.shown_url, target.policy
         try:
             if response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 async for item in cls._events(response, shown_url, timeout, policy):
@@ -438,6 +477,20 @@ class OpenAICompatible(AsyncGeneratorProvider):
         yield FinishReason(finish or "stop")
 
 
+class Target:
+    """An endpoint's checked base URL, its chat URL as shown in messages (secrets masked), the
+    request headers (never changed once made) and the retry policy."""
+
+    __slots__ = ("base_url", "chat_url", "headers", "policy", "shown_url")
+
+    def __init__(self, base_url: str, headers: dict[str, str], policy: Policy) -> None:
+        self.base_url = base_url
+        self.chat_url = f"{base_url}/chat/completions"
+        self.shown_url = _shown(self.chat_url, policy.secrets)
+        self.headers = headers
+        self.policy = policy
+
+
 @functools.lru_cache(maxsize=32)
 def _policy(
     cls: Any,
@@ -448,6 +501,21 @@ def _policy(
     settings: tuple[float, ...],
 ) -> Policy:
     return cls._make_policy(name, api_key_env, key, max_retries)
+
+
+@functools.lru_cache(maxsize=32)
+def _target(
+    cls: Any,
+    base_url: str,
+    api_key_env: str | None,
+    name: str,
+    key: str | None,
+    max_retries: int | None,
+    settings: tuple[float, ...],
+) -> Target:
+    base_url = check_url(base_url, f"the base URL of {name}")
+    policy = _policy(cls, name, api_key_env, key, max_retries, settings)
+    return Target(base_url, cls.headers(key), policy)
 
 
 def _event(data: str) -> tuple[str, str | None, Usage | None]:
@@ -487,20 +555,18 @@ async def list_models(
     name = name or OpenAICompatible.label
     timeout = OpenAICompatible.models_timeout if timeout is None else timeout
     try:
-        base_url = check_url(base_url, f"the base URL of {name}")
-        key = OpenAICompatible.api_key(api_key_env, name)
-        policy = OpenAICompatible.policy(name, api_key_env, key, 0)
-        url = f"{base_url}/models"
+        target = OpenAICompatible.target(base_url, api_key_env, name, 0)
+        url = f"{target.base_url}/models"
         async with open_response(
             "GET",
             url,
-            policy=policy,
-            headers=OpenAICompatible.headers(key),
+            policy=target.policy,
+            headers=target.headers,
             proxy=proxy,
             timeout=timeout,
             connect_timeout=timeout,
         ) as response:
-            async with reading_body(redact(url, key), timeout):
+            async with reading_body(_shown(url, target.policy.secrets), timeout):
                 data = json.loads(await response.read())
     except _ModelMissing as exc:
         return exc.detail
