@@ -753,7 +753,7 @@ def main() -> int:
     rows = [bench_load_ext(3 if quick else 15)]
     with emulator() as url:
         rows.append(bench_overhead(url, 30 if quick else 500))
-    rows.append(bench_keepalive(10 if quick else 100, 1 if quick else 12))
+    rows.append(bench_keepalive(10 if quick else 100, 1 if quick else 24))
     rows.append(bench_render(3 if quick else 30))
     rows.append(bench_openai_request(20 if quick else 200, 1 if quick else 9))
     rows.append(bench_stream(1 if quick else 5))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 from .errors import ConfigurationError, ModelNotFoundError, ProviderError
 from .providers.openai import OpenAICompatible
+from .transport import _getenv
 
 __all__ = [
     "PRESETS",
@@ -61,7 +61,7 @@ class Endpoint:
     @property
     def url(self) -> str:
         """The base URL in effect: the override variable's value when it is set."""
-        value = os.environ.get(self.base_url_env, "").strip() if self.base_url_env else ""
+        value = (_getenv(self.base_url_env) or "").strip() if self.base_url_env else ""
         if not value:
             return self.base_url
         if self.base_url_env == "OLLAMA_HOST":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 from typing import Any, ClassVar
 
 from ..errors import (
@@ -22,6 +21,7 @@ from ..errors import (
 )
 from ..transport import (
     Policy,
+    _getenv,
     _shown,
     check_proxy,
     check_url,
@@ -145,7 +145,7 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
         A value that is not an http(s) URL is a ``ConfigurationError`` naming where it came
         from."""
         source = "base_url" if override else "PIZZAGPT_URL"
-        return check_url(override or os.environ.get("PIZZAGPT_URL") or cls.url, source)
+        return check_url(override or _getenv("PIZZAGPT_URL") or cls.url, source)
 
     @classmethod
     def get_headers(cls, base_url: str) -> dict[str, str]:
@@ -226,12 +226,12 @@ class Pizzagpt(AsyncGeneratorProvider, ProviderModelMixin):
         response = await send(
             "POST",
             url,
-            policy=cls.policy(max_retries),
-            json={"question": prompt},
-            headers=cls.get_headers(base_url),
-            proxy=proxy,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
+            cls.policy(max_retries),
+            {"question": prompt},
+            cls.get_headers(base_url),
+            proxy,
+            timeout,
+            connect_timeout,
         )
         try:
             body = await read_body(response, _shown(url, ()), timeout)
