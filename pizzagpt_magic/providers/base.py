@@ -172,8 +172,9 @@ class AwaitableAsyncGenerator(AsyncGenerator[Any, None]):
         return self
         yield  # pragma: no cover - makes this a generator function, as __await__ must be
 
-    def __aiter__(self) -> AwaitableAsyncGenerator:
-        return self
+    def __aiter__(self) -> AsyncGenerator[Any, None]:
+        # ``async for`` reads the generator itself, with no step through this wrapper.
+        return self._agen
 
     def __anext__(self) -> Any:
         return self._agen.__anext__()
