@@ -152,40 +152,42 @@ _TEX_MACRO = re.compile(
 _stack_size_lock = threading.Lock()
 
 
-def _source(tex: str, display: bool) -> str:
-    """A formula that is not converted, shown as what the answer wrote."""
-    return f"<code>{html.escape(f'$${tex}$$' if display else f'${tex}$')}</code>"
+def _source(tex: str, delimiter: str) -> str:
+    """A formula that is not converted, shown as what the answer wrote: between its
+    ``delimiter`` (``$``, ``$$``, or none for an environment standing alone)."""
+    return f"<code>{html.escape(f'{delimiter}{tex}{delimiter}')}</code>"
 
 
 @functools.lru_cache(maxsize=1024)
-def _math(tex: str, display: bool) -> str:
-    """TeX as MathML made here (math-core); what cannot be converted is shown as its source.
-    Called by ``_formulas`` only, which gives a long formula a large stack.
+def _math(tex: str, delimiter: str) -> str:
+    """TeX as MathML made here (math-core), displayed unless ``delimiter`` is ``$``; what
+    cannot be converted is shown as its source. Called by ``_formulas`` only, which gives a
+    long formula a large stack.
 
     Cached: a streamed answer is rendered again as it grows, with the same formulas."""
     if _EMPTY_MATH.match(tex) or len(tex) > _MAX_TEX or _TEX_MACRO.search(tex):
-        return _source(tex, display)
+        return _source(tex, delimiter)
     from math_core import LatexError
 
     try:
-        return str(_tex().convert_with_local_state(tex, displaystyle=display))
+        return str(_tex().convert_with_local_state(tex, displaystyle=delimiter != "$"))
     except LatexError:
-        return _source(tex, display)
+        return _source(tex, delimiter)
 
 
-def _formulas(formulas: list[tuple[str, bool]]) -> list[str]:
-    """``_math`` of each ``(tex, display)``, converted on a thread with a large stack (here,
+def _formulas(formulas: list[tuple[str, str]]) -> list[str]:
+    """``_math`` of each ``(tex, delimiter)``, converted on a thread with a large stack (here,
     when every formula is too short to nest deep: the most common case, and the quickest)."""
     if all(len(tex) <= _SHORT_TEX for tex, _ in formulas):
-        return [_math(tex, display) for tex, display in formulas]
+        return [_math(tex, delimiter) for tex, delimiter in formulas]
     converted: list[str] = []
 
     def convert() -> None:
-        for tex, display in formulas:
+        for tex, delimiter in formulas:
             try:
-                converted.append(_math(tex, display))
+                converted.append(_math(tex, delimiter))
             except BaseException:  # noqa: BLE001 - a converter's panic too: shown as source
-                converted.append(_source(tex, display))
+                converted.append(_source(tex, delimiter))
 
     with _stack_size_lock:
         previous = threading.stack_size(_TEX_STACK)
@@ -198,7 +200,7 @@ def _formulas(formulas: list[tuple[str, bool]]) -> list[str]:
             threading.stack_size(previous)
     if worker is not None:
         worker.join()
-    return converted + [_source(tex, display) for tex, display in formulas[len(converted) :]]
+    return converted + [_source(tex, delimiter) for tex, delimiter in formulas[len(converted) :]]
 
 
 @functools.lru_cache(maxsize=256)
@@ -365,7 +367,8 @@ class _Writer:
         self.cell = 0
         self.head = False
         self.containers = 0  # open lists and block quotes
-        self.math: list[tuple[int, str, bool]] = []  # each formula's place in out, TeX, display
+        # Each formula's place in out, its TeX and its delimiter ($, $$, or none).
+        self.math: list[tuple[int, str, str]] = []
 
     def html(self) -> str:
         # A paragraph that is one math environment is shown whole as math: its source is
@@ -403,7 +406,7 @@ class _Writer:
                 ):
                     tex = source[span["start"] : span["end"]].decode().strip()
                     self.out.append("<p>")
-                    self._formula(tex, True)
+                    self._formula(tex, "")
                     self.out.append("</p>\n")
                     skip_to = span["end"]
                 else:
@@ -413,18 +416,18 @@ class _Writer:
             elif kind == "Code":
                 self.out.append(f"<code>{html.escape(value, quote=False)}</code>")
             elif kind in ("InlineMath", "DisplayMath"):
-                self._formula(value, kind == "DisplayMath")
+                self._formula(value, "$$" if kind == "DisplayMath" else "$")
             elif kind == "TaskListMarker":  # a box, as a character: no form control
                 self.out.append("\u2611 " if value else "\u2610 ")
         self._flush()
         if self.math:  # every formula converted at once, then put in its place
-            converted = _formulas([(tex, display) for _, tex, display in self.math])
+            converted = _formulas([(tex, delimiter) for _, tex, delimiter in self.math])
             for (place, _, _), markup in zip(self.math, converted):
                 self.out[place] = markup
         return "".join(self.out)
 
-    def _formula(self, tex: str, display: bool) -> None:
-        self.math.append((len(self.out), tex, display))
+    def _formula(self, tex: str, delimiter: str) -> None:
+        self.math.append((len(self.out), tex, delimiter))
         self.out.append("")  # its place
 
     def _flush(self) -> None:

@@ -434,6 +434,14 @@ def test_math_environment_standing_alone_renders_as_math():
     assert "<math" not in render_markdown("See \\begin{aligned}a\\end{aligned} here.")
 
 
+def test_a_formula_that_cannot_be_converted_shows_as_written():
+    environment = "\\begin{aligned}a &= \\nosuchmacro{b}\\end{aligned}"
+    for written in (environment, f"$${environment}$$", "$\\nosuchmacro{x}$"):
+        html = render_markdown(f"Before.\n\n{written}\n\nAfter.")
+        assert audit(html) == [] and "<math" not in html
+        assert f"<code>{escape(written)}</code>" in html
+
+
 def test_code_blocks_extracted_are_those_shown():
     text = "Run:\n\n```bash\npip install x\n```\n\n    indented = 1\n\n> ```py\n> quoted()\n> ```\n"
     assert Answer(text).blocks == [
