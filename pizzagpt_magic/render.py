@@ -205,12 +205,13 @@ def _formulas(formulas: list[tuple[str, str]]) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _highlight(code: str, language: str) -> str:
-    """``<pre><code>`` with Pygments' inline colours; the language only picks the lexer.
+    """``<pre><code>`` with Pygments' inline colours; the language (a fence's first word)
+    only picks the lexer.
 
     Cached: a streamed answer is rendered again as it grows, with the same finished blocks."""
     from pygments import highlight
 
-    lexer = _lexer(language.strip().split(maxsplit=1)[0].lower() if language.strip() else "")
+    lexer = _lexer(language.lower())
     if lexer is None:
         return f"<pre><code>{html.escape(code)}</code></pre>\n"
     body = highlight(code, lexer, _formatter())
@@ -483,7 +484,7 @@ class _Writer:
             self.out.append(f"<h{detail['level'][1]}>")
         elif name == "CodeBlock":
             self.code = []
-            self.language = detail["Fenced"] if type(detail) is dict else ""
+            self.language = _fence_language(detail)
         elif name == "List":
             self.containers += 1
             if self.containers <= _MAX_NESTING:
@@ -604,6 +605,13 @@ def render_code(blocks: list[tuple[str, str]], *, default_language: str = "pytho
     return _wrap(clean_html(inner))
 
 
+def _fence_language(detail: Any) -> str:
+    """A code block's language: the first word of its fence's info string (an indented block
+    has none). The rest of the info string is never used."""
+    words = detail["Fenced"].split(maxsplit=1) if type(detail) is dict else ()
+    return words[0] if words else ""
+
+
 def _code_blocks(text: str) -> list[tuple[str, str]]:
     """The answer's code blocks, as the renderer reads them: (language, code) pairs."""
     pyromark, options = _pulldown()
@@ -617,9 +625,7 @@ def _code_blocks(text: str) -> list[tuple[str, str]]:
         if code is not None and kind == "Text":
             code.append(value)
         elif kind == "Start" and type(value) is dict and "CodeBlock" in value:
-            detail = value["CodeBlock"]
-            fenced = detail["Fenced"] if type(detail) is dict else ""
-            language = fenced.strip().split(" ")[0] if fenced.strip() else ""
+            language = _fence_language(value["CodeBlock"])
             code = []
         elif kind == "End" and value == "CodeBlock" and code is not None:
             blocks.append((language, "".join(code)))

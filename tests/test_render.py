@@ -450,6 +450,12 @@ def test_code_blocks_extracted_are_those_shown():
         ("py", "quoted()\n"),
     ]
     assert render_markdown(text).count("<pre>") == 3
+    # A fence's language is its info string's first word, whatever space follows it, for the
+    # code given and for the code shown alike.
+    for info in ("Python title=x.py", "Python\ttitle", " Python "):
+        fenced = f"```{info}\nprint(1)\n```\n"
+        assert Answer(fenced).blocks == [("Python", "print(1)\n")]
+        assert render_markdown(fenced) == render_markdown("```python\nprint(1)\n```\n")
 
 
 def test_image_text_is_the_links_text():
