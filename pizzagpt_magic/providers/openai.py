@@ -200,14 +200,6 @@ class OpenAICompatible(AsyncGeneratorProvider):
         return body
 
     @classmethod
-    def policy(
-        cls, name: str, api_key_env: str | None, key: str | None, max_retries: int | None
-    ) -> Policy:
-        """The retry policy and error wording for one endpoint (made once per settings)."""
-        settings = cls._settings()
-        return _policy(cls, name, api_key_env, key, max_retries, settings)  # type: ignore[arg-type]
-
-    @classmethod
     def target(
         cls, base_url: str, api_key_env: str | None, name: str, max_retries: int | None = None
     ) -> Target:
@@ -478,8 +470,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
 
 
 class Target:
-    """An endpoint's checked base URL, its chat URL as shown in messages (secrets masked), the
-    request headers (never changed once made) and the retry policy."""
+    """An endpoint's checked base URL, its chat URL (and that URL as messages show it, secrets
+    masked), the request headers (never changed once made) and the retry policy."""
 
     __slots__ = ("base_url", "chat_url", "headers", "policy", "shown_url")
 
@@ -489,18 +481,6 @@ class Target:
         self.shown_url = _shown(self.chat_url, policy.secrets)
         self.headers = headers
         self.policy = policy
-
-
-@functools.lru_cache(maxsize=32)
-def _policy(
-    cls: Any,
-    name: str,
-    api_key_env: str | None,
-    key: str | None,
-    max_retries: int | None,
-    settings: tuple[float, ...],
-) -> Policy:
-    return cls._make_policy(name, api_key_env, key, max_retries)
 
 
 @functools.lru_cache(maxsize=32)
@@ -514,7 +494,7 @@ def _target(
     settings: tuple[float, ...],
 ) -> Target:
     base_url = check_url(base_url, f"the base URL of {name}")
-    policy = _policy(cls, name, api_key_env, key, max_retries, settings)
+    policy = cls._make_policy(name, api_key_env, key, max_retries)
     return Target(base_url, cls.headers(key), policy)
 
 
