@@ -259,7 +259,7 @@ class Backend:
 
     def check_images(self, messages: list[dict[str, Any]], references: str = "") -> None:
         """A ``PromptError`` when ``messages`` hold images and this backend takes none."""
-        if self.endpoint is not None or all(type(m.get("content")) is str for m in messages):
+        if self.takes_images or all(type(m.get("content")) is str for m in messages):
             return
         from .errors import PromptError
         from .images import has_images

@@ -207,12 +207,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
         policy, made once per settings and key. The key is read from ``$api_key_env`` at each
         call, so a changed key is used at once."""
         key = cls.api_key(api_key_env, name)
-        settings = cls._settings()
+        settings = (cls.backoff_base, cls.backoff_max, cls.max_retry_after, cls.max_retries)
         return _target(cls, base_url, api_key_env, name, key, max_retries, settings)  # type: ignore[arg-type]
-
-    @classmethod
-    def _settings(cls) -> tuple[float, ...]:
-        return (cls.backoff_base, cls.backoff_max, cls.max_retry_after, cls.max_retries)
 
     @classmethod
     def _make_policy(
