@@ -8,11 +8,13 @@ it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import answers as answer_files
 from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
@@ -62,6 +64,11 @@ class Completion:
     usage: dict[str, int] | None = None
     seconds: float = 0.0
     cached: bool = False
+    #: The answer file that holds the answer (its name), when one is in effect; then the
+    #: metadata holds nothing that changes from one run to the next.
+    answer_file: str | None = None
+    #: The answer's key in the answer file (provider, model, parameters, messages).
+    key: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -80,9 +87,15 @@ class Completion:
             "provider": self.provider,
             "model": self.model,
             "parameters": dict(self.parameters),
-            "seconds": round(self.seconds, 3),
-            "cached": self.cached,
         }
+        if self.answer_file is None:
+            meta["seconds"] = round(self.seconds, 3)
+            meta["cached"] = self.cached
+        else:
+            # Saved with the notebook: the same bytes on every rerun, and the key that tells
+            # ``pizzagpt answers prune`` which lines the notebook uses.
+            meta["answer_file"] = self.answer_file
+            meta["answer_key"] = self.key
         if self.finish_reason:
             meta["finish_reason"] = self.finish_reason
         if self.usage:
@@ -223,6 +236,14 @@ async def _complete_messages(
     if store is DEFAULT_STORE:
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
+    settings = answer_files.current()
+    if settings is not None:
+        hit = from_answer_file(settings, backend, messages, temperature, max_tokens)
+        if hit is not None:
+            if log:
+                log_exchange(store, hit, messages, context=context)
+            return hit
+        cache = cache and not settings.refresh
     key = None
     if store is not None:
         parameters = parameters_of(temperature, max_tokens)
@@ -241,6 +262,8 @@ async def _complete_messages(
                     0.0,
                     cached=True,
                 )
+                if settings is not None:
+                    to_answer_file(settings, completion, messages)
                 if log:
                     log_exchange(store, completion, messages, context=context)
                 return completion
@@ -268,9 +291,70 @@ async def _complete_messages(
             completion.text,
             {"finish_reason": completion.finish_reason, "usage": completion.usage},
         )
-        if log:
-            log_exchange(store, completion, messages, context=context)
+    if settings is not None:
+        to_answer_file(settings, completion, messages)
+    if log:
+        log_exchange(store, completion, messages, context=context)
     return completion
+
+
+def from_answer_file(
+    settings: answer_files.AnswerSettings,
+    backend: Backend,
+    messages: Messages,
+    temperature: float | None,
+    max_tokens: int | None,
+    strict: bool = True,
+) -> Completion | None:
+    """The answer file's answer to this request (None when it has none, or when the request
+    asks again); with ``settings.only`` (and ``strict``), a missing answer is an
+    ``AnswerMissingError``."""
+    parameters = parameters_of(temperature, max_tokens)
+    key = answer_files.answer_key(backend.provider, backend.model, parameters, messages)
+    line = None if settings.refresh else settings.file.get(key)
+    if line is None:
+        if settings.only and strict:
+            raise settings.missing(messages)
+        return None
+    return Completion(
+        line["text"],
+        backend.provider,
+        backend.model,
+        parameters,
+        line.get("finish_reason", "stop"),
+        line.get("usage"),
+        0.0,
+        cached=True,
+        answer_file=settings.file.name,
+        key=key,
+    )
+
+
+def to_answer_file(
+    settings: answer_files.AnswerSettings, completion: Completion, messages: Messages
+) -> None:
+    """Put ``completion`` in the answer file (and say so in its metadata)."""
+    from .images import loggable
+
+    key = answer_files.answer_key(
+        completion.provider, completion.model, completion.parameters, messages
+    )
+    settings.file.add(
+        {
+            "key": key,
+            "provider": completion.provider,
+            "model": completion.model,
+            "parameters": completion.parameters or None,
+            "messages": [{"role": m["role"], "content": loggable(m["content"])} for m in messages],
+            "text": completion.text,
+            "finish_reason": completion.finish_reason
+            if completion.finish_reason not in (None, "stop")
+            else None,
+            "usage": completion.usage,
+        }
+    )
+    completion.answer_file = settings.file.name
+    completion.key = key
 
 
 def log_exchange(
@@ -431,29 +515,33 @@ async def complete(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    answers: Any = None,
+    answers_only: bool | None = None,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
 
     ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache``,
-    ``log``, ``store`` and ``context`` are ``complete_messages``'s. ``request``: ``proxy``,
-    ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
+    ``log``, ``store`` and ``context`` are ``complete_messages``'s; ``answers`` and
+    ``answers_only`` are ``ask_async``'s. ``request``: ``proxy``, ``timeout``,
+    ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     _check_options(request)
-    return await _complete_messages(
-        backend,
-        messages,
-        stream,
-        temperature,
-        max_tokens,
-        on_text,
-        cache,
-        log,
-        store,
-        context,
-        request,
-    )
+    with _answer_file(answers, answers_only):
+        return await _complete_messages(
+            backend,
+            messages,
+            stream,
+            temperature,
+            max_tokens,
+            on_text,
+            cache,
+            log,
+            store,
+            context,
+            request,
+        )
 
 
 async def ask_async(
@@ -475,6 +563,8 @@ async def ask_async(
     cache: bool = True,
     log: bool = True,
     store: Any = DEFAULT_STORE,
+    answers: Any = None,
+    answers_only: bool | None = None,
 ) -> str:
     """Ask one question and return the answer's text.
 
@@ -484,7 +574,10 @@ async def ask_async(
     ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
     as it arrives. An identical earlier request is answered from the store unless ``cache`` is
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
-    ``store.Store`` to use instead of the default one (None: no store).
+    ``store.Store`` to use instead of the default one (None: no store). ``answers`` names an
+    answer file (read first, then the store; every answer is written to it; default
+    ``$PIZZAGPT_ANSWERS``); with ``answers_only`` answers come only from it (default
+    ``$PIZZAGPT_ANSWERS_ONLY``).
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     request = {
@@ -494,20 +587,30 @@ async def ask_async(
         "max_retries": max_retries,
         "base_url": base_url,
     }
-    completion = await _complete_messages(
-        backend,
-        messages,
-        stream,
-        temperature,
-        max_tokens,
-        on_text,
-        cache,
-        log,
-        store,
-        _API_CONTEXT,
-        request,
-    )
+    with _answer_file(answers, answers_only):
+        completion = await _complete_messages(
+            backend,
+            messages,
+            stream,
+            temperature,
+            max_tokens,
+            on_text,
+            cache,
+            log,
+            store,
+            _API_CONTEXT,
+            request,
+        )
     return completion.text
+
+
+def _answer_file(path: Any, only: bool | None) -> Any:
+    """The answer file ``path`` (and ``only``) in effect for a call; when neither is given,
+    what is in effect already (a cell's, a batch's, ``$PIZZAGPT_ANSWERS``)."""
+    if path is None and only is None:
+        return contextlib.nullcontext()
+    settings = answer_files.settings_for(path, only=only)
+    return answer_files.using(settings)
 
 
 _API_CONTEXT = {"source": "api"}

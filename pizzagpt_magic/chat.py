@@ -14,7 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .api import Completion, build_messages, complete_messages, log_exchange, parameters_of
+from . import answers
+from .api import (
+    Completion,
+    build_messages,
+    complete_messages,
+    from_answer_file,
+    log_exchange,
+    parameters_of,
+)
 from .providers.base import Messages
 
 if TYPE_CHECKING:
@@ -101,8 +109,14 @@ class Conversation:
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
         messages = self.messages(prompt, system=system, chat=chat)
+        settings = answers.current()
+        if settings is not None:
+            if settings.refresh:
+                return False
+            if from_answer_file(settings, backend, messages, temperature, max_tokens, False):
+                return True
         key = self._key(backend, parameters_of(temperature, max_tokens), messages)
-        if key in self.cache:
+        if settings is None and key in self.cache:
             return True
         if store is None:
             return False
@@ -132,7 +146,8 @@ class Conversation:
         exchange goes to ``store``'s log."""
         messages = self.messages(prompt, system=system, chat=chat)
         key = self._key(backend, parameters_of(temperature, max_tokens), messages)
-        if use_cache and key in self.cache:
+        # With an answer file, it is read first (then the store): every answer reaches it.
+        if use_cache and key in self.cache and answers.current() is None:
             hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
             if log and store is not None:
                 from . import store as stores

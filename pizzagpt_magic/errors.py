@@ -7,6 +7,7 @@ The hierarchy::
     ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
     │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
+    ├── AnswerMissingError             answers only from the answer file, and it has none for this
     ├── ProviderError                  a provider class failed with an exception of its own
     ├── TransportError                 the request did not get an HTTP answer
     │   ├── ConnectError               connection refused, DNS failure, TLS failure, proxy refused
@@ -34,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "AnswerFormatError",
+    "AnswerMissingError",
     "AuthenticationError",
     "ProviderError",
     "ConfigurationError",
@@ -94,6 +96,11 @@ class ModelNotFoundError(PizzagptError, ValueError):
         else:
             listed = detail or "its model list could not be read"
         super().__init__(f"Model {model!r} is not supported by {provider}; {listed}")
+
+
+class AnswerMissingError(PizzagptError):
+    """Answers come only from the answer file (``answers_only``), and it has none for this
+    question: nothing was sent."""
 
 
 class ProviderError(PizzagptError):

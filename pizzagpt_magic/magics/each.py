@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
+from .. import answers as answer_files
 from ..errors import AnswerFormatError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
@@ -63,8 +64,13 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         magics._check_size(prompt, system, args.chat)
     ask_prompt = magics._asker(args)
 
+    keys: list[str] = []
+
     async def ask_one(request: tuple[str, str | None]) -> str:
-        return (await ask_prompt(*request)).text
+        reply = await ask_prompt(*request)
+        if reply.completion is not None and reply.completion.key is not None:
+            keys.append(reply.completion.key)
+        return reply.text
 
     started = time.monotonic()
     received: list[Any] = [None] * len(requests)
@@ -100,6 +106,9 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             for result in results
         ]
     summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
+    settings = answer_files.current()
+    if settings is not None:
+        summary.answer_file, summary.keys = settings.file.name, keys
     answers = batch_values([None if isinstance(r, BaseException) else r for r in results], source)
     summary.answers = answers
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
