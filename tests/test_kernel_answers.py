@@ -120,3 +120,33 @@ def test_a_missing_answer_offline_fails_the_cell_in_one_line(emulator, tmp_path,
         run(notebook(CELLS[:4]), folder, {}, monkeypatch)
     assert "UsageError: No answer to 'What is a sensible first plot" in str(caught.value)
     assert emulator.requests == 0
+
+
+def test_two_kernels_writing_one_file_lose_nothing(emulator, tmp_path):
+    from kernel_helpers import Kernel, error_of
+
+    path = tmp_path / "shared.answers.jsonl"
+    env = {"PIZZAGPT_URL": emulator.url, "PIZZAGPT_STORE": "", "PIZZAGPT_ANSWERS": str(path)}
+    kernels = [Kernel(env), Kernel(env)]
+    try:
+        for kernel, side in zip(kernels, ("left", "right")):
+            kernel.execute("%load_ext pizzagpt_magic")
+            kernel.execute(f"names = [f'{side}-{{n}}' for n in range(30)]")
+        # Both batches run at once, each writing the file as its answers arrive.
+        cells = [
+            (kernel, kernel.submit("%%pizza --each names -o out\nSay hello to {item}"))
+            for kernel in kernels
+        ]
+        for kernel, msg_id in cells:
+            messages = kernel.collect([msg_id], timeout=120)[msg_id]
+            reply = {"msg_type": "reply", "content": kernel.reply(msg_id)}
+            assert error_of([*messages, reply]) is None
+    finally:
+        for kernel in kernels:
+            kernel.shutdown()
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    questions = {m["content"] for line in lines for m in line["messages"]}
+    assert len(lines) == 60
+    assert {
+        f"Say hello to {side}-{n}" for side in ("left", "right") for n in range(30)
+    } == questions
