@@ -69,8 +69,7 @@ def _resolve(name: str, chain: str, namespace: Mapping[str, Any], whole: str) ->
                 value = value[key]
         except Exception as exc:  # the user's object: any failure is theirs to see, as one line
             raise InterpolationError(
-                f"Cannot evaluate {whole}: {shown}{step.group(0)} failed "
-                f"({type(exc).__name__}: {exc})",
+                f"Cannot evaluate {whole}: {shown}{step.group(0)} failed ({_said(exc)})",
                 name,
             ) from exc
         shown += step.group(0)
@@ -107,14 +106,34 @@ def interpolate(
             open_escapes -= 1
             pos = brace + 2
         elif template[brace] == "{" and (match := _REFERENCE.match(template, brace)):
-            value = _resolve(match["name"], match["chain"], namespace, match.group(0))
-            replaced = on_reference(value, match.group(0)) if on_reference else None
-            out.append(to_text(value) if replaced is None else replaced)
+            whole = match.group(0)
+            value = _resolve(match["name"], match["chain"], namespace, whole)
+            replaced = on_reference(value, whole) if on_reference else None
+            if replaced is None:
+                try:
+                    replaced = to_text(value)
+                except Exception as exc:  # a __str__ or __repr__ of the user's that fails
+                    raise InterpolationError(
+                        f"Cannot put {whole} in the prompt: its text failed ({_said(exc)})",
+                        match["name"],
+                    ) from exc
+            out.append(replaced)
             pos = match.end()
         else:
             out.append(template[brace])
             pos = brace + 1
     return "".join(out)
+
+
+def _said(exc: BaseException) -> str:
+    """``Type: message`` of an exception from the user's code, on one line (even when its own
+    ``__str__`` fails)."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001 - an exception that cannot say what it is
+        text = ""
+    name = type(exc).__name__
+    return f"{name}: {text[:200]}" if text else name
 
 
 def _next_brace(text: str, start: int) -> int:
