@@ -1,7 +1,11 @@
 """Many questions at once: ``ask_many`` and ``ask_many_async``.
 
-At most ``concurrency`` requests are in flight on the shared keep-alive session; answers come
-back in input order. A failed item never loses the others: every item is tried, then either one
+At most ``concurrency`` requests are in flight on the shared keep-alive session, whose pool grows
+to match (up to ``session.POOL_MAX`` connections; a larger concurrency is reported and capped);
+answers come back in input order. Items are taken from the iterable as workers free up, never
+all first, so a generator (even an endless one) starts at once and an interrupt stops it.
+
+A failed item never loses the others: every item is tried, then either one
 ``BatchError`` names the failures (``errors="raise"``) or each failed slot holds its exception
 (``errors="return"``). A 429 answer pauses the whole batch (see ``session.pause_requests``).
 Cancelling the batch (a kernel interrupt) cancels every running and queued item at once.
@@ -11,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import session as _session
 from .api import ask_async
 from .errors import BatchError
 
@@ -63,20 +69,34 @@ async def ask_many_async(
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    items = list(prompts)
+    pool = _session.widen_pool(concurrency)
+    if concurrency > pool:
+        warnings.warn(
+            f"concurrency {concurrency} is over the connection pool's cap of {pool} "
+            f"(session.POOL_MAX): at most {pool} requests are in flight at once",
+            stacklevel=2,
+        )
+    total: int | None
+    try:
+        total = len(prompts)  # type: ignore[arg-type]
+    except TypeError:
+        total = None  # a generator: its length shows as its items come
     ask = ask or ask_async
-    results: list[Any] = [None] * len(items)
+    results: list[Any] = [None] * total if total is not None else []
     if into is not None:
         into[:] = results
         results = into
     failures: dict[int, BaseException] = {}
-    queue = iter(range(len(items)))
-    bar = progress_bar(len(items), enabled=progress and bool(items))
+    # One iterator shared by the workers: each takes the next item when it is free.
+    numbered = enumerate(prompts)
+    bar = progress_bar(total, enabled=progress and total != 0)  # type: ignore[arg-type]
 
     async def worker() -> None:
-        for index in queue:
+        for index, item in numbered:
+            if index >= len(results):
+                results.extend([None] * (index + 1 - len(results)))
             try:
-                results[index] = await ask(items[index], **options)
+                results[index] = await ask(item, **options)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one item's failure must not lose the others
@@ -87,7 +107,8 @@ async def ask_many_async(
             if bar is not None:
                 bar.update(1)
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(items)))]
+    count = concurrency if total is None else min(concurrency, total)
+    workers = [asyncio.ensure_future(worker()) for _ in range(count)]
     try:
         await asyncio.gather(*workers)
     finally:

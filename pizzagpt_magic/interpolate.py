@@ -232,14 +232,41 @@ class Row:
     __repr__ = __str__
 
 
-def batch_items(source: Any) -> tuple[list[Any], list[Any]]:
+#: The most items ``--each`` takes from one iterable: each becomes a question built before the
+#: first is sent, so a huge (or endless) one is refused at once rather than filling memory.
+MAX_BATCH_ITEMS = 100_000
+
+
+def batch_items(source: Any, limit: int = MAX_BATCH_ITEMS) -> tuple[list[Any], list[Any]]:
     """(labels, items) to run a template over: a DataFrame's rows (as ``Row``) and its index,
-    a Series' values and its index, or any other iterable's items numbered from 0."""
+    a Series' values and its index, or any other iterable's items numbered from 0.
+
+    More than ``limit`` items is a ``PromptError``, found from the length when the source has
+    one and otherwise after taking ``limit + 1`` items, never more (``itertools.count()`` is
+    refused at once)."""
+    from itertools import islice
+
+    from .errors import PromptError
+
+    if isinstance(source, (str, bytes)):
+        raise TypeError("a string is iterated character by character; pass a list of strings")
+    try:
+        size: int | None = len(source)
+    except Exception:  # noqa: BLE001 - no length (a generator), or one that fails: count
+        size = None
+    taken: list[Any] | None = None
+    if size is None:
+        taken = list(islice(iter(source), limit + 1))
+        size = len(taken) if len(taken) <= limit else None
+    if size is None or size > limit:
+        count = f"more than {limit:,}" if size is None else f"{size:,}"
+        raise PromptError(
+            f"{count} items, over the limit of {limit:,} for one batch; "
+            "split it (islice, or a slice of the frame) and run each part"
+        )
     if _is_pandas(source, "DataFrame"):
         return list(source.index), [Row(row) for _, row in source.iterrows()]
     if _is_pandas(source, "Series"):
         return list(source.index), list(source.to_numpy(dtype=object))
-    if isinstance(source, (str, bytes)):
-        raise TypeError("a string is iterated character by character; pass a list of strings")
-    items = list(source)
+    items = taken if taken is not None else list(source)
     return list(range(len(items))), items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -215,3 +216,61 @@ def test_oversize_prompt_refused_before_sending(shell, emu):
     result = shell.run_cell("%pizza {big}")  # cut to the 4,000-character budget: still too long
     assert "over the limit of 3,000" in str(result.error_in_exec)
     assert emu.requests == 0
+
+
+# -- scale: huge and endless iterables, a concurrency above the pool's default ---------------
+
+
+@pytest.mark.parametrize(
+    "source", [range(10**8), itertools.count(), (i for i in itertools.count())], ids=repr
+)
+def test_batch_items_refuses_a_huge_or_endless_source_at_once(source):
+    from pizzagpt_magic.errors import PromptError
+
+    started = time.process_time()
+    with pytest.raises(PromptError, match="over the limit of 100,000 for one batch") as info:
+        batch_items(source)
+    assert "\n" not in str(info.value)
+    assert time.process_time() - started < 2  # nothing like 10**8 items was built
+    assert batch_items(iter(range(5)), limit=5) == (list(range(5)), list(range(5)))
+
+
+def test_ask_many_takes_items_as_workers_free_up(emu):
+    taken = []
+
+    def endless():
+        for number in itertools.count():
+            taken.append(number)
+            yield f"q{number}"
+
+    async def ask(prompt, **options):
+        await asyncio.sleep(0.01)
+        return prompt
+
+    async def first_answers():
+        into: list = []
+        batch = asyncio.ensure_future(
+            ask_many_async(endless(), concurrency=4, ask=ask, into=into, progress=False)
+        )
+        while sum(answer is not None for answer in into) < 20:
+            await asyncio.sleep(0.01)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        return into
+
+    into = asyncio.run(asyncio.wait_for(first_answers(), 10))
+    assert into[:20] == [f"q{n}" for n in range(20)]
+    assert len(taken) < 40  # taken as they were asked, never all first
+
+
+def test_the_pool_follows_a_concurrency_above_its_default(monkeypatch):
+    from pizzagpt_magic import session
+
+    monkeypatch.setattr(session, "_pool_wanted", session.POOL_LIMIT)
+    with EmulatorThread(latency=0.3) as slow:
+        monkeypatch.setenv("PIZZAGPT_URL", slow.url)
+        ask_many([f"q{i}" for i in range(300)], concurrency=150, progress=False)
+        assert slow.max_in_flight == 150  # not held at the pool's 64
+    with pytest.warns(UserWarning, match="cap of 512"):
+        assert ask_many([], concurrency=2000, progress=False) == []
