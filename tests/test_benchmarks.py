@@ -16,7 +16,7 @@ def test_quick_run_prints_the_table():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 13  # the header and twelve figures
+    assert len(rows) == 14  # the header and thirteen figures
     for words in (
         "%load_ext",
         "overhead",
@@ -24,6 +24,7 @@ def test_quick_run_prints_the_table():
         "rendering",
         "OpenAI-compatible",
         "streaming",
+        "SSE decoder",
         "batch",
         "cache hit",
         "the store's cost",

@@ -257,3 +257,28 @@ def test_a_base_url_with_a_query_keeps_it_after_the_path(raw, monkeypatch):
     raw.script = body(_answer("azure"))
     assert ask("hi", model=MODEL, stream=False) == "azure"
     assert raw.paths == ["/v1/chat/completions?api-version=2024-02-01"]
+
+
+def test_the_decoder_gives_the_same_events_however_the_bytes_are_split():
+    import random
+
+    rng = random.Random(20)
+    long_text = "é€😀x" * 30_000
+    stream = (
+        b"\xef\xbb\xbf: hello\r\n"
+        + b"data: first\r\n\r\n"
+        + b": " + b"c" * 70_000 + b"\n"
+        + b"data:" + long_text.encode() + b"\ndata: more\n\n"
+        + b"event: x\rdata: cr\r\r"
+        + b"data\n\n"
+    )  # fmt: skip
+    expected = ["first", f"{long_text}\nmore", "cr", ""]
+    assert SSEDecoder().feed(stream) + SSEDecoder().close() == expected
+    for _ in range(30):
+        decoder = SSEDecoder()
+        events, at = [], 0
+        while at < len(stream):
+            size = rng.choice([1, 2, 3, 7, 100, 5000, 70_000])
+            events += decoder.feed(stream[at : at + size])
+            at += size
+        assert events + decoder.close() == expected

@@ -9,6 +9,7 @@ each request; it is sent only to the endpoint's own origin and masked in every m
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import re
@@ -67,16 +68,19 @@ class SSEDecoder:
     event are joined with newlines, and a leading byte-order mark is dropped, as the format
     says.
 
-    The bytes of a line are kept as a list of pieces until its end arrives, so a long line
-    costs time in proportion to its length; ``max_event_bytes`` bounds one event (an
-    ``AnswerTooLargeError`` beyond it).
+    A line that spans pieces is never re-joined per piece: once its field is known, a
+    ``data`` line's pieces are decoded as they come and joined once at its end, and a comment's
+    are dropped, so a long line costs time in proportion to its length. ``max_event_bytes``
+    bounds one event (an ``AnswerTooLargeError``, after the events completed before it).
     """
 
     __slots__ = (
         "_data",
         "_data_size",
+        "_decoder",
         "_error",
         "_first",
+        "_mode",
         "_pieces",
         "_size",
         "_skip_lf",
@@ -85,7 +89,11 @@ class SSEDecoder:
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self.max_event_bytes = max_event_bytes
-        self._pieces: list[bytes] = []
+        #: The unfinished line: bytes while its field is unknown, then decoded text (a data
+        #: line) or nothing (any other line); ``_mode`` says which.
+        self._pieces: list[Any] = []
+        self._mode = _UNKNOWN
+        self._decoder: Any = None
         self._size = 0
         self._data: list[str] = []
         self._data_size = 0
@@ -103,19 +111,18 @@ class SSEDecoder:
                 chunk = chunk[1:]
         if b"\n" not in chunk and b"\r" not in chunk:
             if chunk:
-                self._pieces.append(chunk)
-                self._size += len(chunk)
+                self._extend(chunk)
                 if self.max_event_bytes is not None:
                     self._check([])
             return []
+        lines: list[Any]
         *lines, rest = _LINE_BREAK.split(chunk)
         if rest == b"" and chunk.endswith(b"\r"):
             self._skip_lf = True
-        if self._pieces:
-            self._pieces.append(lines[0])
-            lines[0] = b"".join(self._pieces)
-        self._pieces = [rest] if rest else []
-        self._size = len(rest)
+        if self._size:
+            lines[0] = self._end_line(lines[0])
+        if rest:
+            self._extend(rest)
         events = list(self._lines(lines))
         if self.max_event_bytes is not None:
             self._check(events)
@@ -125,10 +132,48 @@ class SSEDecoder:
         """Events left when the stream ended (a last event without its blank line)."""
         if self._error is not None:
             raise self._error
-        lines = [b"".join(self._pieces)] if self._pieces else []
-        self._pieces = []
-        self._size = 0
+        lines = [self._end_line(b"")] if self._size else []
         return [*self._lines(lines), *self._lines([b""])]
+
+    def _extend(self, piece: bytes) -> None:
+        """Add ``piece`` to the unfinished line."""
+        self._size += len(piece)
+        mode = self._mode
+        if mode is _DATA:
+            self._pieces.append(self._decoder.decode(piece))
+            return
+        if mode is _SKIP:
+            return
+        self._pieces.append(piece)
+        if self._size < 8:
+            return  # too short to know the field yet
+        line = b"".join(self._pieces)
+        head = line[len(_BOM) :] if self._first and line.startswith(_BOM) else line
+        if len(head) < 6:
+            self._pieces = [line]  # "data:" and its optional space are not both here yet
+            return
+        if head[:5] != b"data:":
+            self._mode = _SKIP
+            self._pieces = []
+            return
+        self._first = False
+        self._mode = _DATA
+        self._decoder = _utf8_decoder("replace")
+        start = 6 if head[5:6] == b" " else 5
+        self._pieces = [self._decoder.decode(head[start:])]
+
+    def _end_line(self, last: bytes) -> Any:
+        """The unfinished line completed by ``last``: bytes, or the text of a data line."""
+        mode, pieces = self._mode, self._pieces
+        self._mode, self._pieces, self._size = _UNKNOWN, [], 0
+        if mode is _DATA:
+            pieces.append(self._decoder.decode(last, True))
+            self._decoder = None
+            return _Text("".join(pieces))
+        if mode is _SKIP:
+            return _SKIPPED
+        pieces.append(last)
+        return b"".join(pieces)
 
     def _check(self, events: list[str]) -> None:
         """Over the limit: an error now, or, after the events completed before it, at the
@@ -137,6 +182,7 @@ class SSEDecoder:
         if limit is None or self._size + self._data_size <= limit:
             return
         self._pieces = []
+        self._mode = _UNKNOWN
         self._data = []
         self._size = self._data_size = 0
         self._error = AnswerTooLargeError(
@@ -146,8 +192,16 @@ class SSEDecoder:
         if not events:
             raise self._error
 
-    def _lines(self, lines: list[bytes]) -> Iterator[str]:
+    def _lines(self, lines: list[Any]) -> Iterator[str]:
         for raw in lines:
+            if type(raw) is _Text:
+                self._first = False
+                self._data.append(raw.text)
+                self._data_size += len(raw.text)
+                continue
+            if raw is _SKIPPED:
+                self._first = False
+                continue
             if self._first:
                 self._first = False
                 if raw.startswith(_BOM):
@@ -162,9 +216,23 @@ class SSEDecoder:
                 if raw != b"data":
                     continue  # a comment, or a field other than data
                 raw = b"data:"
-            value = raw[6:] if raw[5:6] == b" " else raw[5:]
-            self._data.append(value.decode("utf-8", "replace"))
-            self._data_size += len(value)
+            start = 6 if raw[5:6] == b" " else 5
+            self._data.append(raw[start:].decode("utf-8", "replace"))
+            self._data_size += len(raw) - start
+
+
+class _Text:
+    """The decoded value of a data line that spanned pieces."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_UNKNOWN, _DATA, _SKIP = object(), object(), object()
+_SKIPPED = object()
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
