@@ -274,3 +274,18 @@ def test_the_pool_follows_a_concurrency_above_its_default(monkeypatch):
         assert slow.max_in_flight == 150  # not held at the pool's 64
     with pytest.warns(UserWarning, match="cap of 512"):
         assert ask_many([], concurrency=2000, progress=False) == []
+
+
+def test_each_over_a_huge_or_endless_iterable_is_one_line(shell, emu):
+    from IPython.core.error import UsageError
+
+    shell.user_ns.update(huge=range(10**8), endless=itertools.count())
+    for name, count in (("huge", "100,000,000"), ("endless", "more than 100,000")):
+        result = shell.run_cell(f"%%pizza --each {name}\n{{item}}")
+        error = result.error_in_exec
+        assert isinstance(error, UsageError), error
+        assert str(error) == (
+            f"--each: {name!r} has {count} items, over the limit of 100,000 for one batch; "
+            "split it (islice, or a slice of the frame) and run each part"
+        )
+    assert emu.requests == 0

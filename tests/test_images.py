@@ -315,3 +315,34 @@ def test_gif_bytes_are_an_image_converted_to_png():
     pending = [{"type": "text", "text": "see "}, PendingImage(gif, "{gif}").part()]
     prepared = prepare_parts(pending, 1024, 5_000_000)
     assert prepared[0] == pending[0] and prepared[1]["type"] == "image_url"
+
+
+def test_each_draws_each_figure_as_its_item_is_sent(ishell, endpoint):
+    """200 figures were drawn before the first question went out; now each is drawn when its
+    item's turn comes."""
+    cell(
+        ishell,
+        "drawn_after = []\nfigs = []\nfor n in range(12):\n"
+        "    f, a = plt.subplots(figsize=(2, 2), dpi=30)\n    a.plot([0, n])\n"
+        "    save = f.savefig\n"
+        "    def recording(*args, _save=save, **kwargs):\n"
+        "        drawn_after.append(len(emu_requests()))\n"
+        "        return _save(*args, **kwargs)\n"
+        "    f.savefig = recording\n    figs.append(f)",
+    )
+    ishell.user_ns["emu_requests"] = lambda: endpoint.chat_requests
+    cell(ishell, "%%pizza --each figs --concurrency 2 -m emu:emu-mini\nDescribe {item}")
+    drawn_after = ishell.user_ns["drawn_after"]
+    assert len(drawn_after) == 12 and len(endpoint.chat_requests) == 12
+    assert drawn_after[0] == 0 and drawn_after[-1] >= 8  # not all drawn before the first
+
+
+def test_each_refuses_a_huge_figure_before_drawing_or_sending_anything(ishell, endpoint):
+    cell(
+        ishell,
+        "big, _ = plt.subplots(figsize=(150, 150), dpi=100)\nsmall, _ = plt.subplots()\n"
+        "pair = [small, big]",
+    )
+    message = failing(ishell, "%%pizza --each pair -m emu:emu-mini\nDescribe {item}")
+    assert "{item} is 15,000×15,000 pixels, over the limit of 50,000,000" in message
+    assert endpoint.chat_requests == []

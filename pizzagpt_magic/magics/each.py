@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AnswerFormatError
+from ..errors import AnswerFormatError, PromptError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
 
@@ -38,6 +38,7 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     from collections import ChainMap
 
     from ..batch import ask_many_async
+    from ..images import prepare_parts
     from ..interpolate import batch_items
     from ..loop import run_sync
 
@@ -51,6 +52,8 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         labels, items = batch_items(source)
     except TypeError as exc:
         raise UsageError(f"--each: {name!r} is not iterable ({exc})") from None
+    except PromptError as exc:
+        raise UsageError(f"--each: {name!r} has {exc}") from None
     if not items:
         raise UsageError(f"--each: {name!r} is empty")
     # {item} and {index} are bound for the question and the system message alike.
@@ -58,13 +61,20 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         ChainMap({"item": item, "index": label}, magics.user_ns)
         for label, item in zip(labels, items)
     ]
-    requests = [(magics._question(template, args, s), magics._system(args, s)) for s in scopes]
+    # Images are measured here and drawn as their item is sent: the first question goes out
+    # without waiting for every figure.
+    requests = [
+        (magics._question(template, args, s, defer_images=True), magics._system(args, s))
+        for s in scopes
+    ]
     for prompt, system in requests:
         magics._check_size(prompt, system, args.chat)
     ask_prompt = magics._asker(args)
 
-    async def ask_one(request: tuple[str, str | None]) -> str:
-        return (await ask_prompt(*request)).text
+    async def ask_one(request: tuple[Any, str | None]) -> str:
+        prompt, system = request
+        prompt = prepare_parts(prompt, magics.image_max_side, magics.image_max_bytes)
+        return (await ask_prompt(prompt, system)).text
 
     started = time.monotonic()
     received: list[Any] = [None] * len(requests)

@@ -210,12 +210,16 @@ class PizzaMagics(PizzaSettings):
             raise UsageError("Images go in the question, not in the system message (-s)")
         return rendered
 
-    def _question(self, template: str, args: Any, namespace: Any = None) -> Any:
+    def _question(
+        self, template: str, args: Any, namespace: Any = None, defer_images: bool = False
+    ) -> Any:
         """The question with its references replaced: text, or content parts (text and
-        ``image_url``) when a reference is an image, each image where it stood."""
+        ``image_url``) when a reference is an image, each image where it stood. With
+        ``defer_images`` an image is measured now and prepared when its question is sent
+        (``images.prepare_parts``)."""
         if args.no_interpolate or not self.interpolate:
             return template
-        from ..images import is_image, prepare
+        from ..images import PendingImage, is_image, prepare
         from ..interpolate import format_value, interpolate
 
         images: list[Any] = []
@@ -241,6 +245,9 @@ class PizzaMagics(PizzaSettings):
             for number, piece in enumerate(re.split(r"\x00(\d+)\x00", text)):
                 if number % 2:
                     value, reference = images[int(piece)]
+                    if defer_images:
+                        parts.append(PendingImage(value, reference).part())
+                        continue
                     prepared = prepare(value, reference, self.image_max_side, self.image_max_bytes)
                     parts.append(prepared.part())
                 elif piece:
