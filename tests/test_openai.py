@@ -282,3 +282,17 @@ def test_the_decoder_gives_the_same_events_however_the_bytes_are_split():
             events += decoder.feed(stream[at : at + size])
             at += size
         assert events + decoder.close() == expected
+
+
+def test_the_answer_limit_is_a_trait_and_the_text_so_far_is_kept(raw, shell):
+    from test_magics import failing
+
+    shell.run_line_magic("config", "PizzaMagics.max_answer_chars = 2048")
+    assert OpenAICompatible.max_answer_chars == 2048
+    raw.script = sse(*[chunk("0123456789")] * 300, DONE)
+    message = failing(shell, "%pizza -m raw:raw-model hi")
+    assert "over 2,048 characters (PizzaMagics.max_answer_chars)" in message
+    assert shell.user_ns["_pizza_answer"] == "0123456789" * 204
+    shell.run_line_magic("unload_ext", "pizzagpt_magic")
+    assert OpenAICompatible.max_answer_chars == 64 * 1024 * 1024
+    shell.run_line_magic("load_ext", "pizzagpt_magic")

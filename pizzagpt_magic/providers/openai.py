@@ -50,6 +50,9 @@ from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, U
 
 __all__ = ["OpenAICompatible", "SSEDecoder", "Target", "list_models", "parse_completion"]
 
+#: The default limits of one streamed event and of one answer (see ``OpenAICompatible``).
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_ANSWER_CHARS = 64 * 1024 * 1024
 #: Statuses retried, as the official SDK does.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _UTF8_NAMES = frozenset({"utf-8", "utf8"})
@@ -186,7 +189,7 @@ class SSEDecoder:
         self._data = []
         self._size = self._data_size = 0
         self._error = AnswerTooLargeError(
-            f"A streamed event is over {limit:,} bytes (OpenAICompatible.max_event_bytes); "
+            f"A streamed event is over {limit:,} bytes (PizzaMagics.max_event_bytes); "
             "the answer was stopped there"
         )
         if not events:
@@ -363,10 +366,12 @@ class OpenAICompatible(AsyncGeneratorProvider):
     max_retry_after: ClassVar[float] = 60.0
     #: Seconds ``list_models`` waits for ``GET /models``.
     models_timeout: ClassVar[float] = 3.0
-    #: Largest streamed event, in bytes (one ``data:`` line and its continuation lines).
-    max_event_bytes: ClassVar[int] = 16 * 1024 * 1024
-    #: Largest answer, in characters of text (the body of an answer not streamed: in bytes).
-    max_answer_chars: ClassVar[int] = 64 * 1024 * 1024
+    #: Largest streamed event, in bytes (one ``data:`` line and its continuation lines);
+    #: ``PizzaMagics.max_event_bytes`` sets it.
+    max_event_bytes: ClassVar[int] = MAX_EVENT_BYTES
+    #: Largest answer, in characters of text (the body of an answer not streamed: in bytes);
+    #: ``PizzaMagics.max_answer_chars`` sets it.
+    max_answer_chars: ClassVar[int] = MAX_ANSWER_CHARS
 
     @staticmethod
     def api_key(api_key_env: str | None, name: str) -> str | None:
@@ -585,7 +590,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         if len(raw) > cls.max_answer_chars:
             raise AnswerTooLargeError(
                 f"The answer is {len(raw):,} bytes, over {cls.max_answer_chars:,} "
-                "(OpenAICompatible.max_answer_chars)"
+                "(PizzaMagics.max_answer_chars)"
             )
         # JSON is UTF-8 (RFC 8259), but a declared charset other than UTF-8 is honoured.
         charset = response.charset
@@ -719,7 +724,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
                             if size > max_answer:
                                 raise AnswerTooLargeError(
                                     f"The answer is over {max_answer:,} characters "
-                                    "(OpenAICompatible.max_answer_chars); it was stopped there"
+                                    "(PizzaMagics.max_answer_chars); it was stopped there"
                                 )
                             yield text
                         elif held and not size:
