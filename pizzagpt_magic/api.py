@@ -101,7 +101,8 @@ def _is_kind(chunk: Any, kind: type, attribute: str) -> bool:
 
 def _usage_of(chunk: Any) -> dict[str, int] | None:
     names = ("prompt_tokens", "completion_tokens", "total_tokens")
-    counts = {n: v for n in names if isinstance(v := getattr(chunk, n, None), int)}
+    # A count is an int of 0 or more: True (an int to Python) and -1 are not counts.
+    counts = {n: v for n in names if type(v := getattr(chunk, n, None)) is int and v >= 0}
     return counts or None
 
 

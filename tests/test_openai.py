@@ -136,6 +136,21 @@ def test_keep_alive_comments_do_not_hold_off_the_timeout(raw):
     assert info.value.partial == "Part"
 
 
+def test_a_silent_stream_times_out_with_its_text(raw):
+    async def silent(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk("Said"))
+        await asyncio.sleep(5)
+        return response
+
+    raw.script = silent
+    with pytest.raises(RequestTimeoutError, match=r"within 1 s$") as info:
+        ask("hi", model=MODEL, timeout=1)
+    assert info.value.partial == "Said"
+
+
 def test_a_stream_that_keeps_sending_content_is_not_cut(raw):
     raw.script = sse(*[chunk("x")] * 30, chunk(finish="stop"), b"data: [DONE]\n\n", pause=0.05)
     assert ask("hi", model=MODEL, timeout=1) == "x" * 30
@@ -244,6 +259,11 @@ def test_a_count_that_is_not_a_number_is_not_a_count(raw):
     raw.script = body({**_answer("ok"), "usage": usage})
     completion = run_sync(complete("hi", model=MODEL, stream=False))
     assert completion.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    from pizzagpt_magic.api import _usage_of
+    from pizzagpt_magic.providers.base import Usage
+
+    odd = Usage(prompt_tokens=3, completion_tokens=-1, total_tokens=True)
+    assert odd.as_dict() == {"prompt_tokens": 3} and _usage_of(odd) == {"prompt_tokens": 3}
 
 
 # -- 6. a base URL with a query string ---------------------------------------------------------

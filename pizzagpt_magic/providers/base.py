@@ -73,7 +73,11 @@ class Usage(ResponseType):
     def as_dict(self) -> dict[str, int]:
         """The known counts, by name."""
         names = ("prompt_tokens", "completion_tokens", "total_tokens")
-        return {name: value for name in names if isinstance(value := getattr(self, name), int)}
+        return {
+            name: value
+            for name in names
+            if type(value := getattr(self, name)) is int and value >= 0  # not True, not -1
+        }
 
     def __repr__(self) -> str:
         return f"Usage({', '.join(f'{k}={v}' for k, v in self.as_dict().items())})"

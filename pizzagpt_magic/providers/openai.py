@@ -697,6 +697,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         size = 0
         done = False
         idle = IdleTimeout(timeout)
+        only_comments = False  # bytes came since the last event, but no event
         try:
             async with idle, reading_body(shown_url, timeout, secrets):
                 chunks = response.content.iter_any()
@@ -712,6 +713,9 @@ class OpenAICompatible(AsyncGeneratorProvider):
                     events = decoder.feed(chunk)
                     if events:
                         idle.reset()
+                        only_comments = False
+                    else:
+                        only_comments = True
                     for data in events:
                         if data.strip() == "[DONE]":
                             done = True
@@ -745,7 +749,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         except TimeoutError:
             raise RequestTimeoutError(
                 f"No answer from {shown_url} within {timeout:g} s (only keep-alive comments came)"
-                if idle.expired
+                if idle.expired and only_comments
                 else f"No answer from {shown_url} within {timeout:g} s"
             ) from None
         except PizzagptError as exc:
