@@ -366,28 +366,55 @@ async def reading_body(
 
 
 class IdleTimeout:
-    """``async with IdleTimeout(seconds):`` cancels the block once ``seconds`` pass without a
-    call to ``reset()``, and raises ``TimeoutError`` in its place; an infinite ``seconds``
-    never fires.
+    """``async with IdleTimeout(seconds):`` raises ``TimeoutError`` in place of the block once
+    it has waited ``seconds`` since the last ``reset()``; an infinite ``seconds`` never fires.
 
     A stream's read timeout is restarted by any byte, so an endpoint that sends only
     keep-alive comments (``: ping``) would hold a call forever; this limit is restarted only
-    by content. ``reset`` is an attribute store, cheap enough for every event.
+    by content. Only waiting counts: the block calls ``waiting()`` before it awaits the server
+    and ``arrived()`` after, and the time in between (a reader of an async generator working
+    on a chunk) moves the deadline on. Each of these is an attribute store and a clock read.
     """
 
-    __slots__ = ("_handle", "_loop", "_task", "deadline", "expired", "seconds")
+    __slots__ = (
+        "_handle",
+        "_loop",
+        "_paused_at",
+        "_task",
+        "_waiting",
+        "deadline",
+        "expired",
+        "seconds",
+    )
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.deadline = 0.0
         self.expired = False
+        self._waiting = False
+        self._paused_at = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def reset(self) -> None:
+        """Content arrived: the full time again from now."""
         if self._loop is not None:
             self.deadline = self._loop.time() + self.seconds
+
+    def waiting(self) -> None:
+        """The block awaits the server now."""
+        if self._loop is not None and not self._waiting:
+            self.deadline += self._loop.time() - self._paused_at
+            self._waiting = True
+            if self._handle is None:  # it went off while the reader worked: set it again
+                self._handle = self._loop.call_at(self.deadline, self._check)
+
+    def arrived(self) -> None:
+        """The await is over (whatever came): time from here on is not the server's."""
+        if self._loop is not None:
+            self._paused_at = self._loop.time()
+            self._waiting = False
 
     async def __aenter__(self) -> IdleTimeout:
         if math.isinf(self.seconds):
@@ -395,12 +422,17 @@ class IdleTimeout:
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         self.reset()
+        self._paused_at = self._loop.time()
         self._handle = self._loop.call_at(self.deadline, self._check)
         return self
 
     def _check(self) -> None:
         assert self._loop is not None and self._task is not None
-        if self._loop.time() < self.deadline:
+        now = self._loop.time()
+        if not self._waiting:
+            self._handle = None  # set again by waiting(), at the deadline moved on
+            return
+        if now < self.deadline:
             self._handle = self._loop.call_at(self.deadline, self._check)
             return
         self.expired = True

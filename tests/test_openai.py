@@ -316,3 +316,26 @@ def test_the_answer_limit_is_a_trait_and_the_text_so_far_is_kept(raw, shell):
     shell.run_line_magic("unload_ext", "pizzagpt_magic")
     assert OpenAICompatible.max_answer_chars == 64 * 1024 * 1024
     shell.run_line_magic("load_ext", "pizzagpt_magic")
+
+
+def test_a_reader_slow_between_chunks_is_not_the_servers_silence(raw):
+    """Only waiting for the server counts: a reader that works on each chunk for longer than
+    the timeout (the generator is suspended meanwhile) is not cut off."""
+    raw.script = sse(*[chunk("x")] * 4, chunk(finish="stop"), DONE)
+
+    async def read() -> str:
+        text = ""
+        agen = OpenAICompatible.create_async_generator(
+            "raw-model",
+            [{"role": "user", "content": "hi"}],
+            base_url=f"{raw.url}/v1",
+            api_key_env="RAW_KEY",
+            timeout=0.3,
+        )
+        async for item in agen:
+            if isinstance(item, str):
+                text += item
+                await asyncio.sleep(0.5)
+        return text
+
+    assert run_sync(read()) == "xxxx"

@@ -706,10 +706,12 @@ class OpenAICompatible(AsyncGeneratorProvider):
                     if pending:
                         chunk = pending.pop()
                     else:
+                        idle.waiting()
                         try:
                             chunk = await chunks.__anext__()
                         except StopAsyncIteration:
                             break
+                        idle.arrived()
                     events = decoder.feed(chunk)
                     if events:
                         idle.reset()
