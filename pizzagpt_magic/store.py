@@ -670,8 +670,12 @@ def logs(
 ) -> Any:
     """The newest logged exchanges (a pandas DataFrame when pandas is installed, else a list
     of dicts), newest first. ``query`` searches prompts and answers, ``model`` is a model id or
-    a provider, ``since`` a Unix time, a date or an age (``"7d"``)."""
-    own = Store(path) if path else None
+    a provider, ``since`` a Unix time, a date or an age (``"7d"``). A store that does not
+    exist yet is not made: nothing has been logged there."""
+    where = Path(path) if path else store_path()
+    if where is None or not where.exists():
+        return []
+    own = Store(where) if path else None
     store = own or get_store()
     if store is None:
         return []

@@ -515,4 +515,5 @@ def test_reading_commands_do_not_make_a_store(tmp_path, monkeypatch, capsys, arg
     monkeypatch.setenv("PIZZAGPT_STORE", str(path))
     assert main(argv) == 1
     assert f"no store at {path}" in capsys.readouterr().err
+    assert stores.logs() == [] and stores.logs(path=str(path)) == []
     assert not path.exists() and not path.parent.exists()
