@@ -24,7 +24,7 @@ from pizzagpt_magic.errors import (
     RequestTimeoutError,
 )
 from pizzagpt_magic.loop import run_sync
-from pizzagpt_magic.providers.openai import OpenAICompatible, SSEDecoder
+from pizzagpt_magic.providers.openai import OpenAICompatible, SSEDecoder, list_models
 
 MODEL = "raw:raw-model"
 
@@ -276,7 +276,12 @@ def test_a_base_url_with_a_query_keeps_it_after_the_path(raw, monkeypatch):
     monkeypatch.setitem(backends._registered, "raw", backends.Endpoint("raw", url, "RAW_KEY"))
     raw.script = body(_answer("azure"))
     assert ask("hi", model=MODEL, stream=False) == "azure"
-    assert raw.paths == ["/v1/chat/completions?api-version=2024-02-01"]
+    raw.script = body({"data": [{"id": "gpt-4o"}]})
+    assert run_sync(list_models(url, "RAW_KEY", name="raw")) == ["gpt-4o"]
+    assert raw.paths == [
+        "/v1/chat/completions?api-version=2024-02-01",
+        "/v1/models?api-version=2024-02-01",
+    ]
 
 
 def test_the_decoder_gives_the_same_events_however_the_bytes_are_split():
