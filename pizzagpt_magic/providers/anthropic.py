@@ -75,7 +75,8 @@ STOP_REASONS = {
 _UTF8_NAMES = frozenset({"utf-8", "utf8"})
 _KEYLIKE = re.compile(r"\b(?:sk|key|pk|rk)[-_][A-Za-z0-9*_\-.]{4,}")
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+);base64,(.*)", re.S)
-#: Pages of ``GET /v1/models`` read at most (1000 models a page).
+#: Models a page of ``GET /v1/models`` asks for (the API's largest), and pages read at most.
+_MODEL_PAGE_SIZE = 1000
 _MODEL_PAGES = 10
 
 
@@ -503,7 +504,7 @@ class Anthropic(AsyncGeneratorProvider):
         messages: Messages,
         proxy: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         api_key_env: str | None = "ANTHROPIC_API_KEY",
         name: str = "",
         temperature: float | None = None,
@@ -514,7 +515,7 @@ class Anthropic(AsyncGeneratorProvider):
     ) -> tuple[str, str | None, Usage | None]:
         """``(text, finish_reason, usage)`` of one answer asked for without streaming."""
         return await cls.answer(
-            base_url,
+            base_url or default_base_url(),
             api_key_env,
             name,
             model,
@@ -584,7 +585,7 @@ class Anthropic(AsyncGeneratorProvider):
         messages: Messages,
         proxy: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         api_key_env: str | None = "ANTHROPIC_API_KEY",
         name: str = "",
         stream: bool = True,
@@ -598,14 +599,15 @@ class Anthropic(AsyncGeneratorProvider):
         """Yield the answer's text as it arrives, then ``Usage`` (when reported) and the
         ``FinishReason``.
 
-        ``base_url`` is the service's root (``https://api.anthropic.com``); the key is read from
+        ``base_url`` is the service's root (``$ANTHROPIC_BASE_URL``, else
+        ``https://api.anthropic.com``, as the official SDK has it); the key is read from
         ``$api_key_env``; ``name`` names the endpoint in messages. Other keyword arguments are
         accepted and ignored, as in gpt4free.
         """
         name = name or cls.label
         timeout = cls.timeout if timeout is None else timeout
         response, target = await cls._send(
-            base_url,
+            base_url or default_base_url(),
             api_key_env,
             name,
             model,
@@ -686,8 +688,13 @@ def _target(
     return Target(base_url, cls.headers(key), policy)
 
 
+def default_base_url() -> str:
+    """``$ANTHROPIC_BASE_URL``, else ``https://api.anthropic.com``, as the official SDK reads it."""
+    return (_getenv("ANTHROPIC_BASE_URL") or "").strip() or DEFAULT_BASE_URL
+
+
 async def list_models(
-    base_url: str = DEFAULT_BASE_URL,
+    base_url: str | None = None,
     api_key_env: str | None = "ANTHROPIC_API_KEY",
     *,
     name: str = "",
@@ -703,9 +710,9 @@ async def list_models(
     found: list[str] = []
     after = ""
     try:
-        target = Anthropic.target(base_url, api_key_env, name, 0)
+        target = Anthropic.target(base_url or default_base_url(), api_key_env, name, 0)
         for _ in range(_MODEL_PAGES):
-            url = f"{target.base_url}/v1/models?limit=1000"
+            url = f"{target.base_url}/v1/models?limit={_MODEL_PAGE_SIZE}"
             if after:
                 from urllib.parse import quote
 
