@@ -313,8 +313,8 @@ class Backend:
         what = f"{references} is an image" if references else "The question holds an image"
         name = "Pizzagpt" if self.is_pizzagpt else self.provider
         raise PromptError(
-            f"{what}, and {name} takes text only; ask a backend that takes images: an "
-            "OpenAI-compatible endpoint such as -m openai:gpt-4o-mini or -m ollama:llava "
+            f"{what}, and {name} takes text only; ask a backend that takes images, such as "
+            "-m openai:gpt-4o-mini, -m anthropic:claude-sonnet-4-5 or -m ollama:llava "
             "(nothing was sent)"
         )
 
