@@ -88,6 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ResponseShapeError,
         TransportError,
     )
+    from .providers.anthropic import Anthropic
     from .providers.base import (
         AsyncGeneratorProvider,
         AsyncResult,
@@ -97,7 +98,6 @@ if TYPE_CHECKING:  # pragma: no cover
         Usage,
         format_prompt,
     )
-    from .providers.anthropic import Anthropic
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
     from .store import Store, StoreWarning, logs
