@@ -9,6 +9,11 @@ unknown model is a 404 ``not_found_error``, a ``system`` role among the messages
 ``invalid_request_error``, 429 is ``rate_limit_error`` and 529 ``overloaded_error``. Usage counts
 words; the faults ``cache-read=N`` and ``cache-write=N`` report that many prompt tokens read from
 and written to the prompt cache.
+
+A ``tool_choice`` that names one of the request's ``tools`` is answered with a ``tool_use`` block
+(``input_json_delta`` events when streamed) whose input is the simplest value of the tool's
+``input_schema``: each property present, strings ``"emulated"``, integers the number of words of
+the question, numbers that and a half, booleans true, arrays of one item, the first of an enum.
 """
 
 from __future__ import annotations
@@ -82,6 +87,44 @@ def _images_of(content: Any) -> list[str]:
         else:
             found.append(str(source.get("media_type", "an image")))
     return found
+
+
+def example_of(schema: Any, words: int) -> Any:
+    """The simplest value of a JSON Schema (see the module's docstring)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_of(schema[key][0], words)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {name: example_of(value, words) for name, value in properties.items()}
+    return {
+        "array": lambda: [example_of(schema.get("items"), words)],
+        "string": lambda: "emulated",
+        "integer": lambda: words,
+        "number": lambda: words + 0.5,
+        "boolean": lambda: True,
+    }.get(str(kind), lambda: None)()
+
+
+def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") != "tool":
+        return None
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return None
+    return next(
+        (t for t in tools if isinstance(t, dict) and t.get("name") == choice.get("name")), None
+    )
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
@@ -219,12 +262,20 @@ class MessagesRoutes:
             "cache_creation_input_tokens": fault.get("cache-write", 0),
             "cache_read_input_tokens": fault.get("cache-read", 0),
         }
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": content}] if content else []
+        tool = _forced_tool(body)
+        if tool is not None:
+            value = example_of(tool.get("input_schema"), len(question.split()))
+            use = {"type": "tool_use", "id": "toolu_emulated", "name": tool["name"], "input": value}
+            blocks = [use]
+            stop = "tool_use"
+            usage["output_tokens"] = len(json.dumps(value).split())
         message = {
             "id": "msg_emulated",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": content}] if content else [],
+            "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
             "usage": usage,
@@ -242,7 +293,13 @@ class MessagesRoutes:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        content = message["content"][0]["text"] if message["content"] else ""
+        block = message["content"][0] if message["content"] else {"type": "text", "text": ""}
+        if block["type"] == "tool_use":
+            content = json.dumps(block["input"])
+            first = {**block, "input": {}}
+        else:
+            content = block["text"]
+            first = {"type": "text", "text": ""}
         usage = message["usage"]
         size = max(1, fault.get("chunk-size", 12))
         pause = fault.get("chunk-delay", self.chunk_delay)
@@ -260,7 +317,7 @@ class MessagesRoutes:
                 {
                     "type": "content_block_start",
                     "index": 0,
-                    "content_block": {"type": "text", "text": ""},
+                    "content_block": first,
                 },
             )
         )
@@ -282,7 +339,11 @@ class MessagesRoutes:
                     return response
                 if fault.get("invalid-json"):
                     await response.write(b"event: content_block_delta\ndata: {not json\n\n")
-            delta = {"type": "text_delta", "text": piece}
+            delta = (
+                {"type": "input_json_delta", "partial_json": piece}
+                if block["type"] == "tool_use"
+                else {"type": "text_delta", "text": piece}
+            )
             await response.write(
                 _event(
                     "content_block_delta",

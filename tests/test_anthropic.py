@@ -480,3 +480,62 @@ def test_the_magic_turns_failures_into_one_line(shell, claude, monkeypatch):
     assert "ANTHROPIC_API_KEY" in failing(shell, "%pizza -m anthropic:emu-claude hi")
     listed = cell(shell, "%pizza --models anthropic")
     assert "ANTHROPIC_API_KEY" in listed._repr_mimebundle_()["text/plain"]
+
+
+# -- a schema as a forced tool (the hook for typed answers) -----------------------------------
+
+PERSON = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "person",
+        "schema": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+
+
+def test_a_json_schema_response_format_is_a_forced_tool(claude):
+    messages = [{"role": "user", "content": "Who is the cook here?"}]
+    text, finish, usage = run_sync(
+        Anthropic.complete("emu-claude", messages, response_format=PERSON)
+    )
+    assert json.loads(text) == {"name": "emulated", "age": 5} and finish == "stop"
+    body = claude.message_requests[-1]["body"]
+    assert body["tools"] == [
+        {
+            "name": "person",
+            "description": "Give the answer, in exactly this shape.",
+            "input_schema": PERSON["json_schema"]["schema"],
+        }
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": "person"}
+    # A schema that is not an object is the value of one, and read back as itself.
+    names = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "names list",
+            "schema": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    text, _, _ = run_sync(Anthropic.complete("emu-claude", messages, response_format=names))
+    assert json.loads(text) == ["emulated"]
+    tool = claude.message_requests[-1]["body"]["tools"][0]
+    assert tool["name"] == "names_list" and tool["input_schema"]["required"] == ["value"]
+    # The generator asks without streaming: the tool's input is read whole.
+    items = run_sync(
+        _items(Anthropic.create_async_generator("emu-claude", messages, response_format=PERSON))
+    )
+    assert json.loads(items[0]) == {"name": "emulated", "age": 5}
+    assert "stream" not in claude.message_requests[-1]["body"]
+    # Another kind (the Messages API has no JSON mode) sends no tool.
+    run_sync(Anthropic.complete("emu-claude", messages, response_format={"type": "json_object"}))
+    assert "tools" not in claude.message_requests[-1]["body"]
+
+
+async def _items(agen):
+    return [item async for item in agen]

@@ -230,3 +230,40 @@ def test_an_error_event_fails_both(monkeypatch):
     error = asyncio.run(main())
     assert str(error) == "peer sent an error mid-answer: overloaded_error: Overloaded"
     assert error.partial == "Hello"
+
+
+def test_a_forced_tool_equals_the_sdks_and_the_emulator_streams_it(claude):
+    from pizzagpt_magic.providers.anthropic import forced_tool
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "count", "schema": schema}}
+    forced = forced_tool(response_format)
+
+    async def with_sdk():
+        async with sdk_client(claude.url) as client:
+            await client.messages.create(
+                model="emu-claude",
+                max_tokens=Anthropic.default_max_tokens,
+                messages=MESSAGES,
+                tools=[forced.tool],
+                tool_choice={"type": "tool", "name": "count"},
+            )
+            async with client.messages.stream(
+                model="emu-claude",
+                max_tokens=100,
+                messages=MESSAGES,
+                tools=[forced.tool],
+                tool_choice={"type": "tool", "name": "count"},
+            ) as stream:
+                return await stream.get_final_message()
+
+    streamed = asyncio.run(with_sdk())
+    sdk = claude.message_requests[0]
+    text, finish, _ = run_sync(
+        Anthropic.complete("emu-claude", MESSAGES, response_format=response_format)
+    )
+    assert claude.message_requests[-1]["body"] == sdk["body"]
+    # What the emulator streams as input_json_delta events, the SDK reads as the same input.
+    (block,) = streamed.content
+    assert block.type == "tool_use" and block.input == json.loads(text) == {"n": 5}
+    assert streamed.stop_reason == "tool_use" and finish == "stop"

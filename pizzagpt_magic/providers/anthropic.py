@@ -11,6 +11,10 @@ otherwise), then the token ``Usage`` (with the prompt cache's counts) and the ``
 other providers. Requests go through ``transport.send``: the same retries (429 and 529
 ``overloaded_error`` among them, honouring ``retry-after``), proxies, redirects and typed errors.
 
+A ``response_format`` of the ``json_schema`` kind (the form the OpenAI-compatible provider sends)
+is asked for in the Messages API's native form, a tool the model must call whose input schema is
+the schema (``forced_tool``); the tool's input is then the answer's text, as JSON.
+
 The base URL is the service's root (``https://api.anthropic.com``, or ``$ANTHROPIC_BASE_URL`` as the
 official SDK reads it); the routes ``/v1/messages`` and ``/v1/models`` are added to it.
 """
@@ -52,7 +56,9 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "STOP_REASONS",
     "Anthropic",
+    "ForcedTool",
     "MessagesDecoder",
+    "forced_tool",
     "list_models",
     "parse_message",
     "to_messages",
@@ -198,6 +204,43 @@ def to_messages(messages: Messages) -> tuple[str | None, list[dict[str, Any]]]:
     return "\n\n".join(s for s in system if s) or None, converted
 
 
+class ForcedTool:
+    """The tool a schema is asked for by: its definition, and whether the schema (not an object
+    at its top) was wrapped as the ``value`` of one."""
+
+    __slots__ = ("name", "tool", "wrapped")
+
+    def __init__(self, name: str, tool: dict[str, Any], wrapped: bool) -> None:
+        self.name = name
+        self.tool = tool
+        self.wrapped = wrapped
+
+    def text(self, data: Any) -> str:
+        """The answer's text from the tool's input: the JSON of the value asked for."""
+        if self.wrapped and isinstance(data, dict):
+            data = data.get("value")
+        return json.dumps(data, ensure_ascii=False)
+
+
+def forced_tool(response_format: Any) -> ForcedTool | None:
+    """The tool that asks for a ``response_format`` of the ``json_schema`` kind (None for any
+    other: the Messages API has no JSON mode, and a prompt asking for JSON does as well)."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    spec = spec if isinstance(spec, dict) else {}
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", str(spec.get("name") or "answer"))[:64]
+    schema = spec.get("schema")
+    schema = schema if isinstance(schema, dict) else {}
+    # A tool's input is an object: any other schema is the value of one.
+    wrapped = schema.get("type") != "object"
+    if wrapped:
+        schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
+    description = spec.get("description") or "Give the answer, in exactly this shape."
+    tool = {"name": name, "description": str(description), "input_schema": schema}
+    return ForcedTool(name, tool, wrapped)
+
+
 # -- answers -----------------------------------------------------------------------------------
 
 
@@ -259,8 +302,11 @@ def usage_of(counts: dict[str, int]) -> Usage | None:
     )
 
 
-def parse_message(data: Any) -> tuple[str, str | None, Usage | None]:
-    """``(text, finish_reason, usage)`` of a non-streamed Messages answer."""
+def parse_message(
+    data: Any, forced: ForcedTool | None = None
+) -> tuple[str, str | None, Usage | None]:
+    """``(text, finish_reason, usage)`` of a non-streamed Messages answer; with ``forced``, the
+    text is the JSON of the forced tool's input."""
     if not isinstance(data, dict):
         raise ResponseShapeError(f"expected a JSON object, got {type(data).__name__}", data)
     if data.get("type") == "error" or ("error" in data and "content" not in data):
@@ -278,7 +324,16 @@ def parse_message(data: Any) -> tuple[str, str | None, Usage | None]:
     )
     counts: dict[str, int] = {}
     _count(counts, data.get("usage"))
-    return text, _finish(data.get("stop_reason")), usage_of(counts)
+    finish = _finish(data.get("stop_reason"))
+    if forced is not None:
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                if block.get("name") == forced.name:
+                    # The answer asked for: complete, not a call for the caller to make.
+                    text = forced.text(block.get("input"))
+                    finish = "stop" if finish == "tool_calls" else finish
+                    break
+    return text, finish, usage_of(counts)
 
 
 def _read_event(name: str, data: str, counts: dict[str, int], who: str) -> tuple[str, str | None]:
@@ -394,8 +449,10 @@ class Anthropic(AsyncGeneratorProvider):
         stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        forced: ForcedTool | None = None,
     ) -> dict[str, Any]:
-        """The request body: ``max_tokens`` always, other parameters only when given."""
+        """The request body: ``max_tokens`` always, other parameters only when given;
+        ``forced`` is a tool the model must call (``forced_tool``)."""
         system, converted = to_messages(messages)
         body: dict[str, Any] = {
             "model": model,
@@ -406,6 +463,9 @@ class Anthropic(AsyncGeneratorProvider):
             body["system"] = system
         if temperature is not None:
             body["temperature"] = temperature
+        if forced is not None:
+            body["tools"] = [forced.tool]
+            body["tool_choice"] = {"type": "tool", "name": forced.name}
         if stream:
             body["stream"] = True
         return body
@@ -470,13 +530,14 @@ class Anthropic(AsyncGeneratorProvider):
         timeout: float,
         connect_timeout: float | None,
         max_retries: int | None,
+        forced: ForcedTool | None = None,
     ) -> tuple[Any, Target]:
         """The open 2xx response to the request, and where it went."""
         if not model:
             raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
         if not messages:
             raise PromptError("Cannot send an empty message list")
-        body = cls.body(model, messages, stream, temperature, max_tokens)
+        body = cls.body(model, messages, stream, temperature, max_tokens, forced)
         target = cls.target(base_url, api_key_env, name, max_retries)
         try:
             response = await send(
@@ -512,8 +573,10 @@ class Anthropic(AsyncGeneratorProvider):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         max_retries: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
-        """``(text, finish_reason, usage)`` of one answer asked for without streaming."""
+        """``(text, finish_reason, usage)`` of one answer asked for without streaming
+        (``response_format`` as ``answer`` takes it)."""
         return await cls.answer(
             base_url or default_base_url(),
             api_key_env,
@@ -526,6 +589,7 @@ class Anthropic(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            response_format,
         )
 
     @classmethod
@@ -542,9 +606,14 @@ class Anthropic(AsyncGeneratorProvider):
         timeout: float | None,
         connect_timeout: float | None,
         max_retries: int | None,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
-        """``complete`` with its arguments in order, as ``OpenAICompatible.answer`` takes them."""
+        """``complete`` with its arguments in order, as ``OpenAICompatible.answer`` takes them.
+
+        A ``response_format`` of the ``json_schema`` kind is asked for as a forced tool, and
+        the answer's text is the JSON of its input (see ``forced_tool``)."""
         name = name or cls.label
+        forced = forced_tool(response_format)
         timeout = cls.timeout if timeout is None else timeout
         response, target = await cls._send(
             base_url,
@@ -559,15 +628,18 @@ class Anthropic(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            forced,
         )
         try:
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
         finally:
             response.release()
-        return cls._parse_body(raw, response)
+        return cls._parse_body(raw, response, forced)
 
     @staticmethod
-    def _parse_body(raw: bytes, response: Any) -> tuple[str, str | None, Usage | None]:
+    def _parse_body(
+        raw: bytes, response: Any, forced: ForcedTool | None = None
+    ) -> tuple[str, str | None, Usage | None]:
         charset = response.charset
         if charset is None or charset.lower() in _UTF8_NAMES:
             charset = "utf-8"
@@ -576,7 +648,7 @@ class Anthropic(AsyncGeneratorProvider):
         except (ValueError, LookupError):
             text = raw.decode("utf-8", "replace")
             raise NonJSONResponseError(response.content_type, text[:200]) from None
-        return parse_message(data)
+        return parse_message(data, forced)
 
     @classmethod
     async def create_async_generator(
@@ -594,6 +666,7 @@ class Anthropic(AsyncGeneratorProvider):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         max_retries: int | None = None,
+        response_format: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> AsyncResult:
         """Yield the answer's text as it arrives, then ``Usage`` (when reported) and the
@@ -601,11 +674,14 @@ class Anthropic(AsyncGeneratorProvider):
 
         ``base_url`` is the service's root (``$ANTHROPIC_BASE_URL``, else
         ``https://api.anthropic.com``, as the official SDK has it); the key is read from
-        ``$api_key_env``; ``name`` names the endpoint in messages. Other keyword arguments are
-        accepted and ignored, as in gpt4free.
+        ``$api_key_env``; ``name`` names the endpoint in messages. A ``response_format`` is
+        asked for as ``answer`` does, without streaming (the tool's input is read whole). Other
+        keyword arguments are accepted and ignored, as in gpt4free.
         """
         name = name or cls.label
         timeout = cls.timeout if timeout is None else timeout
+        forced = forced_tool(response_format)
+        stream = stream and forced is None
         response, target = await cls._send(
             base_url or default_base_url(),
             api_key_env,
@@ -619,6 +695,7 @@ class Anthropic(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            forced,
         )
         try:
             if response.headers.get("Content-Type", "").startswith("text/event-stream"):
@@ -628,7 +705,7 @@ class Anthropic(AsyncGeneratorProvider):
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
         finally:
             response.release()
-        content, finish, usage = cls._parse_body(raw, response)
+        content, finish, usage = cls._parse_body(raw, response, forced)
         if content:
             yield content
         if usage is not None:
