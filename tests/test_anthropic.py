@@ -539,3 +539,19 @@ def test_a_json_schema_response_format_is_a_forced_tool(claude):
 
 async def _items(agen):
     return [item async for item in agen]
+
+
+def test_the_event_decoder_joins_a_long_line_once_and_bounds_an_event():
+    line = b"data: " + b"x" * 2_000_000
+    decoder = MessagesDecoder()
+    for start in range(0, len(line), 100):  # 20,000 pieces of one line, kept until its end
+        assert decoder.feed(line[start : start + 100]) == []
+    assert decoder.feed(b"\n\n") == [("", "x" * 2_000_000)]
+    decoder = MessagesDecoder(max_event_bytes=1000)
+    events = decoder.feed(b"event: ping\ndata: {}\n\ndata: " + b"y" * 2000)
+    assert events == [("ping", "{}")]  # the events before the one over the limit
+    with pytest.raises(ResponseError, match="over 1,000 bytes"):
+        decoder.feed(b"more")
+    decoder = MessagesDecoder(max_event_bytes=1000)
+    for _ in range(100):  # many small events in one piece are no large event
+        assert len(decoder.feed(b"event: ping\ndata: {}\n\n" * 100)) == 100

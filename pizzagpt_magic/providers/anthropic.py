@@ -93,27 +93,82 @@ class MessagesDecoder:
     (``:`` keep-alive pings) and the ``id`` and ``retry`` fields are skipped, several ``data:``
     lines are joined with newlines, as the format says. An event with neither a name nor data is
     no event.
+
+    A line that spans pieces is joined once, at its end, so a long line costs time in proportion
+    to its length; ``max_event_bytes`` bounds one event (a ``ResponseError``, after the events
+    completed before it).
     """
 
-    __slots__ = ("_buffer", "_data", "_event")
+    __slots__ = (
+        "_data",
+        "_error",
+        "_event",
+        "_pending",
+        "_pieces",
+        "_size",
+        "_skip_lf",
+        "max_event_bytes",
+    )
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self.max_event_bytes = max_event_bytes
+        self._pieces: list[bytes] = []  # the unfinished line, and its size
+        self._pending = 0
+        self._size = 0  # the unfinished event's complete lines
         self._data: list[str] = []
         self._event = ""
+        self._skip_lf = False
+        self._error: ResponseError | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
-        self._buffer += chunk
+        if self._error is not None:
+            raise self._error
+        if self._skip_lf:
+            # A CR ended the last piece: a LF starting this one belongs to the same break.
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
         if b"\n" not in chunk and b"\r" not in chunk:
+            if chunk:
+                self._pieces.append(chunk)
+                self._pending += len(chunk)
+                self._check([])
             return []
-        *lines, self._buffer = re.split(rb"\r\n|\r(?!$)|\n", self._buffer)
-        return list(self._lines(lines))
+        *lines, rest = _LINE_BREAK.split(chunk)
+        if rest == b"" and chunk.endswith(b"\r"):
+            self._skip_lf = True
+        if self._pieces:
+            lines[0] = b"".join([*self._pieces, lines[0]])
+            self._pieces = []
+        self._pending = len(rest)
+        if rest:
+            self._pieces.append(rest)
+        events = list(self._lines(lines))
+        self._check(events)
+        return events
 
     def close(self) -> list[tuple[str, str]]:
         """Events left when the stream ended (a last event without its blank line)."""
-        lines = [self._buffer.rstrip(b"\r")] if self._buffer else []
-        self._buffer = b""
+        if self._error is not None:
+            raise self._error
+        lines = [b"".join(self._pieces)] if self._pieces else []
+        self._pieces = []
+        self._pending = 0
         return [*self._lines(lines), *self._lines([b""])]
+
+    def _check(self, events: list[tuple[str, str]]) -> None:
+        """Over the limit: an error now, or, after the events completed before it, at the
+        next call."""
+        limit = self.max_event_bytes
+        if limit is None or self._size + self._pending <= limit:
+            return
+        self._pieces, self._data, self._size, self._pending = [], [], 0, 0
+        self._error = ResponseError(
+            f"A streamed event is over {limit:,} bytes (Anthropic.max_event_bytes); the answer "
+            "was stopped there"
+        )
+        if not events:
+            raise self._error
 
     def _lines(self, lines: list[bytes]) -> Iterator[tuple[str, str]]:
         for raw in lines:
@@ -122,7 +177,9 @@ class MessagesDecoder:
                     yield self._event, "\n".join(self._data)
                 self._data = []
                 self._event = ""
+                self._size = 0
                 continue
+            self._size += len(raw)
             line = raw.decode("utf-8", "replace")
             name, _, value = line.partition(":")
             value = value[1:] if value.startswith(" ") else value
@@ -130,6 +187,9 @@ class MessagesDecoder:
                 self._data.append(value)
             elif name == "event":
                 self._event = value
+
+
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
 # -- messages ----------------------------------------------------------------------------------
@@ -415,6 +475,8 @@ class Anthropic(AsyncGeneratorProvider):
     max_retry_after: ClassVar[float] = 60.0
     #: Seconds ``list_models`` waits for ``GET /v1/models``.
     models_timeout: ClassVar[float] = 3.0
+    #: The largest streamed event read, in bytes.
+    max_event_bytes: ClassVar[int] = 16 * 1024 * 1024
 
     @staticmethod
     def api_key(api_key_env: str | None, name: str) -> str | None:
@@ -714,7 +776,7 @@ class Anthropic(AsyncGeneratorProvider):
 
     @classmethod
     async def _events(cls, response: Any, target: Target, timeout: float, name: str) -> AsyncResult:
-        decoder = MessagesDecoder()
+        decoder = MessagesDecoder(cls.max_event_bytes)
         stop_reason: str | None = None
         counts: dict[str, int] = {}
         done = False
