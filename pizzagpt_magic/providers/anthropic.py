@@ -400,6 +400,7 @@ def _read_event(name: str, data: str, counts: dict[str, int], who: str) -> tuple
     """``(text, stop_reason)`` of one streamed event; its usage goes into ``counts``."""
     if name == "error":
         message, kind = _error_text(data)
+        message = _KEYLIKE.sub("***", message)
         raise ResponseError(
             f"{who} sent an error mid-answer: {kind + ': ' if kind else ''}{message or 'no detail'}"
         )
