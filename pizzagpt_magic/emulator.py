@@ -628,13 +628,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed for --fail-rate")
     parser.add_argument(
         "--api-key",
-        help="key the OpenAI-compatible routes require as a bearer token (default: none)",
+        help="key the /v1 routes require: a bearer token for the OpenAI-compatible ones, "
+        "x-api-key for the Messages API (default: none)",
     )
     parser.add_argument(
         "--chunk-delay",
         type=float,
         default=0.0,
-        help="seconds between streamed chunks on the OpenAI-compatible routes",
+        help="seconds between streamed chunks on the /v1 routes",
     )
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")
