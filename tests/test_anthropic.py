@@ -555,3 +555,11 @@ def test_the_event_decoder_joins_a_long_line_once_and_bounds_an_event():
     decoder = MessagesDecoder(max_event_bytes=1000)
     for _ in range(100):  # many small events in one piece are no large event
         assert len(decoder.feed(b"event: ping\ndata: {}\n\n" * 100)) == 100
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_answer_over_its_limit_is_stopped(claude, monkeypatch, stream):
+    monkeypatch.setattr(Anthropic, "max_answer_chars", 100)
+    with pytest.raises(ResponseError, match="Anthropic.max_answer_chars") as info:
+        ask("hi [[fault:large=5000;chunk-size=40]]", model="anthropic:emu-claude", stream=stream)
+    assert len(info.value.partial) <= 100

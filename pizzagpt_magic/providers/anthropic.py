@@ -476,8 +476,9 @@ class Anthropic(AsyncGeneratorProvider):
     max_retry_after: ClassVar[float] = 60.0
     #: Seconds ``list_models`` waits for ``GET /v1/models``.
     models_timeout: ClassVar[float] = 3.0
-    #: The largest streamed event read, in bytes.
+    #: The largest streamed event read, in bytes, and the longest answer, in characters.
     max_event_bytes: ClassVar[int] = 16 * 1024 * 1024
+    max_answer_chars: ClassVar[int] = 64 * 1024 * 1024
 
     @staticmethod
     def api_key(api_key_env: str | None, name: str) -> str | None:
@@ -699,10 +700,15 @@ class Anthropic(AsyncGeneratorProvider):
             response.release()
         return cls._parse_body(raw, response, forced)
 
-    @staticmethod
+    @classmethod
     def _parse_body(
-        raw: bytes, response: Any, forced: ForcedTool | None = None
+        cls, raw: bytes, response: Any, forced: ForcedTool | None = None
     ) -> tuple[str, str | None, Usage | None]:
+        if len(raw) > cls.max_answer_chars:
+            raise ResponseError(
+                f"The answer is {len(raw):,} bytes, over {cls.max_answer_chars:,} "
+                "(Anthropic.max_answer_chars)"
+            )
         charset = response.charset
         if charset is None or charset.lower() in _UTF8_NAMES:
             charset = "utf-8"
@@ -777,30 +783,34 @@ class Anthropic(AsyncGeneratorProvider):
 
     @classmethod
     async def _events(cls, response: Any, target: Target, timeout: float, name: str) -> AsyncResult:
+        """The events of a streamed answer: text as it comes, then usage and finish reason. A
+        stream that ends before ``message_stop`` was cut off."""
         decoder = MessagesDecoder(cls.max_event_bytes)
         stop_reason: str | None = None
         counts: dict[str, int] = {}
+        size = 0
         done = False
+        ended = False
         async with reading_body(target.shown_url, timeout, target.policy.secrets):
-            async for chunk in response.content.iter_any():
-                for event, data in decoder.feed(chunk):
+            chunks = response.content.iter_any()
+            while not (done or ended):
+                try:
+                    events = decoder.feed(await chunks.__anext__())
+                except StopAsyncIteration:
+                    events, ended = decoder.close(), True
+                for event, data in events:
                     if event == "message_stop":
                         done = True
                         break
                     text, reason = _read_event(event, data, counts, name)
                     stop_reason = reason or stop_reason
                     if text:
-                        yield text
-                if done:
-                    break
-            if not done:
-                for event, data in decoder.close():
-                    if event == "message_stop":
-                        done = True
-                        break
-                    text, reason = _read_event(event, data, counts, name)
-                    stop_reason = reason or stop_reason
-                    if text:
+                        size += len(text)
+                        if size > cls.max_answer_chars:
+                            raise ResponseError(
+                                f"The answer is over {cls.max_answer_chars:,} characters "
+                                "(Anthropic.max_answer_chars); it was stopped there"
+                            )
                         yield text
         if not done:
             raise ConnectionLostError(
