@@ -563,3 +563,11 @@ def test_an_answer_over_its_limit_is_stopped(claude, monkeypatch, stream):
     with pytest.raises(ResponseError, match="Anthropic.max_answer_chars") as info:
         ask("hi [[fault:large=5000;chunk-size=40]]", model="anthropic:emu-claude", stream=stream)
     assert len(info.value.partial) <= 100
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_empty_answer_is_one_typed_error(claude, stream):
+    from pizzagpt_magic.errors import EmptyAnswerError
+
+    with pytest.raises(EmptyAnswerError, match="anthropic sent an empty answer"):
+        ask("hi [[fault:empty]]", model="anthropic:emu-claude", stream=stream)
