@@ -571,3 +571,12 @@ def test_an_empty_answer_is_one_typed_error(claude, stream):
 
     with pytest.raises(EmptyAnswerError, match="anthropic sent an empty answer"):
         ask("hi [[fault:empty]]", model="anthropic:emu-claude", stream=stream)
+
+
+def test_a_403_names_the_variable_too(claude):
+    with pytest.raises(AuthenticationError) as info:
+        ask("hi [[fault:status=403]]", model="anthropic:emu-claude")
+    assert str(info.value).startswith(
+        "anthropic refused the API key in ANTHROPIC_API_KEY (HTTP 403: emulated status 403)"
+    )
+    assert API_KEY not in str(info.value) and claude.requests == 1
