@@ -14,6 +14,8 @@ from contextlib import closing
 
 import pytest
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
 from keys import API_KEY
 from test_magics import cell, failing
 
@@ -580,3 +582,29 @@ def test_a_403_names_the_variable_too(claude):
         "anthropic refused the API key in ANTHROPIC_API_KEY (HTTP 403: emulated status 403)"
     )
     assert API_KEY not in str(info.value) and claude.requests == 1
+
+
+_names = st.sampled_from(["", "ping", "message_start", "content_block_delta", "error"])
+_values = st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20)
+_breaks = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+@given(st.lists(st.tuples(_names, st.lists(_values, max_size=3), _breaks)), st.data())
+def test_the_event_decoder_reads_any_events_split_anywhere(events, data):
+    """Fuzzed: events written with any line breaks read back the same, whole or in pieces."""
+    stream = b""
+    expected = []
+    for name, lines, brk in events:
+        if name:
+            stream += b"event: " + name.encode() + brk
+        for line in lines:
+            stream += b"data: " + line.encode() + brk
+        stream += brk
+        if name or lines:
+            expected.append((name, "\n".join(lines)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    decoder = MessagesDecoder()
+    read = []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)]):
+        read += decoder.feed(stream[start:end])
+    assert read + decoder.close() == expected
