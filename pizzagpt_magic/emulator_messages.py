@@ -22,7 +22,7 @@ import asyncio
 import base64
 import json
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -141,6 +141,15 @@ class MessagesRoutes:
     #: The Messages requests seen: ``{"body": ..., "headers": ...}`` each.
     message_requests: list[dict[str, Any]]
 
+    if TYPE_CHECKING:  # what ``Emulator`` brings
+
+        async def _counted(self, request: web.Request, answer: Any) -> web.StreamResponse: ...
+        def _choose_fault(self, request: web.Request, question: str) -> dict[str, Any]: ...
+        async def _wait(self, fault: dict[str, Any]) -> None: ...
+        @staticmethod
+        def _retry_after(fault: dict[str, Any]) -> dict[str, str]: ...
+        async def _drop(self, request: web.Request) -> web.StreamResponse: ...
+
     def _refuse_anthropic_key(self, request: web.Request) -> web.Response | None:
         if self.api_key is None or request.headers.get("x-api-key") == self.api_key:
             return None
@@ -174,7 +183,7 @@ class MessagesRoutes:
         )
 
     async def handle_messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._counted(request, self._messages)  # type: ignore[attr-defined]
+        return await self._counted(request, self._messages)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         refused = self._refuse_anthropic_key(request)
@@ -228,16 +237,16 @@ class MessagesRoutes:
         self.questions.append(question)
         system = _text_of(body.get("system"))
         everything = "\n".join([system, *(_text_of(m.get("content")) for m in messages)])
-        fault = self._choose_fault(request, everything)  # type: ignore[attr-defined]
-        await self._wait(fault)  # type: ignore[attr-defined]
+        fault = self._choose_fault(request, everything)
+        await self._wait(fault)
         if "status" in fault:
             status = fault["status"]
-            retry = self._retry_after(fault)  # type: ignore[attr-defined]
+            retry = self._retry_after(fault)
             return anthropic_error(status, f"emulated status {status}", headers=retry)
         if fault.get("html"):
             return web.Response(text=HTML_PAGE, content_type="text/html")
         if fault.get("drop"):
-            return await self._drop(request)  # type: ignore[attr-defined]
+            return await self._drop(request)
         if fault.get("empty"):
             content = ""
         elif "large" in fault:
