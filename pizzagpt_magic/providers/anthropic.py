@@ -123,6 +123,8 @@ class MessagesDecoder:
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
         if self._error is not None:
             raise self._error
+        if not chunk:
+            return []
         if self._skip_lf:
             # A CR ended the last piece: a LF starting this one belongs to the same break.
             self._skip_lf = False
