@@ -16,8 +16,7 @@ from typing import Any
 from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
-from .providers.base import FinishReason, Messages, Usage
-from .providers.openai import OpenAICompatible
+from .providers.base import USAGE_COUNTS, FinishReason, Messages, Usage
 from .providers.pizzagpt import Pizzagpt
 
 __all__ = ["Completion", "ask", "ask_async", "build_messages", "complete", "complete_messages"]
@@ -100,8 +99,7 @@ def _is_kind(chunk: Any, kind: type, attribute: str) -> bool:
 
 
 def _usage_of(chunk: Any) -> dict[str, int] | None:
-    names = ("prompt_tokens", "completion_tokens", "total_tokens")
-    counts = {n: v for n in names if isinstance(v := getattr(chunk, n, None), int)}
+    counts = {n: v for n in USAGE_COUNTS if isinstance(v := getattr(chunk, n, None), int)}
     return counts or None
 
 
@@ -331,7 +329,7 @@ async def _fetch(
     endpoint = backend.endpoint
     if endpoint is not None and not stream:  # an endpoint's one JSON answer: the shortest path
         get = request.get
-        text, finish, used = await OpenAICompatible.answer(
+        text, finish, used = await endpoint.provider.answer(
             endpoint.url,
             endpoint.api_key_env,
             backend.provider,

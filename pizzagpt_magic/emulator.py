@@ -35,6 +35,14 @@ the same deterministic text, for the last user message; an unknown model is a 40
 ``cut``                  close the stream halfway, without ``[DONE]``
 ``stream-error``         send an error event halfway
 
+The same server speaks Anthropic's Messages API too: ``POST /v1/messages`` (streamed as the
+Messages server-sent events with ``"stream": true``) and ``GET /v1/models`` in that API's form for a
+request that sends ``anthropic-version``; with ``--api-key KEY`` they want ``x-api-key: KEY``. The
+same answers and faults (``emulator_messages`` has the details), and two more:
+
+``cache-read=N``         report N prompt tokens read from the prompt cache
+``cache-write=N``        report N prompt tokens written to the prompt cache
+
 ``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
 ``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
 """
@@ -56,6 +64,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+
+from .emulator_messages import MessagesRoutes
 
 __all__ = ["Emulator", "EmulatorThread", "make_answer", "parse_fault", "serve"]
 
@@ -83,7 +93,7 @@ def parse_fault(spec: str) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in spec.split(";"))):
         key, _, value = item.partition("=")
         key = key.strip().lower()
-        if key in {"status", "large", "times", "chunk-size"}:
+        if key in {"status", "large", "times", "chunk-size", "cache-read", "cache-write"}:
             fault[key] = int(value)
         elif key in {"latency", "retry-after", "chunk-delay"}:
             fault[key] = float(value)
@@ -158,7 +168,7 @@ def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
     return "\n".join(lines)
 
 
-class Emulator:
+class Emulator(MessagesRoutes):
     """The server's state and handlers; ``start()`` and ``stop()`` run it on the current loop."""
 
     def __init__(
@@ -180,6 +190,7 @@ class Emulator:
         self.chunk_delay = chunk_delay
         #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ...}`` each.
         self.chat_requests: list[dict[str, Any]] = []
+        self.message_requests: list[dict[str, Any]] = []
         self.port = port
         self.fault = parse_fault(fault) if fault else {}
         self.fault_spec = fault or ""
@@ -207,6 +218,7 @@ class Emulator:
         self.requests = 0
         self.questions.clear()
         self.chat_requests.clear()
+        self.message_requests.clear()
         self.peers.clear()
         self.max_in_flight = 0
         self._times.clear()
@@ -216,6 +228,7 @@ class Emulator:
         app.router.add_post(ENDPOINT, self.handle)
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_get("/v1/models", self.handle_models)
+        app.router.add_post("/v1/messages", self.handle_messages)
         app.router.add_get("/", self.handle_index)
         return app
 
@@ -343,6 +356,8 @@ class Emulator:
         return _openai_error(401, "Incorrect API key provided", "invalid_api_key")
 
     async def handle_models(self, request: web.Request) -> web.Response:
+        if request.headers.get("anthropic-version"):
+            return await self.handle_anthropic_models(request)
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
@@ -613,13 +628,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed for --fail-rate")
     parser.add_argument(
         "--api-key",
-        help="key the OpenAI-compatible routes require as a bearer token (default: none)",
+        help="key the /v1 routes require: a bearer token for the OpenAI-compatible ones, "
+        "x-api-key for the Messages API (default: none)",
     )
     parser.add_argument(
         "--chunk-delay",
         type=float,
         default=0.0,
-        help="seconds between streamed chunks on the OpenAI-compatible routes",
+        help="seconds between streamed chunks on the /v1 routes",
     )
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")

@@ -54,7 +54,7 @@ BUSY_TIMEOUT = 10.0
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE cache (
@@ -89,6 +89,11 @@ MIGRATIONS: dict[int, list[str]] = {
             cell INTEGER
         )""",
         "CREATE INDEX log_time ON log (time)",
+    ],
+    # The prompt cache's share of the prompt tokens, where the backend reports it (Anthropic).
+    2: [
+        "ALTER TABLE log ADD COLUMN cache_read_input_tokens INTEGER",
+        "ALTER TABLE log ADD COLUMN cache_creation_input_tokens INTEGER",
     ],
 }
 FTS_SCHEMA = [
@@ -445,6 +450,8 @@ class Store:
             "prompt_tokens",
             "completion_tokens",
             "total_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
             "cached",
             "source",
             "session",
@@ -465,6 +472,8 @@ class Store:
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
             usage.get("total_tokens"),
+            usage.get("cache_read_input_tokens"),
+            usage.get("cache_creation_input_tokens"),
             int(bool(record.get("cached"))),
             record.get("source", "api"),
             record.get("session"),

@@ -16,13 +16,14 @@ def test_quick_run_prints_the_table():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 13  # the header and twelve figures
+    assert len(rows) == 14  # the header and thirteen figures
     for words in (
         "%load_ext",
         "overhead",
         "keep-alive",
         "rendering",
         "OpenAI-compatible",
+        "Messages API",
         "streaming",
         "batch",
         "cache hit",

@@ -27,9 +27,10 @@ class PizzaSettings(Magics):
         "package.module.ProviderClass[:MODEL].",
     ).tag(config=True)
     endpoints = Dict(
-        help="OpenAI-compatible endpoints added to the presets (openai, ollama, lmstudio, "
-        'llamacpp, openrouter): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
-        '"VARIABLE"}}; a same name replaces a preset. Keys are read from the variables only.',
+        help="Endpoints added to the presets (anthropic, openai, ollama, gemini, ...; "
+        '--models lists them): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
+        '"VARIABLE"}}, with "api": "anthropic" for one that speaks the Messages API; a same '
+        "name replaces a preset. Keys are read from the variables only.",
     ).tag(config=True)
     temperature = Float(
         None, allow_none=True, help="Sampling temperature; None leaves it to the backend."
@@ -38,7 +39,7 @@ class PizzaSettings(Magics):
         None, allow_none=True, help="Longest answer in tokens; None leaves it to the backend."
     ).tag(config=True)
     stream = Bool(
-        True, help="Show answers of backends that stream (OpenAI-compatible) as they arrive."
+        True, help="Show answers of backends that stream (the endpoints) as they arrive."
     ).tag(config=True)
     format = CaselessStrEnum(
         FORMATS,
