@@ -508,7 +508,6 @@ class Emulator:
         await response.write_eof()
         return response
 
-
     async def _tool_calls(
         self,
         request: web.Request,
@@ -596,9 +595,7 @@ def _tool_turn(messages: list[Any]) -> tuple[list[Any], list[tuple[str, str, str
     return asked, results
 
 
-def _quote_results(
-    model: str, asked: list[Any], results: list[tuple[str, str, str]]
-) -> str:
+def _quote_results(model: str, asked: list[Any], results: list[tuple[str, str, str]]) -> str:
     """The answer after tool results: each quoted verbatim, in a fence longer than any run of
     backticks in it."""
     lines = [

@@ -281,6 +281,7 @@ class Toolbox:
         tools: Iterable[str] = TOOL_NAMES,
     ) -> None:
         self.namespace = namespace
+        self._key: str | None = None
         self.budget = max(100, int(budget))
         self.tools = tuple(t for t in TOOL_NAMES if t in set(tools))
         hidden = set(hidden)
@@ -303,13 +304,16 @@ class Toolbox:
 
     def key(self) -> str:
         """What of the toolbox decides an answer, as canonical JSON: the tools, the budget and
-        the visible variables' content hashes."""
-        variables = {name: content_hash(self.namespace[name]) for name in self.visible}
-        return json.dumps(
-            {"tools": list(self.tools), "budget": self.budget, "variables": variables},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        the visible variables' content hashes (found once per toolbox: a toolbox serves one
+        question)."""
+        if self._key is None:
+            variables = {name: content_hash(self.namespace[name]) for name in self.visible}
+            self._key = json.dumps(
+                {"tools": list(self.tools), "budget": self.budget, "variables": variables},
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+        return self._key
 
     # -- running calls ------------------------------------------------------------------------
 
@@ -421,10 +425,7 @@ class Toolbox:
         info = {"dtype": types, "nulls": nulls}
         import pandas as pd
 
-        return (
-            f"{name}: {_shape(frame)}\n\n{_table(stats)}\n\n"
-            f"{_table(pd.DataFrame(info).T)}"
-        )
+        return f"{name}: {_shape(frame)}\n\n{_table(stats)}\n\n{_table(pd.DataFrame(info).T)}"
 
     def _head(self, arguments: dict[str, Any]) -> str:
         name, frame = self._frame(arguments)
