@@ -570,8 +570,8 @@ async def _tool_loop(
             return answer, finish or "stop", usage or None
         if number == rounds:
             error = ToolRoundsError(
-                f"The model still called tools after {rounds} rounds (PizzaMagics.tool_rounds); "
-                "it gave no answer",
+                f"The model still called tools after {rounds} round{'s' * (rounds != 1)} "
+                "(PizzaMagics.tool_rounds); it gave no answer",
                 list(records),
             )
             error.partial = "\n\n".join(texts)
