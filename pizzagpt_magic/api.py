@@ -490,7 +490,14 @@ async def complete_with_tools(
 
 
 def check_tools(backend: Backend) -> None:
-    """A ``ConfigurationError`` when ``backend`` takes no tools (nothing is sent then)."""
+    """A ``ConfigurationError`` when ``backend`` takes no tools (nothing is sent then): only
+    endpoints of the OpenAI-compatible API take them."""
+    api = getattr(backend.endpoint, "api", "openai")
+    if api != "openai":
+        raise ConfigurationError(
+            f"{backend.provider} speaks the {api} API, which takes no tools here yet; ask an "
+            "OpenAI-compatible endpoint (nothing was sent)"
+        )
     if backend.endpoint is None:
         name = "Pizzagpt" if backend.is_pizzagpt else backend.provider
         raise ConfigurationError(
