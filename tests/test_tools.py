@@ -410,3 +410,39 @@ def test_the_openai_sdk_reads_the_emulators_tool_calls(emu_endpoint):
     follow += [tool_message(c.id, f"result {i} = {math.pi}") for i, c in enumerate(calls)]
     answer = client.chat.completions.create(model="emu-mini", messages=follow, tools=tools)
     assert f"result 1 = {math.pi}" in answer.choices[0].message.content
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+NAMES = st.sampled_from(["sales", "prices", "matrix", "rate", "note", "os", "_private", "nope"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tool=st.sampled_from([*TOOL_NAMES, "eval", "__class__", "", "describe "]),
+    arguments=st.fixed_dictionaries(
+        {},
+        optional={
+            "name": NAMES | JSON,
+            "column": st.sampled_from(["price", "region", "units"]) | JSON,
+            "columns": st.lists(st.sampled_from(["price", "units", "x"])) | JSON,
+            "n": st.integers(-5, 10**15) | JSON,
+            "top": JSON,
+            "limit": st.integers(-5, 2000),
+            "seed": JSON,
+        },
+    ),
+)
+def test_any_call_gives_text_and_changes_nothing(tool, arguments):
+    namespace = {"sales": sales().head(60), "prices": pd.Series([1.0, None]), "rate": 0.5}
+    namespace.update(matrix=np.arange(6.0).reshape(3, 2), note=HOSTILE, os=json)
+    before = snapshot(namespace)
+    result, record = Toolbox(namespace, budget=1000).run(ToolCall("x", tool, json.dumps(arguments)))
+    assert isinstance(result, str) and len(result) <= 1000
+    assert (record.error is not None) == result.startswith("error: ")
+    if record.error is not None:
+        assert "\n" not in result
+    assert snapshot(namespace) == before
