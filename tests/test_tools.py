@@ -446,3 +446,26 @@ def test_any_call_gives_text_and_changes_nothing(tool, arguments):
     if record.error is not None:
         assert "\n" not in result
     assert snapshot(namespace) == before
+
+
+def test_an_older_store_gains_the_tool_calls_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    connection = sqlite3.connect(path)
+    for statement in stores.MIGRATIONS[1]:
+        connection.execute(statement)
+    connection.execute(
+        "INSERT INTO log (time, provider, model, parameters, messages, prompt, source) "
+        "VALUES (1, 'p', 'm', '{}', '[]', 'old question', 'api')"
+    )
+    connection.execute("PRAGMA user_version = 1")
+    connection.commit()
+    connection.close()
+    store = stores.Store(path)
+    assert store.usable
+    store.log({"provider": "p", "model": "m", "prompt": "new", "tool_calls": [{"name": "head"}]})
+    new, old = store.records(2)
+    assert old["prompt"] == "old question" and old["tool_calls"] is None
+    assert new["tool_calls"] == [{"name": "head"}]
+    store.close()
