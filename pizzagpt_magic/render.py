@@ -810,8 +810,9 @@ class Answer:
             return ""
         from .tools import ToolRecord
 
-        labels = [ToolRecord(**call).label() for call in calls]
-        return "looked at: " + ", ".join(labels)
+        labels = [ToolRecord(**call).label() for call in calls[:8]]
+        more = f", and {len(calls) - 8} more" if len(calls) > 8 else ""
+        return "looked at: " + ", ".join(labels) + more
 
     def _looked_at_html(self) -> str:
         """The calls as a collapsed line above the answer, each with its result's size."""

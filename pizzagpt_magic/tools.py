@@ -60,6 +60,8 @@ TOOL_NAMES = (
 )
 #: Calls run from one answer; the rest get a refusal as their result.
 MAX_CALLS_PER_ANSWER = 16
+#: The name of the record standing for the calls of an answer beyond ``MAX_CALLS_PER_ANSWER``.
+REFUSED = "(refused)"
 #: Most rows ``head`` and ``sample`` show.
 MAX_ROWS = 50
 #: Most values ``value_counts`` shows.
@@ -244,6 +246,8 @@ class ToolRecord:
 
     def label(self) -> str:
         """``describe(sales)``, ``value_counts(sales, region)``: how the display names it."""
+        if self.name == REFUSED:
+            return f"{self.arguments} refused"
         name = self.name if self.name in SPECS else _short(self.name or "?", 40)
         if isinstance(self.arguments, dict):
             shown = ", ".join(
@@ -334,7 +338,7 @@ class Toolbox:
             results.append(result)
         refused = len(calls) - MAX_CALLS_PER_ANSWER
         if refused > 0:
-            records.append(ToolRecord("(refused)", f"{refused} more calls", 0, "too many calls"))
+            records.append(ToolRecord(REFUSED, f"{refused} more calls", 0, "too many calls"))
         return results, records
 
     def run(self, call: ToolCall) -> tuple[str, ToolRecord]:

@@ -186,6 +186,14 @@ def test_a_thousand_calls_in_one_answer(namespace):
     assert sum(not r.startswith("error") for r in results) == MAX_CALLS_PER_ANSWER
     assert all("at most 16 tool calls" in r for r in results[MAX_CALLS_PER_ANSWER:])
     assert len(records) == MAX_CALLS_PER_ANSWER + 1
+    assert records[-1].label() == "984 more calls refused"
+    from pizzagpt_magic.api import Completion
+    from pizzagpt_magic.render import Answer
+
+    completion = Completion("ok", "emu", "m", tool_calls=[r.as_dict() for r in records])
+    line = Answer("ok", completion=completion).looked_at()
+    assert line.startswith("looked at: list_variables(), list_variables()")
+    assert line.endswith(", and 9 more")
 
 
 def test_a_failing_tool_returns_its_error(namespace):
