@@ -325,7 +325,7 @@ def test_hostile_calls_through_the_loop(emu_endpoint, namespace):
     question = (
         'about sales [[tool:__import__(\'os\')({})]] [[tool:describe({"name": "os"})]] '
         '[[tool:head({"name": "sales", "n": 100000000})]] '
-        '[[tool:value_counts({"name": "sales", "column": 7})]]' + " [[tool:list_variables()]]" * 40
+        '[[tool:value_counts({"name": "sales", "column": 7})]]' + " [[tool:list_variables()]]" * 996
     )
     completion = run_sync(
         api.complete(question, model="emu:emu-mini", tools=True, namespace=namespace, store=None)
@@ -335,11 +335,11 @@ def test_hostile_calls_through_the_loop(emu_endpoint, namespace):
         for m in emu_endpoint.chat_requests[-1]["body"]["messages"]
         if m["role"] == "tool"
     ]
-    assert len(results) == 44
+    assert len(results) == 1000  # every call of the answer has its result
     assert all("\n" not in r for r in results[:4]) and all(
         r.startswith("error") for r in results[:4]
     )
-    assert sum(r.startswith("error: not run") for r in results) == 44 - MAX_CALLS_PER_ANSWER
+    assert sum(r.startswith("error: not run") for r in results) == 1000 - MAX_CALLS_PER_ANSWER
     assert snapshot(namespace) == before
     assert completion.tool_calls[-1]["name"] == "(refused)"
 
@@ -350,6 +350,19 @@ def test_backends_without_tools_send_nothing(emu, emu_endpoint, namespace):
     assert emu.requests == 0
     with pytest.raises(ConfigurationError, match="namespace"):
         run_sync(api.complete("sales?", model="emu:emu-mini", tools=True, store=None))
+    # A gpt4free-style class, by import path or given directly: refused, never called.
+    from fake_provider import EchoProvider
+
+    EchoProvider.calls.clear()
+    with pytest.raises(ConfigurationError, match="fake_provider.EchoProvider takes no tools"):
+        run_sync(
+            api.complete(
+                "sales?", model="fake_provider.EchoProvider", tools=True, namespace=namespace
+            )
+        )
+    with pytest.raises(ConfigurationError, match="takes no tools"):
+        api.ask("sales?", provider=EchoProvider, tools="all", namespace=namespace, store=None)
+    assert EchoProvider.calls == []
 
 
 def test_the_cache_knows_the_data(emu_endpoint, namespace, tmp_path):
