@@ -302,7 +302,8 @@ def test_the_answer_quotes_pandas_numbers(emu_endpoint, namespace, stream):
     }
 
 
-def test_the_round_limit(emu_endpoint, namespace):
+def test_the_round_limit(emu_endpoint, namespace, tmp_path):
+    store = stores.Store(tmp_path / "s.sqlite3")
     question = "[[tool:list_variables()]] [[tool-repeat]] about sales"
     with pytest.raises(ToolRoundsError) as info:
         run_sync(
@@ -311,13 +312,19 @@ def test_the_round_limit(emu_endpoint, namespace):
                 model="emu:emu-mini",
                 tools=True,
                 namespace=namespace,
-                store=None,
+                store=store,
                 tool_rounds=3,
             )
         )
     assert "after 3 rounds" in str(info.value) and "\n" not in str(info.value)
     assert len(emu_endpoint.chat_requests) == 4
     assert len(info.value.calls) == 3
+    # The exchange so far is kept in the log: the error and the calls that ran.
+    (logged,) = store.records(1)
+    assert logged["error"].startswith("ToolRoundsError: The model still called tools")
+    assert [c["name"] for c in logged["tool_calls"]] == ["list_variables"] * 3
+    assert all(c["chars"] > 0 for c in logged["tool_calls"])
+    store.close()
 
 
 def test_hostile_calls_through_the_loop(emu_endpoint, namespace):
