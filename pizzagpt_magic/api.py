@@ -165,12 +165,17 @@ def store_key(
     temperature: float | None = None,
     max_tokens: int | None = None,
     base_url: str | None = None,
+    tools: Toolbox | None = None,
 ) -> str:
-    """The store's cache key of a request."""
+    """The store's cache key of a request (with ``tools``: the tool set and the visible
+    variables' content hashes too, as ``parameters["tools"]``)."""
+    parameters = parameters_of(temperature, max_tokens)
+    if tools is not None:
+        parameters["tools"] = tools.key()
     return stores.request_key(
         f"{backend.provider}@{origin_of(backend, base_url)}",
         backend.model,
-        parameters_of(temperature, max_tokens),
+        parameters,
         messages,
     )
 
@@ -421,10 +426,7 @@ async def complete_with_tools(
     parameters = {**parameters_of(temperature, max_tokens), "tools": tools.key()}
     key = None
     if store is not None:
-        origin = origin_of(backend, request.get("base_url"))
-        key = stores.request_key(
-            f"{backend.provider}@{origin}", backend.model, parameters, messages
-        )
+        key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"), tools)
         hit = store.get(key) if cache else None
         if hit is not None:
             meta = hit["meta"]

@@ -112,21 +112,14 @@ class Conversation:
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
         messages = self.messages(prompt, system=system, chat=chat)
-        parameters = self._parameters(temperature, max_tokens, tools)
-        key = self._key(backend, parameters, messages)
+        key = self._key(backend, self._parameters(temperature, max_tokens, tools), messages)
         if key in self.cache:
             return True
         if store is None:
             return False
-        if tools is not None:
-            from . import store as stores
-            from .api import origin_of
-
-            origin = f"{backend.provider}@{origin_of(backend, base_url)}"
-            return store.has(stores.request_key(origin, backend.model, parameters, messages))
         from .api import store_key
 
-        return store.has(store_key(backend, messages, temperature, max_tokens, base_url))
+        return store.has(store_key(backend, messages, temperature, max_tokens, base_url, tools))
 
     async def ask(
         self,
