@@ -830,6 +830,82 @@ def bench_anthropic_request(count: int, trials: int) -> dict[str, Any]:
     }
 
 
+# -- 8. one tool round ---------------------------------------------------------------------------
+
+
+def bench_tool_round(rows: int, trials: int) -> dict[str, Any]:
+    """The package's cost of one tool round on a large DataFrame (running the call, cutting
+    its result, building the next request's body) beside pandas' own time for the same
+    operation, and the content hash that keys the cache."""
+    import numpy as np
+    import pandas as pd
+
+    from pizzagpt_magic.providers.openai import OpenAICompatible
+    from pizzagpt_magic.providers.tool_calls import ToolCall, assistant_message, tool_message
+    from pizzagpt_magic.tools import Toolbox
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "price": rng.normal(20, 5, rows),
+            "units": rng.integers(0, 100, rows),
+            "region": rng.choice(["north", "south", "east", "west"], rows),
+        }
+    )
+    frame.loc[frame.index % 17 == 0, "price"] = None
+    box = Toolbox({"sales": frame})
+    question = [{"role": "user", "content": "What about sales?"}]
+    operations = {
+        "describe": (
+            '{"name": "sales"}',
+            lambda: (frame.describe(include="all"), frame.dtypes, frame.isna().sum()),
+        ),
+        "value_counts": (
+            '{"name": "sales", "column": "region"}',
+            lambda: frame["region"].value_counts(dropna=False),
+        ),
+        "missing": ('{"name": "sales"}', lambda: frame.isna().sum()),
+    }
+
+    def one_round(name: str, arguments: str) -> None:
+        call = ToolCall("call_1", name, arguments)
+        (result,), _ = box.run_all([call])
+        messages = [*question, assistant_message("", [call]), tool_message(call.id, result)]
+        body = OpenAICompatible.body("m", messages, True)
+        body["tools"] = box.specs()
+        json.dumps(body)
+
+    parts = []
+    ratios = []
+    for name, (arguments, own) in operations.items():
+        ours, theirs = [], []
+        for _ in range(trials):  # side by side, alternating
+            started = time.perf_counter()
+            one_round(name, arguments)
+            ours.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            own()
+            theirs.append(time.perf_counter() - started)
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        ratios.append(ratio)
+        parts.append(
+            f"{name} {ms(statistics.median(ours))} vs pandas {ms(statistics.median(theirs))} "
+            f"({ratio:.2f}x)"
+        )
+    hashes = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        Toolbox({"sales": frame}).key()
+        hashes.append(time.perf_counter() - started)
+    parts.append(f"cache key (content hash) {ms(statistics.median(hashes))}")
+    return {
+        "figure": f"one tool round on a {rows:,}-row DataFrame",
+        "measured": "; ".join(parts),
+        "target": "<= 1.2x pandas' own",
+        "ok": max(ratios) <= 1.2,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few trials: a smoke test")
@@ -859,6 +935,7 @@ def main() -> int:
     rows.append(bench_cache(50 if quick else 1000))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))
+    rows.append(bench_tool_round(1_000_000, 2 if quick else 9))
 
     machine = (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "

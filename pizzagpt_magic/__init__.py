@@ -58,6 +58,9 @@ _EXPORTS = {
     "ResponseError": "errors",
     "ResponseShapeError": "errors",
     "TransportError": "errors",
+    "ToolError": "errors",
+    "ToolRoundsError": "errors",
+    "Toolbox": "tools",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
@@ -86,6 +89,8 @@ if TYPE_CHECKING:  # pragma: no cover
         RequestTimeoutError,
         ResponseError,
         ResponseShapeError,
+        ToolError,
+        ToolRoundsError,
         TransportError,
     )
     from .providers.anthropic import Anthropic
@@ -101,6 +106,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
     from .store import Store, StoreWarning, logs
+    from .tools import Toolbox
 
 
 def __getattr__(name: str) -> Any:

@@ -42,6 +42,11 @@ same answers and faults (``emulator_messages`` has the details), and two more:
 
 ``cache-read=N``         report N prompt tokens read from the prompt cache
 ``cache-write=N``        report N prompt tokens written to the prompt cache
+Tools (a request with ``tools``): a question holding ``[[tool:NAME(JSON args)]]`` markers makes
+the emulator call those tools, all in its first answer (``finish_reason: tool_calls``, streamed
+as ``delta.tool_calls`` pieces with ``"stream": true``); once the results came back as ``role:
+tool`` messages, it answers quoting each result it received, verbatim. With
+``[[tool-repeat]]`` in the question it calls them again in every answer and never answers.
 
 ``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
 ``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
@@ -83,6 +88,7 @@ OPENAI_MODELS = ("emu-mini", "emu-large", "llama3.2:1b")
 
 _FAULT_MARKER = re.compile(r"\[\[fault:([^\]]*)\]\]")
 _ECHO = re.compile(r"\[\[echo\]\](.*?)\[\[/echo\]\]", re.S)
+_TOOL_MARKER = re.compile(r"\[\[tool:([A-Za-z_][\w.]*)\((.*?)\)\]\]", re.S)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])")
 _RANDOM_FAULTS = ("status=500", "status=502", "status=503", "status=429;retry-after=0", "drop")
 
@@ -406,8 +412,22 @@ class Emulator(MessagesRoutes):
             return web.Response(text=HTML_PAGE, content_type="text/html")
         if fault.get("drop"):
             return await self._drop(request)
+        markers = _TOOL_MARKER.findall(question) if body.get("tools") else []
+        tool_turn = _tool_turn(messages) if markers else None
+        if tool_turn is not None and (not tool_turn[0] or "[[tool-repeat]]" in question):
+            calls = [
+                {
+                    "id": f"call_{len(tool_turn[0])}_{number}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments.strip() or "{}"},
+                }
+                for number, (name, arguments) in enumerate(markers)
+            ]
+            return await self._tool_calls(request, body, model, calls, everything, fault)
         if fault.get("empty"):
             content = ""
+        elif tool_turn is not None:
+            content = _quote_results(model, *tool_turn)
         elif "large" in fault:
             content = _large(fault["large"])
         else:
@@ -501,6 +521,106 @@ class Emulator(MessagesRoutes):
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    async def _tool_calls(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        model: str,
+        calls: list[dict[str, Any]],
+        everything: str,
+        fault: dict[str, Any],
+    ) -> web.StreamResponse:
+        """An answer that calls tools: whole, or streamed as ``delta.tool_calls`` pieces."""
+        words = sum(len(c["function"]["arguments"].split()) + 1 for c in calls)
+        usage = {"prompt_tokens": len(everything.split()), "completion_tokens": words}
+        usage["total_tokens"] = usage["prompt_tokens"] + words
+        base = {"id": "chatcmpl-emulated", "created": 0, "model": model}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            return web.json_response(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        size = max(1, fault.get("chunk-size", 12))
+        pause = fault.get("chunk-delay", self.chunk_delay)
+
+        async def event(delta: dict[str, Any], finish: str | None = None) -> None:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            data = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+            await response.write(f"data: {json.dumps(data)}\n\n".encode())
+            if pause:
+                await asyncio.sleep(pause)
+
+        for index, call in enumerate(calls):
+            first = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            delta: dict[str, Any] = {"tool_calls": [first]}
+            if index == 0:
+                delta = {"role": "assistant", "content": None, **delta}
+            await event(delta)
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), size):
+                piece = {"index": index, "function": {"arguments": arguments[start : start + size]}}
+                await event({"tool_calls": [piece]})
+        await event({}, "tool_calls")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            data = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            await response.write(f"data: {json.dumps(data)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _tool_turn(messages: list[Any]) -> tuple[list[Any], list[tuple[str, str, str]]]:
+    """Since the last user message: the assistant messages that called tools, and each result
+    received as ``(tool name, arguments, result)``."""
+    last_user = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        default=-1,
+    )
+    later = [m for m in messages[last_user + 1 :] if isinstance(m, dict)]
+    asked = [m for m in later if m.get("role") == "assistant" and m.get("tool_calls")]
+    called: dict[str, tuple[str, str]] = {}
+    for message in asked:
+        for call in message["tool_calls"]:
+            function = call.get("function") or {}
+            called[str(call.get("id"))] = (
+                str(function.get("name")),
+                str(function.get("arguments")),
+            )
+    results = []
+    for message in later:
+        if message.get("role") == "tool":
+            name, arguments = called.get(str(message.get("tool_call_id")), ("?", ""))
+            results.append((name, arguments, _text_of(message.get("content"))))
+    return asked, results
+
+
+def _quote_results(model: str, asked: list[Any], results: list[tuple[str, str, str]]) -> str:
+    """The answer after tool results: each quoted verbatim, in a fence longer than any run of
+    backticks in it."""
+    lines = [
+        f"**Emulated {model} answer** after {len(asked)} round(s) of tool calls and "
+        f"{len(results)} result(s).",
+    ]
+    for name, arguments, result in results:
+        longest = max((len(run) for run in re.findall(r"`+", result)), default=0)
+        fence = "`" * max(3, longest + 1)
+        lines += ["", f"Result of {name}({arguments}):", f"{fence}text", result, fence]
+    return "\n".join(lines)
 
 
 def _large(size: int) -> str:

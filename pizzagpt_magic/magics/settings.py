@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.magic import Magics
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    TraitError,
+    Unicode,
+    Union,
+    validate,
+)
 
 from ..errors import PizzagptError
 from ..render import FORMATS
@@ -105,6 +115,16 @@ class PizzaSettings(Magics):
     image_max_bytes = Int(
         4_000_000, help="Largest image (as PNG, after scaling) a question may send, in bytes."
     ).tag(config=True)
+    tools = Union(
+        [Bool(), CaselessStrEnum(("question", "all"))],
+        default_value=False,
+        help="Let the model look at variables through read-only tools for every question: "
+        "True or 'question' (the variables a question names), 'all' (every variable), False "
+        "(only with --tools). OpenAI-compatible endpoints only.",
+    ).tag(config=True)
+    tool_rounds = Int(
+        5, help="Rounds of tool calls a question may take before its answer (1 to 50)."
+    ).tag(config=True)
     fix_prompt = Unicode(
         "This notebook cell failed.\n\nThe cell:\n```python\n{source}\n```\n\n"
         "The error:\n```\n{error}\n```\n\n"
@@ -179,6 +199,12 @@ class PizzaSettings(Magics):
             ) from None
         if "{source}" not in proposal.value or "{error}" not in proposal.value:
             raise TraitError("fix_prompt needs both {source} and {error}")
+        return proposal.value
+
+    @validate("tool_rounds")
+    def _valid_tool_rounds(self, proposal: Any) -> int:
+        if not 1 <= proposal.value <= 50:
+            raise TraitError("tool_rounds must be from 1 to 50")
         return proposal.value
 
     @validate("image_max_side", "image_max_bytes")
