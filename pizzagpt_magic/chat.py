@@ -19,6 +19,7 @@ from .providers.base import Messages
 
 if TYPE_CHECKING:
     from .backends import Backend
+    from .tools import Toolbox
 
 __all__ = ["Conversation", "Exchange", "Reply"]
 
@@ -81,6 +82,15 @@ class Conversation:
         return build_messages(prompt, system=system, history=self.history() if chat else ())
 
     @staticmethod
+    def _parameters(
+        temperature: float | None, max_tokens: int | None, tools: Toolbox | None
+    ) -> dict[str, Any]:
+        parameters = parameters_of(temperature, max_tokens)
+        if tools is not None:
+            parameters["tools"] = tools.key()
+        return parameters
+
+    @staticmethod
     def _key(backend: Backend, parameters: dict[str, Any], messages: Messages) -> tuple[Any, ...]:
         from .images import content_key
 
@@ -98,17 +108,18 @@ class Conversation:
         max_tokens: int | None = None,
         store: Any = None,
         base_url: str | None = None,
+        tools: Toolbox | None = None,
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
+        key = self._key(backend, self._parameters(temperature, max_tokens, tools), messages)
         if key in self.cache:
             return True
         if store is None:
             return False
         from .api import store_key
 
-        return store.has(store_key(backend, messages, temperature, max_tokens, base_url))
+        return store.has(store_key(backend, messages, temperature, max_tokens, base_url, tools))
 
     async def ask(
         self,
@@ -125,13 +136,15 @@ class Conversation:
         store: Any = None,
         log: bool = True,
         context: dict[str, Any] | None = None,
+        tools: Toolbox | None = None,
+        tool_rounds: int = 5,
         **request: Any,
     ) -> Reply:
         """The answer to ``prompt``: from memory, else from the store, else asked for (and then
         kept in both). ``use_cache`` False asks again whatever is kept. With ``log`` the
         exchange goes to ``store``'s log."""
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
+        key = self._key(backend, self._parameters(temperature, max_tokens, tools), messages)
         if use_cache and key in self.cache:
             hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
             if log and store is not None:
@@ -151,6 +164,8 @@ class Conversation:
             log=log,
             store=store,
             context=context,
+            tools=tools,
+            tool_rounds=tool_rounds,
             **request,
         )
         self.cache[key] = dataclasses.replace(completion, cached=False)

@@ -10,8 +10,9 @@ Its size is checked before it costs anything: a figure's size in inches times it
 picture's header. One over ``MAX_PIXELS`` is refused in one line; a large figure is drawn at a
 lower dpi rather than drawn whole and scaled down. A batch prepares each item's images as that
 item is sent (``PendingImage``), not all first.
-Only backends that take images get them (the OpenAI-compatible endpoints); the cache key and
-the log hold each image's hash and size, never its bytes.
+Only backends that take images get them (the endpoints; the Messages API provider sends each as
+a base64 ``image`` block); the cache key and the log hold each image's hash and size, never its
+bytes.
 """
 
 from __future__ import annotations

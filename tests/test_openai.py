@@ -344,3 +344,43 @@ def test_a_reader_slow_between_chunks_is_not_the_servers_silence(raw):
         return text
 
     assert run_sync(read()) == "xxxx"
+
+
+# -- the Messages API provider's error paths mask the key too ---------------------------------
+
+ODD_KEY = "k3y-with-no-usual-shape-0123456789"  # not key-like: only the key itself finds it
+
+
+@pytest.mark.parametrize(
+    ("script", "stream"),
+    [
+        (
+            sse(
+                b"event: error\ndata: "
+                + json.dumps({"error": {"message": ODD_KEY}}).encode()
+                + b"\n\n"
+            ),
+            True,
+        ),
+        (sse(b"event: content_block_delta\ndata: {" + ODD_KEY.encode() + b"\n\n"), True),
+        (body({"type": "error", "error": {"type": "x", "message": f"bad {ODD_KEY}"}}), False),
+        (body(f"<html>{ODD_KEY}</html>"), False),
+    ],
+    ids=["error-event", "bad-event", "json-error", "not-json"],
+)
+def test_the_messages_api_masks_the_key_on_every_error_path(raw, monkeypatch, script, stream):
+    from pizzagpt_magic.providers.anthropic import Anthropic
+
+    monkeypatch.setenv("ODD_KEY", ODD_KEY)
+    raw.script = script
+
+    async def read() -> str:
+        agen = Anthropic.create_async_generator(
+            "claude", [{"role": "user", "content": "hi"}], base_url=raw.url,
+            api_key_env="ODD_KEY", stream=stream, max_retries=0,
+        )  # fmt: skip
+        return "".join([item async for item in agen if isinstance(item, str)])
+
+    with pytest.raises(PizzagptError) as info:
+        run_sync(read())
+    assert ODD_KEY not in f"{info.value} {vars(info.value)}"
