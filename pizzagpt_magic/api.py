@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import store as stores
 from .backends import Backend, provider_of, resolve
+from .engine.keys import parameters_of, prompt_key
 from .errors import (
     ConfigurationError,
     EmptyAnswerError,
@@ -83,6 +84,8 @@ class Completion:
     cached: bool = False
     #: The tool calls made on the way to the answer (``tools.ToolRecord.as_dict`` each).
     tool_calls: list[dict[str, Any]] | None = None
+    #: What the answer means: its text, or with a schema the dict or model instance.
+    value: Any = None
 
     @property
     def model_id(self) -> str:
@@ -136,48 +139,20 @@ DEFAULT_TOOL_ROUNDS = 5
 DEFAULT_STORE: Any = "default"
 
 
-def origin_of(backend: Backend, base_url: str | None = None) -> str:
-    """Where a backend's answers come from (an endpoint's or Pizzagpt's URL, a class's path):
-    part of the cache key, so answers of one server never stand in for another's."""
-    if backend.endpoint is not None:
-        return backend.endpoint.url
-    if backend.is_pizzagpt:
-        try:
-            return str(backend.cls.base_url(base_url))
-        except PizzagptError:
-            return ""
-    return backend.provider
-
-
-def parameters_of(temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
-    """The sampling parameters given (None means the backend's default, and is left out)."""
-    parameters: dict[str, Any] = {}
-    if temperature is not None:
-        parameters["temperature"] = temperature
-    if max_tokens is not None:
-        parameters["max_tokens"] = max_tokens
-    return parameters
-
-
 def store_key(
     backend: Backend,
     messages: Messages,
     temperature: float | None = None,
     max_tokens: int | None = None,
     base_url: str | None = None,
+    schema: Any = None,
     tools: Toolbox | None = None,
 ) -> str:
-    """The store's cache key of a request (with ``tools``: the tool set and the visible
-    variables' content hashes too, as ``parameters["tools"]``)."""
-    parameters = parameters_of(temperature, max_tokens)
-    if tools is not None:
-        parameters["tools"] = tools.key()
-    return stores.request_key(
-        f"{backend.provider}@{origin_of(backend, base_url)}",
-        backend.model,
-        parameters,
-        messages,
-    )
+    """The store's cache key of a request (``engine.keys.prompt_key``, the one key function
+    of every path); with ``tools``, the tool set and the visible variables' content hashes
+    too, as ``parameters["tools"]``."""
+    extra = {"tools": tools.key()} if tools is not None else None
+    return prompt_key(backend, messages, temperature, max_tokens, base_url, schema, extra)
 
 
 def _prompt_of(messages: Messages) -> str:
@@ -201,6 +176,8 @@ async def complete_messages(
     context: dict[str, Any] | None = None,
     tools: Toolbox | None = None,
     tool_rounds: int = DEFAULT_TOOL_ROUNDS,
+    schema: Any = None,
+    schema_retries: int = 1,
     **request: Any,
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer, through the store.
@@ -212,8 +189,16 @@ async def complete_messages(
     ``store`` is a ``store.Store``, None for none, or the default store. With ``tools`` (a
     ``tools.Toolbox``) the model may call its tools, at most ``tool_rounds`` rounds (see
     ``complete_with_tools``).
+
+    With ``schema`` (a spec, a JSON Schema dict or a Pydantic model class) the answer is asked
+    for as JSON of that shape, checked, repaired up to ``schema_retries`` times, and its value
+    is ``Completion.value``; an answer that still does not fit is a ``SchemaError``.
     """
     _check_options(request)
+    if tools is not None and schema is not None:
+        raise ConfigurationError(
+            "A schema and tools do not go together yet: ask with one or the other"
+        )
     if tools is not None:
         return await complete_with_tools(
             backend,
@@ -229,6 +214,20 @@ async def complete_messages(
             store=store,
             context=context,
             **request,
+        )
+    if schema is not None:
+        return await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            context,
+            schema,
+            schema_retries,
+            request,
         )
     return await _complete_messages(
         backend,
@@ -247,6 +246,46 @@ async def complete_messages(
 
 #: What ``request`` may hold: how a request is sent (``base_url`` is Pizzagpt's).
 _REQUEST_OPTIONS = frozenset({"proxy", "timeout", "connect_timeout", "max_retries", "base_url"})
+
+
+async def _complete_schema(
+    backend: Backend,
+    messages: Messages,
+    temperature: float | None,
+    max_tokens: int | None,
+    cache: bool,
+    log: bool,
+    store: Any,
+    context: dict[str, Any] | None,
+    schema: Any,
+    schema_retries: int,
+    request: dict[str, Any],
+) -> Completion:
+    """A question with a schema, through the engine (check, repair, record)."""
+    from .engine.batch import complete_prompt
+    from .engine.prompts import Prompt
+    from .schema import as_schema
+
+    backend.check_images(messages)
+    options = dict(request)
+    prompt = Prompt(
+        backend,
+        messages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        schema=as_schema(schema),
+        base_url=options.pop("base_url", None),
+    )
+    completion: Completion = await complete_prompt(
+        prompt,
+        store=store,
+        cache=cache,
+        log=log,
+        context=context,
+        schema_retries=schema_retries,
+        request=options,
+    )
+    return completion
 
 
 def _check_options(request: dict[str, Any]) -> None:
@@ -334,9 +373,11 @@ def log_exchange(
     error: str | None = None,
     partial: str | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> None:
-    """Append one exchange to ``store``'s log: an answer, or a failure's one-line error;
-    ``tool_calls`` are the records of a failed exchange's tool calls."""
+    """Append one exchange to ``store``'s log: an answer, or a failure's one-line error (with
+    the ``parameters`` asked for); ``tool_calls`` are the records of a failed exchange's tool
+    calls."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
     from .images import loggable
 
@@ -365,6 +406,8 @@ def log_exchange(
         record.update(provider=backend.provider, model=backend.model, error=error, answer=partial)
         if tool_calls is not None:
             record["tool_calls"] = tool_calls
+        if parameters:
+            record["parameters"] = parameters
     store.log(record)
 
 
@@ -426,7 +469,9 @@ async def complete_with_tools(
     parameters = {**parameters_of(temperature, max_tokens), "tools": tools.key()}
     key = None
     if store is not None:
-        key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"), tools)
+        key = store_key(
+            backend, messages, temperature, max_tokens, request.get("base_url"), tools=tools
+        )
         hit = store.get(key) if cache else None
         if hit is not None:
             meta = hit["meta"]
@@ -600,8 +645,10 @@ async def _fetch(
     max_tokens: int | None,
     on_text: Callable[[str], Any] | None,
     request: dict[str, Any],
+    response_format: dict[str, Any] | None = None,
 ) -> Completion:
-    """Send ``messages`` to ``backend`` and gather the answer.
+    """Send ``messages`` to ``backend`` and gather the answer (``response_format`` goes to an
+    endpoint's request as it is, and only there; it implies no streaming).
 
     Text chunks (``str``) are joined, and each is passed to ``on_text`` as it arrives; a finish
     reason and a token usage among the other chunks go to the ``Completion``; anything else a
@@ -610,7 +657,8 @@ async def _fetch(
     started = time.monotonic()
     parameters = parameters_of(temperature, max_tokens)
     endpoint = backend.endpoint
-    if endpoint is not None and not stream:  # an endpoint's one JSON answer: the shortest path
+    if endpoint is not None and (not stream or response_format is not None):
+        # An endpoint's one JSON answer: the shortest path.
         get = request.get
         text, finish, used = await endpoint.provider.answer(
             endpoint.url,
@@ -624,6 +672,7 @@ async def _fetch(
             get("timeout"),
             get("connect_timeout"),
             get("max_retries"),
+            response_format,
         )
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
@@ -715,6 +764,8 @@ async def complete(
     tools: Any = None,
     namespace: Mapping[str, Any] | None = None,
     tool_rounds: int = DEFAULT_TOOL_ROUNDS,
+    schema: Any = None,
+    schema_retries: int = 1,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
@@ -723,11 +774,16 @@ async def complete(
     ``log``, ``store`` and ``context`` are ``complete_messages``'s. ``request``: ``proxy``,
     ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's). ``tools``
     (True, ``"all"`` or a ``tools.Toolbox``) lets the model look at ``namespace``'s variables
-    (see ``toolbox_for``).
+    (see ``toolbox_for``). ``schema`` and ``schema_retries`` are
+    ``complete_messages``'s (with a schema, ``Completion.value`` is the answer's value).
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     _check_options(request)
     toolbox = toolbox_for(tools, namespace, prompt)
+    if toolbox is not None and schema is not None:
+        raise ConfigurationError(
+            "A schema and tools do not go together yet: ask with one or the other"
+        )
     if toolbox is not None:
         return await complete_with_tools(
             backend,
@@ -743,6 +799,20 @@ async def complete(
             store=store,
             context=context,
             **request,
+        )
+    if schema is not None:
+        return await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            context,
+            schema,
+            schema_retries,
+            request,
         )
     return await _complete_messages(
         backend,
@@ -781,8 +851,10 @@ async def ask_async(
     tools: Any = None,
     namespace: Mapping[str, Any] | None = None,
     tool_rounds: int = DEFAULT_TOOL_ROUNDS,
-) -> str:
-    """Ask one question and return the answer's text.
+    schema: Any = None,
+    schema_retries: int = 1,
+) -> Any:
+    """Ask one question and return the answer's text (with ``schema``, its value).
 
     ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``, ``openai:gpt-4o-mini``, a
     provider class path); ``history`` is earlier ``{"role", "content"}`` messages (a chat);
@@ -794,6 +866,12 @@ async def ask_async(
     the model look at the variables of ``namespace`` the question names (``tools="all"``: at
     all of them) through read-only tools, for at most ``tool_rounds`` rounds; OpenAI-compatible
     endpoints only.
+    ``store.Store`` to use instead of the default one (None: no store).
+
+    ``schema`` (a concise spec such as ``"sentiment pos|neg|neu, score int"``, a JSON Schema
+    dict or a Pydantic model class) asks for JSON of that shape: the answer is checked, asked
+    again once with the error when it does not fit (``schema_retries``), and returned as a dict
+    (a model instance for a model); one that still does not fit is a ``SchemaError``.
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     request = {
@@ -804,6 +882,10 @@ async def ask_async(
         "base_url": base_url,
     }
     toolbox = toolbox_for(tools, namespace, prompt)
+    if toolbox is not None and schema is not None:
+        raise ConfigurationError(
+            "A schema and tools do not go together yet: ask with one or the other"
+        )
     if toolbox is not None:
         completion = await complete_with_tools(
             backend,
@@ -821,6 +903,21 @@ async def ask_async(
             **request,
         )
         return completion.text
+    if schema is not None:
+        answered = await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            _API_CONTEXT,
+            schema,
+            schema_retries,
+            request,
+        )
+        return answered.value
     completion = await _complete_messages(
         backend,
         messages,
@@ -840,7 +937,7 @@ async def ask_async(
 _API_CONTEXT = {"source": "api"}
 
 
-def ask(prompt: str, **options: Any) -> str:
+def ask(prompt: str, **options: Any) -> Any:
     """Ask one question synchronously; safe inside a running loop such as a notebook's.
 
     Takes the options of ``ask_async``.

@@ -8,8 +8,7 @@ where it stood in the question.
 
 Its size is checked before it costs anything: a figure's size in inches times its dpi, a
 picture's header. One over ``MAX_PIXELS`` is refused in one line; a large figure is drawn at a
-lower dpi rather than drawn whole and scaled down. A batch prepares each item's images as that
-item is sent (``PendingImage``), not all first.
+lower dpi rather than drawn whole and scaled down.
 Only backends that take images get them (the endpoints; the Messages API provider sends each as
 a base64 ``image`` block); the cache key and the log hold each image's hash and size, never its
 bytes.
@@ -33,9 +32,6 @@ __all__ = [
     "MAX_PIXELS",
     "DisplayedImages",
     "ImagePart",
-    "PendingImage",
-    "check_size",
-    "prepare_parts",
     "content_key",
     "content_text",
     "image_bytes",
@@ -280,51 +276,6 @@ def prepare(
     return ImagePart(png, image.width, image.height, reference)
 
 
-class PendingImage:
-    """An image of a question, measured but not yet drawn: a batch prepares it as its item
-    is sent (``prepare_parts``), so the first request does not wait for every figure."""
-
-    __slots__ = ("reference", "value")
-
-    def __init__(self, value: Any, reference: str, max_pixels: int = MAX_PIXELS) -> None:
-        check_size(value, reference, max_pixels)
-        self.value = value
-        self.reference = reference
-
-    def part(self) -> dict[str, Any]:
-        """The part standing for it until it is prepared."""
-        return {"type": "pending_image", "image": self}
-
-
-def check_size(value: Any, reference: str, max_pixels: int = MAX_PIXELS) -> None:
-    """A ``PromptError`` when ``value`` is over ``max_pixels``, found without drawing it (a
-    figure's inches times dpi, a picture's own size, an encoded image's header)."""
-    module = type(value).__module__
-    if module.startswith("matplotlib"):
-        width, height = figure_pixels(value)
-    elif module.startswith("PIL"):
-        width, height = value.size
-    else:
-        return  # encoded bytes: their header is read when they are prepared
-    if width * height > max_pixels:
-        raise _too_big(reference, width, height, max_pixels)
-
-
-def prepare_parts(content: Any, max_side: int, max_bytes: int, max_pixels: int = MAX_PIXELS) -> Any:
-    """``content`` with each pending image prepared (``image_url`` parts); other content as
-    it is."""
-    if not isinstance(content, list) or not any(
-        isinstance(p, dict) and p.get("type") == "pending_image" for p in content
-    ):
-        return content
-    return [
-        prepare(p["image"].value, p["image"].reference, max_side, max_bytes, max_pixels).part()
-        if isinstance(p, dict) and p.get("type") == "pending_image"
-        else p
-        for p in content
-    ]
-
-
 def has_images(content: Any) -> bool:
     return isinstance(content, list) and any(
         isinstance(p, dict) and p.get("type") == "image_url" for p in content
@@ -369,8 +320,6 @@ def content_text(content: Any) -> str:
     for part in loggable(content):
         if isinstance(part, dict) and part.get("type") == "text":
             out.append(str(part.get("text", "")))
-        elif isinstance(part, dict) and part.get("type") == "pending_image":
-            out.append(f"[image {part['image'].reference}]")
         elif isinstance(part, dict) and part.get("type") == "image":
             out.append(f"[image {part['sha256'][:12]}, {part['bytes']:,} bytes]")
     return "".join(out)

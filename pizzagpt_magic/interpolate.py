@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import InterpolationError
 
-__all__ = ["Row", "batch_items", "describe_table", "format_value", "interpolate"]
+__all__ = ["Row", "batch_items", "describe_table", "format_value", "interpolate", "take_items"]
 
 _MISSING = object()
 _REFERENCE = re.compile(
@@ -237,36 +237,53 @@ class Row:
 MAX_BATCH_ITEMS = 100_000
 
 
+def _too_many(size: int | None, limit: int) -> Exception:
+    from .errors import PromptError
+
+    count = f"more than {limit:,}" if size is None else f"{size:,}"
+    return PromptError(
+        f"{count} items, over the limit of {limit:,} for one batch; "
+        "split it (islice, or a slice of the frame) and run each part"
+    )
+
+
+def _length(source: Any) -> int | None:
+    try:
+        return len(source)
+    except Exception:  # noqa: BLE001 - no length (a generator), or one that fails
+        return None
+
+
+def take_items(source: Any, limit: int = MAX_BATCH_ITEMS) -> list[Any]:
+    """The items of ``source`` as a list. One without a length (a generator, an iterator) is
+    read to at most ``limit + 1`` items: more is a ``PromptError``, so ``itertools.count()``
+    is refused at once instead of filling memory. A sized one is listed as it is (its items
+    exist already)."""
+    from itertools import islice
+
+    if _length(source) is not None:
+        return list(source)
+    taken = list(islice(iter(source), limit + 1))
+    if len(taken) > limit:
+        raise _too_many(None, limit)
+    return taken
+
+
 def batch_items(source: Any, limit: int = MAX_BATCH_ITEMS) -> tuple[list[Any], list[Any]]:
     """(labels, items) to run a template over: a DataFrame's rows (as ``Row``) and its index,
     a Series' values and its index, or any other iterable's items numbered from 0.
 
     More than ``limit`` items is a ``PromptError``, found from the length when the source has
-    one and otherwise after taking ``limit + 1`` items, never more (``itertools.count()`` is
-    refused at once)."""
-    from itertools import islice
-
-    from .errors import PromptError
-
+    one (``range(10**8)``) and otherwise after taking ``limit + 1`` items, never more
+    (``itertools.count()`` is refused at once)."""
     if isinstance(source, (str, bytes)):
         raise TypeError("a string is iterated character by character; pass a list of strings")
-    try:
-        size: int | None = len(source)
-    except Exception:  # noqa: BLE001 - no length (a generator), or one that fails: count
-        size = None
-    taken: list[Any] | None = None
-    if size is None:
-        taken = list(islice(iter(source), limit + 1))
-        size = len(taken) if len(taken) <= limit else None
-    if size is None or size > limit:
-        count = f"more than {limit:,}" if size is None else f"{size:,}"
-        raise PromptError(
-            f"{count} items, over the limit of {limit:,} for one batch; "
-            "split it (islice, or a slice of the frame) and run each part"
-        )
+    size = _length(source)
+    if size is not None and size > limit:
+        raise _too_many(size, limit)
     if _is_pandas(source, "DataFrame"):
         return list(source.index), [Row(row) for _, row in source.iterrows()]
     if _is_pandas(source, "Series"):
         return list(source.index), list(source.to_numpy(dtype=object))
-    items = taken if taken is not None else list(source)
+    items = take_items(source, limit)
     return list(range(len(items))), items

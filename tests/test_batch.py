@@ -235,33 +235,15 @@ def test_batch_items_refuses_a_huge_or_endless_source_at_once(source):
     assert batch_items(iter(range(5)), limit=5) == (list(range(5)), list(range(5)))
 
 
-def test_ask_many_takes_items_as_workers_free_up(emu):
-    taken = []
+def test_ask_many_refuses_an_endless_generator_at_once(emu):
+    from pizzagpt_magic.errors import PromptError
 
-    def endless():
-        for number in itertools.count():
-            taken.append(number)
-            yield f"q{number}"
-
-    async def ask(prompt, **options):
-        await asyncio.sleep(0.01)
-        return prompt
-
-    async def first_answers():
-        into: list = []
-        batch = asyncio.ensure_future(
-            ask_many_async(endless(), concurrency=4, ask=ask, into=into, progress=False)
-        )
-        while sum(answer is not None for answer in into) < 20:
-            await asyncio.sleep(0.01)
-        batch.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await batch
-        return into
-
-    into = asyncio.run(asyncio.wait_for(first_answers(), 10))
-    assert into[:20] == [f"q{n}" for n in range(20)]
-    assert len(taken) < 40  # taken as they were asked, never all first
+    with pytest.raises(PromptError, match="more than 100,000 items"):
+        ask_many((f"q{n}" for n in itertools.count()), progress=False)
+    with pytest.raises(PromptError, match="more than 100,000 items"):
+        ask_many(itertools.count(), ask=lambda item: item, progress=False)
+    assert ask_many((f"q{n}" for n in range(3)), progress=False)[2].count("q2")
+    assert emu.requests == 3
 
 
 def test_the_pool_follows_a_concurrency_above_its_default(monkeypatch):
@@ -272,8 +254,10 @@ def test_the_pool_follows_a_concurrency_above_its_default(monkeypatch):
         monkeypatch.setenv("PIZZAGPT_URL", slow.url)
         ask_many([f"q{i}" for i in range(300)], concurrency=150, progress=False)
         assert slow.max_in_flight == 150  # not held at the pool's 64
-    with pytest.warns(UserWarning, match="cap of 512"):
-        assert ask_many([], concurrency=2000, progress=False) == []
+        monkeypatch.setattr(session, "POOL_MAX", 100)
+        monkeypatch.setattr(session, "_pool_wanted", session.POOL_LIMIT)
+        with pytest.warns(UserWarning, match=r"concurrency 120 is over .* cap of 100"):
+            ask_many([f"r{i}" for i in range(120)], concurrency=120, progress=False)
 
 
 def test_each_over_a_huge_or_endless_iterable_is_one_line(shell, emu):

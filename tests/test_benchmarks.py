@@ -31,6 +31,8 @@ def test_quick_run_prints_the_table():
         "a cache hit from the store",
         "batch with the store on",
         "one tool round",
+        "typed batch",
+        "checking and typing a row",
     )
     assert len(rows) >= 1 + len(figures)  # the header, and a row for each figure at least
     for words in figures:

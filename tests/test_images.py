@@ -248,15 +248,13 @@ def test_a_huge_figure_is_refused_before_it_is_drawn():
     import matplotlib.pyplot as plt
 
     from pizzagpt_magic.errors import PromptError
-    from pizzagpt_magic.images import PendingImage, prepare
+    from pizzagpt_magic.images import prepare
 
     figure = plt.figure(figsize=(150, 150), dpi=100)
     try:
         calls = _drawn(figure)
         with pytest.raises(PromptError, match=r"15,000×15,000 pixels, over the limit of 50,000"):
             prepare(figure, "{fig}", 1024, 5_000_000)
-        with pytest.raises(PromptError, match="over the limit"):
-            PendingImage(figure, "{fig}")
         assert calls == []
     finally:
         plt.close(figure)
@@ -302,7 +300,7 @@ def test_an_unreadable_image_says_so_without_an_address():
 
 
 def test_gif_bytes_are_an_image_converted_to_png():
-    from pizzagpt_magic.images import is_image, prepare, prepare_parts
+    from pizzagpt_magic.images import is_image, prepare
 
     buffer = io.BytesIO()
     Image.new("P", (40, 30)).save(buffer, format="GIF")
@@ -310,31 +308,6 @@ def test_gif_bytes_are_an_image_converted_to_png():
     assert is_image(gif)
     part = prepare(gif, "{gif}", 1024, 5_000_000)
     assert part.png.startswith(b"\x89PNG") and (part.width, part.height) == (40, 30)
-    from pizzagpt_magic.images import PendingImage
-
-    pending = [{"type": "text", "text": "see "}, PendingImage(gif, "{gif}").part()]
-    prepared = prepare_parts(pending, 1024, 5_000_000)
-    assert prepared[0] == pending[0] and prepared[1]["type"] == "image_url"
-
-
-def test_each_draws_each_figure_as_its_item_is_sent(ishell, endpoint):
-    """200 figures were drawn before the first question went out; now each is drawn when its
-    item's turn comes."""
-    cell(
-        ishell,
-        "drawn_after = []\nfigs = []\nfor n in range(12):\n"
-        "    f, a = plt.subplots(figsize=(2, 2), dpi=30)\n    a.plot([0, n])\n"
-        "    save = f.savefig\n"
-        "    def recording(*args, _save=save, **kwargs):\n"
-        "        drawn_after.append(len(emu_requests()))\n"
-        "        return _save(*args, **kwargs)\n"
-        "    f.savefig = recording\n    figs.append(f)",
-    )
-    ishell.user_ns["emu_requests"] = lambda: endpoint.chat_requests
-    cell(ishell, "%%pizza --each figs --concurrency 2 -m emu:emu-mini\nDescribe {item}")
-    drawn_after = ishell.user_ns["drawn_after"]
-    assert len(drawn_after) == 12 and len(endpoint.chat_requests) == 12
-    assert drawn_after[0] == 0 and drawn_after[-1] >= 8  # not all drawn before the first
 
 
 def test_each_refuses_a_huge_figure_before_drawing_or_sending_anything(ishell, endpoint):

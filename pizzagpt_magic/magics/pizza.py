@@ -204,6 +204,26 @@ class PizzaMagics(PizzaSettings):
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
         args.format = args.format or self.format.lower()
+        args.schema = self._schema(args.schema)
+
+    def _schema(self, given: str | None) -> Any:
+        """The ``Schema`` of ``--schema``: a spec, or ``{name}`` naming a JSON Schema dict or a
+        Pydantic model class in the namespace."""
+        if given is None:
+            return None
+        from ..schema import as_schema
+
+        name = re.fullmatch(r"\s*\{\s*([A-Za-z_][\w.]*)\s*\}\s*", given)
+        try:
+            if name is None:
+                return as_schema(given)
+            from ..interpolate import _resolve
+
+            first, dot, rest = name.group(1).partition(".")
+            value = _resolve(first, dot + rest, self.user_ns, given.strip())
+            return as_schema(value)
+        except PizzagptError as exc:
+            raise UsageError(f"--schema: {exc}") from None
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
         """A system message (or any text) with its references replaced; no images."""
@@ -212,16 +232,12 @@ class PizzaMagics(PizzaSettings):
             raise UsageError("Images go in the question, not in the system message (-s)")
         return rendered
 
-    def _question(
-        self, template: str, args: Any, namespace: Any = None, defer_images: bool = False
-    ) -> Any:
+    def _question(self, template: str, args: Any, namespace: Any = None) -> Any:
         """The question with its references replaced: text, or content parts (text and
-        ``image_url``) when a reference is an image, each image where it stood. With
-        ``defer_images`` an image is measured now and prepared when its question is sent
-        (``images.prepare_parts``)."""
+        ``image_url``) when a reference is an image, each image where it stood."""
         if args.no_interpolate or not self.interpolate:
             return template
-        from ..images import PendingImage, is_image, prepare
+        from ..images import is_image, prepare
         from ..interpolate import format_value, interpolate
 
         images: list[Any] = []
@@ -247,9 +263,6 @@ class PizzaMagics(PizzaSettings):
             for number, piece in enumerate(re.split(r"\x00(\d+)\x00", text)):
                 if number % 2:
                     value, reference = images[int(piece)]
-                    if defer_images:
-                        parts.append(PendingImage(value, reference).part())
-                        continue
                     prepared = prepare(value, reference, self.image_max_side, self.image_max_bytes)
                     parts.append(prepared.part())
                 elif piece:
@@ -299,6 +312,8 @@ class PizzaMagics(PizzaSettings):
                 context=context,
                 tools=tools,
                 tool_rounds=self.tool_rounds,
+                schema=args.schema,
+                schema_retries=self.schema_retries,
                 **request,
             )
 

@@ -48,7 +48,16 @@ from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, U
 from .sse import BOM, SSEDecoder
 from .tool_calls import ToolCallDeltas, ToolCalls, parse_tool_calls
 
-__all__ = ["OpenAICompatible", "SSEDecoder", "Target", "list_models", "parse_completion"]
+__all__ = [
+    "OpenAICompatible",
+    "ResponseFormatRefused",
+    "SSEDecoder",
+    "Target",
+    "list_models",
+    "parse_completion",
+    "refuse_response_format",
+    "takes_response_format",
+]
 
 #: The default limits of one streamed event and of one answer (see ``OpenAICompatible``).
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -79,6 +88,25 @@ def _error_text(body: str) -> tuple[str, str]:
 def _masked(text: str, secrets: tuple[str | None, ...]) -> str:
     """Text of the server's, for a message: keys (given, or key-like) and tokens masked."""
     return _KEYLIKE.sub("***", redact(text, *secrets))
+
+
+class ResponseFormatRefused(HTTPStatusError):
+    """The endpoint refused the request's ``response_format`` (a 400 naming it): the caller
+    asks again with the schema in the prompt (see ``refuse_response_format``)."""
+
+
+#: The base URLs of endpoints that refused ``response_format``, for the rest of the process.
+_NO_RESPONSE_FORMAT: set[str] = set()
+
+
+def takes_response_format(base_url: str) -> bool:
+    """Whether an endpoint is asked with ``response_format`` (it has not refused it)."""
+    return base_url not in _NO_RESPONSE_FORMAT
+
+
+def refuse_response_format(base_url: str) -> None:
+    """Remember that the endpoint at ``base_url`` refuses ``response_format``."""
+    _NO_RESPONSE_FORMAT.add(base_url)
 
 
 class _ModelMissing(Exception):
@@ -225,6 +253,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The request body: parameters left at None are not sent, as the SDK does."""
         body: dict[str, Any] = {"model": model, "messages": messages}
@@ -232,6 +261,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        if response_format is not None:
+            body["response_format"] = response_format
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -270,6 +301,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
                         "api_key_env naming the variable that holds it"
                     )
                 return AuthenticationError(status, reason, url, text)
+            if status == 400 and "response_format" in f"{message} {body[:2000]}":
+                return ResponseFormatRefused(status, reason, url, retry_after, message)
             if status in (400, 404) and (
                 code == "model_not_found" or _MODEL_MISSING.search(message)
             ):
@@ -302,16 +335,17 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float,
         connect_timeout: float | None,
         max_retries: int | None,
+        response_format: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> tuple[Any, Target]:
-        """The open 2xx response to the request, and where it went; ``extra`` adds to the
-        body (``tools``)."""
+        """The open 2xx response to the request, and where it went; ``response_format`` asks
+        for a schema, and ``extra`` adds to the body (``tools``)."""
         if not model:
             raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
         if not messages:
             raise PromptError("Cannot send an empty message list")
         target = cls.target(base_url, api_key_env, name, max_retries)
-        body = cls.body(model, messages, stream, temperature, max_tokens)
+        body = cls.body(model, messages, stream, temperature, max_tokens, response_format)
         if extra:
             body.update(extra)
         try:
@@ -375,7 +409,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
-            {"tools": tools},
+            extra={"tools": tools},
         )
         shown_url, secrets = target.shown_url, target.policy.secrets
         try:
@@ -511,6 +545,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None,
         connect_timeout: float | None,
         max_retries: int | None,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``complete`` with its arguments in order (the package's own callers pass them so,
         which costs less than matching keywords at every call)."""
@@ -529,6 +564,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            response_format,
         )
         secrets = target.policy.secrets
         try:
