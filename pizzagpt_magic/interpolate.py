@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import InterpolationError
 
-__all__ = ["Row", "batch_items", "describe_table", "format_value", "interpolate"]
+__all__ = ["Row", "batch_items", "describe_table", "format_value", "interpolate", "take_items"]
 
 _MISSING = object()
 _REFERENCE = re.compile(
@@ -69,8 +69,7 @@ def _resolve(name: str, chain: str, namespace: Mapping[str, Any], whole: str) ->
                 value = value[key]
         except Exception as exc:  # the user's object: any failure is theirs to see, as one line
             raise InterpolationError(
-                f"Cannot evaluate {whole}: {shown}{step.group(0)} failed "
-                f"({type(exc).__name__}: {exc})",
+                f"Cannot evaluate {whole}: {shown}{step.group(0)} failed ({_said(exc)})",
                 name,
             ) from exc
         shown += step.group(0)
@@ -107,14 +106,34 @@ def interpolate(
             open_escapes -= 1
             pos = brace + 2
         elif template[brace] == "{" and (match := _REFERENCE.match(template, brace)):
-            value = _resolve(match["name"], match["chain"], namespace, match.group(0))
-            replaced = on_reference(value, match.group(0)) if on_reference else None
-            out.append(to_text(value) if replaced is None else replaced)
+            whole = match.group(0)
+            value = _resolve(match["name"], match["chain"], namespace, whole)
+            replaced = on_reference(value, whole) if on_reference else None
+            if replaced is None:
+                try:
+                    replaced = to_text(value)
+                except Exception as exc:  # a __str__ or __repr__ of the user's that fails
+                    raise InterpolationError(
+                        f"Cannot put {whole} in the prompt: its text failed ({_said(exc)})",
+                        match["name"],
+                    ) from exc
+            out.append(replaced)
             pos = match.end()
         else:
             out.append(template[brace])
             pos = brace + 1
     return "".join(out)
+
+
+def _said(exc: BaseException) -> str:
+    """``Type: message`` of an exception from the user's code, on one line (even when its own
+    ``__str__`` fails)."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001 - an exception that cannot say what it is
+        text = ""
+    name = type(exc).__name__
+    return f"{name}: {text[:200]}" if text else name
 
 
 def _next_brace(text: str, start: int) -> int:
@@ -213,14 +232,58 @@ class Row:
     __repr__ = __str__
 
 
-def batch_items(source: Any) -> tuple[list[Any], list[Any]]:
+#: The most items ``--each`` takes from one iterable: each becomes a question built before the
+#: first is sent, so a huge (or endless) one is refused at once rather than filling memory.
+MAX_BATCH_ITEMS = 100_000
+
+
+def _too_many(size: int | None, limit: int) -> Exception:
+    from .errors import PromptError
+
+    count = f"more than {limit:,}" if size is None else f"{size:,}"
+    return PromptError(
+        f"{count} items, over the limit of {limit:,} for one batch; "
+        "split it (islice, or a slice of the frame) and run each part"
+    )
+
+
+def _length(source: Any) -> int | None:
+    try:
+        return len(source)
+    except Exception:  # noqa: BLE001 - no length (a generator), or one that fails
+        return None
+
+
+def take_items(source: Any, limit: int = MAX_BATCH_ITEMS) -> list[Any]:
+    """The items of ``source`` as a list. One without a length (a generator, an iterator) is
+    read to at most ``limit + 1`` items: more is a ``PromptError``, so ``itertools.count()``
+    is refused at once instead of filling memory. A sized one is listed as it is (its items
+    exist already)."""
+    from itertools import islice
+
+    if _length(source) is not None:
+        return list(source)
+    taken = list(islice(iter(source), limit + 1))
+    if len(taken) > limit:
+        raise _too_many(None, limit)
+    return taken
+
+
+def batch_items(source: Any, limit: int = MAX_BATCH_ITEMS) -> tuple[list[Any], list[Any]]:
     """(labels, items) to run a template over: a DataFrame's rows (as ``Row``) and its index,
-    a Series' values and its index, or any other iterable's items numbered from 0."""
+    a Series' values and its index, or any other iterable's items numbered from 0.
+
+    More than ``limit`` items is a ``PromptError``, found from the length when the source has
+    one (``range(10**8)``) and otherwise after taking ``limit + 1`` items, never more
+    (``itertools.count()`` is refused at once)."""
+    if isinstance(source, (str, bytes)):
+        raise TypeError("a string is iterated character by character; pass a list of strings")
+    size = _length(source)
+    if size is not None and size > limit:
+        raise _too_many(size, limit)
     if _is_pandas(source, "DataFrame"):
         return list(source.index), [Row(row) for _, row in source.iterrows()]
     if _is_pandas(source, "Series"):
         return list(source.index), list(source.to_numpy(dtype=object))
-    if isinstance(source, (str, bytes)):
-        raise TypeError("a string is iterated character by character; pass a list of strings")
-    items = list(source)
+    items = take_items(source, limit)
     return list(range(len(items))), items

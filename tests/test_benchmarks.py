@@ -24,6 +24,7 @@ def test_quick_run_prints_the_table():
         "OpenAI-compatible",
         "Messages API",
         "streaming",
+        "SSE decoder",
         "batch",
         "cache hit",
         "the store's cost",

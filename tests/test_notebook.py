@@ -200,3 +200,38 @@ def test_demo_reports_a_failing_notebook(tmp_path):
         timeout=60,
     )
     assert missing.returncode == 1 and "no notebook at nope.ipynb" in missing.stderr
+
+
+def test_the_demo_prints_a_command_that_reads_its_log(tmp_path):
+    """The kernel runs in the notebook's folder: a relative store path crossing into it was
+    resolved there, and the printed command read an empty store."""
+    notebooks, work = tmp_path / "notebooks", tmp_path / "work"
+    notebooks.mkdir()
+    work.mkdir()
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext pizzagpt_magic"),
+            nbformat.v4.new_code_cell("%pizza Name one pizza topping"),
+        ]
+    )
+    nbformat.write(nb, notebooks / "small.ipynb")
+    env = {k: v for k, v in os.environ.items() if k != "PIZZAGPT_STORE"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pizzagpt_magic", "demo", str(notebooks / "small.ipynb")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=work,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (notebooks / "demo-output").exists()
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Every exchange"))
+    assert str(work / "demo-output" / "store.sqlite3") in line
+    command = line.split("to read it: ", 1)[1]
+    logs = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=60, cwd=work, env=env
+    )
+    assert logs.returncode == 0, logs.stderr
+    assert "> Name one pizza topping" in logs.stdout
