@@ -119,7 +119,7 @@ class _Prepared:
         return {key for key in self.messages if store.has(key)}
 
 
-def estimate(method: str, texts: list[str], options: Options) -> Estimate:
+def estimate(method: str, texts: list[str], options: Options, *, schema: Any = None) -> Estimate:
     """What ``run`` would send for ``texts``; sends nothing."""
     prepared = _Prepared(texts, options)
     answered = prepared.answered() if options.cache else set()
@@ -135,7 +135,14 @@ def estimate(method: str, texts: list[str], options: Options) -> Estimate:
     )
 
 
-def run(texts: list[str], options: Options, *, labels: Any = None, desc: str = "pizza") -> Outcomes:
+def run(
+    texts: list[str],
+    options: Options,
+    *,
+    schema: Any = None,
+    labels: Any = None,
+    desc: str = "pizza",
+) -> Outcomes:
     """Each text's answer (or exception), in order; ``labels`` (the rows' index) name the
     partial answers kept on an interrupt."""
     from ..api import complete_messages
