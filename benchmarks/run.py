@@ -662,6 +662,64 @@ def bench_batch_store(url: str, count: int = 1000, concurrency: int = 32) -> dic
     }
 
 
+# -- 5c. df.pizza.map ----------------------------------------------------------------------------
+
+
+def bench_frames_map(
+    url: str, trials: int, rows: int = 10_000, distinct: int = 1_000, concurrency: int = 32
+) -> dict[str, Any]:
+    """``df.pizza.map`` over a DataFrame with repeated prompts: the requests it sends, its time
+    against the ideal, and its cost per row beyond the batch engine's (``ask_many`` over the
+    same prompts, already rendered), measured in alternation."""
+    import pandas as pd
+
+    import pizzagpt_magic
+    from pizzagpt_magic import ask_many
+
+    os.environ["PIZZAGPT_URL"] = url
+    latency = 0.02
+    template = "Row {index}: what stands out in {review} (stars: {stars})?"
+    ask_many([f"warm-up {i}" for i in range(concurrency)], concurrency=concurrency, progress=False)
+    frame_times, engine_times, requests = [], [], set()
+    for trial in range(trials):
+        frame = pd.DataFrame(
+            {
+                "review": [f"review {i % distinct} (trial {trial})" for i in range(rows)],
+                "stars": [i % distinct % 5 for i in range(rows)],
+            },
+            index=[i % distinct for i in range(rows)],  # repeated labels: repeated prompts
+        )
+        prompts = [
+            f"Row {label}: what stands out in {review} (stars: {stars})?"
+            for label, review, stars in zip(frame.index, frame.review, frame.stars)
+        ]
+        for side in ("frame", "engine") if trial % 2 == 0 else ("engine", "frame"):
+            started = time.perf_counter()
+            if side == "frame":
+                answers = frame.pizza.map(template, concurrency=concurrency, progress=False)
+                frame_times.append(time.perf_counter() - started)
+                requests.add(answers.attrs["pizza"]["requests"])
+                assert answers.notna().all() and len(answers) == rows
+            else:
+                tagged = [f"{p} [engine]" for p in prompts]
+                ask_many(tagged, concurrency=concurrency, progress=False)
+                engine_times.append(time.perf_counter() - started)
+    assert pizzagpt_magic  # the package gives DataFrames their accessor
+    ideal = distinct / concurrency * latency
+    frame_time, engine_time = statistics.median(frame_times), statistics.median(engine_times)
+    per_row = (frame_time - engine_time) / rows
+    sent = requests.pop() if len(requests) == 1 else sorted(requests)
+    return {
+        "figure": f"df.pizza.map: {rows:,} rows, {distinct:,} distinct prompts, "
+        f"{latency * 1000:.0f} ms latency, concurrency {concurrency}",
+        "measured": f"{sent} requests, {frame_time / ideal:.2f}x the ideal ({frame_time:.2f} s vs "
+        f"{ideal:.2f} s); the accessor's own cost {per_row * 1e6:.1f} µs a row beyond the "
+        f"engine's ({engine_time:.2f} s)",
+        "target": f"{distinct:,} requests; <= 1.2x; <= 50 µs a row",
+        "ok": sent == distinct and frame_time / ideal <= 1.2 and per_row <= 50e-6,
+    }
+
+
 # -- 6. cache hit --------------------------------------------------------------------------------
 
 
@@ -759,6 +817,8 @@ def main() -> int:
         rows.extend(bench_store(url, 100 if quick else 2000, 2_000 if quick else 100_000))
     with emulator("--latency", "0.05") as url:
         rows.append(bench_batch_store(url, 200 if quick else 1000))
+    with emulator("--latency", "0.02") as url:
+        rows.append(bench_frames_map(url, 2 if quick else 6))
     rows.append(bench_cache(50 if quick else 1000))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))

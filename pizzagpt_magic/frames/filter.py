@@ -50,5 +50,5 @@ def filter_rows(data: Any, condition: str, mask: bool, given: dict[str, Any]) ->
     answers = [None if isinstance(v, BaseException) else bool(v["answer"]) for v in outcomes.values]
     flags = pd.Series(answers, index=data.index, dtype="boolean", name="answer")
     if mask:
-        return flags
-    return data[flags.fillna(False).to_numpy(dtype=bool)]
+        return outcomes.noted(flags)
+    return outcomes.noted(data[flags.fillna(False).to_numpy(dtype=bool)])

@@ -44,4 +44,4 @@ def map_rows(data: Any, template: str, schema: Any, given: dict[str, Any]) -> An
         return estimate("map", texts, options)
     outcomes = run(texts, options, labels=data.index, desc="map")
     values = [None if isinstance(v, BaseException) else v for v in outcomes.values]
-    return pd.Series(values, index=data.index, dtype="string", name="answer")
+    return outcomes.noted(pd.Series(values, index=data.index, dtype="string", name="answer"))

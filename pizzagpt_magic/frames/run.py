@@ -65,6 +65,17 @@ class Outcomes:
     def failures(self) -> int:
         return sum(isinstance(v, BaseException) for v in self.values)
 
+    def noted(self, result: Any) -> Any:
+        """``result`` (a pandas object) with what it cost in ``attrs["pizza"]``: rows,
+        requests sent, distinct prompts answered from the store, rows that failed."""
+        result.attrs["pizza"] = {
+            "rows": len(self.values),
+            "requests": self.sent,
+            "cached": self.cached,
+            "failed": self.failures,
+        }
+        return result
+
 
 def _backend(options: Options) -> Any:
     from ..backends import provider_of, resolve
