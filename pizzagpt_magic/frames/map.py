@@ -38,6 +38,10 @@ def map_rows(data: Any, template: str, schema: Any, given: dict[str, Any]) -> An
     """``map``'s work (see ``DataFrame.pizza.map``)."""
     import pandas as pd
 
+    if schema is not None:
+        from .extract import typed_rows
+
+        return typed_rows(data, template, schema, given, "map")
     options = options_of(given)
     texts = texts_of(data, template, options.value_budget)
     if options.dry_run:

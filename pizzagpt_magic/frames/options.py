@@ -45,6 +45,7 @@ class Options:
     endpoints: dict[str, Any] = field(default_factory=dict)
     value_budget: int = DEFAULT_BUDGET
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+    schema_retries: int = 1
     dry_run: bool = False
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
 
@@ -97,6 +98,7 @@ def _defaults() -> Options:
         endpoints=dict(magics.endpoints),
         value_budget=magics.value_budget,
         max_prompt_chars=magics.max_prompt_chars,
+        schema_retries=getattr(magics, "schema_retries", 1),
         context=magics._context() | {"source": "frame"},
     )
 

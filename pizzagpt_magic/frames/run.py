@@ -90,58 +90,53 @@ def _backend(options: Options) -> Any:
     return backend
 
 
-def _store(options: Options) -> Any:
-    from .. import store as stores
-
-    if options.store == "default":
-        return stores.get_store() if (options.cache or options.log) else None
-    return options.store
-
-
 class _Prepared:
-    """The texts as requests: each row's key, and the distinct keys' messages in first-seen
-    order."""
+    """The texts as the engine's prompts (one ``Prompt`` made per distinct text, shared by
+    the rows that ask it), and the batch that plans them: nothing is sent yet."""
 
-    def __init__(self, texts: list[str], options: Options) -> None:
-        from ..api import build_messages, store_key
+    def __init__(self, texts: list[str], options: Options, schema: Any = None) -> None:
+        from ..api import build_messages
+        from ..engine import Batch, Prompt
 
-        self.backend = backend = _backend(options)
-        self.store = _store(options)
+        backend = _backend(options)
         system = options.system
-        base_url = options.base_url
-        temperature, max_tokens = options.temperature, options.max_tokens
-        by_text: dict[str, str] = {}
-        self.messages: dict[str, Any] = {}
-        self.keys: list[str] = []
+        made: dict[str, Any] = {}
+        prompts = []
         for text in texts:
-            key = by_text.get(text)
-            if key is None:
-                messages = build_messages(text, system=system)
-                key = by_text[text] = store_key(
-                    backend, messages, temperature, max_tokens, base_url
+            prompt = made.get(text)
+            if prompt is None:
+                prompt = made[text] = Prompt(
+                    backend,
+                    build_messages(text, system=system),
+                    temperature=options.temperature,
+                    max_tokens=options.max_tokens,
+                    schema=schema,
+                    base_url=options.base_url,
                 )
-                self.messages.setdefault(key, messages)
-            self.keys.append(key)
-
-    def answered(self) -> set[str]:
-        store = self.store
-        if store is None:
-            return set()
-        return {key for key in self.messages if store.has(key)}
+            prompts.append(prompt)
+        self.batch = Batch(
+            prompts,
+            store=options.store,
+            cache=options.cache,
+            log=options.log,
+            context=options.context,
+            schema_retries=options.schema_retries,
+            request=options.request(),
+        )
 
 
 def estimate(method: str, texts: list[str], options: Options, *, schema: Any = None) -> Estimate:
     """What ``run`` would send for ``texts``; sends nothing."""
-    prepared = _Prepared(texts, options)
-    answered = prepared.answered() if options.cache else set()
-    pending = [m for k, m in prepared.messages.items() if k not in answered]
-    characters = sum(len(str(m["content"])) for messages in pending for m in messages)
+    plan = _Prepared(texts, options, schema).batch.plan
+    characters = sum(
+        len(str(m["content"])) for prompt in plan.pending for m in prompt.sent_messages(True)
+    )
     return Estimate(
         method,
         len(texts),
-        len(prepared.messages),
-        len(answered),
-        len(pending),
+        len(plan.unique),
+        len(plan.answered),
+        plan.requests,
         -(-characters // CHARS_PER_TOKEN),
     )
 
@@ -154,59 +149,40 @@ def run(
     labels: Any = None,
     desc: str = "pizza",
 ) -> Outcomes:
-    """Each text's answer (or exception), in order; ``labels`` (the rows' index) name the
-    partial answers kept on an interrupt."""
-    from ..api import complete_messages
-    from ..batch import ask_many_async
+    """Each text's answer (its text, or with ``schema`` its value) or exception, in order;
+    ``labels`` (the rows' index) name the partial answers kept on an interrupt."""
+    from ..batch import progress_bar
+    from ..engine import Single
     from ..loop import run_sync
 
-    prepared = _Prepared(texts, options)
-    distinct = list(prepared.messages)
-    backend, store = prepared.backend, prepared.store
-    request = options.request()
+    batch = _Prepared(texts, options, schema).batch
+    pending = batch.plan.requests
+    bar = progress_bar(pending, enabled=options.progress and pending > 1, desc=desc)
+    failed = 0
 
-    async def ask_one(key: str) -> Any:
-        completion = await complete_messages(
-            backend,
-            prepared.messages[key],
-            stream=False,
-            temperature=options.temperature,
-            max_tokens=options.max_tokens,
-            cache=options.cache,
-            log=options.log,
-            store=store,
-            context=options.context,
-            **request,
-        )
-        return completion
+    def arrived(positions: list[int], outcome: Any) -> None:
+        nonlocal failed
+        if bar is None or outcome.cached:
+            return
+        if outcome.error is not None:
+            failed += 1
+            bar.set_postfix(failed=failed, refresh=False)
+        bar.update(1)
 
-    received: list[Any] = []
     try:
-        results = run_sync(
-            ask_many_async(
-                distinct,
-                concurrency=options.concurrency,
-                errors="return",
-                progress=options.progress and len(distinct) > 1,
-                ask=ask_one,
-                into=received,
-            )
-        )
+        run_sync(batch.run(Single(options.concurrency), on_outcome=arrived))
     except KeyboardInterrupt:
-        got = {k: r for k, r in zip(distinct, received) if r is not None}
-        values = [got.get(k) for k in prepared.keys]
-        _keep_partial(
-            [None if v is None or isinstance(v, BaseException) else v.text for v in values], labels
-        )
+        got = [None if o is None or not o.ok else o.value for o in batch.outcomes]
+        _keep_partial(got, labels, schema)
         raise
-    by_key = dict(zip(distinct, results))
-    values = [by_key[k] for k in prepared.keys]
-    cached = sum(1 for r in results if not isinstance(r, BaseException) and r.cached)
-    texts_out = [v if isinstance(v, BaseException) else v.text for v in values]
-    return Outcomes(texts_out, len(distinct) - cached, cached)
+    finally:
+        if bar is not None:
+            bar.close()
+    cached = sum(1 for o in batch.plan.answered.values())
+    return Outcomes(batch.results(), batch.sent, cached)
 
 
-def _keep_partial(values: list[Any], labels: Any) -> None:
+def _keep_partial(values: list[Any], labels: Any, schema: Any) -> None:
     """After an interrupt: the answers that arrived, in ``_pizza_answers`` when in a shell."""
     count = sum(v is not None for v in values)
     where = ""
@@ -219,9 +195,13 @@ def _keep_partial(values: list[Any], labels: Any) -> None:
 
             from ..magics.names import BATCH_ANSWERS
 
-            shell.user_ns[BATCH_ANSWERS] = pd.Series(
-                values, index=labels, name="answer", dtype="string"
-            )
+            if schema is None:
+                kept: Any = pd.Series(values, index=labels, name="answer", dtype="string")
+            else:
+                from ..engine import answers_frame
+
+                kept = answers_frame(values, schema, index=labels)
+            shell.user_ns[BATCH_ANSWERS] = kept
             where = f" in {BATCH_ANSWERS!r} (<NA> where none came)"
     print(
         f"Interrupted: {count} of {len(values)} answers kept{where} and in the store; run it "
