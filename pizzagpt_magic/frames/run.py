@@ -6,7 +6,7 @@ batch's concurrency, paused on 429, with a progress bar), and gives back, in the
 each row's answer or the exception that stood for it. ``estimate`` stops before sending.
 
 An interrupt keeps what arrived: in the store (a rerun sends only the rest), and, in a shell,
-as a Series in ``_pizza_answers`` (``<NA>`` where none came), as ``%%pizza --each`` does.
+as a Series in ``_pizza_batch`` (``<NA>`` where none came), as ``%%pizza --each`` does.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def run(
 
 
 def _keep_partial(values: list[Any], labels: Any, schema: Any) -> None:
-    """After an interrupt: the answers that arrived, in ``_pizza_answers`` when in a shell."""
+    """After an interrupt: the answers that arrived, in ``_pizza_batch`` when in a shell."""
     count = sum(v is not None for v in values)
     where = ""
     if "IPython" in sys.modules:
