@@ -165,7 +165,8 @@ def test_agg_reads_5000_rows_as_a_three_level_tree(kernel, emulator):
     assert f"{sum(levels):,} requests to send" in plan
     out = value(
         kernel,
-        "a = big.pizza.agg(question, max_prompt_chars=6000)\n(a.rows, a.chunks, a.levels, a.requests)",
+        "a = big.pizza.agg(question, max_prompt_chars=6000)\n"
+        "(a.rows, a.chunks, a.levels, a.requests)",
     )
     assert out == f"(5000, {levels[0]}, {levels}, {sum(levels)})"
     assert emulator.requests == sum(levels)  # as the tree predicted
