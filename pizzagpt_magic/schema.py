@@ -337,7 +337,7 @@ class Schema:
     def repair_request(self, error: SchemaError) -> str:
         """What is said to the model after an answer that does not fit."""
         return (
-            f"That answer does not fit the schema: {error}. Answer again with only the "
+            f"Your answer cannot be used. {error}. Answer again with only the "
             "corrected JSON object."
         )
 
