@@ -107,18 +107,20 @@ def test_classify_gives_exactly_the_labels_repairing_what_plainly_means_one(kern
         echo({"label": "Negative!"}),  # outside the labels, plainly one of them
         echo({"label": "neutral"}),  # outside the labels, none of them: <NA>
         echo({"label": "mixed"}),
+        "[[fault:badjson;times=1]] a mixed review",  # broken once, repaired by asking again
     ]
-    kernel.execute(f"moods = pd.Series({rows!r}, index=[3, 1, 2, 0])")
+    kernel.execute(f"moods = pd.Series({rows!r}, index=[3, 1, 2, 0, 4])")
     out = value(
         kernel,
         "c = moods.pizza.classify('Sentiment of {value}', ['positive', 'negative', 'mixed'])\n"
         "(str(c.dtype), list(c.cat.categories), c.index.tolist(), c.astype(object).tolist())",
     )
     assert " ".join(out.split()) == (
-        "('category', ['positive', 'negative', 'mixed'], [3, 1, 2, 0], "
-        "['positive', 'negative', nan, 'mixed'])"
+        "('category', ['positive', 'negative', 'mixed'], [3, 1, 2, 0, 4], "
+        "['positive', 'negative', nan, 'mixed', 'mixed'])"
     )
-    assert emulator.requests == 4 + 2  # the two answers outside the labels were asked again
+    # The three answers outside the labels were asked again once each.
+    assert emulator.requests == 5 + 3
 
 
 def test_extract_gives_typed_columns_ready_to_join(kernel):
@@ -131,13 +133,14 @@ def test_extract_gives_typed_columns_ready_to_join(kernel):
         kernel,
         "x = trips.pizza.extract('Trip: {note}', 'city, year int, good bool')\n"
         "j = trips.join(x)\n"
-        "(dict(x.dtypes.astype(str)), j.loc['b', 'year'], j.loc['b', 'city'],\n"
-        " pd.isna(j.loc['a', 'year']), j.loc['a', '_error'].split(':')[0])",
+        "(dict(x.dtypes.astype(str)), int(j.loc['b', 'year']), j.loc['b', 'city'],\n"
+        " bool(j.loc['b', 'good']), bool(pd.isna(j.loc['a', 'year'])),\n"
+        " j.loc['a', '_error'].split(':')[0], x.index.tolist())",
     )
-    assert out == (
+    assert " ".join(out.split()) == (
         "({'city': 'string', 'year': 'Int64', 'good': 'boolean', '_error': 'string'}, "
-        "np.int64(2021), 'Rome', True, 'SchemaError')"
-    ) or out.startswith("({'city': 'string', 'year': 'Int64', 'good': 'boolean'")
+        "2021, 'Rome', True, True, 'SchemaError', ['b', 'a'])"
+    )
 
 
 def test_a_missing_column_fails_in_one_line_before_anything_is_sent(kernel, emulator):
@@ -219,13 +222,17 @@ def test_an_interrupt_keeps_what_arrived_and_a_rerun_sends_only_the_rest(kernel,
     assert 0 < kept < 60
     assert value(kernel, "_pizza_batch.index.equals(slow.index)") == "True"
     emulator.reset_stats()
-    out = value(kernel, "slow.pizza.estimate('map', 'Interrupt test {n}').cached")
-    assert int(out) == kept
+    stored = int(value(kernel, "slow.pizza.estimate('map', 'Interrupt test {n}').cached"))
+    # The store holds what the variable holds, and at most the one answer whose recording the
+    # interrupt itself cut short (KeyboardInterrupt can land between two statements).
+    assert kept <= stored <= kept + 1
     out = value(
         kernel, "r = slow.pizza.map('Interrupt test {n}')\n(int(r.notna().sum()), r.attrs['pizza'])"
     )
-    assert out == f"(60, {{'rows': 60, 'requests': {60 - kept}, 'cached': {kept}, 'failed': 0}})"
-    assert emulator.requests == 60 - kept
+    assert out == (
+        f"(60, {{'rows': 60, 'requests': {60 - stored}, 'cached': {stored}, 'failed': 0}})"
+    )
+    assert emulator.requests == 60 - stored
 
 
 def test_a_429_pauses_the_operation_and_every_row_is_answered(kernel, emulator):
