@@ -29,6 +29,9 @@ from ..interpolate import (
 
 __all__ = ["RowTemplate"]
 
+#: Cell types whose text is ``str(value)`` (``format_value``'s rule for them, without its checks).
+_PLAIN = frozenset({int, float, bool})
+
 #: The names a DataFrame's template may use besides its columns.
 FRAME_NAMES = ("index", "row")
 #: The names a Series' template may use.
@@ -138,6 +141,15 @@ class RowTemplate:
         return self._fill(scope, self._text)
 
     def _text(self, value: Any) -> str:
+        # Plain values (most cells) without format_value's checks for tables; the same text.
+        kind = type(value)
+        if kind is str:
+            if len(value) <= self.budget:
+                return value  # type: ignore[no-any-return]
+        elif kind in _PLAIN:
+            text = str(value)
+            if len(text) <= self.budget:
+                return text
         return format_value(value, self.budget)
 
     def _fill(self, scope: dict[str, Any], to_text: Callable[[Any], str]) -> str:
