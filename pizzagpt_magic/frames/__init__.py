@@ -17,7 +17,6 @@ on the caller's index.
 from __future__ import annotations
 
 import sys
-import threading
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -30,7 +29,6 @@ __all__ = ["ACCESSOR", "install", "installed", "uninstall"]
 #: The accessor's name on DataFrames and Series.
 ACCESSOR = "pizza"
 
-_lock = threading.Lock()
 _registered = False
 
 
@@ -42,13 +40,12 @@ def installed() -> bool:
 def _register(pandas: ModuleType) -> None:
     """Register the accessors on an imported pandas (once)."""
     global _registered
-    with _lock:
-        if _registered:
-            return
-        from .accessor import register
+    if _registered:
+        return
+    from .accessor import register
 
-        register(pandas)
-        _registered = True
+    register(pandas)  # twice (two threads importing pandas at once) would do no harm
+    _registered = True
 
 
 class _PandasHook:
@@ -116,13 +113,12 @@ def uninstall() -> None:
     """Take the accessor off pandas' classes and the finder off ``sys.meta_path``."""
     global _registered
     _remove_hook()
-    with _lock:
-        if not _registered:
-            return
-        pandas = sys.modules.get("pandas")
-        if pandas is not None:
-            for cls in (pandas.DataFrame, pandas.Series):
-                if ACCESSOR in cls.__dict__:
-                    delattr(cls, ACCESSOR)
-                cls._accessors.discard(ACCESSOR)
-        _registered = False
+    if not _registered:
+        return
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        for cls in (pandas.DataFrame, pandas.Series):
+            if ACCESSOR in cls.__dict__:
+                delattr(cls, ACCESSOR)
+            cls._accessors.discard(ACCESSOR)
+    _registered = False
