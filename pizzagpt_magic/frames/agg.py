@@ -166,7 +166,8 @@ class Aggregate:
             if self.chunks > 1
             else " in one prompt"
         )
-        return f"Read {self.rows:,} rows{tree}; {self.requests:,} requests sent."
+        sent = f"{self.requests:,} request{'' if self.requests == 1 else 's'} sent"
+        return f"Read {self.rows:,} rows{tree}; {sent}."
 
     def _repr_markdown_(self) -> str:
         return f"{self.text}\n\n*{self.footer}*"
