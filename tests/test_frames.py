@@ -66,6 +66,20 @@ def test_load_ext_does_not_import_pandas_and_the_accessor_follows_it():
     assert out == "False\nFramePizza"
 
 
+def test_uninstall_takes_the_accessor_off_and_install_puts_it_back():
+    out = _python(
+        """
+        import pandas as pd, pizzagpt_magic
+        from pizzagpt_magic import frames
+        frames.uninstall()
+        gone = not any(hasattr(x, "pizza") for x in (pd.DataFrame({"a": [1]}), pd.Series([1])))
+        frames.install()
+        print(gone, type(pd.Series([1]).pizza).__name__)
+        """
+    )
+    assert out == "True SeriesPizza"
+
+
 FRAME = pd.DataFrame(
     {"review": ["good", "bad", "late"], "stars": [5, 1, 2], "price": [9.5, 7.0, 8.25]},
     index=["a", "b", "c"],
@@ -174,6 +188,16 @@ def test_unknown_options_fail_before_anything_is_sent(emu):
     with pytest.raises(TypeError, match="unexpected keyword argument temprature"):
         FRAME.pizza.map("{review}", temprature=0.2)
     assert emu.requests == 0
+
+
+def test_agg_on_a_series_reads_its_values(emu):
+    series = pd.Series(["red", "green", "blue"], index=[9, 8, 7], name="colour")
+    answer = series.pizza.agg("Which colour is warmest?", progress=False)
+    assert (answer.rows, answer.chunks, answer.levels, answer.requests) == (3, 1, [1], 1)
+    assert "red\ngreen\nblue" in emu.questions[-1]
+    assert str(answer) == answer.text and "Read 3 rows in one prompt; 1 request sent." in repr(
+        answer
+    )
 
 
 def test_estimate_sends_nothing_and_counts_exactly(emu, tmp_path):

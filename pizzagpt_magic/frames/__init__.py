@@ -11,7 +11,8 @@ Each operation is a module of its own (``map``, ``filter``, ``classify``, ``extr
 ``accessor`` holds the two accessor classes, ``template`` the row templates, ``options`` what
 every operation shares (the options of ``ask``, the run through the batch engine, ``estimate``).
 None of them sends anything itself: prompts go to the batch engine, answers come back to be put
-on the caller's index.
+on the caller's index. Those modules are reached only through the accessor, which exists only once
+pandas is imported, so they import pandas at their top; this one never does.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import pandas as pd
+
 from .map import texts_of
 from .options import options_of
 from .run import estimate, run
@@ -80,8 +82,6 @@ def _unfenced(text: str) -> str:
 
 def classify_rows(data: Any, template: str, labels: Any, given: dict[str, Any]) -> Any:
     """``classify``'s work (see ``DataFrame.pizza.classify``)."""
-    import pandas as pd
-
     from ..errors import SchemaError
 
     options = options_of(given)

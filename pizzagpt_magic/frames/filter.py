@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from .map import texts_of
 from .options import options_of
 from .run import estimate, run
@@ -39,8 +41,6 @@ def yes_no() -> Any:
 
 def filter_rows(data: Any, condition: str, mask: bool, given: dict[str, Any]) -> Any:
     """``filter``'s work (see ``DataFrame.pizza.filter``)."""
-    import pandas as pd
-
     options = options_of(given)
     texts = texts_of(data, condition, options.value_budget, what="condition")
     schema = yes_no()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from .options import options_of
 from .run import estimate, run
 from .template import RowTemplate
@@ -36,8 +38,6 @@ def _is_series(data: Any) -> bool:
 
 def map_rows(data: Any, template: str, schema: Any, given: dict[str, Any]) -> Any:
     """``map``'s work (see ``DataFrame.pizza.map``)."""
-    import pandas as pd
-
     if schema is not None:
         from .extract import typed_rows
 

@@ -145,7 +145,7 @@ class RowTemplate:
         kind = type(value)
         if kind is str:
             if len(value) <= self.budget:
-                return value  # type: ignore[no-any-return]
+                return value
         elif kind in _PLAIN:
             text = str(value)
             if len(text) <= self.budget:
