@@ -779,22 +779,28 @@ def bench_frames_map(
         ]
 
     ask_many([f"warm-up {i}" for i in range(concurrency)], concurrency=concurrency, progress=False)
-    frame_times, engine_times, requests = [], [], set()
+    frame_times, engine_times, sending_times, requests = [], [], [], set()
+    sides = ("frame", "engine", "sending")
     for trial in range(trials):
         data = frame(f"trial {trial}")
         prompts = rendered(frame(f"engine {trial}"))
-        for side in ("frame", "engine") if trial % 2 == 0 else ("engine", "frame"):
+        unique = list(dict.fromkeys(rendered(frame(f"sending {trial}"))))
+        for side in sides[trial % 3 :] + sides[: trial % 3]:
             started = time.perf_counter()
             if side == "frame":
                 answers = data.pizza.map(template, concurrency=concurrency, progress=False)
                 frame_times.append(time.perf_counter() - started)
                 requests.add(answers.attrs["pizza"]["requests"])
                 assert answers.notna().all() and len(answers) == rows
-            else:
+            elif side == "engine":
                 ask_many(prompts, concurrency=concurrency, progress=False)
                 engine_times.append(time.perf_counter() - started)
+            else:  # the distinct prompts only: what sending them costs the engine
+                ask_many(unique, concurrency=concurrency, progress=False)
+                sending_times.append(time.perf_counter() - started)
     ideal = distinct / concurrency * latency
     frame_time, engine_time = statistics.median(frame_times), statistics.median(engine_times)
+    sending_time = statistics.median(sending_times)
     # The accessor's own cost: both sides with every answer in the store (nothing sent).
     costs, stored_times = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -817,7 +823,8 @@ def bench_frames_map(
         "figure": f"df.pizza.map: {rows:,} rows, {distinct:,} distinct prompts, "
         f"{latency * 1000:.0f} ms latency, concurrency {concurrency}",
         "measured": f"{sent} requests, {frame_time / ideal:.2f}x the ideal ({frame_time:.2f} s "
-        f"vs {ideal:.2f} s; the engine alone {engine_time / ideal:.2f}x); the accessor's own "
+        f"vs {ideal:.2f} s; ask_many over the {rows:,} prompts {engine_time / ideal:.2f}x, "
+        f"over the {distinct:,} distinct ones {sending_time / ideal:.2f}x); the accessor's own "
         f"cost {per_row * 1e6:.1f} µs a row beyond ask_many's over the rendered prompts "
         f"(with every answer stored: {statistics.median(stored_times) / rows * 1e6:.1f} µs a "
         "row in all)",

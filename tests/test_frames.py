@@ -190,6 +190,15 @@ def test_unknown_options_fail_before_anything_is_sent(emu):
     assert emu.requests == 0
 
 
+def test_a_progress_bar_counts_the_requests(emu, capsys):
+    frame = pd.DataFrame({"n": [1, 2, 3, 1]})
+    frame.pizza.map("Progress test {n}")
+    err = capsys.readouterr().err
+    assert "map: 100%" in err and "3/3" in err  # the distinct prompts sent
+    frame.pizza.map("Progress test {n}", progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_agg_on_a_series_reads_its_values(emu):
     series = pd.Series(["red", "green", "blue"], index=[9, 8, 7], name="colour")
     answer = series.pizza.agg("Which colour is warmest?", progress=False)
