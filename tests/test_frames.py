@@ -209,6 +209,17 @@ def test_agg_on_a_series_reads_its_values(emu):
     )
 
 
+def test_an_aggregate_shows_through_the_safe_renderer():
+    from pizzagpt_magic.frames.agg import Aggregate
+
+    bundle = Aggregate(
+        "**Late** <script>x()</script>", 5000, 40, [40, 5, 1], 46
+    )._repr_mimebundle_()
+    assert "<strong>Late</strong>" in bundle["text/html"] and "<script>" not in bundle["text/html"]
+    footer = "Read 5,000 rows in 40 chunks, combined over 2 more levels; 46 requests sent."
+    assert footer in bundle["text/html"] and bundle["text/plain"].endswith(footer)
+
+
 def test_estimate_sends_nothing_and_counts_exactly(emu, tmp_path):
     from pizzagpt_magic.store import Store
 

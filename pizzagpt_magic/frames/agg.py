@@ -169,8 +169,15 @@ class Aggregate:
         sent = f"{self.requests:,} request{'' if self.requests == 1 else 's'} sent"
         return f"Read {self.rows:,} rows{tree}; {sent}."
 
-    def _repr_markdown_(self) -> str:
-        return f"{self.text}\n\n*{self.footer}*"
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        # Through the package's safe renderer, as every answer is shown.
+        from ..render import escape, render_markdown
+
+        footer = f"<p><small><em>{escape(self.footer)}</em></small></p>"
+        return {
+            "text/html": render_markdown(self.text) + footer,
+            "text/plain": repr(self),
+        }
 
     def __repr__(self) -> str:
         return f"{self.text}\n\n{self.footer}"
