@@ -190,6 +190,36 @@ def test_unknown_options_fail_before_anything_is_sent(emu):
     assert emu.requests == 0
 
 
+def test_bad_input_fails_in_one_line_before_anything_is_sent(emu):
+    from pizzagpt_magic import SchemaSpecError
+
+    frame = pd.DataFrame({"a": ["x" * 50, "y"]})
+    with pytest.raises(
+        PromptError, match=r"^The prompt of row 0 \(by position\) is 50 characters, "
+    ):
+        frame.pizza.map("{a}", max_prompt_chars=20)
+    with pytest.raises(PromptError, match="is 80 characters with the system message"):
+        frame.pizza.map("{a}", system="s" * 30, max_prompt_chars=20)
+    with pytest.raises(SchemaSpecError, match="unknown type 'spec'"):
+        frame.pizza.extract("{a}", "bad spec ::")
+    with pytest.raises(ValueError, match="at least two distinct labels"):
+        frame.pizza.classify("{a}", ["only"])
+    with pytest.raises(ValueError, match="unknown method 'sort'"):
+        frame.pizza.estimate("sort", "{a}")
+    assert emu.requests == 0
+
+
+def test_empty_frames_give_empty_results(emu):
+    empty = pd.DataFrame({"a": pd.Series([], dtype=str)})
+    assert str(empty.pizza.map("{a}").dtype) == "string"
+    assert empty.pizza.filter("{a}").empty
+    assert list(empty.pizza.classify("{a}", ["x", "y"]).cat.categories) == ["x", "y"]
+    assert list(empty.pizza.extract("{a}", "n int").columns) == ["n", "_error"]
+    with pytest.raises(PromptError, match="no rows"):
+        empty.pizza.agg("Anything?")
+    assert emu.requests == 0
+
+
 def test_a_progress_bar_counts_the_requests(emu, capsys):
     frame = pd.DataFrame({"n": [1, 2, 3, 1]})
     frame.pizza.map("Progress test {n}")

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import PromptError
 from .options import Options
 
 __all__ = ["Estimate", "Outcomes", "estimate", "run"]
@@ -100,6 +101,7 @@ class _Prepared:
 
         backend = _backend(options)
         system = options.system
+        _check_sizes(texts, options)
         made: dict[str, Any] = {}
         prompts = []
         for text in texts:
@@ -123,6 +125,22 @@ class _Prepared:
             schema_retries=options.schema_retries,
             request=options.request(),
         )
+
+
+def _check_sizes(texts: list[str], options: Options) -> None:
+    """A prompt over ``max_prompt_chars`` fails the call before anything is sent, naming its
+    row (``%%pizza --each`` refuses it the same way)."""
+    system = len(options.system or "")
+    limit = options.max_prompt_chars
+    for position, text in enumerate(texts):
+        if len(text) + system > limit:
+            size = f"{len(text) + system:,} characters" + (
+                " with the system message" if system else ""
+            )
+            raise PromptError(
+                f"The prompt of row {position} (by position) is {size}, over max_prompt_chars="
+                f"{limit:,}; shorten the template or show less of the row"
+            )
 
 
 def estimate(method: str, texts: list[str], options: Options, *, schema: Any = None) -> Estimate:
