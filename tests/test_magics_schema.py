@@ -133,3 +133,25 @@ def test_each_over_a_list_without_pandas_values(shell, emu, monkeypatch):
     summary = shell.run_cell(f'%%pizza --each xs --schema "{SPEC}" -o out\n{{item}}').result
     assert shell.user_ns["out"][1]["score"] == 2
     assert "[1]" in summary._repr_mimebundle_()["text/plain"]
+
+
+def test_a_cell_and_a_method_call_share_their_keys(shell, emu, tmp_path, monkeypatch):
+    from pizzagpt_magic import ask, ask_many
+    from pizzagpt_magic import store as stores
+    from pizzagpt_magic.engine import make_prompt
+
+    path = str(tmp_path / "answers.sqlite3")
+    monkeypatch.setenv("PIZZAGPT_STORE", path)
+    stores.forget_stores()
+    try:
+        ask_many(["pos 1", "neg 2"], schema=SPEC, progress=False)
+        ask("neu 3", schema=SPEC)
+        assert emu.requests == 3
+        shell.user_ns["xs"] = ["pos 1", "neg 2", "neu 3"]
+        shell.run_cell(f'%%pizza --each xs --schema "{SPEC}" -o out\n{{item}}')
+        shell.run_cell(f'%pizza --schema "{SPEC}" -o one neg 2')
+        assert emu.requests == 3  # every answer came from the store
+        assert shell.user_ns["one"] == {"sentiment": "neg", "score": 2, "reason": "neg 2"}
+        assert make_prompt("neg 2", schema=SPEC).key in magics(shell).conversation.cache
+    finally:
+        stores.forget_stores()
