@@ -260,3 +260,14 @@ def test_the_accessor_and_each_share_a_cache_key(kernel, emulator):
     )
     assert error_of(messages) is None
     assert emulator.requests == 2  # the cell found both answers in the store
+    # With a schema too: the cell's typed batch and extract's columns are the same answers.
+    messages = kernel.execute(
+        "%%pizza --each shared --schema 'dough, minutes int' -o typed\nA pizza from {item.city}?"
+    )
+    assert error_of(messages) is None and emulator.requests == 4
+    out = value(
+        kernel,
+        "x = shared.pizza.extract('A pizza from {city}?', 'dough, minutes int')\n"
+        "(x.equals(typed), x.attrs['pizza']['requests'])",
+    )
+    assert out == "(True, 0)" and emulator.requests == 4
