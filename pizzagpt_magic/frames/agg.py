@@ -35,6 +35,7 @@ CHUNK_FRAME = (
     "larger table whose other parts are read separately. Keep the answer under {slot} "
     "characters.\n\n{rows}"
 )
+WHOLE_FRAME = "{question}\n\nAnswer from these {count} rows:\n\n{rows}"
 COMBINE_FRAME = (
     "{question}\n\n"
     "The {total} rows were read in parts; below are the answers for {count} of those parts "
@@ -112,7 +113,10 @@ def _frame_size(question: str, total: int, slot: int) -> int:
 
 
 def chunk_prompt(question: str, lines: list[str], first: int, total: int, slot: int) -> str:
-    """The question about the rows ``lines`` (rows ``first`` + 1 onwards of ``total``)."""
+    """The question about the rows ``lines`` (rows ``first`` + 1 onwards of ``total``; when
+    they are all the rows, the question about them, which is the whole answer)."""
+    if len(lines) == total:
+        return WHOLE_FRAME.format(question=question, count=total, rows="\n".join(lines))
     return CHUNK_FRAME.format(
         question=question,
         count=len(lines),

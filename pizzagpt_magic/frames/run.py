@@ -196,8 +196,7 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    cached = sum(1 for o in batch.plan.answered.values())
-    return Outcomes(batch.results(), batch.sent, cached)
+    return Outcomes(batch.results(), batch.sent, len(batch.plan.answered))
 
 
 def _keep_partial(values: list[Any], labels: Any, schema: Any) -> None:
