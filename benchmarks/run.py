@@ -75,7 +75,7 @@ from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
 started = time.perf_counter()
 shell.run_line_magic("load_ext", sys.argv[1])
-print(time.perf_counter() - started, "aiohttp" in sys.modules)
+print(time.perf_counter() - started, "aiohttp" in sys.modules, "pandas" in sys.modules)
 """
 
 
@@ -95,12 +95,12 @@ def bench_load_ext(trials: int) -> dict[str, Any]:
                 check=True,
             ).stdout.split()
             times[extension].append(float(out[0]))
-            heavy |= extension == "pizzagpt_magic" and out[1] == "True"
+            heavy |= extension == "pizzagpt_magic" and "True" in out[1:]
     ours, reference = (statistics.median(times[k]) for k in ("pizzagpt_magic", "autoreload"))
     return {
         "figure": "%load_ext pizzagpt_magic, fresh interpreter",
         "measured": f"{ms(ours)} (IPython's autoreload: {ms(reference)}; "
-        f"aiohttp imported: {'yes' if heavy else 'no'})",
+        f"aiohttp or pandas imported: {'yes' if heavy else 'no'})",
         "target": "<= 20 ms",
         "ok": ours <= 0.020 and not heavy,
     }

@@ -1,7 +1,8 @@
 """``df.pizza`` and ``s.pizza``: the accessors pandas hands every DataFrame and Series.
 
-They hold the object and pass it, with the caller's options, to the operation's module; this
-module imports pandas (it is imported only once pandas has been).
+They hold the object and pass it, with the caller's options, to the operation's module. This
+module is imported when pandas is; the operations' modules (and through them the engine and
+aiohttp) only when an operation is first called.
 """
 
 from __future__ import annotations
