@@ -779,13 +779,32 @@ def bench_frames_map(
         ]
 
     ask_many([f"warm-up {i}" for i in range(concurrency)], concurrency=concurrency, progress=False)
-    frame_times, engine_times, sending_times, requests = [], [], [], set()
-    sides = ("frame", "engine", "sending")
+
+    async def raw_posts(questions: list[str]) -> None:
+        """The distinct prompts as raw aiohttp POSTs, ``concurrency`` at a time: the floor
+        that this machine and the emulator allow."""
+        import aiohttp
+
+        headers = {"x-secret": "Marinara", "content-type": "application/json"}
+        queue = iter(questions)
+        async with aiohttp.ClientSession() as session:
+
+            async def worker() -> None:
+                for question in queue:
+                    async with session.post(
+                        f"{url}/api/chatx-completion", json={"question": question}, headers=headers
+                    ) as response:
+                        await response.json()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    frame_times, engine_times, sending_times, raw_times, requests = [], [], [], [], set()
+    sides = ("frame", "engine", "sending", "raw")
     for trial in range(trials):
         data = frame(f"trial {trial}")
         prompts = rendered(frame(f"engine {trial}"))
         unique = list(dict.fromkeys(rendered(frame(f"sending {trial}"))))
-        for side in sides[trial % 3 :] + sides[: trial % 3]:
+        for side in sides[trial % 4 :] + sides[: trial % 4]:
             started = time.perf_counter()
             if side == "frame":
                 answers = data.pizza.map(template, concurrency=concurrency, progress=False)
@@ -795,12 +814,15 @@ def bench_frames_map(
             elif side == "engine":
                 ask_many(prompts, concurrency=concurrency, progress=False)
                 engine_times.append(time.perf_counter() - started)
-            else:  # the distinct prompts only: what sending them costs the engine
+            elif side == "sending":  # the distinct prompts only: what sending them costs
                 ask_many(unique, concurrency=concurrency, progress=False)
                 sending_times.append(time.perf_counter() - started)
+            else:
+                asyncio.run(raw_posts([f"{p} [raw]" for p in unique]))
+                raw_times.append(time.perf_counter() - started)
     ideal = distinct / concurrency * latency
     frame_time, engine_time = statistics.median(frame_times), statistics.median(engine_times)
-    sending_time = statistics.median(sending_times)
+    sending_time, raw_time = statistics.median(sending_times), statistics.median(raw_times)
     # The accessor's own cost: both sides with every answer in the store (nothing sent).
     costs, stored_times = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -817,19 +839,20 @@ def bench_frames_map(
             stored_times.append(middle - started)
             assert answers.attrs["pizza"]["requests"] == 0
         store.close()
-    per_row = statistics.median(costs) / rows
+    beside = statistics.median(costs) / rows
+    in_all = statistics.median(stored_times) / rows  # an upper bound of the accessor's own cost
     sent = requests.pop() if len(requests) == 1 else sorted(requests)
     return {
         "figure": f"df.pizza.map: {rows:,} rows, {distinct:,} distinct prompts, "
         f"{latency * 1000:.0f} ms latency, concurrency {concurrency}",
-        "measured": f"{sent} requests, {frame_time / ideal:.2f}x the ideal ({frame_time:.2f} s "
-        f"vs {ideal:.2f} s; ask_many over the {rows:,} prompts {engine_time / ideal:.2f}x, "
-        f"over the {distinct:,} distinct ones {sending_time / ideal:.2f}x); the accessor's own "
-        f"cost {per_row * 1e6:.1f} µs a row beyond ask_many's over the rendered prompts "
-        f"(with every answer stored: {statistics.median(stored_times) / rows * 1e6:.1f} µs a "
-        "row in all)",
+        "measured": f"{sent} requests, {frame_time / ideal:.2f}x the ideal ({frame_time:.2f} s vs "
+        f"{ideal:.2f} s); beside it raw aiohttp POSTs of the distinct prompts "
+        f"{raw_time / ideal:.2f}x, ask_many over them {sending_time / ideal:.2f}x, over the "
+        f"{rows:,} rendered prompts {engine_time / ideal:.2f}x. With every answer stored, the "
+        f"whole call {in_all * 1e6:.1f} µs a row ({beside * 1e6:+.1f} µs beside ask_many over "
+        "the same prompts)",
         "target": f"{distinct:,} requests; <= 1.2x; <= 50 µs a row",
-        "ok": sent == distinct and frame_time / ideal <= 1.2 and per_row <= 50e-6,
+        "ok": sent == distinct and frame_time / ideal <= 1.2 and in_all <= 50e-6,
     }
 
 
