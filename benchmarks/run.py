@@ -957,7 +957,7 @@ def main() -> int:
     with emulator("--latency", "0.05") as url:
         rows.append(bench_batch_store(url, 200 if quick else 1000))
     with emulator("--latency", "0.02") as url:
-        rows.append(bench_frames_map(url, 2 if quick else 6))
+        rows.append(bench_frames_map(url, 1 if quick else 8))
     rows.append(bench_cache(50 if quick else 1000))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))

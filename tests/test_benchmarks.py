@@ -16,7 +16,7 @@ def test_quick_run_prints_the_table():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 15  # the header and fourteen figures
+    assert len(rows) == 16  # the header and fifteen figures
     for words in (
         "%load_ext",
         "overhead",
@@ -31,6 +31,7 @@ def test_quick_run_prints_the_table():
         "batch with the store on",
         "typed batch",
         "checking and typing a row",
+        "df.pizza.map",
     ):
         assert any(words in row for row in rows), words
     assert "0 requests sent" in result.stdout
