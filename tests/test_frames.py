@@ -66,6 +66,19 @@ def test_load_ext_does_not_import_pandas_and_the_accessor_follows_it():
     assert out == "False\nFramePizza"
 
 
+def test_load_ext_after_pandas_gives_the_accessor_at_once():
+    out = _python(
+        """
+        import pandas as pd
+        from IPython.core.interactiveshell import InteractiveShell
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "pizzagpt_magic")
+        print(type(pd.DataFrame({"a": [1]}).pizza).__name__)
+        """
+    )
+    assert out == "FramePizza"
+
+
 def test_uninstall_takes_the_accessor_off_and_install_puts_it_back():
     out = _python(
         """
