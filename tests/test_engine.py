@@ -285,3 +285,21 @@ def test_answers_frame_types_every_column(emu):
     # a field an answer lacks is <NA>; the list's positions by default
     partial = answers_frame([{"label": "pos"}], spec)
     assert list(partial.index) == [0] and pd.isna(partial.loc[0, "n"])
+
+
+def test_no_strategy_learns_where_its_prompts_came_from():
+    """Below engine/, nothing imports IPython, and only assemble knows pandas."""
+    from pathlib import Path
+
+    import pizzagpt_magic.engine as engine
+
+    root = Path(engine.__file__).parent
+    for path in root.rglob("*.py"):
+        imports = [
+            line
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip().startswith(("import ", "from "))
+        ]
+        assert not any("IPython" in line for line in imports), path
+        if path.name != "assemble.py":
+            assert not any("pandas" in line for line in imports), path

@@ -95,15 +95,13 @@ class Recorder:
             log_exchange(store, completion, prompt.messages, context=self.context)
         else:
             error = outcome.error
-            record_context = dict(self.context or {})
-            if prompt.schema is not None:
-                record_context["parameters"] = prompt.parameters
             log_exchange(
                 store,
                 None,
                 prompt.messages,
-                context=record_context,
+                context=self.context,
                 backend=prompt.backend,
                 error=f"{type(error).__name__}: {error}",
                 partial=outcome.text or getattr(error, "partial", None) or None,
+                parameters=prompt.parameters,
             )
