@@ -255,6 +255,28 @@ def test_agg_on_a_series_reads_its_values(emu):
     )
 
 
+def test_a_failed_agg_question_stops_the_tree_and_a_rerun_asks_only_the_rest(emu, tmp_path):
+    from pizzagpt_magic import HTTPStatusError
+    from pizzagpt_magic.store import Store
+
+    store = Store(tmp_path / "store.sqlite3")
+    rows = [f"row {i} " + "x" * 40 for i in range(30)]
+    rows[17] += " [[fault:status=500;times=1]]"
+    frame = pd.DataFrame({"text": rows})
+    options = {"store": store, "max_prompt_chars": 600, "progress": False}
+    plan = frame.pizza.estimate("agg", "Anything odd?", template="{text}", **options)
+    assert len(plan.levels) >= 2 and plan.levels[0] >= 3
+    with pytest.raises(HTTPStatusError):
+        frame.pizza.agg("Anything odd?", template="{text}", **options)
+    assert emu.requests == plan.levels[0]  # the first level only: one of its questions failed
+    again = frame.pizza.estimate("agg", "Anything odd?", template="{text}", **options)
+    assert (again.cached, again.requests) == (plan.levels[0] - 1, 1 + sum(plan.levels[1:]))
+    answer = frame.pizza.agg("Anything odd?", template="{text}", **options)
+    assert answer.requests == 1 + sum(plan.levels[1:]) and answer.rows == 30
+    assert emu.requests == plan.levels[0] + 1 + sum(plan.levels[1:])
+    store.close()
+
+
 def test_an_aggregate_shows_through_the_safe_renderer():
     from pizzagpt_magic.frames.agg import Aggregate
 
