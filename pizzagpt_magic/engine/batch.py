@@ -32,7 +32,8 @@ __all__ = ["Batch", "complete_prompt"]
 class Batch:
     """A batch of prompts (see the module's docstring).
 
-    ``store``, ``cache``, ``log`` and ``context`` are those of ``api.complete_messages``;
+    ``store``, ``cache``, ``log`` and ``context`` are those of ``api.complete_messages``
+    (``"default"``: the default store);
     ``memory`` a mapping of keys to completions looked up before the store and kept up to date;
     ``schema_retries`` how many repairs an answer that does not fit its schema gets; ``request``
     how requests are sent (``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``).
@@ -53,11 +54,9 @@ class Batch:
         request: Mapping[str, Any] | None = None,
         failed: Mapping[int, BaseException] | None = None,
     ) -> None:
-        from ..api import DEFAULT_STORE
-
         self.size = len(prompts)
         self.recorder = Recorder(
-            DEFAULT_STORE if store == "default" else store,
+            store,
             cache=cache,
             log=log,
             context=context,
@@ -80,7 +79,6 @@ class Batch:
             outcome = self.outcomes[position] = Outcome("", error=error)
             self._settled_early.append(([position], outcome))
         for key, outcome in self.plan.answered.items():
-            self.recorder.record(self.plan.unique[key], outcome)  # logged as a cache hit
             self._settled_early.append((self._settle(key, outcome), outcome))
 
     def _settle(self, key: str, outcome: Outcome) -> list[int]:
@@ -96,7 +94,10 @@ class Batch:
         on_outcome: Callable[[list[int], Outcome], Any] | None = None,
     ) -> list[Outcome | None]:
         """Send what the plan left, with ``strategy`` (``Single()`` by default), settling each
-        key as its result arrives; the outcomes by position."""
+        key as its result arrives; the outcomes by position. The answers the plan found kept
+        are logged (as cache hits) here, not when the plan is made: a plan alone is a dry run."""
+        for key, outcome in self.plan.answered.items():
+            self.recorder.record(self.plan.unique[key], outcome)
         if on_outcome is not None:
             for positions, outcome in self._settled_early:
                 on_outcome(positions, outcome)
