@@ -213,6 +213,9 @@ def test_bad_input_fails_in_one_line_before_anything_is_sent(emu):
         frame.pizza.map("{a}", max_prompt_chars=20)
     with pytest.raises(PromptError, match="is 80 characters with the system message"):
         frame.pizza.map("{a}", system="s" * 30, max_prompt_chars=20)
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    with pytest.raises(PromptError, match="is 57 characters with the history, over"):
+        frame.pizza.map("{a}", history=history, max_prompt_chars=20)
     with pytest.raises(SchemaSpecError, match="unknown type 'spec'"):
         frame.pizza.extract("{a}", "bad spec ::")
     with pytest.raises(ValueError, match="at least two distinct labels"):
@@ -231,6 +234,16 @@ def test_empty_frames_give_empty_results(emu):
     with pytest.raises(PromptError, match="no rows"):
         empty.pizza.agg("Anything?")
     assert emu.requests == 0
+
+
+def test_history_goes_before_every_row(emu):
+    history = [
+        {"role": "user", "content": "Say it in Italian"},
+        {"role": "assistant", "content": "Sì"},
+    ]
+    frame = pd.DataFrame({"a": ["one", "two"]})
+    frame.pizza.map("[[echo]]{a}[[/echo]]", history=history, progress=False)
+    assert len(emu.questions) == 2 and all("Say it in Italian" in q for q in emu.questions)
 
 
 def test_a_progress_bar_counts_the_requests(emu, capsys):

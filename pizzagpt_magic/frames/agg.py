@@ -200,7 +200,8 @@ def aggregate(data: Any, question: str, template: str | None, given: dict[str, A
     total = len(lines)
     if not total:
         raise PromptError("agg: there are no rows to read")
-    room = options.max_prompt_chars - len(options.system or "")
+    history = sum(len(str(m["content"])) for m in options.history)
+    room = options.max_prompt_chars - len(options.system or "") - history
     frame = _frame_size(question, total, MAX_SLOT)
     plan = plan_tree([len(line) + 1 for line in lines], room - frame, options.max_prompt_chars)
     slot = plan.slot

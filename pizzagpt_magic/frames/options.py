@@ -29,6 +29,7 @@ class Options:
 
     model: str | None = None
     system: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
     temperature: float | None = None
     max_tokens: int | None = None
     concurrency: int = 8

@@ -109,7 +109,7 @@ class _Prepared:
             if prompt is None:
                 prompt = made[text] = Prompt(
                     backend,
-                    build_messages(text, system=system),
+                    build_messages(text, system=system, history=options.history),
                     temperature=options.temperature,
                     max_tokens=options.max_tokens,
                     schema=schema,
@@ -131,12 +131,15 @@ def _check_sizes(texts: list[str], options: Options) -> None:
     """A prompt over ``max_prompt_chars`` fails the call before anything is sent, naming its
     row (``%%pizza --each`` refuses it the same way)."""
     system = len(options.system or "")
+    history = sum(len(str(m["content"])) for m in options.history)
+    extra = system + history
+    besides = " and ".join(
+        name for name, size in (("the system message", system), ("the history", history)) if size
+    )
     limit = options.max_prompt_chars
     for position, text in enumerate(texts):
-        if len(text) + system > limit:
-            size = f"{len(text) + system:,} characters" + (
-                " with the system message" if system else ""
-            )
+        if len(text) + extra > limit:
+            size = f"{len(text) + extra:,} characters" + (f" with {besides}" if besides else "")
             raise PromptError(
                 f"The prompt of row {position} (by position) is {size}, over max_prompt_chars="
                 f"{limit:,}; shorten the template or show less of the row"
