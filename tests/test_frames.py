@@ -109,6 +109,11 @@ def test_templates_fill_columns_index_and_row():
     assert RowTemplate("{{x}} {review}", FRAME.columns).render(FRAME)[0] == "{x} good"
     assert RowTemplate("no fields", FRAME.columns).render(FRAME) == ["no fields"] * 3
     assert RowTemplate("{row[stars]}", FRAME.columns).render(FRAME) == ["5", "1", "2"]
+    spaced = pd.DataFrame({"unit price": [1.5, 2.0], "n": [1, 2]})
+    assert RowTemplate("{row['unit price']} x {n}", spaced.columns).render(spaced) == [
+        "1.5 x 1",
+        "2.0 x 2",
+    ]
 
 
 def test_a_series_template_uses_value_index_and_its_name():
