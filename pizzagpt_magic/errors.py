@@ -23,7 +23,9 @@ The hierarchy::
     │   ├── MisuseError (ValueError)   the service refused the request as misuse
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
     │       └── SchemaError            the answer does not fit the schema asked for (``field``)
-    └── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    └── ToolError                      a tool call that cannot run (its message goes to the model)
+        └── ToolRoundsError            the model still called tools after the last round allowed
 
 ``MisuseError`` is a ``ValueError`` because the seed provider raised ``ValueError`` for it, and code
 written against that interface catches it so. Messages are single lines meant to be shown as they
@@ -56,6 +58,8 @@ __all__ = [
     "ResponseShapeError",
     "SchemaError",
     "SchemaSpecError",
+    "ToolError",
+    "ToolRoundsError",
     "TransportError",
 ]
 
@@ -236,3 +240,17 @@ class BatchError(PizzagptError):
         super().__init__(
             f"{len(self.errors)} of {len(self.results)} prompts failed ({listed}{more})"
         )
+
+
+class ToolError(PizzagptError):
+    """A tool call that cannot run: an unknown tool, an argument that is not allowed. Inside the
+    tool loop its one-line message is the call's result, sent back to the model."""
+
+
+class ToolRoundsError(ToolError):
+    """The model was still calling tools when the last round allowed was spent
+    (``PizzaMagics.tool_rounds``); ``calls`` holds the records of every call that ran."""
+
+    def __init__(self, message: str, calls: list[Any] | None = None) -> None:
+        self.calls = list(calls or [])
+        super().__init__(message)
