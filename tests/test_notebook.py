@@ -106,6 +106,17 @@ def test_typed_extraction(executed):
     assert "(True, ['North', 'South', 'East', 'West'])" in checks
 
 
+def test_dataframe_accessor(executed):
+    estimate = outputs_text(find(executed, "reviews = pd.DataFrame("))
+    assert "map: 6 rows, 4 distinct prompts" in estimate
+    kept = outputs_text(find(executed, 'reviews["reply"] = reviews.pizza.map('))
+    assert "Sturdy umbrella" in kept and "Broke in the first storm" not in kept  # "not": no
+    counts = outputs_text(find(executed, "mood = reviews.pizza.classify("))
+    assert all(label in counts for label in ("great", "broke", "late"))
+    summary = outputs_text(find(executed, "reviews.pizza.agg("))
+    assert "Read 6 rows in one prompt; 1 request sent." in summary
+
+
 def test_failure_cell_and_recovery(executed):
     failed = find(executed, "%pizza How did {regoin} do?")
     assert "UsageError: Name 'regoin' in {regoin} is not defined" in outputs_text(failed)
@@ -168,7 +179,7 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[cell 5] %pizza In one paragraph" in result.stdout
     assert "    → > In one paragraph, how should I compare revenue" in result.stdout
-    assert "Done: 23 questions answered by the emulator" in result.stdout
+    assert "Done: 36 questions answered by the emulator" in result.stdout
     executed = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
     assert any(cell.get("outputs") for cell in executed.cells)
 
