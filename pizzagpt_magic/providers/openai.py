@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (
     AuthenticationError,
     ConfigurationError,

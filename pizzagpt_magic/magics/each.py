@@ -1,0 +1,119 @@
+"""``%%pizza --each NAME``: the question once per item of an iterable, as a batch.
+
+``{item}`` and ``{index}`` are bound for each item; answers go to ``-o`` as a list, or a Series
+on a pandas index. An interrupt keeps every answer that arrived."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from ..errors import AnswerFormatError
+from ..render import Answer, BatchSummary
+from .names import BATCH_ANSWERS
+
+if TYPE_CHECKING:
+    from .pizza import PizzaMagics
+
+
+__all__ = ["ask_each", "batch_values"]
+
+
+def _is_pandas(value: Any) -> bool:
+    return type(value).__module__.startswith("pandas") and hasattr(value, "index")
+
+
+def _value_of(text: str, format: str) -> Any:
+    """What ``-f format`` makes of an answer (its code, its JSON value), or the error saying
+    why it cannot."""
+    try:
+        return Answer(text, format=format).value
+    except AnswerFormatError as exc:
+        return exc
+
+
+def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
+    from collections import ChainMap
+
+    from ..batch import ask_many_async
+    from ..interpolate import batch_items
+    from ..loop import run_sync
+
+    if not template:
+        raise UsageError("Nothing to ask: the cell body is empty")
+    name = args.each
+    if name not in magics.user_ns:
+        raise UsageError(f"--each: name {name!r} is not defined")
+    source = magics.user_ns[name]
+    try:
+        labels, items = batch_items(source)
+    except TypeError as exc:
+        raise UsageError(f"--each: {name!r} is not iterable ({exc})") from None
+    if not items:
+        raise UsageError(f"--each: {name!r} is empty")
+    # {item} and {index} are bound for the question and the system message alike.
+    scopes = [
+        ChainMap({"item": item, "index": label}, magics.user_ns)
+        for label, item in zip(labels, items)
+    ]
+    requests = [(magics._question(template, args, s), magics._system(args, s)) for s in scopes]
+    for prompt, system in requests:
+        magics._check_size(prompt, system, args.chat)
+    ask_prompt = magics._asker(args)
+
+    async def ask_one(request: tuple[str, str | None]) -> str:
+        return (await ask_prompt(*request)).text
+
+    started = time.monotonic()
+    received: list[Any] = [None] * len(requests)
+    try:
+        results = run_sync(
+            ask_many_async(
+                requests,
+                concurrency=args.concurrency or magics.concurrency,
+                errors="return",
+                progress=magics.progress,
+                ask=ask_one,
+                into=received,
+            )
+        )
+    except KeyboardInterrupt:
+        # Every answer that arrived is kept: in the variable, None where none came (and
+        # in the store, so that a rerun asks only for the rest).
+        kept = [None if isinstance(r, BaseException) else r for r in received]
+        target = args.output or BATCH_ANSWERS
+        magics.user_ns[target] = batch_values(kept, source)
+        count = sum(r is not None for r in kept)
+        import sys
+
+        print(
+            f"Interrupted: {count} of {len(kept)} answers kept in {target!r} (None where "
+            "none came); run the cell again to ask only for the rest",
+            file=sys.stderr,
+        )
+        raise
+    if args.format in ("code", "json"):  # each answer becomes its value, or fails
+        results = [
+            result if isinstance(result, BaseException) else _value_of(result, args.format)
+            for result in results
+        ]
+    summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
+    answers = batch_values([None if isinstance(r, BaseException) else r for r in results], source)
+    summary.answers = answers
+    target = args.output or (BATCH_ANSWERS if summary.failures else None)
+    if target:
+        magics.user_ns[target] = answers
+    if summary.failures:
+        raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
+    return summary
+
+
+def batch_values(answers: list[Any], source: Any) -> Any:
+    """A batch's answers as the ``-o`` value: a list, or a Series on a pandas index."""
+    if _is_pandas(source):
+        import pandas as pd
+
+        return pd.Series(answers, index=source.index, name="answer", dtype=object)
+    return answers

@@ -1,0 +1,95 @@
+"""The options of ``%pizza``, in the order ``%pizza?`` lists them.
+
+A mode's options sit together; a new mode adds its options here and its handler in a module of
+its own.
+"""
+
+from __future__ import annotations
+
+from IPython.core.magic_arguments import argument
+
+from ..render import FORMATS
+
+__all__ = ["OPTIONS"]
+
+OPTIONS = (
+    argument(
+        "-m",
+        "--model",
+        help="Model to ask: gpt-4o-mini, PROVIDER:MODEL (ollama:llama3.2) or "
+        "package.module.Provider[:MODEL] (see --models).",
+    ),
+    argument(
+        "-f",
+        "--format",
+        type=str.lower,
+        choices=FORMATS,
+        help="Show the answer as markdown (default), text, code or json.",
+    ),
+    argument(
+        "-o",
+        "--output",
+        metavar="NAME",
+        help="Also store the answer in this variable: the text, or the code (-f code) "
+        "or the parsed value (-f json).",
+    ),
+    argument("-s", "--system", metavar="TEXT", help="System message for this question."),
+    argument(
+        "-c",
+        "--chat",
+        action="store_true",
+        help="Continue the conversation: earlier exchanges go with the question.",
+    ),
+    argument("--reset", action="store_true", help="Forget the conversation first."),
+    argument("--history", action="store_true", help="Show the conversation so far."),
+    argument(
+        "--models",
+        nargs="?",
+        const="",
+        metavar="PROVIDER",
+        help="List the models of every provider (asking each endpoint), or of PROVIDER.",
+    ),
+    argument("--temperature", type=float, metavar="T", help="Sampling temperature (0 to 2)."),
+    argument("--max-tokens", type=int, metavar="N", help="Longest answer in tokens."),
+    argument(
+        "--no-stream", action="store_true", help="Show the answer when complete, not as it arrives."
+    ),
+    argument("--timeout", type=float, metavar="SECONDS", help="Time limit for this question."),
+    argument("--proxy", metavar="URL", help="Proxy for this question."),
+    argument("--no-cache", action="store_true", help="Ask again even if answered before."),
+    argument("--no-log", action="store_true", help="Keep this exchange out of the log."),
+    argument(
+        "--log",
+        nargs="?",
+        const=10,
+        type=int,
+        metavar="N",
+        dest="show_log",
+        help="Show the newest N logged exchanges (default 10).",
+    ),
+    argument(
+        "--no-interpolate",
+        action="store_true",
+        help="Send {braces} as they are, without substituting variables.",
+    ),
+    argument(
+        "--each",
+        metavar="NAME",
+        help="Cell magic: ask the question once per item of the iterable NAME, with "
+        "{item} and {index} bound; answers go to -o as a list (a Series for pandas).",
+    ),
+    argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each."),
+    argument(
+        "--fix",
+        action="store_true",
+        help="Ask about the newest error (or cell N's: --fix N): the failing cell's code and "
+        "its error go with an instruction to explain it and correct the cell, which opens "
+        "below. Text after it is added to the question.",
+    ),
+    argument(
+        "--insert",
+        action="store_true",
+        help="Also put the answer's code in a new cell below, ready to run: its Python code "
+        "blocks (or all its blocks, or all of it when it has none).",
+    ),
+)

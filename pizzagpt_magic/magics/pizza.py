@@ -1,0 +1,332 @@
+"""``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
+
+Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
+``models``, ``history``); this class parses the options, checks them, and hands the question to
+the mode asked for. What the modes share (building the question and the system message, the
+request options, the store, the log's context) is here.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import magic_arguments
+
+from ..cell_errors import CellErrors
+from ..errors import PizzagptError
+from .ask import ask_one
+from .each import ask_each
+from .fix import fix_question
+from .history import show_history
+from .log import show_log
+from .models import list_models
+from .names import CELL_ERRORS, FIGURES
+from .options import OPTIONS
+from .parsing import split_options
+from .settings import PizzaSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from ..chat import Conversation, Reply
+
+__all__ = ["PizzaMagics"]
+
+
+def _with_options(magic: Any) -> Any:
+    """``magic`` with the options of ``OPTIONS``, in that order, and ``%pizza?`` usage."""
+    for option in reversed(OPTIONS):
+        magic = option(magic)
+    return magic_arguments()(magic)
+
+
+@magics_class
+class PizzaMagics(PizzaSettings):
+    """Ask the Pizzagpt model from IPython: ``%pizza`` (line) and ``%%pizza`` (cell)."""
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._conversation: Conversation | None = None
+        #: The errors of earlier cells, kept by ``after_cell`` (``load`` registers it).
+        self.cell_errors = CellErrors(
+            code_name=getattr(getattr(shell, "compile", None), "format_code_name", None)
+        )
+        self.observe(self._resize, names=["history_length", "cache_size"])
+        from ..images import DisplayedImages
+
+        #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
+        self.figures = DisplayedImages()
+        self.figure_hook = self.figures.hook(lambda: getattr(shell, "execution_count", None))
+
+    @property
+    def ipython(self) -> InteractiveShell:
+        """The shell the magics belong to."""
+        assert self.shell is not None, "PizzaMagics needs a shell"
+        return self.shell
+
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        """The namespace of the shell the magics belong to."""
+        return self.ipython.user_ns
+
+    @property
+    def conversation(self) -> Conversation:
+        """The history and the answer cache, made on first use."""
+        if self._conversation is None:
+            from ..chat import Conversation
+
+            self._conversation = Conversation(self.history_length, self.cache_size)
+        return self._conversation
+
+    def after_cell(self, result: Any) -> None:
+        """``post_run_cell`` callback: record the cell's error, and bring ``Err`` and ``Fig``
+        back into a namespace that ``%reset`` emptied."""
+        self.cell_errors.record(result)
+        self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
+        self.user_ns.setdefault(FIGURES, self.figures)
+
+    def _resize(self, change: Any) -> None:
+        if self._conversation is not None:
+            self._conversation.resize(max_exchanges=self.history_length, cache_size=self.cache_size)
+
+    @_with_options
+    @no_var_expand
+    @line_cell_magic
+    def pizza(self, line: str, cell: str | None = None) -> Any:
+        """Ask the Pizzagpt model; the answer is shown as Markdown.
+
+        Line: ``%pizza [options] question``. Cell: ``%%pizza [options]`` with the question as
+        the cell body. ``{name}``, ``{name.attr}`` and ``{name[key]}`` insert values from the
+        namespace (``{{`` and ``}}`` are literal braces); ``{In[n]}``, ``{Out[n]}`` and
+        ``{Err[n]}`` quote cell n's source, result and error (``{Err[-1]}``: the newest error).
+        """
+        parser = self.pizza.parser
+        options, prompt = split_options(line, parser._option_string_actions)
+        try:
+            argv = shlex.split(options)
+        except ValueError as exc:
+            raise UsageError(f"Cannot read the options {options!r}: {exc}") from None
+        if "-h" in argv or "--help" in argv:
+            # The usage, as %pizza? shows it (the parser has no help option of its own).
+            self.ipython.run_line_magic("pinfo", "%pizza")
+            return None
+        args = parser.parse_args(argv)
+        if cell is not None:
+            if prompt:
+                raise UsageError(
+                    f"Unexpected text on the %%pizza line: {prompt!r}; the question goes in the "
+                    "cell body (use -- before a prompt that starts with '-')"
+                )
+            prompt = cell
+        # A trailing ";" silences the output, as for any IPython expression; it is not asked.
+        # (IPython's @output_can_be_silenced would find it by tokenizing the question as
+        # Python, which fails on ordinary text such as "(see #3)" after the answer came.)
+        prompt = prompt.strip()
+        silenced = prompt.endswith(";")
+        if silenced:
+            prompt = prompt[:-1].rstrip()
+        self._check_args(args)
+        if args.reset:
+            forgotten = self.conversation.reset()
+            if not prompt and not args.each:
+                print(f"Conversation cleared ({forgotten} exchanges forgotten).")
+                return None
+        if args.models is not None or args.history or args.show_log is not None:
+            if prompt:
+                raise UsageError("--models, --history and --log take no question")
+            if args.show_log is not None:
+                return show_log(self, args.show_log)
+            return list_models(self, args) if args.models is not None else show_history(self)
+        if args.fix:
+            if args.each:
+                raise UsageError("--fix asks about one error; it does not go with --each")
+            prompt = fix_question(self, prompt, args)
+        if args.each:
+            if cell is None:
+                raise UsageError("--each works with the %%pizza cell magic")
+            if args.insert:
+                raise UsageError(
+                    "--insert puts one answer's code in a cell; it does not go with --each"
+                )
+            result = ask_each(self, args, prompt)
+        elif not prompt:
+            raise UsageError(
+                "Nothing to ask: the question is empty. Usage: %pizza [options] question"
+            )
+        else:
+            result = ask_one(self, args, prompt)
+        return None if silenced else result
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    # -- what the modes share -------------------------------------------------------------------
+
+    def _check_args(self, args: Any) -> None:
+        if args.output is not None and (
+            not args.output.isidentifier() or keyword.iskeyword(args.output)
+        ):
+            raise UsageError(f"-o/--output needs a variable name, not {args.output!r}")
+        if args.timeout is not None and not args.timeout > 0:
+            raise UsageError("--timeout must be more than 0 seconds")
+        if args.concurrency is not None and args.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        if args.proxy is not None:
+            from ..transport import check_url
+
+            try:
+                check_url(args.proxy, "--proxy")
+            except PizzagptError as exc:
+                raise UsageError(str(exc)) from None
+        if args.temperature is not None and not 0 <= args.temperature <= 2:
+            raise UsageError("--temperature must be from 0 to 2")
+        if args.max_tokens is not None and args.max_tokens < 1:
+            raise UsageError("--max-tokens must be at least 1")
+        if args.temperature is None:
+            args.temperature = self.temperature
+        if args.max_tokens is None:
+            args.max_tokens = self.max_tokens
+        from ..backends import resolve
+
+        try:
+            args.backend = resolve(args.model or self.model, self.endpoints)
+            if args.models is None and not args.history:
+                args.backend.check_parameters(args.temperature, args.max_tokens)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+        args.model = args.backend.id
+        args.format = args.format or self.format.lower()
+
+    def _render(self, template: str, args: Any, namespace: Any = None) -> str:
+        """A system message (or any text) with its references replaced; no images."""
+        rendered = self._question(template, args, namespace)
+        if isinstance(rendered, list):
+            raise UsageError("Images go in the question, not in the system message (-s)")
+        return rendered
+
+    def _question(self, template: str, args: Any, namespace: Any = None) -> Any:
+        """The question with its references replaced: text, or content parts (text and
+        ``image_url``) when a reference is an image, each image where it stood."""
+        if args.no_interpolate or not self.interpolate:
+            return template
+        from ..images import is_image, prepare
+        from ..interpolate import format_value, interpolate
+
+        images: list[Any] = []
+
+        def image(value: Any, reference: str) -> str | None:
+            if not is_image(value):
+                return None
+            images.append((value, reference))
+            return f"\x00{len(images) - 1}\x00"
+
+        try:
+            text = interpolate(
+                template,
+                namespace if namespace is not None else self.user_ns,
+                lambda value: format_value(value, self.value_budget),
+                image,
+            )
+            if not images:
+                return text
+            references = ", ".join(reference for _, reference in images)
+            args.backend.check_images([{"content": [{"type": "image_url"}]}], references)
+            parts: list[dict[str, Any]] = []
+            for number, piece in enumerate(re.split(r"\x00(\d+)\x00", text)):
+                if number % 2:
+                    value, reference = images[int(piece)]
+                    prepared = prepare(value, reference, self.image_max_side, self.image_max_bytes)
+                    parts.append(prepared.part())
+                elif piece:
+                    parts.append({"type": "text", "text": piece})
+            return parts
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _request_options(self, args: Any) -> dict[str, Any]:
+        return {
+            "timeout": args.timeout or self.timeout,
+            "connect_timeout": self.connect_timeout,
+            "max_retries": self.retries,
+            "proxy": args.proxy or self.proxy,
+            "base_url": self.base_url,
+        }
+
+    def _system(self, args: Any, namespace: Any = None) -> str | None:
+        """The system message for these options, interpolated in ``namespace``."""
+        template = args.system if args.system is not None else self.system
+        return self._render(template, args, namespace) or None
+
+    def _asker(
+        self, args: Any, on_text: Callable[[str], Any] | None = None
+    ) -> Callable[[str, str | None], Awaitable[Reply]]:
+        """A coroutine function asking one prompt, with a system message, through the
+        conversation (and its cache) with these options; ``on_text`` (a stream) gets the text
+        as it arrives."""
+        use_cache = self.cache and not args.no_cache
+        request = self._request_options(args)
+        store = self._store()
+        context = self._context()
+
+        async def ask(prompt: str, system: str | None) -> Reply:
+            return await self.conversation.ask(
+                prompt,
+                backend=args.backend,
+                system=system,
+                chat=args.chat,
+                use_cache=use_cache,
+                temperature=args.temperature,
+                max_tokens=args.max_tokens,
+                stream=on_text is not None,
+                on_text=on_text,
+                store=store,
+                log=self.log and not args.no_log,
+                context=context,
+                **request,
+            )
+
+        return ask
+
+    def _store(self) -> Any:
+        """The store in effect (None when off or failed)."""
+        from ..store import get_store
+
+        return get_store(self.store, cache_max_mb=self.cache_max_mb)
+
+    def _context(self) -> dict[str, Any]:
+        """Where a question is asked, for the log: this kernel's session and the cell."""
+        shell = self.ipython
+        kernel = getattr(shell, "kernel", None)
+        session = getattr(getattr(kernel, "session", None), "session", None)
+        if session is None:
+            history = getattr(shell, "history_manager", None)
+            number = getattr(history, "session_number", None)
+            session = f"ipython-{number}" if number else None
+        return {"source": "magic", "session": session, "cell": shell.execution_count}
+
+    def _check_size(self, prompt: Any, system: str | None, chat: bool) -> None:
+        from ..images import content_text
+
+        try:
+            messages = self.conversation.messages(prompt, system=system, chat=chat)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+        size = sum(len(content_text(m["content"])) for m in messages)
+        if size > self.max_prompt_chars:
+            raise UsageError(
+                f"The prompt is {size:,} characters, over the limit of {self.max_prompt_chars:,} "
+                "(PizzaMagics.max_prompt_chars); shorten it or interpolate less"
+            )
+
+    def _showing_progress(self) -> bool:
+        return self.progress and getattr(self.shell, "kernel", None) is not None
+
+
+# Whole option names only: the prompt splitter must know exactly which words are options.
+PizzaMagics.pizza.parser.allow_abbrev = False

@@ -1,0 +1,199 @@
+"""``PizzaMagics``' settings: every configurable trait of ``%pizza`` and its validation.
+
+``PizzaMagics`` inherits them, so ``%config PizzaMagics.x = ...`` and ``c.PizzaMagics.x`` in
+``ipython_config.py`` set them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.magic import Magics
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
+
+from ..errors import PizzagptError
+from ..render import FORMATS
+
+__all__ = ["PizzaSettings"]
+
+
+class PizzaSettings(Magics):
+    """The configurable settings of ``%pizza``."""
+
+    model = Unicode(
+        "gpt-4o-mini",
+        help="Model used when -m/--model is not given: a Pizzagpt model (gpt-4o-mini), "
+        "PROVIDER:MODEL (ollama:llama3.2, openai:gpt-4o-mini, a name in endpoints) or "
+        "package.module.ProviderClass[:MODEL].",
+    ).tag(config=True)
+    endpoints = Dict(
+        help="OpenAI-compatible endpoints added to the presets (openai, ollama, lmstudio, "
+        'llamacpp, openrouter): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
+        '"VARIABLE"}}; a same name replaces a preset. Keys are read from the variables only.',
+    ).tag(config=True)
+    temperature = Float(
+        None, allow_none=True, help="Sampling temperature; None leaves it to the backend."
+    ).tag(config=True)
+    max_tokens = Int(
+        None, allow_none=True, help="Longest answer in tokens; None leaves it to the backend."
+    ).tag(config=True)
+    stream = Bool(
+        True, help="Show answers of backends that stream (OpenAI-compatible) as they arrive."
+    ).tag(config=True)
+    format = CaselessStrEnum(
+        FORMATS,
+        default_value="markdown",
+        help="How answers are shown when -f/--format is not given: markdown, text, code or json.",
+    ).tag(config=True)
+    system = Unicode(
+        "", help="System message sent with every question unless -s/--system replaces it."
+    ).tag(config=True)
+    base_url = Unicode(
+        None,
+        allow_none=True,
+        help="Base URL of the service; None means $PIZZAGPT_URL, else https://www.pizzagpt.it.",
+    ).tag(config=True)
+    timeout = Float(60.0, help="Seconds one request may take (each retry has its own).").tag(
+        config=True
+    )
+    connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
+    retries = Int(3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10).").tag(
+        config=True
+    )
+    proxy = Unicode(
+        None,
+        allow_none=True,
+        help="Proxy URL (http:// or https://); None means the standard proxy variables.",
+    ).tag(config=True)
+    cache = Bool(
+        True, help="Answer a repeated identical question from memory, else from the store."
+    ).tag(config=True)
+    cache_size = Int(128, help="How many answers the memory cache keeps (at least 1).").tag(
+        config=True
+    )
+    store = Unicode(
+        None,
+        allow_none=True,
+        help="Path of the SQLite store that keeps answers across kernels (cache and log); "
+        "None means the default file in the user data directory, '' turns the store off. "
+        "$PIZZAGPT_STORE, when set, wins.",
+    ).tag(config=True)
+    cache_max_mb = Float(200.0, help="Size limit of the store's cache, in MB.").tag(config=True)
+    log = Bool(
+        True, help="Append every exchange to the store's log (also off with PIZZAGPT_LOG=0)."
+    ).tag(config=True)
+    history_length = Int(
+        20, help="How many exchanges the conversation keeps for -c/--chat (0 keeps none)."
+    ).tag(config=True)
+    interpolate = Bool(
+        True, help="Replace {name}, {name.attr} and {name[key]} in prompts with values."
+    ).tag(config=True)
+    progress = Bool(
+        True, help="Show a live placeholder while waiting, and a progress bar for --each."
+    ).tag(config=True)
+    value_budget = Int(
+        4000, help="Characters an interpolated value may take in a prompt; tables are summarised."
+    ).tag(config=True)
+    max_prompt_chars = Int(
+        100_000, help="Longest prompt (all messages) sent; a longer one is refused."
+    ).tag(config=True)
+    concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    image_max_side = Int(
+        1024, help="Images in questions are scaled down to at most this many pixels a side."
+    ).tag(config=True)
+    image_max_bytes = Int(
+        4_000_000, help="Largest image (as PNG, after scaling) a question may send, in bytes."
+    ).tag(config=True)
+    fix_prompt = Unicode(
+        "This notebook cell failed.\n\nThe cell:\n```python\n{source}\n```\n\n"
+        "The error:\n```\n{error}\n```\n\n"
+        "Explain the cause in a sentence or two. Then give the whole corrected cell as one "
+        "Python code block.",
+        help="The question --fix asks; {source} is the failing cell's code, {error} its error.",
+    ).tag(config=True)
+
+    @validate("model")
+    def _valid_model(self, proposal: Any) -> str:
+        from ..backends import resolve
+
+        try:
+            return resolve(proposal.value, self.endpoints).id
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("endpoints")
+    def _valid_endpoints(self, proposal: Any) -> dict[str, Any]:
+        from ..backends import make_endpoint
+
+        try:
+            for name, spec in proposal.value.items():
+                make_endpoint(name, spec)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("temperature")
+    def _valid_temperature(self, proposal: Any) -> float | None:
+        if proposal.value is not None and not 0 <= proposal.value <= 2:
+            raise TraitError("temperature must be from 0 to 2")
+        return proposal.value
+
+    @validate("max_tokens")
+    def _valid_max_tokens(self, proposal: Any) -> int | None:
+        if proposal.value is not None and proposal.value < 1:
+            raise TraitError("max_tokens must be at least 1")
+        return proposal.value
+
+    @validate("base_url", "proxy")
+    def _valid_url(self, proposal: Any) -> str | None:
+        from ..transport import check_url
+
+        if proposal.value is None:
+            return None
+        try:
+            return check_url(proposal.value, f"PizzaMagics.{proposal.trait.name}")
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("timeout", "connect_timeout")
+    def _valid_seconds(self, proposal: Any) -> float:
+        if not proposal.value > 0:
+            raise TraitError(f"{proposal.trait.name} must be more than 0 seconds")
+        return proposal.value
+
+    @validate("retries")
+    def _valid_retries(self, proposal: Any) -> int:
+        if not 0 <= proposal.value <= 10:
+            raise TraitError("retries must be from 0 to 10")
+        return proposal.value
+
+    @validate("fix_prompt")
+    def _valid_fix_prompt(self, proposal: Any) -> str:
+        try:
+            proposal.value.format(source="", error="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise TraitError(
+                "fix_prompt may hold only {source} and {error} (write {{ and }} for braces): "
+                f"{exc!r}"
+            ) from None
+        if "{source}" not in proposal.value or "{error}" not in proposal.value:
+            raise TraitError("fix_prompt needs both {source} and {error}")
+        return proposal.value
+
+    @validate("image_max_side", "image_max_bytes")
+    def _valid_image_limits(self, proposal: Any) -> int:
+        if proposal.value < 16:
+            raise TraitError(f"{proposal.trait.name} must be at least 16")
+        return proposal.value
+
+    @validate("cache_size", "concurrency", "value_budget", "max_prompt_chars")
+    def _valid_positive(self, proposal: Any) -> int:
+        if proposal.value < 1:
+            raise TraitError(f"{proposal.trait.name} must be at least 1")
+        return proposal.value
+
+    @validate("history_length")
+    def _valid_history(self, proposal: Any) -> int:
+        if proposal.value < 0:
+            raise TraitError("history_length must be 0 or more")
+        return proposal.value
