@@ -128,12 +128,20 @@ async def _ask_engine(
     made = {k: v for k, v in options.items() if k in _PROMPT_OPTIONS}
     prompts: list[Any] = []
     failed: dict[int, BaseException] = {}
+    # The same item makes the same prompt: a column with few distinct values makes few.
+    made_for: dict[Any, Any] = {}
     for position, item in enumerate(items):
-        try:
-            prompts.append(make_prompt(item, schema=checked, **made))
-        except PizzagptError as exc:  # this item cannot be asked; the others can
-            prompts.append(None)
-            failed[position] = exc
+        prompt = made_for.get(item) if isinstance(item, str) else None
+        if prompt is None:
+            try:
+                prompt = make_prompt(item, schema=checked, **made)
+            except PizzagptError as exc:  # this item cannot be asked; the others can
+                prompts.append(None)
+                failed[position] = exc
+                continue
+            if isinstance(item, str):
+                made_for[item] = prompt
+        prompts.append(prompt)
     batch = Batch(
         prompts,
         store=options.get("store", DEFAULT_STORE),

@@ -33,7 +33,8 @@ in it, a date in it, a piece of its text. ``--no-response-format`` makes ``/v1``
 
 The same server speaks the OpenAI-compatible Chat Completions API under ``/v1``:
 ``POST /v1/chat/completions`` (streamed as server-sent events with ``"stream": true``) and
-``GET /v1/models``; with ``--api-key KEY`` both want ``Authorization: Bearer KEY``. The answer is
+``GET /v1/models``; with ``--api-key KEY`` both want ``Authorization: Bearer KEY``. ``GET /stats``
+gives the server's counters as JSON. The answer is
 the same deterministic text, for the last user message; an unknown model is a 404
 ``model_not_found``; ``max_tokens`` cuts the answer at that many words (finish reason
 ``length``); usage counts words. More faults for these routes:
@@ -355,6 +356,7 @@ class Emulator:
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/", self.handle_index)
+        app.router.add_get("/stats", self.handle_stats)
         return app
 
     async def start(self) -> str:
@@ -376,6 +378,18 @@ class Emulator:
 
     async def handle_index(self, request: web.Request) -> web.Response:
         return web.Response(text="Pizzagpt emulator: POST /api/chatx-completion\n")
+
+    async def handle_stats(self, request: web.Request) -> web.Response:
+        """What the server saw, for tests and benchmarks in other processes (not counted)."""
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "max_in_flight": self.max_in_flight,
+                "connections": self.connections,
+                "packs": self.packs,
+                "packed_rows": self.packed_rows,
+            }
+        )
 
     def _choose_fault(self, request: web.Request, question: str) -> dict[str, Any]:
         spec = request.headers.get("x-pizzagpt-fault", "")
