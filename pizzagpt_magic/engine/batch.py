@@ -80,6 +80,7 @@ class Batch:
             outcome = self.outcomes[position] = Outcome("", error=error)
             self._settled_early.append(([position], outcome))
         for key, outcome in self.plan.answered.items():
+            self.recorder.record(self.plan.unique[key], outcome)  # logged as a cache hit
             self._settled_early.append((self._settle(key, outcome), outcome))
 
     def _settle(self, key: str, outcome: Outcome) -> list[int]:

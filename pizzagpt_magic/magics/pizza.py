@@ -202,6 +202,26 @@ class PizzaMagics(PizzaSettings):
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
         args.format = args.format or self.format.lower()
+        args.schema = self._schema(args.schema)
+
+    def _schema(self, given: str | None) -> Any:
+        """The ``Schema`` of ``--schema``: a spec, or ``{name}`` naming a JSON Schema dict or a
+        Pydantic model class in the namespace."""
+        if given is None:
+            return None
+        from ..schema import as_schema
+
+        name = re.fullmatch(r"\s*\{\s*([A-Za-z_][\w.]*)\s*\}\s*", given)
+        try:
+            if name is None:
+                return as_schema(given)
+            from ..interpolate import _resolve
+
+            first, dot, rest = name.group(1).partition(".")
+            value = _resolve(first, dot + rest, self.user_ns, given.strip())
+            return as_schema(value)
+        except PizzagptError as exc:
+            raise UsageError(f"--schema: {exc}") from None
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
         """A system message (or any text) with its references replaced; no images."""
@@ -288,6 +308,8 @@ class PizzaMagics(PizzaSettings):
                 store=store,
                 log=self.log and not args.no_log,
                 context=context,
+                schema=args.schema,
+                schema_retries=self.schema_retries,
                 **request,
             )
 
