@@ -284,16 +284,21 @@ def bench_batch(
 # -- 4c. packed batches --------------------------------------------------------------------------
 
 PACK_SCRIPT = """
-import json, os, sys, time
+import json, os, sys, time, urllib.request
 from pizzagpt_magic import ask_many
 rows, distinct, concurrency, pack = (int(a) if a.isdigit() else a for a in sys.argv[1:5])
 prompts = [f"Is review {i % distinct} about the delivery of the pizza?" for i in range(rows)]
-ask_many(prompts[:2], progress=False, pack=1, store=None)  # open the pool
+# Open the pool and load what the path measured loads.
+ask_many([f"warm-up {n}" for n in range(2 * concurrency)], progress=False, pack=pack, store=None)
+def sent():
+    with urllib.request.urlopen(os.environ["PIZZAGPT_URL"] + "/stats") as page:
+        return json.loads(page.read())["requests"]
+before = sent()
 cpu, started = time.process_time(), time.perf_counter()
-answers = ask_many(prompts[2:], concurrency=concurrency, progress=False, pack=pack, store=None)
+answers = ask_many(prompts, concurrency=concurrency, progress=False, pack=pack, store=None)
 seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-assert len(answers) == rows - 2 and all(isinstance(a, str) and a for a in answers)
-print(json.dumps({"seconds": seconds, "cpu": cpu}))
+assert len(answers) == rows and all(isinstance(a, str) and a for a in answers)
+print(json.dumps({"seconds": seconds, "cpu": cpu, "requests": sent() - before}))
 """
 
 
@@ -308,21 +313,13 @@ def _pack_run(url: str, rows: int, distinct: int, concurrency: int, pack: Any) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _emulator_requests(url: str) -> int:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/stats") as page:  # the emulator's counters
-        return int(json.loads(page.read())["requests"])
-
-
 def bench_packing(rows: int, distinct: int, concurrency: int = 8) -> list[dict[str, Any]]:
     """Packed batches beside one request a prompt: fixed latency, latency that grows with each
     answered row, and a limit of requests a second answered with 429 beyond it."""
     figures: list[dict[str, Any]] = []
     with emulator("--latency", "0.05") as url:
-        before = _emulator_requests(url)
         packed = _pack_run(url, rows, distinct, concurrency, "auto")
-        requests = _emulator_requests(url) - before - 2
+        requests = packed["requests"]
         single = _pack_run(url, rows, distinct, concurrency, 1)
     speedup = single["seconds"] / packed["seconds"]
     per_row = packed["cpu"] / rows * 1e6

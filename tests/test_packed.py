@@ -184,11 +184,14 @@ def test_template_is_the_shared_prefix_and_suffix_at_word_boundaries():
 
 def test_auto_sizing_spreads_a_wave_over_the_connections():
     strategy = Packed(8)
-    strategy.cap = 1000
+    strategy.longest = 20  # short answers: a reply has room for hundreds
 
     class P:
         max_tokens = None
         schema = None
 
-    # 1,000 rows at concurrency 8 are not one pack of 1,000.
-    assert strategy._size(P(), 999, 0) <= 125
+    # 1,000 rows at concurrency 8 are not one pack of 1,000, but 8 of 125.
+    assert strategy._size(P(), 999) == 125
+    assert strategy._size(P(), 30) == 8  # the last rows in a few small packs
+    strategy.longest = 2000  # long answers: about 5 fit; 125 rows a connection in equal packs
+    assert strategy._size(P(), 999) == 5

@@ -26,10 +26,11 @@ When a reply is wrong, no row is wrong or lost because of the rows it travelled 
 
 Pack sizes (``pack="auto"``): a pack never holds more input than ``max_prompt_chars`` nor more
 answers than one reply has room for (``max_tokens`` where set, else ``answer_tokens``) at the
-longest answer seen so far (a guess before the first); within that, packs start small and double
-while replies come back whole, halve after a cut or unusable reply, and are cut so that the packs
-of one wave are about equal and every connection has work. A whole number for ``pack`` is the
-most rows a pack may hold.
+longest answer seen so far (a conservative guess before the first); packs halve after a cut or
+unusable reply and grow back (doubling) while replies come back whole; the rows left are shared
+equally among the connections and each share cut into equal packs, so that every connection has
+work and they finish together (a model writes longer for a longer list). A whole number for
+``pack`` is the most rows a pack may hold.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ _ROW_OVERHEAD = 24
 DEFAULT_ANSWER_TOKENS = 4096
 #: The first guess of an answer's length in tokens, before any reply came back.
 FIRST_GUESS_TOKENS = 120
+#: The fewest rows a pack takes when more are waiting (and fit): the last rows of a batch go
+#: in a few small packs, not one a request.
+MIN_PACK = 8
+#: The most rows one pack holds, whatever the room.
+MAX_PACK = 500
 #: A template is factored out of the rows only when it saves at least this many characters.
 _TEMPLATE_MIN = 16
 
@@ -294,7 +300,7 @@ class Packed:
         self.max_prompt_chars = max_prompt_chars
         self.answer_tokens = answer_tokens or DEFAULT_ANSWER_TOKENS
         #: The most rows a pack may hold now: doubles after whole replies, halves after bad ones.
-        self.cap = 8 if self.limit is None else self.limit
+        self.cap = MAX_PACK if self.limit is None else self.limit
         #: The longest answer seen so far, in characters (None: none yet).
         self.longest: int | None = None
         #: Requests sent (packs and single prompts), and rows that travelled in packs.
@@ -314,18 +320,21 @@ class Packed:
             per_row = 24 * max(1, len(prompt.schema.columns)) + 8
         return max(1, int(tokens * 0.8 // (per_row + 8)))
 
-    def _size(self, prompt: Prompt, waiting: int, busy: int) -> int:
-        """How many rows the next pack takes, with ``waiting`` prompts queued."""
-        size = min(self.cap, self._room(prompt))
+    def _size(self, prompt: Prompt, waiting: int) -> int:
+        """How many rows the next pack takes, with ``waiting`` prompts queued besides it: the
+        rows left shared equally among the connections, each connection's share cut into
+        equal packs that fit."""
+        fits = min(self.cap, self._room(prompt))
         if self.limit is not None:
-            size = min(size, self.limit)
-        # The packs of one wave about equal, every connection with work.
-        share = math.ceil((waiting + 1) / max(1, self.concurrency - busy))
-        return max(1, min(size, share))
+            fits = min(fits, self.limit)
+        per_connection = math.ceil((waiting + 1) / self.concurrency)
+        packs = math.ceil(per_connection / fits)
+        # The last rows in a few small packs, not one request each.
+        return max(1, math.ceil(per_connection / packs), min(fits, MIN_PACK))
 
-    def _grow(self) -> None:
-        ceiling = self.limit if self.limit is not None else 1_000
-        self.cap = min(ceiling, self.cap * 2)
+    def _grow(self, size: int) -> None:
+        if size >= self.cap:  # a whole reply from a pack as large as allowed: allow more
+            self.cap = min(MAX_PACK, self.cap * 2)
 
     def _shrink(self, size: int) -> None:
         self.cap = max(1, min(self.cap, size) // 2)
@@ -435,7 +444,7 @@ class Packed:
                     splits.append(rows[:half])
                 return
             if len(completions) == len(rows):
-                self._grow()
+                self._grow(len(rows))
             for number, prompt in enumerate(rows):
                 completion = completions.get(number)
                 if completion is not None:
@@ -469,7 +478,7 @@ class Packed:
                             finally:
                                 busy -= 1
                             continue
-                        size = self._size(first, len(pending), busy)
+                        size = self._size(first, len(pending))
                         rows = [first]
                         if size > 1:
                             room = [self.max_prompt_chars - _cost(first) - len(PACK_SYSTEM) - 400]
