@@ -32,6 +32,7 @@ class Options:
     temperature: float | None = None
     max_tokens: int | None = None
     concurrency: int = 8
+    pack: int | str | None = None
     cache: bool = True
     log: bool = True
     store: Any = "default"
@@ -86,6 +87,7 @@ def _defaults() -> Options:
         temperature=magics.temperature,
         max_tokens=magics.max_tokens,
         concurrency=magics.concurrency,
+        pack=getattr(magics, "pack", None),
         cache=magics.cache,
         log=magics.log,
         store=magics._store(),  # the magics' own store (None when off)

@@ -17,14 +17,15 @@ A strategy bounds its own requests in flight (its ``concurrency``); the pause af
 ``session.pause_requests``) and the retry policy are the transport's, below ``fetch``, so every
 strategy shares them. A strategy knows nothing of where its prompts came from.
 
-``single`` sends one prompt a request; ``fetch`` is how any strategy asks for one prompt.
+``single`` sends one prompt a request, ``packed`` several prompts a request; ``fetch`` is how
+any strategy asks for one prompt.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -82,6 +83,20 @@ class Pending:
         taken: list[Prompt] = []
         while self._queue and len(taken) < count:
             taken.append(self._queue.popleft())
+        return taken
+
+    def take_where(self, count: int, wanted: Callable[[Prompt], bool]) -> list[Prompt]:
+        """Up to ``count`` queued prompts for which ``wanted`` is true, without waiting; the
+        others keep their places."""
+        taken: list[Prompt] = []
+        kept: list[Prompt] = []
+        queue = self._queue
+        while queue and len(taken) < count:
+            prompt = queue.popleft()
+            (taken if wanted(prompt) else kept).append(prompt)
+            if len(kept) > 4 * count:  # a long run of others: look no further
+                break
+        queue.extendleft(reversed(kept))
         return taken
 
     async def next(self) -> Prompt | None:
