@@ -48,6 +48,9 @@ class Options:
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     schema_retries: int = 1
     dry_run: bool = False
+    #: Entered around each request (an async context manager factory): a limit shared with
+    #: other processes, such as a Dask cluster's (see ``distributed``).
+    gate: Any = None
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
 
     def request(self) -> dict[str, Any]:
@@ -58,6 +61,7 @@ class Options:
             "max_retries": self.max_retries,
             "proxy": self.proxy,
             "base_url": self.base_url,
+            **({"gate": self.gate} if self.gate is not None else {}),
         }
 
 

@@ -8,10 +8,11 @@ Every strategy has one method::
 It takes prompts from ``pending`` (``await pending.next()`` one at a time, or ``pending.take(n)``
 for what is ready now) until ``next`` gives None, and yields ``(prompt, result)`` for each, in the
 order results arrive: the ``Completion``, or the exception that prompt ended with (an exception
-never stops the others). ``prompt.key`` says which answer it is. ``request`` holds how a request
-is sent (``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``). The engine may add
-prompts to ``pending`` while the strategy runs (a repair): ``next`` waits for them, and gives
-None once every prompt handed out has been settled and none is queued.
+never stops the others). ``prompt.key`` says which answer it is. ``request`` holds how a
+request is sent (``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``, and a ``gate``:
+an async context manager factory entered around each request, such as a cluster-wide limit).
+The engine may add prompts to ``pending`` while the strategy runs (a repair): ``next`` waits for
+them, and gives None once every prompt handed out has been settled and none is queued.
 
 A strategy bounds its own requests in flight (its ``concurrency``); the pause after a 429 (see
 ``session.pause_requests``) and the retry policy are the transport's, below ``fetch``, so every
@@ -127,6 +128,11 @@ async def fetch(prompt: Prompt, request: Mapping[str, Any]) -> Completion:
         takes_response_format,
     )
 
+    gate = request.get("gate")
+    if gate is not None:
+        # A limit shared with other processes (a cluster's): held for this request alone.
+        async with gate():
+            return await fetch(prompt, {k: v for k, v in request.items() if k != "gate"})
     backend = prompt.backend
     options = {**request, "base_url": prompt.base_url}
     schema = prompt.schema
