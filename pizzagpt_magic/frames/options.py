@@ -33,6 +33,7 @@ class Options:
     temperature: float | None = None
     max_tokens: int | None = None
     concurrency: int = 8
+    pack: int | str | None = None
     cache: bool = True
     log: bool = True
     store: Any = "default"
@@ -48,6 +49,9 @@ class Options:
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     schema_retries: int = 1
     dry_run: bool = False
+    #: Entered around each request (an async context manager factory): a limit shared with
+    #: other processes, such as a Dask cluster's (see ``distributed``).
+    gate: Any = None
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
 
     def request(self) -> dict[str, Any]:
@@ -58,6 +62,7 @@ class Options:
             "max_retries": self.max_retries,
             "proxy": self.proxy,
             "base_url": self.base_url,
+            **({"gate": self.gate} if self.gate is not None else {}),
         }
 
 
@@ -87,6 +92,7 @@ def _defaults() -> Options:
         temperature=magics.temperature,
         max_tokens=magics.max_tokens,
         concurrency=magics.concurrency,
+        pack=getattr(magics, "pack", None),
         cache=magics.cache,
         log=magics.log,
         store=magics._store(),  # the magics' own store (None when off)
