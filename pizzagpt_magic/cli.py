@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
@@ -53,6 +54,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "(ollama:llama3.2, openai:gpt-4o-mini) or package.module.Provider[:MODEL]",
     )
     ask.add_argument("-s", "--system", metavar="TEXT", help="system message")
+    ask.add_argument(
+        "--schema",
+        metavar="SPEC",
+        help="answer as JSON of this shape, checked (and repaired once): a spec such as "
+        "'sentiment pos|neg|neu, score int: 1 to 5, reason' (types str, int, float, bool, "
+        "date, a|b|c), a JSON Schema, or @FILE holding one",
+    )
     ask.add_argument(
         "-f",
         "--format",
@@ -113,8 +121,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--older-than", type=float, metavar="DAYS", help="with --prune")
 
-    cache = commands.add_parser("cache", help="the store's cache: info or clear")
-    cache.add_argument("action", choices=("info", "clear"), help="show its size, or empty it")
+    cache = commands.add_parser(
+        "cache",
+        help="the store's cache: info, clear, or merge a distributed job's shards",
+        description="info: entries, size and path; clear: empty the cache; merge DIR: copy the "
+        "answers and log of every shard in DIR (a distributed job's $PIZZAGPT_STORE_DIR) into "
+        "the store, once each (idempotent; run it while nothing writes to the shards).",
+    )
+    cache.add_argument(
+        "action", choices=("info", "clear", "merge"), help="show its size, empty it, or merge"
+    )
+    cache.add_argument("directory", nargs="?", metavar="DIR", help="with merge: the shards")
 
     answers = commands.add_parser(
         "answers",
@@ -216,11 +233,14 @@ def _backend(args: argparse.Namespace) -> Any:
             return dataclasses.replace(backend, endpoint=endpoint)
         return backend  # Pizzagpt or a provider class: --base-url is passed on as it is
     model = args.model or ""
+    api = "openai"
     if backend is not None and backend.endpoint is not None:
-        model = backend.model
+        # The endpoint named speaks its own API at the new address (anthropic: Messages).
+        model, api = backend.model, backend.endpoint.api
     if not model:
         raise ConfigurationError("Name the model to ask the --base-url endpoint with -m")
-    endpoint = Endpoint("custom", check_url(args.base_url, "--base-url"), args.api_key_env)
+    url = check_url(args.base_url, "--base-url")
+    endpoint = Endpoint("custom", url, args.api_key_env, api=api)
     return Backend("custom", model, endpoint=endpoint)
 
 
@@ -232,10 +252,16 @@ def _ask(args: argparse.Namespace) -> int:
     if args.prompt.count("-") > 1:
         print("pizzagpt ask: standard input can be read once; give one '-'", file=sys.stderr)
         return 2
+    schema = _schema(args.schema)
     prompt = _prompt(args.prompt)
     backend = _backend(args)
     backend.check_parameters(args.temperature, args.max_tokens)
-    printing = args.format in ("markdown", "text") and backend.streams and not args.no_stream
+    printing = (
+        args.format in ("markdown", "text")
+        and backend.streams
+        and not args.no_stream
+        and schema is None
+    )
     printed: list[str] = []
 
     def on_text(chunk: str) -> None:
@@ -263,6 +289,7 @@ def _ask(args: argparse.Namespace) -> int:
                     proxy=args.proxy,
                     base_url=args.base_url if backend.is_pizzagpt else None,
                     max_retries=args.retries,
+                    schema=schema,
                 )
             )
     except BaseException:
@@ -270,6 +297,10 @@ def _ask(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         raise
     text = completion.text
+    if schema is not None:
+        data = schema.as_data(completion.value)
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        return 0
     answer = Answer(text, format=args.format)
     if args.format == "json":
         print(json.dumps(answer.data, indent=2, ensure_ascii=False))
@@ -283,6 +314,30 @@ def _ask(args: argparse.Namespace) -> int:
     if completion.truncated:
         print("pizzagpt: the answer was cut at the token limit (--max-tokens)", file=sys.stderr)
     return 0
+
+
+def _schema(given: str | None) -> Any:
+    """The ``Schema`` of ``--schema``: a spec, a JSON Schema (text starting with ``{``), or
+    ``@FILE`` holding one."""
+    if given is None:
+        return None
+    from .errors import SchemaSpecError
+    from .schema import as_schema
+
+    text = given
+    if given.startswith("@"):
+        try:
+            text = Path(given[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SchemaSpecError(f"--schema {given}: {exc.strerror or exc}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            return as_schema(json.loads(text))
+        except ValueError as exc:
+            if isinstance(exc, SchemaSpecError):
+                raise
+            raise SchemaSpecError(f"--schema: the JSON Schema is not JSON ({exc})") from None
+    return as_schema(text)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -304,11 +359,15 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _open_store() -> Any:
+    """The store, for commands that read it or delete from it: one that does not exist yet
+    is not made (an empty one would only hide a wrong path)."""
     from .store import get_store, store_path
 
     path = store_path()
     if path is None:
         raise _StoreOff("the store is off ($PIZZAGPT_STORE is empty)")
+    if not path.exists():
+        raise _StoreOff(f"there is no store at {path.absolute()} (nothing was asked with it)")
     store = get_store()
     if store is None:
         raise _StoreOff(f"the store at {path} cannot be used")
@@ -321,15 +380,22 @@ class _StoreOff(Exception):
 
 def _logs(args: argparse.Namespace) -> int:
     import datetime as dt
+    import math
 
     from .backends import model_id
     from .store import parse_since
 
+    for flag, value in (("-n", args.n), ("--older-than", args.older_than)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            print(
+                f"pizzagpt logs: {flag} takes a number of 0 or more, not {value}", file=sys.stderr
+            )
+            return 2
+    if args.prune and args.older_than is None:
+        print("pizzagpt logs: --prune needs --older-than DAYS", file=sys.stderr)
+        return 2
     store = _open_store()
     if args.prune:
-        if args.older_than is None:
-            print("pizzagpt logs: --prune needs --older-than DAYS", file=sys.stderr)
-            return 2
         print(f"Deleted {store.prune(args.older_than)} exchanges from {store.path}")
         return 0
     try:
@@ -356,6 +422,11 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    if args.action == "merge":
+        return _merge(args)
+    if args.directory is not None:
+        print(f"pizzagpt cache {args.action}: takes no directory", file=sys.stderr)
+        return 2
     store = _open_store()
     if args.action == "clear":
         print(f"Cleared {store.clear_cache()} cached answers from {store.path}")
@@ -387,6 +458,23 @@ def _answers(args: argparse.Namespace) -> int:
         )
     if not changes:
         print("No question changed.")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .distributed.shards import merge_shards
+    from .store import store_path
+
+    if args.directory is None or not Path(args.directory).is_dir():
+        print("pizzagpt cache merge: name the directory of shards (DIR)", file=sys.stderr)
+        return 2
+    target = store_path()
+    if target is None:
+        raise _StoreOff("the store is off ($PIZZAGPT_STORE is empty)")
+    added = merge_shards(args.directory, target)
+    print(f"Added {added} answers from {args.directory} to {target}")
     return 0
 
 

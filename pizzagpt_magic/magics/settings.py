@@ -9,7 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.magic import Magics
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    TraitError,
+    Unicode,
+    Union,
+    observe,
+    validate,
+)
 
 from ..errors import PizzagptError
 from ..render import FORMATS
@@ -27,9 +38,10 @@ class PizzaSettings(Magics):
         "package.module.ProviderClass[:MODEL].",
     ).tag(config=True)
     endpoints = Dict(
-        help="OpenAI-compatible endpoints added to the presets (openai, ollama, lmstudio, "
-        'llamacpp, openrouter): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
-        '"VARIABLE"}}; a same name replaces a preset. Keys are read from the variables only.',
+        help="Endpoints added to the presets (anthropic, openai, ollama, gemini, ...; "
+        '--models lists them): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
+        '"VARIABLE"}}, with "api": "anthropic" for one that speaks the Messages API; a same '
+        "name replaces a preset. Keys are read from the variables only.",
     ).tag(config=True)
     temperature = Float(
         None, allow_none=True, help="Sampling temperature; None leaves it to the backend."
@@ -38,7 +50,7 @@ class PizzaSettings(Magics):
         None, allow_none=True, help="Longest answer in tokens; None leaves it to the backend."
     ).tag(config=True)
     stream = Bool(
-        True, help="Show answers of backends that stream (OpenAI-compatible) as they arrive."
+        True, help="Show answers of backends that stream (the endpoints) as they arrive."
     ).tag(config=True)
     format = CaselessStrEnum(
         FORMATS,
@@ -53,13 +65,20 @@ class PizzaSettings(Magics):
         allow_none=True,
         help="Base URL of the service; None means $PIZZAGPT_URL, else https://www.pizzagpt.it.",
     ).tag(config=True)
-    timeout = Float(60.0, help="Seconds one request may take (each retry has its own).").tag(
-        config=True
-    )
+    timeout = Float(
+        60.0,
+        help="Seconds one request may take (each retry has its own); a streamed answer may go "
+        "this long without content (keep-alive comments do not count).",
+    ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
     retries = Int(3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10).").tag(
         config=True
     )
+    schema_retries = Int(
+        1,
+        help="How many times an answer that does not fit its --schema is asked again with the "
+        "validation error (0 to 5).",
+    ).tag(config=True)
     proxy = Unicode(
         None,
         allow_none=True,
@@ -109,11 +128,37 @@ class PizzaSettings(Magics):
         100_000, help="Longest prompt (all messages) sent; a longer one is refused."
     ).tag(config=True)
     concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    pack = Unicode(
+        None,
+        allow_none=True,
+        help="How many rows of a batch may share one request: a whole number (1: one row a "
+        "request) or 'auto' (as many as fit); None means $PIZZAGPT_PACK, else 'auto'.",
+    ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
     ).tag(config=True)
     image_max_bytes = Int(
         4_000_000, help="Largest image (as PNG, after scaling) a question may send, in bytes."
+    ).tag(config=True)
+    max_answer_chars = Int(
+        64 * 1024 * 1024,
+        help="Longest answer taken from an OpenAI-compatible endpoint, in characters; a longer "
+        "one stops there with an error, its text so far kept.",
+    ).tag(config=True)
+    max_event_bytes = Int(
+        16 * 1024 * 1024,
+        help="Largest single streamed event (one data line) taken from an OpenAI-compatible "
+        "endpoint, in bytes; a larger one stops the answer there, its text so far kept.",
+    ).tag(config=True)
+    tools = Union(
+        [Bool(), CaselessStrEnum(("question", "all"))],
+        default_value=False,
+        help="Let the model look at variables through read-only tools for every question: "
+        "True or 'question' (the variables a question names), 'all' (every variable), False "
+        "(only with --tools). OpenAI-compatible endpoints only.",
+    ).tag(config=True)
+    tool_rounds = Int(
+        5, help="Rounds of tool calls a question may take before its answer (1 to 50)."
     ).tag(config=True)
     fix_prompt = Unicode(
         "This notebook cell failed.\n\nThe cell:\n```python\n{source}\n```\n\n"
@@ -166,6 +211,17 @@ class PizzaSettings(Magics):
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
 
+    @validate("pack")
+    def _valid_pack(self, proposal: Any) -> str | None:
+        from ..engine.send.packed import pack_setting
+
+        if proposal.value is None:
+            return None
+        try:
+            return str(pack_setting(proposal.value))
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+
     @validate("timeout", "connect_timeout")
     def _valid_seconds(self, proposal: Any) -> float:
         if not proposal.value > 0:
@@ -176,6 +232,12 @@ class PizzaSettings(Magics):
     def _valid_retries(self, proposal: Any) -> int:
         if not 0 <= proposal.value <= 10:
             raise TraitError("retries must be from 0 to 10")
+        return proposal.value
+
+    @validate("schema_retries")
+    def _valid_schema_retries(self, proposal: Any) -> int:
+        if not 0 <= proposal.value <= 5:
+            raise TraitError("schema_retries must be from 0 to 5")
         return proposal.value
 
     @validate("fix_prompt")
@@ -191,11 +253,30 @@ class PizzaSettings(Magics):
             raise TraitError("fix_prompt needs both {source} and {error}")
         return proposal.value
 
+    @validate("tool_rounds")
+    def _valid_tool_rounds(self, proposal: Any) -> int:
+        if not 1 <= proposal.value <= 50:
+            raise TraitError("tool_rounds must be from 1 to 50")
+        return proposal.value
+
     @validate("image_max_side", "image_max_bytes")
     def _valid_image_limits(self, proposal: Any) -> int:
         if proposal.value < 16:
             raise TraitError(f"{proposal.trait.name} must be at least 16")
         return proposal.value
+
+    @validate("max_answer_chars", "max_event_bytes")
+    def _valid_answer_limits(self, proposal: Any) -> int:
+        if proposal.value < 1024:
+            raise TraitError(f"{proposal.trait.name} must be at least 1024")
+        return proposal.value
+
+    @observe("max_answer_chars", "max_event_bytes")
+    def _apply_answer_limits(self, change: Any) -> None:
+        # The provider reads them as class settings; unloading the extension restores them.
+        from ..providers.openai import OpenAICompatible
+
+        setattr(OpenAICompatible, change.name, change.new)
 
     @validate("cache_size", "concurrency", "value_budget", "max_prompt_chars")
     def _valid_positive(self, proposal: Any) -> int:
