@@ -1040,6 +1040,81 @@ def bench_cache(trials: int) -> dict[str, Any]:
     }
 
 
+# -- 6b. the answer file --------------------------------------------------------------------------
+
+
+def bench_answer_file(count: int, trials: int = 5) -> list[dict[str, Any]]:
+    """Looking up ``count`` answers in an answer file beside the store's lookups of the same
+    requests, and loading the file beside reading and parsing its lines."""
+    from pizzagpt_magic.answers import AnswerFile, answer_key
+    from pizzagpt_magic.store import Store, request_key
+
+    def messages(n: int) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": f"Question number {n}: is this row about delivery?"}]
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "answers.jsonl"
+        file = AnswerFile(path)
+        store = Store(Path(folder) / "store.sqlite3")
+        for n in range(count):
+            key = answer_key("pizzagpt", "gpt-4o-mini", {}, messages(n))
+            text = f"Answer {n}: " + "yes, about delivery. " * 10
+            file.add(
+                {
+                    "key": key,
+                    "provider": "pizzagpt",
+                    "model": "gpt-4o-mini",
+                    "messages": messages(n),
+                    "text": text,
+                }
+            )
+            store.put(
+                request_key("pizzagpt@x", "gpt-4o-mini", {}, messages(n)),
+                "pizzagpt",
+                "gpt-4o-mini",
+                text,
+                {},
+            )
+        file.flush()
+        store.flush()
+        loads, parses, files, stores = [], [], [], []
+        for _ in range(trials):
+            started = time.perf_counter()
+            with open(path, encoding="utf-8") as handle:
+                [json.loads(line) for line in handle]
+            parses.append(time.perf_counter() - started)
+            fresh = AnswerFile(path)
+            started = time.perf_counter()
+            fresh.get("")
+            loads.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for n in range(count):
+                fresh.get(answer_key("pizzagpt", "gpt-4o-mini", {}, messages(n)))
+            files.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for n in range(count):
+                store.get(request_key("pizzagpt@x", "gpt-4o-mini", {}, messages(n)))
+            stores.append(time.perf_counter() - started)
+        store.close()
+    load, parse = statistics.median(loads), statistics.median(parses)
+    lookup, stored = statistics.median(files), statistics.median(stores)
+    return [
+        {
+            "figure": f"answer file: {count:,} lookups beside the store's",
+            "measured": f"{lookup / count * 1e6:.1f} µs vs {stored / count * 1e6:.1f} µs "
+            f"a question ({lookup / stored:.2f}x)",
+            "target": "<= 2x the store's",
+            "ok": lookup <= 2 * stored,
+        },
+        {
+            "figure": f"answer file: loading {count:,} lines beside parsing them",
+            "measured": f"{ms(load)} vs {ms(parse)} ({load / parse:.2f}x)",
+            "target": "<= 2x reading and parsing",
+            "ok": load <= 2 * parse,
+        },
+    ]
+
+
 def bench_sse_decoder(megabytes: int, trials: int) -> dict[str, Any]:
     """The SSE decoder's time per MB: ``megabytes`` MB as one line, against the same bytes as
     lines of 1 MB, fed in the 64 KiB pieces a socket gives and kept, as an answer's text is.
@@ -1326,6 +1401,7 @@ def main() -> int:
     with emulator("--latency", "0.02") as url:
         rows.append(bench_frames_map(url, 1 if quick else 8))
     rows.append(bench_cache(50 if quick else 1000))
+    rows.extend(bench_answer_file(1_000 if quick else 10_000, 1 if quick else 5))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))
     rows.append(bench_tool_round(1_000_000, 2 if quick else 9))

@@ -8,11 +8,14 @@ it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import answers as answer_files
 from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .engine.keys import parameters_of, prompt_key
@@ -86,6 +89,11 @@ class Completion:
     tool_calls: list[dict[str, Any]] | None = None
     #: What the answer means: its text, or with a schema the dict or model instance.
     value: Any = None
+    #: The answer file that holds the answer (its name), when one is in effect; then the
+    #: metadata holds nothing that changes from one run to the next.
+    answer_file: str | None = None
+    #: The answer's key in the answer file (provider, model, parameters, messages).
+    key: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -104,9 +112,15 @@ class Completion:
             "provider": self.provider,
             "model": self.model,
             "parameters": dict(self.parameters),
-            "seconds": round(self.seconds, 3),
-            "cached": self.cached,
         }
+        if self.answer_file is None:
+            meta["seconds"] = round(self.seconds, 3)
+            meta["cached"] = self.cached
+        else:
+            # Saved with the notebook: the same bytes on every rerun, and the key that tells
+            # ``pizzagpt answers prune`` which lines the notebook uses.
+            meta["answer_file"] = self.answer_file
+            meta["answer_key"] = self.key
         if self.finish_reason:
             meta["finish_reason"] = self.finish_reason
         if self.usage:
@@ -313,6 +327,14 @@ async def _complete_messages(
     if store is DEFAULT_STORE:
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
+    settings = answer_files.current()
+    if settings is not None:
+        hit = from_answer_file(settings, backend, messages, parameters_of(temperature, max_tokens))
+        if hit is not None:
+            if log:
+                log_exchange(store, hit, messages, context=context)
+            return hit
+        cache = cache and not settings.refresh
     key = None
     if store is not None:
         parameters = parameters_of(temperature, max_tokens)
@@ -331,6 +353,8 @@ async def _complete_messages(
                     0.0,
                     cached=True,
                 )
+                if settings is not None:
+                    to_answer_file(settings, completion, messages)
                 if log:
                     log_exchange(store, completion, messages, context=context)
                 return completion
@@ -358,9 +382,69 @@ async def _complete_messages(
             completion.text,
             {"finish_reason": completion.finish_reason, "usage": completion.usage},
         )
-        if log:
-            log_exchange(store, completion, messages, context=context)
+    if settings is not None:
+        to_answer_file(settings, completion, messages)
+    if log:
+        log_exchange(store, completion, messages, context=context)
     return completion
+
+
+def from_answer_file(
+    settings: answer_files.AnswerSettings,
+    backend: Backend,
+    messages: Messages,
+    parameters: dict[str, Any],
+    strict: bool = True,
+) -> Completion | None:
+    """The answer file's answer to this request (None when it has none, or when the request
+    asks again); ``parameters`` are what changes the answer, as ``Completion.parameters`` holds
+    them. With ``settings.only`` (and ``strict``), a missing answer is an
+    ``AnswerMissingError``."""
+    key = answer_files.answer_key(backend.provider, backend.model, parameters, messages)
+    line = None if settings.refresh else settings.file.get(key)
+    if line is None:
+        if settings.only and strict:
+            raise settings.missing(messages)
+        return None
+    return Completion(
+        line["text"],
+        backend.provider,
+        backend.model,
+        parameters,
+        line.get("finish_reason", "stop"),
+        line.get("usage"),
+        0.0,
+        cached=True,
+        answer_file=settings.file.name,
+        key=key,
+    )
+
+
+def to_answer_file(
+    settings: answer_files.AnswerSettings, completion: Completion, messages: Messages
+) -> None:
+    """Put ``completion`` in the answer file (and say so in its metadata)."""
+    from .images import loggable
+
+    key = answer_files.answer_key(
+        completion.provider, completion.model, completion.parameters, messages
+    )
+    settings.file.add(
+        {
+            "key": key,
+            "provider": completion.provider,
+            "model": completion.model,
+            "parameters": completion.parameters or None,
+            "messages": [{"role": m["role"], "content": loggable(m["content"])} for m in messages],
+            "text": completion.text,
+            "finish_reason": completion.finish_reason
+            if completion.finish_reason not in (None, "stop")
+            else None,
+            "usage": completion.usage,
+        }
+    )
+    completion.answer_file = settings.file.name
+    completion.key = key
 
 
 def log_exchange(
@@ -746,6 +830,30 @@ def _prepare(
     return backend, build_messages(prompt, system=system, history=history)
 
 
+def _answer_file(path: Any, only: bool | None) -> Any:
+    """The answer file ``path`` (and ``only``) in effect for a call; when neither is given,
+    what is in effect already (a cell's, a batch's, ``$PIZZAGPT_ANSWERS``)."""
+    if path is None and only is None:
+        return contextlib.nullcontext()
+    settings = answer_files.settings_for(path, only=only)
+    return answer_files.using(settings)
+
+
+def _with_answer_file(function: Any) -> Any:
+    """``function`` (``complete``, ``ask_async``) taking ``answers`` and ``answers_only`` too:
+    the answer file in effect while it runs (see ``_answer_file``)."""
+
+    @functools.wraps(function)
+    async def with_file(
+        *args: Any, answers: Any = None, answers_only: Any = None, **kw: Any
+    ) -> Any:
+        with _answer_file(answers, answers_only):
+            return await function(*args, **kw)
+
+    return with_file
+
+
+@_with_answer_file
 async def complete(
     prompt: str,
     *,
@@ -829,6 +937,7 @@ async def complete(
     )
 
 
+@_with_answer_file
 async def ask_async(
     prompt: str,
     *,
@@ -872,6 +981,10 @@ async def ask_async(
     dict or a Pydantic model class) asks for JSON of that shape: the answer is checked, asked
     again once with the error when it does not fit (``schema_retries``), and returned as a dict
     (a model instance for a model); one that still does not fit is a ``SchemaError``.
+
+    ``answers`` names an answer file (read first, then the store; every answer is written to
+    it; default ``$PIZZAGPT_ANSWERS``); with ``answers_only`` answers come only from it (default
+    ``$PIZZAGPT_ANSWERS_ONLY``); ``complete`` takes them too.
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     request = {

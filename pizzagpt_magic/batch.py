@@ -75,6 +75,22 @@ async def ask_many_async(
     taking one item and ``options``) the items can be anything that function takes; each is
     then asked on its own, as that function does it.
     """
+    answers, answers_only = options.pop("answers", None), options.pop("answers_only", None)
+    if answers is not None or answers_only is not None:
+        # One answer file for the whole batch: written every half second and at the end, not
+        # once per item.
+        from . import answers as answer_files
+
+        with answer_files.using(answer_files.settings_for(answers, only=answers_only)):
+            return await ask_many_async(
+                prompts,
+                concurrency=concurrency,
+                errors=errors,
+                progress=progress,
+                ask=ask,
+                into=into,
+                **options,
+            )
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:

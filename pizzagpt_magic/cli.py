@@ -4,6 +4,7 @@
 ``models``    list the models of every provider (or of one)
 ``logs``      show or search the log of exchanges; ``--prune`` deletes old ones
 ``cache``     ``info`` (entries, size, path) or ``clear``
+``answers``   ``prune`` an answer file's unused lines, or ``diff`` two answer files
 ``demo``      run a notebook (the quickstart by default) against the offline emulator
 ``emulator``  run the offline emulator (``python -m pizzagpt_magic.emulator`` does the same)
 
@@ -91,6 +92,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="ask again even if the store has an answer"
     )
     ask.add_argument("--no-log", action="store_true", help="keep this exchange out of the log")
+    ask.add_argument(
+        "--answers",
+        metavar="PATH",
+        help="answer file read before the store and written with the answer "
+        "(default: $PIZZAGPT_ANSWERS)",
+    )
+    ask.add_argument(
+        "--answers-only",
+        action="store_true",
+        default=None,
+        help="answer only from the answer file; nothing is sent",
+    )
 
     logs = commands.add_parser(
         "logs",
@@ -119,6 +132,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "action", choices=("info", "clear", "merge"), help="show its size, empty it, or merge"
     )
     cache.add_argument("directory", nargs="?", metavar="DIR", help="with merge: the shards")
+
+    answers = commands.add_parser(
+        "answers",
+        help="an answer file: prune its unused lines, or diff two",
+        description="prune: drop the lines of an answer file that no cell of NOTEBOOK asks any "
+        "more (known from the answer keys its saved outputs record). diff: which questions "
+        "were added, removed or answered differently between two answer files.",
+    )
+    actions = answers.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prune = actions.add_parser("prune", help="drop lines no cell of the notebook asks")
+    prune.add_argument("path", metavar="PATH", help="the answer file")
+    prune.add_argument(
+        "--notebook", required=True, metavar="NB.ipynb", help="the notebook, with its outputs"
+    )
+    compare = actions.add_parser("diff", help="which questions changed between two files")
+    compare.add_argument("old", metavar="OLD")
+    compare.add_argument("new", metavar="NEW")
 
     models = commands.add_parser(
         "models",
@@ -239,25 +269,29 @@ def _ask(args: argparse.Namespace) -> int:
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
+    from . import answers
+
     try:
-        completion = run_sync(
-            complete_messages(
-                backend,
-                build_messages(prompt, system=args.system),
-                stream=backend.streams and not args.no_stream,
-                temperature=args.temperature,
-                max_tokens=args.max_tokens,
-                on_text=on_text if printing else None,
-                cache=not args.no_cache,
-                log=not args.no_log,
-                context={"source": "cli"},
-                timeout=args.timeout,
-                proxy=args.proxy,
-                base_url=args.base_url if backend.is_pizzagpt else None,
-                max_retries=args.retries,
-                schema=schema,
+        settings = answers.settings_for(args.answers, only=args.answers_only)
+        with answers.using(settings):
+            completion = run_sync(
+                complete_messages(
+                    backend,
+                    build_messages(prompt, system=args.system),
+                    stream=backend.streams and not args.no_stream,
+                    temperature=args.temperature,
+                    max_tokens=args.max_tokens,
+                    on_text=on_text if printing else None,
+                    cache=not args.no_cache,
+                    log=not args.no_log,
+                    context={"source": "cli"},
+                    timeout=args.timeout,
+                    proxy=args.proxy,
+                    base_url=args.base_url if backend.is_pizzagpt else None,
+                    max_retries=args.retries,
+                    schema=schema,
+                )
             )
-        )
     except BaseException:
         if printed:
             sys.stdout.write("\n")
@@ -408,6 +442,25 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _answers(args: argparse.Namespace) -> int:
+    from . import answers
+
+    if args.action == "prune":
+        gone = answers.prune(args.path, args.notebook)
+        print(f"Dropped {gone} unused answers from {args.path}")
+        return 0
+    changes = answers.diff(args.old, args.new)
+    for change, key, question in changes:
+        question = question if len(question) <= 100 else question[:99] + "…"
+        print(
+            f"{'+' if change == 'added' else '-' if change == 'removed' else '~'} "
+            f"{key[:12]}  {question}"
+        )
+    if not changes:
+        print("No question changed.")
+    return 0
+
+
 def _merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -439,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ask(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "answers":
+            return _answers(args)
         if args.command in ("logs", "cache"):
             try:
                 return _logs(args) if args.command == "logs" else _cache(args)

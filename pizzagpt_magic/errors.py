@@ -8,6 +8,7 @@ The hierarchy::
     │   ├── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     │   └── SchemaSpecError            a schema that cannot be read (nothing is sent)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
+    ├── AnswerMissingError             answers only from the answer file, and it has none for this
     ├── ProviderError                  a provider class failed with an exception of its own
     ├── TransportError                 the request did not get an HTTP answer
     │   ├── ConnectError               connection refused, DNS failure, TLS failure, proxy refused
@@ -39,6 +40,7 @@ from typing import Any
 
 __all__ = [
     "AnswerFormatError",
+    "AnswerMissingError",
     "AnswerTooLargeError",
     "AuthenticationError",
     "ProviderError",
@@ -104,6 +106,11 @@ class ModelNotFoundError(PizzagptError, ValueError):
         else:
             listed = detail or "its model list could not be read"
         super().__init__(f"Model {model!r} is not supported by {provider}; {listed}")
+
+
+class AnswerMissingError(PizzagptError):
+    """Answers come only from the answer file (``answers_only``), and it has none for this
+    question: nothing was sent."""
 
 
 class ProviderError(PizzagptError):

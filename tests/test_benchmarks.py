@@ -34,6 +34,7 @@ def test_quick_run_prints_the_table():
         "typed batch",
         "checking and typing a row",
         "df.pizza.map",
+        "answer file: ",
     )
     assert len(rows) >= 1 + len(figures)  # the header, and a row for each figure at least
     for words in figures:

@@ -103,6 +103,18 @@ class Batch:
                 on_outcome(positions, outcome)
         if not self.plan.pending:
             return self.outcomes
+        from .. import answers
+
+        settings = answers.current()
+        if settings is not None and settings.only:
+            # Answers only from the answer file: what it lacks fails, and nothing is sent.
+            for prompt in self.plan.pending:
+                missing = Outcome(prompt.key, error=settings.missing(prompt.messages))
+                self.recorder.record(prompt, missing)
+                positions = self._settle(prompt.key, missing)
+                if on_outcome is not None:
+                    on_outcome(positions, missing)
+            return self.outcomes
         if strategy is None:
             from .send.single import Single
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
+from .. import answers as answer_files
 from ..errors import AnswerFormatError, PizzagptError, PromptError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
@@ -153,6 +154,14 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         answers = batch_values(
             [None if isinstance(r, BaseException) else r for r in results], source
         )
+    settings = answer_files.current()
+    if settings is not None:
+        # What the saved notebook records: the file, and the keys of the answers it holds.
+        summary.answer_file = settings.file.name
+        summary.keys = [
+            answer_files.answer_key(p.backend.provider, p.backend.model, p.parameters, p.messages)
+            for p in batch.plan.unique.values()
+        ]
     summary.answers = answers
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:

@@ -112,6 +112,23 @@ OPTIONS = (
     ),
     argument("--no-tools", action="store_true", help="No tools for this question."),
     argument(
+        "--answers",
+        metavar="PATH",
+        help="Read answers from this answer file first and write every answer to it (a JSON "
+        "Lines file kept with the notebook); alone, use it for the rest of the kernel.",
+    ),
+    argument(
+        "--answers-only",
+        action="store_true",
+        help="Answers come only from the answer file: a question not in it fails, and nothing "
+        "is sent.",
+    ),
+    argument(
+        "--refresh",
+        action="store_true",
+        help="Ask again and replace the answer file's line (and the cached answer).",
+    ),
+    argument(
         "--insert",
         action="store_true",
         help="Also put the answer's code in a new cell below, ready to run: its Python code "

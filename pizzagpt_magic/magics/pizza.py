@@ -19,6 +19,7 @@ from IPython.core.magic_arguments import magic_arguments
 
 from ..cell_errors import CellErrors
 from ..errors import PizzagptError
+from .answers import set_answer_file, using_answer_file
 from .ask import ask_one
 from .each import ask_each
 from .fix import fix_question
@@ -148,25 +149,26 @@ class PizzaMagics(PizzaSettings):
             if args.each:
                 raise UsageError("--fix asks about one error; it does not go with --each")
             prompt = fix_question(self, prompt, args)
-        if args.each:
-            if cell is None:
-                raise UsageError("--each works with the %%pizza cell magic")
-            if args.insert:
+        if args.answers is not None and not prompt and not args.each:
+            return set_answer_file(self, args)
+        with using_answer_file(self, args):
+            if args.each:
+                if cell is None:
+                    raise UsageError("--each works with the %%pizza cell magic")
+                if args.insert:
+                    raise UsageError(
+                        "--insert puts one answer's code in a cell; it does not go with --each"
+                    )
+                if args.tools is not None:
+                    raise UsageError("--tools goes with one question; it does not go with --each")
+                result = ask_each(self, args, prompt)
+            elif not prompt:
                 raise UsageError(
-                    "--insert puts one answer's code in a cell; it does not go with --each"
+                    "Nothing to ask: the question is empty. Usage: %pizza [options] question"
                 )
-            if args.tools is not None:
-                raise UsageError("--tools goes with one question; it does not go with --each")
-            result = ask_each(self, args, prompt)
-        elif not prompt:
-            raise UsageError(
-                "Nothing to ask: the question is empty. Usage: %pizza [options] question"
-            )
-        else:
-            result = ask_one(self, args, prompt)
+            else:
+                result = ask_one(self, args, prompt)
         return None if silenced else result
-
-    # -- helpers --------------------------------------------------------------------------------
 
     # -- what the modes share -------------------------------------------------------------------
 

@@ -101,6 +101,17 @@ class PizzaSettings(Magics):
     log = Bool(
         True, help="Append every exchange to the store's log (also off with PIZZAGPT_LOG=0)."
     ).tag(config=True)
+    answers = Unicode(
+        None,
+        allow_none=True,
+        help="Answer file (JSON Lines, relative to the kernel's working directory) read before "
+        "the store and written with every answer; None means $PIZZAGPT_ANSWERS, else none.",
+    ).tag(config=True)
+    answers_only = Bool(
+        False,
+        help="Answers come only from the answer file; a question not in it fails and nothing "
+        "is sent (also on with PIZZAGPT_ANSWERS_ONLY=1).",
+    ).tag(config=True)
     history_length = Int(
         20, help="How many exchanges the conversation keeps for -c/--chat (0 keeps none)."
     ).tag(config=True)
