@@ -15,6 +15,7 @@ from typing import Any
 
 from . import store as stores
 from .backends import Backend, provider_of, resolve
+from .cost import Cost, pricing_for
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
 from .providers.base import FinishReason, Messages, Usage
 from .providers.openai import OpenAICompatible
@@ -62,6 +63,8 @@ class Completion:
     usage: dict[str, int] | None = None
     seconds: float = 0.0
     cached: bool = False
+    #: What the answer cost (``cost.Cost``): dollars or why unknown; a cache hit's saving.
+    cost: Cost | None = None
 
     @property
     def model_id(self) -> str:
@@ -87,6 +90,8 @@ class Completion:
             meta["finish_reason"] = self.finish_reason
         if self.usage:
             meta["usage"] = dict(self.usage)
+        if self.cost is not None:
+            meta["cost"] = self.cost.as_dict()
         return meta
 
 
@@ -100,7 +105,7 @@ def _is_kind(chunk: Any, kind: type, attribute: str) -> bool:
 
 
 def _usage_of(chunk: Any) -> dict[str, int] | None:
-    names = ("prompt_tokens", "completion_tokens", "total_tokens")
+    names = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
     counts = {n: v for n in names if isinstance(v := getattr(chunk, n, None), int)}
     return counts or None
 
@@ -224,9 +229,13 @@ async def _complete_messages(
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
     key = None
+    origin = origin_of(backend, request.get("base_url"))
+    pricing = pricing_for(backend.provider, backend.model, origin)
     if store is not None:
         parameters = parameters_of(temperature, max_tokens)
-        key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"))
+        key = stores.request_key(
+            f"{backend.provider}@{origin}", backend.model, parameters, messages
+        )
         if cache:
             hit = store.get(key)
             if hit is not None:
@@ -240,6 +249,7 @@ async def _complete_messages(
                     meta.get("usage"),
                     0.0,
                     cached=True,
+                    cost=pricing.cost(meta.get("usage")).hit(),
                 )
                 if log:
                     log_exchange(store, completion, messages, context=context)
@@ -260,6 +270,7 @@ async def _complete_messages(
                 partial=exc.partial or None,
             )
         raise
+    completion.cost = pricing.cost(completion.usage)
     if store is not None and key is not None:
         store.put(
             key,
@@ -285,7 +296,7 @@ def log_exchange(
 ) -> None:
     """Append one exchange to ``store``'s log: an answer, or a failure's one-line error."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
-    from .images import loggable
+    from .images import content_text, loggable
 
     record: dict[str, Any] = {
         "time": time.time(),
@@ -293,6 +304,7 @@ def log_exchange(
         # Images as their hash and size: the log never holds their bytes.
         "messages": [{**m, "content": loggable(m["content"])} for m in messages],
         "prompt": _prompt_of(messages),
+        "input_chars": sum(len(content_text(m["content"])) for m in messages),
         **(context or {}),
     }
     if completion is not None:
@@ -304,6 +316,7 @@ def log_exchange(
             seconds=completion.seconds,
             usage=completion.usage,
             cached=completion.cached,
+            cost=completion.cost,
         )
     else:
         assert backend is not None

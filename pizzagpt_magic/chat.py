@@ -133,7 +133,9 @@ class Conversation:
         messages = self.messages(prompt, system=system, chat=chat)
         key = self._key(backend, parameters_of(temperature, max_tokens), messages)
         if use_cache and key in self.cache:
-            hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
+            kept = self.cache[key]
+            cost = kept.cost.hit() if kept.cost is not None else None
+            hit = dataclasses.replace(kept, cached=True, seconds=0.0, cost=cost)
             if log and store is not None:
                 from . import store as stores
 

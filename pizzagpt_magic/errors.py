@@ -21,7 +21,8 @@ The hierarchy::
     │   ├── EmptyAnswerError           the content is missing, empty or only white space
     │   ├── MisuseError (ValueError)   the service refused the request as misuse
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
-    └── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    └── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
 
 ``MisuseError`` is a ``ValueError`` because the seed provider raised ``ValueError`` for it, and code
 written against that interface catches it so. Messages are single lines meant to be shown as they
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigurationError",
     "RedirectError",
     "BatchError",
+    "BudgetExceededError",
     "ConnectError",
     "ConnectionLostError",
     "EmptyAnswerError",
@@ -217,3 +219,20 @@ class BatchError(PizzagptError):
         super().__init__(
             f"{len(self.errors)} of {len(self.results)} prompts failed ({listed}{more})"
         )
+
+
+class BudgetExceededError(PizzagptError):
+    """A cost limit (``--max-cost``, ``max_cost=``, ``PizzaMagics.budget``) stopped a batch
+    before a request that could take the total past it; every answer received is kept.
+
+    ``spent`` and ``limit`` are US dollars; ``results`` holds one entry per prompt, as
+    ``BatchError``'s does, None for a prompt that was not asked.
+    """
+
+    def __init__(
+        self, message: str, *, spent: float, limit: float, results: list[Any] | None = None
+    ) -> None:
+        self.spent = spent
+        self.limit = limit
+        self.results = list(results or [])
+        super().__init__(message)

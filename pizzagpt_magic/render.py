@@ -811,6 +811,10 @@ class Answer:
             )
         elif "total_tokens" in usage:
             notes.append(f"{usage['total_tokens']:,} tokens")
+        cost = getattr(self.completion, "cost", None)
+        # The cost stands beside the token counts (and alone when it is a sum of money).
+        if cost is not None and (usage or cost.usd or cost.saved):
+            notes.append(cost.label)
         if not notes:
             return ""
         return " · ".join([self.completion.model_id, *notes])

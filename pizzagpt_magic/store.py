@@ -54,7 +54,7 @@ BUSY_TIMEOUT = 10.0
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE cache (
@@ -90,6 +90,16 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX log_time ON log (time)",
     ],
+    # What an exchange cost (USD; NULL when unknown), what a cache hit saved, how the model is
+    # priced, cached input tokens, and the characters sent (to learn characters a token).
+    2: [
+        "ALTER TABLE log ADD COLUMN cost REAL",
+        "ALTER TABLE log ADD COLUMN cost_saved REAL",
+        "ALTER TABLE log ADD COLUMN pricing TEXT",
+        "ALTER TABLE log ADD COLUMN cached_tokens INTEGER",
+        "ALTER TABLE log ADD COLUMN input_chars INTEGER",
+        "CREATE INDEX log_model ON log (provider, model, id)",
+    ],
 }
 FTS_SCHEMA = [
     """CREATE VIRTUAL TABLE IF NOT EXISTS log_fts USING fts5(
@@ -102,6 +112,14 @@ FTS_SCHEMA = [
         VALUES ('delete', old.id, old.prompt, old.answer);
     END""",
 ]
+
+#: The columns ``Store.usage`` groups by, for each ``by``.
+_USAGE_GROUPS = {
+    "model": ["provider", "model"],
+    "day": ["date(time, 'unixepoch', 'localtime') AS day"],
+    "source": ["source"],
+    "session": ["session"],
+}
 
 
 class StoreWarning(UserWarning):
@@ -232,7 +250,7 @@ class Store:
         try:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target]:
+                for statement in MIGRATIONS.get(target, ()):  # a number another change owns
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
             try:
@@ -449,8 +467,14 @@ class Store:
             "source",
             "session",
             "cell",
+            "cost",
+            "cost_saved",
+            "pricing",
+            "cached_tokens",
+            "input_chars",
         )
         usage = record.get("usage") or {}
+        cost = record.get("cost")
         values = (
             record.get("time", time.time()),
             record["provider"],
@@ -469,6 +493,11 @@ class Store:
             record.get("source", "api"),
             record.get("session"),
             record.get("cell"),
+            cost.usd if cost is not None else None,
+            cost.saved if cost is not None else None,
+            cost.pricing if cost is not None else None,
+            usage.get("cached_tokens"),
+            record.get("input_chars"),
         )
         sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         self._submit(lambda c: c.execute(sql, values))
@@ -530,6 +559,93 @@ class Store:
         connection = self._reader()
         cursor = connection.execute("DELETE FROM log WHERE time < ?", (cutoff,))
         return int(cursor.rowcount)
+
+    # -- usage and cost -------------------------------------------------------------------
+
+    def usage(
+        self,
+        *,
+        since: float | None = None,
+        by: Iterable[str] = ("model",),
+        session: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The log's totals since ``since`` (a Unix time), one row per group of ``by``
+        (``model``, ``day``, ``source``), of ``session`` only when given.
+
+        ``requests`` were sent (``failures`` among them); ``cache_hits`` were answered from the
+        cache and cost 0; tokens are those of the requests sent; ``cost`` adds the known costs,
+        ``unpriced`` counts the answers whose cost is unknown, ``local`` and ``free`` those of
+        models that cost nothing; ``cost_saved`` is what the cache hits would have cost."""
+        self.flush()
+        keys: list[str] = []
+        for name in by:
+            keys += _USAGE_GROUPS[name]
+        where, params = ["1"], []
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if session is not None:
+            where.append("session = ?")
+            params.append(session)
+        group = f" GROUP BY {', '.join(k.split(' AS ')[-1] for k in keys)}" if keys else ""
+        order = f" ORDER BY {', '.join(k.split(' AS ')[-1] for k in keys)}" if keys else ""
+        sql = (
+            f"SELECT {''.join(k + ', ' for k in keys)}"
+            "count(*), sum(cached = 0), sum(cached = 1), sum(error IS NOT NULL), "
+            "total(CASE WHEN cached = 0 THEN prompt_tokens END), "
+            "total(CASE WHEN cached = 0 THEN completion_tokens END), "
+            "total(CASE WHEN cached = 0 THEN cached_tokens END), "
+            "total(cost), total(cost_saved), "
+            "sum(cached = 0 AND error IS NULL AND cost IS NULL), "
+            "sum(pricing = 'local'), sum(pricing = 'free') "
+            f"FROM log WHERE {' AND '.join(where)}{group}{order}"
+        )
+        names = [k.split(" AS ")[-1] for k in keys] + [
+            "exchanges",
+            "requests",
+            "cache_hits",
+            "failures",
+            "input_tokens",
+            "output_tokens",
+            "cached_tokens",
+            "cost",
+            "cost_saved",
+            "unpriced",
+            "local",
+            "free",
+        ]
+        rows = self._reader().execute(sql, params).fetchall()
+        out = []
+        for row in rows:
+            record = dict(zip(names, row))
+            if not record["exchanges"]:
+                continue
+            for name in names[len(keys) :]:
+                if name not in ("cost", "cost_saved"):
+                    record[name] = int(record[name] or 0)
+            out.append(record)
+        return out
+
+    def token_stats(
+        self, provider: str, model: str, *, last: int = 200
+    ) -> tuple[float | None, float | None]:
+        """``(characters a token, average answer tokens)`` of the newest ``last`` answers of
+        ``provider:model`` in the log that were sent and counted (None where there are none)."""
+        self.flush()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT total(input_chars), total(prompt_tokens), avg(completion_tokens) FROM "
+                "(SELECT input_chars, prompt_tokens, completion_tokens FROM log "
+                "WHERE provider = ? AND model = ? AND cached = 0 AND error IS NULL "
+                "AND prompt_tokens > 0 AND input_chars > 0 ORDER BY id DESC LIMIT ?)",
+                (provider, model, int(last)),
+            )
+            .fetchone()
+        )
+        chars, tokens, answer = row
+        ratio = chars / tokens if tokens else None
+        return ratio, (float(answer) if answer is not None else None)
 
 
 def _fts_query(text: str) -> str:

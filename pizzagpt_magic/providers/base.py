@@ -62,9 +62,12 @@ class Usage(ResponseType):
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         total_tokens: int | None = None,
+        cached_tokens: int | None = None,
         **extra: Any,
     ) -> None:
         self.prompt_tokens = prompt_tokens
+        #: Input tokens the backend served from its prompt cache (part of ``prompt_tokens``).
+        self.cached_tokens = cached_tokens
         self.completion_tokens = completion_tokens
         if total_tokens is None and prompt_tokens is not None and completion_tokens is not None:
             total_tokens = prompt_tokens + completion_tokens
@@ -72,7 +75,7 @@ class Usage(ResponseType):
 
     def as_dict(self) -> dict[str, int]:
         """The known counts, by name."""
-        names = ("prompt_tokens", "completion_tokens", "total_tokens")
+        names = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
         return {name: value for name in names if isinstance(value := getattr(self, name), int)}
 
     def __repr__(self) -> str:

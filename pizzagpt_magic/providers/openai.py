@@ -135,6 +135,9 @@ def _usage(value: Any) -> Usage | None:
         for k in ("prompt_tokens", "completion_tokens", "total_tokens")
         if isinstance(v := value.get(k), int)
     }
+    details = value.get("prompt_tokens_details")
+    if counts and isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+        counts["cached_tokens"] = details["cached_tokens"]
     return Usage(**counts) if counts else None
 
 
