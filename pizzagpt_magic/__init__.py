@@ -29,6 +29,8 @@ _EXPORTS = {
     "Endpoint": "backends",
     "register_endpoint": "backends",
     "logs": "store",
+    "usage": "reports",
+    "set_prices": "cost",
     "Store": "store",
     "StoreWarning": "store",
     "complete": "api",
@@ -40,6 +42,7 @@ _EXPORTS = {
     "AuthenticationError": "errors",
     "ProviderError": "errors",
     "BatchError": "errors",
+    "BudgetExceededError": "errors",
     "ConfigurationError": "errors",
     "RedirectError": "errors",
     "ConnectError": "errors",
@@ -64,10 +67,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
     from .batch import ask_many, ask_many_async
+    from .cost import set_prices
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
         BatchError,
+        BudgetExceededError,
         ConfigurationError,
         ConnectError,
         ConnectionLostError,
@@ -97,6 +102,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
+    from .reports import usage
     from .store import Store, StoreWarning, logs
 
 

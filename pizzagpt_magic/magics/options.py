@@ -68,6 +68,24 @@ OPTIONS = (
         help="Show the newest N logged exchanges (default 10).",
     ),
     argument(
+        "--usage",
+        action="store_true",
+        help="Show requests, cache hits, tokens and cost by model: this kernel's and the "
+        "store's (with --since WHEN: over that window).",
+    ),
+    argument(
+        "--since",
+        metavar="WHEN",
+        help="With --usage: a date (2026-11-28), a time or an age (30m, 12h, 7d).",
+    ),
+    argument(
+        "--plot",
+        nargs="?",
+        const="cost",
+        choices=("cost", "tokens"),
+        help="With --usage: draw cost (default) or tokens per day by model (needs matplotlib).",
+    ),
+    argument(
         "--no-interpolate",
         action="store_true",
         help="Send {braces} as they are, without substituting variables.",

@@ -1,7 +1,7 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``); this class parses the options, checks them, and hands the question to
+``models``, ``history``, ``usage``); this class parses the options, checks them, and hands the question to
 the mode asked for. What the modes share (building the question and the system message, the
 request options, the store, the log's context) is here.
 """
@@ -28,6 +28,7 @@ from .models import list_models
 from .names import CELL_ERRORS, FIGURES
 from .options import OPTIONS
 from .parsing import split_options
+from .usage import show_usage
 from .settings import PizzaSettings
 
 if TYPE_CHECKING:
@@ -59,6 +60,11 @@ class PizzaMagics(PizzaSettings):
             code_name=getattr(getattr(shell, "compile", None), "format_code_name", None)
         )
         self.observe(self._resize, names=["history_length", "cache_size"])
+        self.observe(self._set_prices, names=["prices"])
+        if self.prices:
+            self._set_prices(None)
+        #: What this kernel's answers cost so far (USD), for ``PizzaMagics.budget``.
+        self.spent = 0.0
         from ..images import DisplayedImages
 
         #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
@@ -91,6 +97,11 @@ class PizzaMagics(PizzaSettings):
         self.cell_errors.record(result)
         self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
         self.user_ns.setdefault(FIGURES, self.figures)
+
+    def _set_prices(self, change: Any) -> None:
+        from ..cost import set_prices
+
+        set_prices(self.prices)
 
     def _resize(self, change: Any) -> None:
         if self._conversation is not None:
@@ -138,6 +149,12 @@ class PizzaMagics(PizzaSettings):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
+        if (args.since or args.plot) and not args.usage:
+            raise UsageError("--since and --plot go with --usage")
+        if args.usage:
+            if prompt or args.each:
+                raise UsageError("--usage takes no question")
+            return show_usage(self, args)
         if args.models is not None or args.history or args.show_log is not None:
             if prompt:
                 raise UsageError("--models, --history and --log take no question")
