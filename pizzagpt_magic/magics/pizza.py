@@ -1,8 +1,8 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``usage``); this class parses the options, checks them, and hands the question to
-the mode asked for. What the modes share (building the question and the system message, the
+``models``, ``history``, ``usage``); this class parses the options, checks them, and hands the
+question to the mode asked for. What the modes share (building the question and the system message, the
 request options, the store, the log's context) is here.
 """
 
@@ -28,8 +28,8 @@ from .models import list_models
 from .names import CELL_ERRORS, FIGURES
 from .options import OPTIONS
 from .parsing import split_options
-from .usage import show_usage
 from .settings import PizzaSettings
+from .usage import show_usage
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
