@@ -2,8 +2,8 @@
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
 ``models``, ``history``, ``usage``); this class parses the options, checks them, and hands the
-question to the mode asked for. What the modes share (building the question and the system message, the
-request options, the store, the log's context) is here.
+question to the mode asked for. What the modes share (building the question and the system
+message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
