@@ -87,6 +87,16 @@ class Conversation:
         sent = tuple((m["role"], content_key(m["content"])) for m in messages)
         return (backend.provider, backend.model, tuple(sorted(parameters.items())), sent)
 
+    def has(
+        self,
+        backend: Backend,
+        temperature: float | None,
+        max_tokens: int | None,
+        messages: Messages,
+    ) -> bool:
+        """Whether the memory cache holds the answer to ``messages``."""
+        return self._key(backend, parameters_of(temperature, max_tokens), messages) in self.cache
+
     def lookup(
         self,
         prompt: Any,

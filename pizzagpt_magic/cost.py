@@ -29,7 +29,7 @@ import ipaddress
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +39,8 @@ from .errors import BudgetExceededError, ConfigurationError
 __all__ = [
     "Budget",
     "Cost",
+    "Limits",
+    "estimate_batch",
     "Estimate",
     "Pricing",
     "CHARS_PER_TOKEN",
@@ -407,6 +409,89 @@ class Estimate:
         return {"text/plain": self.line(), "text/html": f"<p>{escape(self.line())}</p>"}
 
 
+#: Output tokens an estimate assumes when there is no ``max_tokens`` and the log has no answer
+#: of the model to take the average of.
+DEFAULT_OUTPUT_TOKENS = 256
+
+
+def estimate_batch(
+    backend: Any,
+    requests: Sequence[Any],
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    store: Any = None,
+    base_url: str | None = None,
+    answered: Callable[[str], bool] | None = None,
+) -> tuple[Estimate, list[float | None]]:
+    """The ``Estimate`` of sending ``requests`` (message lists) to ``backend``, and each
+    request's own estimated cost (0 for one already answered, None when unpriced).
+
+    A request is answered when ``store`` has its key (or ``answered(key)`` says so). Input tokens
+    are the characters of its messages over the characters a token of the model's newest logged
+    answers (4 without any); output tokens are ``max_tokens``, else the model's average logged
+    answer, else ``DEFAULT_OUTPUT_TOKENS``."""
+    from .api import origin_of, parameters_of
+    from .images import content_text
+    from .store import request_key
+
+    origin = origin_of(backend, base_url)
+    pricing = pricing_for(backend.provider, backend.model, origin)
+    ratio, average = (None, None)
+    if store is not None:
+        ratio, average = store.token_stats(backend.provider, backend.model)
+    if max_tokens is not None:
+        output, output_from = max_tokens, "max_tokens"
+    elif average is not None:
+        output, output_from = math.ceil(average), "log average"
+    else:
+        output, output_from = DEFAULT_OUTPUT_TOKENS, f"default {DEFAULT_OUTPUT_TOKENS}"
+    parameters = parameters_of(temperature, max_tokens)
+    provider = f"{backend.provider}@{origin}"
+    seen: dict[str, bool] = {}
+    each: list[float | None] = []
+    input_total = output_total = stored = 0
+    for messages in requests:
+        key = request_key(provider, backend.model, parameters, messages)
+        done = seen.get(key)
+        if done is None:
+            done = bool(store is not None and store.has(key)) or bool(answered and answered(key))
+            seen[key] = done
+            stored += done
+            counted = not done
+        else:
+            counted = False
+        if done:
+            each.append(0.0)
+            continue
+        tokens = estimate_tokens(sum(len(content_text(m["content"])) for m in messages), ratio)
+        if counted:
+            input_total += tokens
+            output_total += output
+        # A repeat is counted at full cost too: with requests in flight at once, the first
+        # may not have answered before the repeat is sent.
+        each.append(pricing.estimate(tokens, output))
+    estimate = Estimate(
+        model=_model_id(backend),
+        prompts=len(requests),
+        distinct=len(seen),
+        stored=stored,
+        input_tokens=input_total,
+        output_tokens=output_total,
+        usd=pricing.estimate(input_total, output_total),
+        pricing=pricing.status,
+        chars_per_token=ratio or CHARS_PER_TOKEN,
+        output_from=output_from,
+    )
+    return estimate, each
+
+
+def _model_id(backend: Any) -> str:
+    from .backends import model_id
+
+    return model_id(backend.provider, backend.model)
+
+
 # -- budgets -----------------------------------------------------------------------------------
 
 
@@ -453,3 +538,36 @@ class Budget:
             spent=self.spent,
             limit=self.limit,
         )
+
+
+class Limits:
+    """Several ``Budget``s at once (a batch's ``max_cost`` and the kernel's budget): a request
+    starts only when every one lets it; the first to refuse names the stop."""
+
+    def __init__(self, budgets: Sequence[Budget]) -> None:
+        self.budgets = list(budgets)
+        self.stopper: Budget | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopper is not None
+
+    def reserve(self, estimate: float) -> bool:
+        if self.stopper is not None:
+            return False
+        for budget in self.budgets:
+            if budget.spent + budget.in_flight + estimate > budget.limit + 1e-12:
+                budget.stopped = True
+                self.stopper = budget
+                return False
+        for budget in self.budgets:
+            budget.in_flight += estimate
+        return True
+
+    def settle(self, estimate: float, usd: float | None) -> None:
+        for budget in self.budgets:
+            budget.settle(estimate, usd)
+
+    def error(self, kept: int | None = None, total: int | None = None, where: str = "") -> Any:
+        budget = self.stopper or self.budgets[0]
+        return budget.error(kept, total, where)

@@ -580,7 +580,8 @@ class Store:
         keys: list[str] = []
         for name in by:
             keys += _USAGE_GROUPS[name]
-        where, params = ["1"], []
+        where: list[str] = ["1"]
+        params: list[Any] = []
         if since is not None:
             where.append("time >= ?")
             params.append(since)

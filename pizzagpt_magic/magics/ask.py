@@ -43,6 +43,8 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             base_url=magics.base_url,
         )
     )
+    if not cached:
+        magics._check_budget(args, prompt, system)
     notebook = magics._showing_progress()
     view: StreamView | None = None
     if magics.stream and not args.no_stream and args.backend.streams and not cached:

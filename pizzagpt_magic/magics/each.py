@@ -1,7 +1,9 @@
 """``%%pizza --each NAME``: the question once per item of an iterable, as a batch.
 
 ``{item}`` and ``{index}`` are bound for each item; answers go to ``-o`` as a list, or a Series
-on a pandas index. An interrupt keeps every answer that arrived."""
+on a pandas index. An interrupt keeps every answer that arrived, and so does a stop at the cost
+limit (``--max-cost``, ``PizzaMagics.budget``); ``--estimate`` says what the batch would send and
+cost, and sends nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AnswerFormatError
+from ..errors import AnswerFormatError, BudgetExceededError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
 
@@ -61,13 +63,25 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     requests = [(magics._question(template, args, s), magics._system(args, s)) for s in scopes]
     for prompt, system in requests:
         magics._check_size(prompt, system, args.chat)
+    limits, estimates = None, None
+    if args.estimate or args.max_cost is not None or magics.budget is not None:
+        estimate, estimates = magics._estimate(args, requests)
+        if args.estimate:
+            return estimate
+        limits = magics._limits(args, estimate)
     ask_prompt = magics._asker(args)
-
-    async def ask_one(request: tuple[str, str | None]) -> str:
-        return (await ask_prompt(*request)).text
 
     started = time.monotonic()
     received: list[Any] = [None] * len(requests)
+
+    def keep() -> tuple[str, int]:
+        # Every answer that arrived is kept: in the variable, None where none came (and
+        # in the store, so that a rerun asks only for the rest).
+        kept = [None if isinstance(r, BaseException) else r for r in received]
+        target = args.output or BATCH_ANSWERS
+        magics.user_ns[target] = batch_values(kept, source)
+        return target, sum(r is not None for r in kept)
+
     try:
         results = run_sync(
             ask_many_async(
@@ -75,21 +89,22 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
                 concurrency=args.concurrency or magics.concurrency,
                 errors="return",
                 progress=magics.progress,
-                ask=ask_one,
+                ask=lambda request: ask_prompt(*request),
                 into=received,
+                limits=limits,
+                estimates=estimates,
+                replies=True,
             )
         )
+    except BudgetExceededError as exc:
+        kept_in, _ = keep()
+        raise UsageError(f"{exc}; the answers are in {kept_in!r} (None where none came)") from None
     except KeyboardInterrupt:
-        # Every answer that arrived is kept: in the variable, None where none came (and
-        # in the store, so that a rerun asks only for the rest).
-        kept = [None if isinstance(r, BaseException) else r for r in received]
-        target = args.output or BATCH_ANSWERS
-        magics.user_ns[target] = batch_values(kept, source)
-        count = sum(r is not None for r in kept)
+        kept_in, count = keep()
         import sys
 
         print(
-            f"Interrupted: {count} of {len(kept)} answers kept in {target!r} (None where "
+            f"Interrupted: {count} of {len(received)} answers kept in {kept_in!r} (None where "
             "none came); run the cell again to ask only for the rest",
             file=sys.stderr,
         )

@@ -98,6 +98,19 @@ OPTIONS = (
     ),
     argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each."),
     argument(
+        "--estimate",
+        action="store_true",
+        help="With --each: say how many requests the batch would send (prompts not yet "
+        "answered), their tokens and cost; send nothing.",
+    ),
+    argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="With --each: send no request that could take the batch's cost past USD; the "
+        "answers received are kept, and a rerun asks only for the rest.",
+    ),
+    argument(
         "--fix",
         action="store_true",
         help="Ask about the newest error (or cell N's: --fix N): the failing cell's code and "

@@ -203,6 +203,10 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(str(exc)) from None
         if args.temperature is not None and not 0 <= args.temperature <= 2:
             raise UsageError("--temperature must be from 0 to 2")
+        if args.max_cost is not None and not args.max_cost >= 0:
+            raise UsageError("--max-cost must be 0 or more dollars")
+        if (args.max_cost is not None or args.estimate) and not args.each:
+            raise UsageError("--estimate and --max-cost go with --each (a batch)")
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError("--max-tokens must be at least 1")
         if args.temperature is None:
@@ -292,7 +296,7 @@ class PizzaMagics(PizzaSettings):
         context = self._context()
 
         async def ask(prompt: str, system: str | None) -> Reply:
-            return await self.conversation.ask(
+            reply = await self.conversation.ask(
                 prompt,
                 backend=args.backend,
                 system=system,
@@ -307,8 +311,72 @@ class PizzaMagics(PizzaSettings):
                 context=context,
                 **request,
             )
+            cost = reply.completion.cost if reply.completion is not None else None
+            if cost is not None and cost.usd:
+                self.spent += cost.usd
+            return reply
 
         return ask
+
+    def _estimate(self, args: Any, requests: list[tuple[Any, str | None]]) -> tuple[Any, Any]:
+        """The ``cost.Estimate`` of asking ``requests`` (prompt, system) with these options,
+        and each one's estimated cost; those this kernel or the store has answered cost 0."""
+        from ..api import store_key
+        from ..cost import estimate_batch
+
+        use_cache = self.cache and not args.no_cache
+        store = self._store() if use_cache else None
+        conversation = self.conversation
+        messages = [conversation.messages(p, system=s, chat=args.chat) for p, s in requests]
+        in_memory = set()
+        if use_cache:
+            for listed in messages:
+                if conversation.has(args.backend, args.temperature, args.max_tokens, listed):
+                    in_memory.add(
+                        store_key(
+                            args.backend, listed, args.temperature, args.max_tokens, self.base_url
+                        )
+                    )
+        return estimate_batch(
+            args.backend,
+            messages,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            store=store,
+            base_url=self.base_url,
+            answered=in_memory.__contains__,
+        )
+
+    def _limits(self, args: Any, estimate: Any) -> Any:
+        """The cost limits in force (``--max-cost``, ``PizzaMagics.budget``), or None."""
+        from ..cost import Budget, Limits, format_usd
+
+        budgets = []
+        if args.max_cost is not None:
+            budgets.append(Budget(args.max_cost, what=f"--max-cost {args.max_cost:g}"))
+        if self.budget is not None:
+            budgets.append(
+                Budget(
+                    self.budget, self.spent, what=f"PizzaMagics.budget ({format_usd(self.budget)})"
+                )
+            )
+        if not budgets:
+            return None
+        if estimate.usd is None and estimate.requests:
+            raise UsageError(
+                f"The price of {estimate.model} is unknown ({estimate.pricing}), so a cost limit "
+                "cannot hold; give it in PizzaMagics.prices"
+            )
+        return Limits(budgets)
+
+    def _check_budget(self, args: Any, prompt: Any, system: str | None) -> None:
+        """Refuse a question that could take this kernel past ``PizzaMagics.budget``."""
+        if self.budget is None:
+            return
+        estimate, (usd,) = self._estimate(args, [(prompt, system)])
+        limits = self._limits(args, estimate)
+        if limits is not None and not limits.reserve(usd or 0.0):
+            raise UsageError(str(limits.error()))
 
     def _store(self) -> Any:
         """The store in effect (None when off or failed)."""
