@@ -36,7 +36,10 @@ def show_usage(magics: PizzaMagics, args: Any) -> Any:
             return plot_usage(store, since=since, what=args.plot)
         except PlotUnavailable as exc:
             raise UsageError(str(exc)) from None
+    everything = usage_report(store, since=since, title=f"The store ({store.path})")
     session = magics._context()["session"]
+    if session is None:  # a shell with no session to tell its own exchanges by
+        return everything
     report = usage_report(store, since=since, session=session, title="This kernel")
-    report.more.append(usage_report(store, since=since, title=f"The store ({store.path})"))
+    report.more.append(everything)
     return report
