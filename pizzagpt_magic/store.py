@@ -99,6 +99,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE log ADD COLUMN cached_tokens INTEGER",
         "ALTER TABLE log ADD COLUMN input_chars INTEGER",
         "CREATE INDEX log_model ON log (provider, model, id)",
+        # Usage reports read this index alone, in its order (see Store.usage).
+        """CREATE INDEX log_usage ON log (provider, model, cached, pricing, error, time,
+            session, source, prompt_tokens, completion_tokens, cached_tokens, cost, cost_saved)""",
     ],
 }
 FTS_SCHEMA = [
@@ -120,6 +123,24 @@ _USAGE_GROUPS = {
     "source": ["source"],
     "session": ["session"],
 }
+
+#: What ``Store.usage`` counts for each group.
+_USAGE_COUNTS = (
+    "exchanges",
+    "requests",
+    "cache_hits",
+    "failures",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "unpriced",
+    "local",
+    "free",
+)
+
+
+def _sort_key(group: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple("" if value is None else str(value) for value in group)
 
 
 class StoreWarning(UserWarning):
@@ -577,9 +598,11 @@ class Store:
         ``unpriced`` counts the answers whose cost is unknown, ``local`` and ``free`` those of
         models that cost nothing; ``cost_saved`` is what the cache hits would have cost."""
         self.flush()
+        by = list(by)
         keys: list[str] = []
         for name in by:
             keys += _USAGE_GROUPS[name]
+        names = [k.split(" AS ")[-1] for k in keys]
         where: list[str] = ["1"]
         params: list[Any] = []
         if since is not None:
@@ -588,44 +611,44 @@ class Store:
         if session is not None:
             where.append("session = ?")
             params.append(session)
-        group = f" GROUP BY {', '.join(k.split(' AS ')[-1] for k in keys)}" if keys else ""
-        order = f" ORDER BY {', '.join(k.split(' AS ')[-1] for k in keys)}" if keys else ""
+        # Grouped by the columns the counts depend on too, in the order of the covering index
+        # log_usage, and with plain sums only: SQLite then reads the index alone, sorts nothing
+        # (by model), and does the least work a row; the groups are merged here.
+        source = "log INDEXED BY log_usage" if by == ["model"] else "log"
         sql = (
-            f"SELECT {''.join(k + ', ' for k in keys)}"
-            "count(*), sum(cached = 0), sum(cached = 1), sum(error IS NOT NULL), "
-            "total(CASE WHEN cached = 0 THEN prompt_tokens END), "
-            "total(CASE WHEN cached = 0 THEN completion_tokens END), "
-            "total(CASE WHEN cached = 0 THEN cached_tokens END), "
-            "total(cost), total(cost_saved), "
-            "sum(cached = 0 AND error IS NULL AND cost IS NULL), "
-            "sum(pricing = 'local'), sum(pricing = 'free') "
-            f"FROM log WHERE {' AND '.join(where)}{group}{order}"
+            f"SELECT {''.join(k + ', ' for k in keys)}cached, pricing, error, count(*), "
+            "total(prompt_tokens), total(completion_tokens), total(cached_tokens), total(cost), "
+            f"total(cost_saved), count(cost) FROM {source} WHERE {' AND '.join(where)} "
+            f"GROUP BY {''.join(n + ', ' for n in names)}cached, pricing, error"
         )
-        names = [k.split(" AS ")[-1] for k in keys] + [
-            "exchanges",
-            "requests",
-            "cache_hits",
-            "failures",
-            "input_tokens",
-            "output_tokens",
-            "cached_tokens",
-            "cost",
-            "cost_saved",
-            "unpriced",
-            "local",
-            "free",
-        ]
-        rows = self._reader().execute(sql, params).fetchall()
-        out = []
-        for row in rows:
-            record = dict(zip(names, row))
-            if not record["exchanges"]:
+        totals: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in self._reader().execute(sql, params):
+            group = row[: len(names)]
+            cached, pricing, error, count, inputs, outputs, in_cache, cost, saved, priced = row[
+                len(names) :
+            ]
+            record = totals.get(group)
+            if record is None:
+                record = totals[group] = dict(zip(names, group))
+                record.update(dict.fromkeys(_USAGE_COUNTS, 0))
+                record.update(cost=0.0, cost_saved=0.0)
+            record["exchanges"] += count
+            record["cost"] += cost
+            record["cost_saved"] += saved
+            if pricing == "local" or pricing == "free":
+                record[pricing] += count
+            if cached:
+                record["cache_hits"] += count
                 continue
-            for name in names[len(keys) :]:
-                if name not in ("cost", "cost_saved"):
-                    record[name] = int(record[name] or 0)
-            out.append(record)
-        return out
+            record["requests"] += count
+            record["input_tokens"] += int(inputs)
+            record["output_tokens"] += int(outputs)
+            record["cached_tokens"] += int(in_cache)
+            if error is not None:
+                record["failures"] += count
+            else:
+                record["unpriced"] += count - priced
+        return [totals[group] for group in sorted(totals, key=_sort_key)]
 
     def token_stats(
         self, provider: str, model: str, *, last: int = 200
