@@ -90,16 +90,18 @@ class UsageReport:
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as JSON-ready records, each named by its group (``model``, ``day`` or
-        ``source``), with its ``cost_label``."""
+        ``source``), with its ``cost_label``; ``cost`` is None when no cost in it is known."""
         out = []
         for row in self.rows:
             record = {self.by: _label(row, self.by)}
             if self.by == "model":
                 record["provider"] = row["provider"]
             record.update({name: row[name] for name in _COUNTS})
-            record["cost"] = row["cost"]
+            label = cost_label(row)
+            # No known cost at all is None, never $0.
+            record["cost"] = None if label == "unpriced" else row["cost"]
             record["cost_saved"] = row["cost_saved"]
-            record["cost_label"] = cost_label(row)
+            record["cost_label"] = label
             out.append(record)
         return out
 
