@@ -42,6 +42,7 @@ __all__ = [
     "Limits",
     "estimate_batch",
     "Estimate",
+    "Estimator",
     "Pricing",
     "CHARS_PER_TOKEN",
     "LOCAL_PROVIDERS",
@@ -414,6 +415,102 @@ class Estimate:
 DEFAULT_OUTPUT_TOKENS = 256
 
 
+class Estimator:
+    """Request-by-request estimates against one store: what each model's log says (characters
+    a token, average answer) is read once per model."""
+
+    def __init__(self, store: Any = None) -> None:
+        self.store = store
+        self._models: dict[tuple[str, str, str | None], tuple[Pricing, float | None, Any]] = {}
+        #: How the output was estimated, per model id: ``max_tokens``, ``log average``, or the
+        #: default.
+        self.output_from: dict[str, str] = {}
+
+    def _model(self, backend: Any, base_url: str | None) -> tuple[Pricing, float | None, Any]:
+        from .api import origin_of
+
+        origin = origin_of(backend, base_url)
+        key = (backend.provider, backend.model, origin)
+        found = self._models.get(key)
+        if found is None:
+            ratio, average = (None, None)
+            if self.store is not None:
+                ratio, average = self.store.token_stats(backend.provider, backend.model)
+            pricing = pricing_for(backend.provider, backend.model, origin)
+            found = self._models[key] = (pricing, ratio, average)
+        return found
+
+    def request(
+        self,
+        backend: Any,
+        messages: Any,
+        max_tokens: int | None = None,
+        base_url: str | None = None,
+    ) -> tuple[int, int, float | None]:
+        """``(input tokens, output tokens, dollars)`` of one request (dollars None when the
+        model is unpriced)."""
+        from .images import content_text
+
+        pricing, ratio, average = self._model(backend, base_url)
+        name = _model_id(backend)
+        if max_tokens is not None:
+            output = max_tokens
+            self.output_from.setdefault(name, "max_tokens")
+        elif average is not None:
+            output = math.ceil(average)
+            self.output_from.setdefault(name, "log average")
+        else:
+            output = DEFAULT_OUTPUT_TOKENS
+            self.output_from.setdefault(name, f"default {DEFAULT_OUTPUT_TOKENS}")
+        characters = sum(len(content_text(m["content"])) for m in messages)
+        tokens = estimate_tokens(characters, ratio)
+        return tokens, output, pricing.estimate(tokens, output)
+
+    def estimate(
+        self,
+        requests: Sequence[tuple[Any, Any, int | None, str | None]],
+        *,
+        prompts: int,
+        distinct: int,
+        stored: int,
+    ) -> Estimate:
+        """The ``Estimate`` of sending ``requests`` (``(backend, messages, max_tokens,
+        base_url)``, one a distinct prompt not yet answered) out of ``prompts`` in all."""
+        input_total = output_total = 0
+        usd: float | None = 0.0
+        statuses = set()
+        names: list[str] = []
+        ratios = []
+        for backend, messages, max_tokens, base_url in requests:
+            tokens, output, dollars = self.request(backend, messages, max_tokens, base_url)
+            input_total += tokens
+            output_total += output
+            usd = None if usd is None or dollars is None else usd + dollars
+            pricing, ratio, _ = self._model(backend, base_url)
+            statuses.add(pricing.status)
+            ratios.append(ratio or CHARS_PER_TOKEN)
+            name = _model_id(backend)
+            if name not in names:
+                names.append(name)
+        for status in (UNPRICED, PRICED, LOCAL, FREE):
+            if status in statuses:
+                break
+        else:
+            status = PRICED
+        return Estimate(
+            model=", ".join(names) or "nothing",
+            prompts=prompts,
+            distinct=distinct,
+            stored=stored,
+            input_tokens=input_total,
+            output_tokens=output_total,
+            usd=usd,
+            pricing=status,
+            chars_per_token=ratios[0] if len(set(ratios)) == 1 else CHARS_PER_TOKEN,
+            output_from="; ".join(dict.fromkeys(self.output_from[n] for n in names)) or "none",
+        )
+
+
 def estimate_batch(
     backend: Any,
     requests: Sequence[Any],
@@ -432,57 +529,38 @@ def estimate_batch(
     answers (4 without any); output tokens are ``max_tokens``, else the model's average logged
     answer, else ``DEFAULT_OUTPUT_TOKENS``."""
     from .api import origin_of, parameters_of
-    from .images import content_text
     from .store import request_key
 
-    origin = origin_of(backend, base_url)
-    pricing = pricing_for(backend.provider, backend.model, origin)
-    ratio, average = (None, None)
-    if store is not None:
-        ratio, average = store.token_stats(backend.provider, backend.model)
-    if max_tokens is not None:
-        output, output_from = max_tokens, "max_tokens"
-    elif average is not None:
-        output, output_from = math.ceil(average), "log average"
-    else:
-        output, output_from = DEFAULT_OUTPUT_TOKENS, f"default {DEFAULT_OUTPUT_TOKENS}"
+    estimator = Estimator(store)
     parameters = parameters_of(temperature, max_tokens)
-    provider = f"{backend.provider}@{origin}"
+    provider = f"{backend.provider}@{origin_of(backend, base_url)}"
     seen: dict[str, bool] = {}
     each: list[float | None] = []
-    input_total = output_total = stored = 0
+    pending = []
     for messages in requests:
         key = request_key(provider, backend.model, parameters, messages)
         done = seen.get(key)
         if done is None:
             done = bool(store is not None and store.has(key)) or bool(answered and answered(key))
             seen[key] = done
-            stored += done
-            counted = not done
-        else:
-            counted = False
-        if done:
-            each.append(0.0)
-            continue
-        tokens = estimate_tokens(sum(len(content_text(m["content"])) for m in messages), ratio)
-        if counted:
-            input_total += tokens
-            output_total += output
+            if not done:
+                pending.append((backend, messages, max_tokens, base_url))
         # A repeat is counted at full cost too: with requests in flight at once, the first
         # may not have answered before the repeat is sent.
-        each.append(pricing.estimate(tokens, output))
-    estimate = Estimate(
-        model=_model_id(backend),
+        each.append(0.0 if done else estimator.request(backend, messages, max_tokens, base_url)[2])
+    estimate = estimator.estimate(
+        pending,
         prompts=len(requests),
         distinct=len(seen),
-        stored=stored,
-        input_tokens=input_total,
-        output_tokens=output_total,
-        usd=pricing.estimate(input_total, output_total),
-        pricing=pricing.status,
-        chars_per_token=ratio or CHARS_PER_TOKEN,
-        output_from=output_from,
+        stored=sum(seen.values()),
     )
+    if not pending:
+        estimate.model = _model_id(backend)
+        estimate.pricing = pricing_for(
+            backend.provider, backend.model, origin_of(backend, base_url)
+        ).status
+        if estimate.pricing == UNPRICED:
+            estimate.usd = None
     return estimate, each
 
 

@@ -93,7 +93,7 @@ class UsageReport:
         ``source``), with its ``cost_label``; ``cost`` is None when no cost in it is known."""
         out = []
         for row in self.rows:
-            record = {self.by: _label(row, self.by)}
+            record: dict[str, Any] = {self.by: _label(row, self.by)}
             if self.by == "model":
                 record["provider"] = row["provider"]
             record.update({name: row[name] for name in _COUNTS})
