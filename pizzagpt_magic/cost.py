@@ -132,10 +132,8 @@ class Pricing:
 
     def cost(self, usage: Mapping[str, Any] | None) -> Cost:
         """The cost of an answer with this ``usage`` (token counts as the backend gave them)."""
-        if self.status in (LOCAL, FREE):
-            return Cost(0.0, self.status)
-        if self.status == UNPRICED:
-            return Cost(None, UNPRICED)
+        if self.status != PRICED:  # the same answer every time: made once
+            return _FIXED_COSTS[self.status]
         usage = usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(prompt, int) or not isinstance(completion, int):
@@ -158,6 +156,10 @@ class Pricing:
         if self.status == UNPRICED:
             return None
         return (input_tokens * self.input + output_tokens * self.output) / 1e6
+
+
+#: The cost of every answer of a local, free or unpriced model.
+_FIXED_COSTS = {LOCAL: Cost(0.0, LOCAL), FREE: Cost(0.0, FREE), UNPRICED: Cost(None, UNPRICED)}
 
 
 # -- prices ------------------------------------------------------------------------------------
