@@ -38,6 +38,7 @@ _EXPORTS = {
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
+    "answers_frame": "batch",
     "AnswerFormatError": "errors",
     "AuthenticationError": "errors",
     "ProviderError": "errors",
@@ -58,6 +59,8 @@ _EXPORTS = {
     "RequestTimeoutError": "errors",
     "ResponseError": "errors",
     "ResponseShapeError": "errors",
+    "SchemaError": "errors",
+    "SchemaSpecError": "errors",
     "TransportError": "errors",
 }
 
@@ -66,7 +69,7 @@ __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_i
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
-    from .batch import ask_many, ask_many_async
+    from .batch import answers_frame, ask_many, ask_many_async
     from .cost import set_prices
     from .errors import (
         AnswerFormatError,
@@ -89,6 +92,8 @@ if TYPE_CHECKING:  # pragma: no cover
         RequestTimeoutError,
         ResponseError,
         ResponseShapeError,
+        SchemaError,
+        SchemaSpecError,
         TransportError,
     )
     from .providers.base import (

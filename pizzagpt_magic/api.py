@@ -16,6 +16,7 @@ from typing import Any
 from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .cost import Cost, pricing_for
+from .engine.keys import origin_of, parameters_of, prompt_key
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
 from .providers.base import FinishReason, Messages, Usage
 from .providers.openai import OpenAICompatible
@@ -65,6 +66,8 @@ class Completion:
     cached: bool = False
     #: What the answer cost (``cost.Cost``): dollars or why unknown; a cache hit's saving.
     cost: Cost | None = None
+    #: What the answer means: its text, or with a schema the dict or model instance.
+    value: Any = None
 
     @property
     def model_id(self) -> str:
@@ -115,43 +118,17 @@ def _usage_of(chunk: Any) -> dict[str, int] | None:
 DEFAULT_STORE: Any = "default"
 
 
-def origin_of(backend: Backend, base_url: str | None = None) -> str:
-    """Where a backend's answers come from (an endpoint's or Pizzagpt's URL, a class's path):
-    part of the cache key, so answers of one server never stand in for another's."""
-    if backend.endpoint is not None:
-        return backend.endpoint.url
-    if backend.is_pizzagpt:
-        try:
-            return str(backend.cls.base_url(base_url))
-        except PizzagptError:
-            return ""
-    return backend.provider
-
-
-def parameters_of(temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
-    """The sampling parameters given (None means the backend's default, and is left out)."""
-    parameters: dict[str, Any] = {}
-    if temperature is not None:
-        parameters["temperature"] = temperature
-    if max_tokens is not None:
-        parameters["max_tokens"] = max_tokens
-    return parameters
-
-
 def store_key(
     backend: Backend,
     messages: Messages,
     temperature: float | None = None,
     max_tokens: int | None = None,
     base_url: str | None = None,
+    schema: Any = None,
 ) -> str:
-    """The store's cache key of a request."""
-    return stores.request_key(
-        f"{backend.provider}@{origin_of(backend, base_url)}",
-        backend.model,
-        parameters_of(temperature, max_tokens),
-        messages,
-    )
+    """The store's cache key of a request (``engine.keys.prompt_key``, the one key function
+    of every path)."""
+    return prompt_key(backend, messages, temperature, max_tokens, base_url, schema)
 
 
 def _prompt_of(messages: Messages) -> str:
@@ -173,6 +150,8 @@ async def complete_messages(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    schema: Any = None,
+    schema_retries: int = 1,
     **request: Any,
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer, through the store.
@@ -182,8 +161,26 @@ async def complete_messages(
     again and keeps the new one. With ``log`` the exchange, answered or failed, is appended to
     the store's log; ``context`` says where it was asked (``source``, ``session``, ``cell``).
     ``store`` is a ``store.Store``, None for none, or the default store.
+
+    With ``schema`` (a spec, a JSON Schema dict or a Pydantic model class) the answer is asked
+    for as JSON of that shape, checked, repaired up to ``schema_retries`` times, and its value
+    is ``Completion.value``; an answer that still does not fit is a ``SchemaError``.
     """
     _check_options(request)
+    if schema is not None:
+        return await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            context,
+            schema,
+            schema_retries,
+            request,
+        )
     return await _complete_messages(
         backend,
         messages,
@@ -201,6 +198,46 @@ async def complete_messages(
 
 #: What ``request`` may hold: how a request is sent (``base_url`` is Pizzagpt's).
 _REQUEST_OPTIONS = frozenset({"proxy", "timeout", "connect_timeout", "max_retries", "base_url"})
+
+
+async def _complete_schema(
+    backend: Backend,
+    messages: Messages,
+    temperature: float | None,
+    max_tokens: int | None,
+    cache: bool,
+    log: bool,
+    store: Any,
+    context: dict[str, Any] | None,
+    schema: Any,
+    schema_retries: int,
+    request: dict[str, Any],
+) -> Completion:
+    """A question with a schema, through the engine (check, repair, record)."""
+    from .engine.batch import complete_prompt
+    from .engine.prompts import Prompt
+    from .schema import as_schema
+
+    backend.check_images(messages)
+    options = dict(request)
+    prompt = Prompt(
+        backend,
+        messages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        schema=as_schema(schema),
+        base_url=options.pop("base_url", None),
+    )
+    completion: Completion = await complete_prompt(
+        prompt,
+        store=store,
+        cache=cache,
+        log=log,
+        context=context,
+        schema_retries=schema_retries,
+        request=options,
+    )
+    return completion
 
 
 def _check_options(request: dict[str, Any]) -> None:
@@ -293,8 +330,10 @@ def log_exchange(
     backend: Backend | None = None,
     error: str | None = None,
     partial: str | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> None:
-    """Append one exchange to ``store``'s log: an answer, or a failure's one-line error."""
+    """Append one exchange to ``store``'s log: an answer, or a failure's one-line error (with
+    the ``parameters`` asked for)."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
     from .images import content_text, loggable
 
@@ -321,6 +360,8 @@ def log_exchange(
     else:
         assert backend is not None
         record.update(provider=backend.provider, model=backend.model, error=error, answer=partial)
+        if parameters:
+            record["parameters"] = parameters
     store.log(record)
 
 
@@ -332,8 +373,10 @@ async def _fetch(
     max_tokens: int | None,
     on_text: Callable[[str], Any] | None,
     request: dict[str, Any],
+    response_format: dict[str, Any] | None = None,
 ) -> Completion:
-    """Send ``messages`` to ``backend`` and gather the answer.
+    """Send ``messages`` to ``backend`` and gather the answer (``response_format`` goes to an
+    endpoint's request as it is, and only there; it implies no streaming).
 
     Text chunks (``str``) are joined, and each is passed to ``on_text`` as it arrives; a finish
     reason and a token usage among the other chunks go to the ``Completion``; anything else a
@@ -342,7 +385,8 @@ async def _fetch(
     started = time.monotonic()
     parameters = parameters_of(temperature, max_tokens)
     endpoint = backend.endpoint
-    if endpoint is not None and not stream:  # an endpoint's one JSON answer: the shortest path
+    if endpoint is not None and (not stream or response_format is not None):
+        # An endpoint's one JSON answer: the shortest path.
         get = request.get
         text, finish, used = await OpenAICompatible.answer(
             endpoint.url,
@@ -356,6 +400,7 @@ async def _fetch(
             get("timeout"),
             get("connect_timeout"),
             get("max_retries"),
+            response_format,
         )
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
@@ -444,16 +489,34 @@ async def complete(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    schema: Any = None,
+    schema_retries: int = 1,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
 
     ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache``,
-    ``log``, ``store`` and ``context`` are ``complete_messages``'s. ``request``: ``proxy``,
-    ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
+    ``log``, ``store``, ``context``, ``schema`` and ``schema_retries`` are
+    ``complete_messages``'s (with a schema, ``Completion.value`` is the answer's value).
+    ``request``: ``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url``
+    (Pizzagpt's).
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     _check_options(request)
+    if schema is not None:
+        return await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            context,
+            schema,
+            schema_retries,
+            request,
+        )
     return await _complete_messages(
         backend,
         messages,
@@ -488,8 +551,10 @@ async def ask_async(
     cache: bool = True,
     log: bool = True,
     store: Any = DEFAULT_STORE,
-) -> str:
-    """Ask one question and return the answer's text.
+    schema: Any = None,
+    schema_retries: int = 1,
+) -> Any:
+    """Ask one question and return the answer's text (with ``schema``, its value).
 
     ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``, ``openai:gpt-4o-mini``, a
     provider class path); ``history`` is earlier ``{"role", "content"}`` messages (a chat);
@@ -498,6 +563,11 @@ async def ask_async(
     as it arrives. An identical earlier request is answered from the store unless ``cache`` is
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
     ``store.Store`` to use instead of the default one (None: no store).
+
+    ``schema`` (a concise spec such as ``"sentiment pos|neg|neu, score int"``, a JSON Schema
+    dict or a Pydantic model class) asks for JSON of that shape: the answer is checked, asked
+    again once with the error when it does not fit (``schema_retries``), and returned as a dict
+    (a model instance for a model); one that still does not fit is a ``SchemaError``.
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     request = {
@@ -507,6 +577,21 @@ async def ask_async(
         "max_retries": max_retries,
         "base_url": base_url,
     }
+    if schema is not None:
+        answered = await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            _API_CONTEXT,
+            schema,
+            schema_retries,
+            request,
+        )
+        return answered.value
     completion = await _complete_messages(
         backend,
         messages,
@@ -526,7 +611,7 @@ async def ask_async(
 _API_CONTEXT = {"source": "api"}
 
 
-def ask(prompt: str, **options: Any) -> str:
+def ask(prompt: str, **options: Any) -> Any:
     """Ask one question synchronously; safe inside a running loop such as a notebook's.
 
     Takes the options of ``ask_async``.

@@ -1,26 +1,24 @@
-"""Many questions at once: ``ask_many`` and ``ask_many_async``.
+"""Many questions at once: ``ask_many`` and ``ask_many_async``, over the batch engine.
 
-At most ``concurrency`` requests are in flight on the shared keep-alive session; answers come
-back in input order. A failed item never loses the others: every item is tried, then either one
-``BatchError`` names the failures (``errors="raise"``) or each failed slot holds its exception
-(``errors="return"``). A 429 answer pauses the whole batch (see ``session.pause_requests``).
-Cancelling the batch (a kernel interrupt) cancels every running and queued item at once.
+The prompts go through ``engine.Batch``: identical ones are asked once, what the store holds is
+not asked again, and at most ``concurrency`` requests are in flight on the shared keep-alive
+session; answers come back in input order. A failed item never loses the others: every item is
+tried, then either one ``BatchError`` names the failures (``errors="raise"``) or each failed
+slot holds its exception (``errors="return"``). A 429 answer pauses the whole batch (see
+``session.pause_requests``). Cancelling the batch (a kernel interrupt) cancels every running
+and queued item at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from .api import ask_async
 from .errors import BatchError
 
-if TYPE_CHECKING:
-    from .cost import Limits
-
-__all__ = ["ask_many", "ask_many_async", "progress_bar"]
+__all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,43 +50,148 @@ async def ask_many_async(
     progress: bool = True,
     ask: Callable[..., Any] | None = None,
     into: list[Any] | None = None,
+    schema: Any = None,
+    schema_retries: int = 1,
     max_cost: float | None = None,
-    limits: Limits | None = None,
-    estimates: Sequence[float | None] | None = None,
-    replies: bool = False,
     **options: Any,
 ) -> list[Any]:
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
     ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, cache,
-    ...). With ``ask`` (a coroutine function taking one item and ``options``) the items can be
-    anything that function takes. ``into``, a list, receives each answer (or exception) at its
-    item's position as it arrives, so what arrived before an interrupt stays reachable; every
-    answer is also in the store, so running the same batch again asks only for the rest.
+    ...). Identical prompts are asked once, and their answer given to each. With ``schema``
+    (a concise spec, a JSON Schema dict or a Pydantic model class) each answer is checked
+    and repaired as ``ask`` does, and its value (a dict or a model instance) is returned;
+    ``answers_frame`` turns the list into a typed DataFrame.
 
-    ``max_cost`` (USD) stops the batch before any request that could take its cost past that:
-    what is spent plus what is in flight at its estimate (see ``cost.estimate_batch``). The
-    stop raises ``BudgetExceededError`` naming what was spent and the limit, with the answers
-    received in its ``results`` (and in ``into``, and in the store: a rerun with a higher limit
-    asks only for the rest). A model whose price is unknown cannot have a limit.
+    ``into``, a list, receives each answer (or exception) at its item's position as it arrives,
+    so what arrived before an interrupt stays reachable; every answer is also in the store, so
+    running the same batch again asks only for the rest. With ``ask`` (a coroutine function
+    taking one item and ``options``) the items can be anything that function takes; each is
+    then asked on its own, as that function does it.
 
-    ``limits`` and ``estimates`` (one per item) do the same for an ``ask`` of the caller's; with
-    ``replies`` that ``ask`` returns a reply (``.text``, and its cost in ``.cost`` or
-    ``.completion.cost``) of which the text is kept.
+    ``max_cost`` (USD) starts no request that could take the batch's cost past it: what is
+    spent plus what is in flight at its estimate (see ``cost.Estimator``). The stop raises
+    ``BudgetExceededError`` naming what was spent and the limit, with the answers received in
+    its ``results`` (and in ``into``, and in the store: a rerun with a higher limit asks only
+    for the rest). A model whose price is unknown cannot have a limit.
     """
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     items = list(prompts)
+    if ask is not None:
+        if max_cost is not None:
+            raise ValueError("max_cost goes with the batch engine, not with ask=")
+        if schema is not None:
+            options["schema"] = schema
+        results = await _ask_each(items, ask, concurrency, progress, into, options)
+    else:
+        results = await _ask_engine(
+            items, concurrency, progress, into, schema, schema_retries, max_cost, options
+        )
+    failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+    if failures and errors == "raise":
+        raise BatchError(failures, results)
+    return results
+
+
+#: ``ask_async``'s options that decide how a prompt is made, and those of how it is sent.
+_PROMPT_OPTIONS = frozenset(
+    {"model", "provider", "system", "history", "temperature", "max_tokens", "base_url"}
+)
+_REQUEST_OPTIONS = frozenset({"proxy", "timeout", "connect_timeout", "max_retries"})
+_STORE_OPTIONS = frozenset({"cache", "log", "store"})
+#: Accepted for ``ask_async``'s sake; a batch's answers are not streamed.
+_IGNORED_OPTIONS = frozenset({"stream", "on_text"})
+
+
+async def _ask_engine(
+    items: list[Any],
+    concurrency: int,
+    progress: bool,
+    into: list[Any] | None,
+    schema: Any,
+    schema_retries: int,
+    max_cost: float | None,
+    options: dict[str, Any],
+) -> list[Any]:
+    from .api import _API_CONTEXT, DEFAULT_STORE
+    from .engine import Batch, Single, make_prompt
+    from .errors import PizzagptError
+    from .schema import as_schema
+
+    unknown = options.keys() - _PROMPT_OPTIONS - _REQUEST_OPTIONS - _STORE_OPTIONS
+    unknown -= _IGNORED_OPTIONS
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    checked = as_schema(schema)  # a bad schema fails the call, before anything is sent
+    made = {k: v for k, v in options.items() if k in _PROMPT_OPTIONS}
+    prompts: list[Any] = []
+    failed: dict[int, BaseException] = {}
+    for position, item in enumerate(items):
+        try:
+            prompts.append(make_prompt(item, schema=checked, **made))
+        except PizzagptError as exc:  # this item cannot be asked; the others can
+            prompts.append(None)
+            failed[position] = exc
+    batch = Batch(
+        prompts,
+        store=options.get("store", DEFAULT_STORE),
+        cache=options.get("cache", True),
+        log=options.get("log", True),
+        context=_API_CONTEXT,
+        schema_retries=schema_retries,
+        request={k: options[k] for k in _REQUEST_OPTIONS if k in options},
+        failed=failed,
+    )
+    results: list[Any] = [None] * len(items)
+    if into is not None:
+        into[:] = results
+        results = into
+    bar = progress_bar(len(items), enabled=progress and bool(items))
+    count = 0
+
+    def arrived(positions: list[int], outcome: Any) -> None:
+        nonlocal count
+        value = outcome.result()
+        for position in positions:
+            results[position] = value
+        if bar is not None:
+            if outcome.error is not None:
+                count += len(positions)
+                bar.set_postfix(failed=count, refresh=False)
+            bar.update(len(positions))
+
+    limits = None
     if max_cost is not None:
-        if ask is not None:
-            raise ValueError("max_cost goes with the default ask; give limits and estimates")
-        limits, estimates, ask = _budgeted(items, max_cost, options)
-        replies = True
-    if limits is not None and (estimates is None or len(estimates) != len(items)):
-        raise ValueError("limits need one estimate per item")
-    ask = ask or ask_async
+        from .cost import Budget, Limits
+        from .errors import ConfigurationError
+
+        estimate = batch.estimate()
+        if estimate.usd is None:
+            raise ConfigurationError(
+                f"max_cost: the price of {estimate.model} is unknown ({estimate.pricing}); "
+                "give it with pizzagpt_magic.set_prices or PizzaMagics.prices"
+            )
+        limits = Limits([Budget(max_cost, what=f"max_cost={max_cost:g}")])
+    try:
+        await batch.run(Single(concurrency), on_outcome=arrived, limits=limits)
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+async def _ask_each(
+    items: list[Any],
+    ask: Callable[..., Any],
+    concurrency: int,
+    progress: bool,
+    into: list[Any] | None,
+    options: dict[str, Any],
+) -> list[Any]:
+    """Each item through ``ask``, ``concurrency`` at a time."""
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results
@@ -99,19 +202,8 @@ async def ask_many_async(
 
     async def worker() -> None:
         for index in queue:
-            estimate = 0.0
-            if limits is not None:
-                assert estimates is not None
-                estimate = estimates[index] or 0.0
-                if not limits.reserve(estimate):
-                    return  # nothing more starts; what is in flight finishes
-            usd: float | None = 0.0
             try:
-                result: Any = await ask(items[index], **options)
-                if replies:
-                    usd = _usd_of(result)
-                    result = result.text
-                results[index] = result
+                results[index] = await ask(items[index], **options)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one item's failure must not lose the others
@@ -119,9 +211,6 @@ async def ask_many_async(
                 results[index] = failures[index] = exc
                 if bar is not None:
                     bar.set_postfix(failed=len(failures), refresh=False)
-            finally:
-                if limits is not None:
-                    limits.settle(estimate, usd)
             if bar is not None:
                 bar.update(1)
 
@@ -134,75 +223,18 @@ async def ask_many_async(
         await asyncio.gather(*workers, return_exceptions=True)
         if bar is not None:
             bar.close()
-    if limits is not None and limits.stopped:
-        kept = sum(1 for r in results if r is not None and not isinstance(r, BaseException))
-        error = limits.error(kept, len(items))
-        error.results = list(results)
-        raise error
-    if failures and errors == "raise":
-        raise BatchError(failures, results)
     return results
 
 
-def _usd_of(reply: Any) -> float | None:
-    """The dollars a reply cost (None when unknown)."""
-    cost = getattr(reply, "cost", None)
-    if cost is None:
-        cost = getattr(getattr(reply, "completion", None), "cost", None)
-    return cost.usd if cost is not None else None
+def answers_frame(values: list[Any], schema: Any, *, index: Any = None) -> Any:
+    """``ask_many``'s answers with a schema as a typed DataFrame (see
+    ``engine.assemble.answers_frame``): one column a field, and ``_error``."""
+    from .engine.assemble import answers_frame as frame
+
+    return frame(values, schema, index=index)
 
 
-def _budgeted(
-    items: list[Any], max_cost: float, options: dict[str, Any]
-) -> tuple[Limits, list[float | None], Callable[..., Any]]:
-    """The limit, the estimates and the asking function of a batch of prompts under
-    ``max_cost``."""
-    from . import store as stores
-    from .api import DEFAULT_STORE, _prepare, complete
-    from .cost import Budget, Limits, estimate_batch
-    from .errors import ConfigurationError
-
-    get = options.get
-    prepared = [
-        _prepare(
-            item,
-            get("model"),
-            get("provider"),
-            get("system"),
-            get("history", ()),
-            get("temperature"),
-            get("max_tokens"),
-        )
-        for item in items
-    ]
-    store = get("store", DEFAULT_STORE)
-    if store is DEFAULT_STORE:
-        store = stores.get_store()
-    estimate, each = (
-        estimate_batch(
-            prepared[0][0] if prepared else None,
-            [messages for _, messages in prepared],
-            max_tokens=get("max_tokens"),
-            temperature=get("temperature"),
-            store=store if get("cache", True) else None,
-            base_url=get("base_url"),
-        )
-        if prepared
-        else (None, [])
-    )
-    if estimate is not None and estimate.usd is None:
-        raise ConfigurationError(
-            f"max_cost: the price of {estimate.model} is unknown ({estimate.pricing}); give it "
-            "with pizzagpt_magic.set_prices or PizzaMagics.prices"
-        )
-
-    async def ask(item: Any, **options: Any) -> Any:
-        return await complete(item, context={"source": "api"}, **options)
-
-    return Limits([Budget(max_cost, what=f"max_cost={max_cost:g}")]), each, ask
-
-
-def ask_many(prompts: Iterable[str], **options: Any) -> list[Any]:
+def ask_many(prompts: Iterable[Any], **options: Any) -> list[Any]:
     """``ask_many_async`` from synchronous code; safe inside a running loop."""
     from .loop import run_sync
 

@@ -429,7 +429,7 @@ class Estimator:
         self.output_from: dict[str, str] = {}
 
     def _model(self, backend: Any, base_url: str | None) -> tuple[Pricing, float | None, Any]:
-        from .api import origin_of
+        from .engine.keys import origin_of
 
         origin = origin_of(backend, base_url)
         key = (backend.provider, backend.model, origin)
@@ -530,7 +530,7 @@ def estimate_batch(
     are the characters of its messages over the characters a token of the model's newest logged
     answers (4 without any); output tokens are ``max_tokens``, else the model's average logged
     answer, else ``DEFAULT_OUTPUT_TOKENS``."""
-    from .api import origin_of, parameters_of
+    from .engine.keys import origin_of, parameters_of
     from .store import request_key
 
     estimator = Estimator(store)

@@ -20,8 +20,16 @@ header) or for every request (``--fault SPEC``), where SPEC is ``;``-separated i
 ``invalid-json``         a truncated JSON body
 ``html``                 an HTML block page with status 200
 ``large=BYTES``          an answer of about that size
+``badjson``              with a schema: JSON that breaks it (a field of the wrong type)
 ``drop``                 send part of the body, then close the connection
 ``times=N``              apply the fault to the first N requests carrying this SPEC only
+
+Schemas: a request with ``response_format`` ``{"type": "json_schema", ...}`` on ``/v1``, or a
+question holding the package's schema instructions (a JSON Schema in a fenced block after "Answer
+with one JSON object ..."), on either route, is answered with JSON that fits the schema, made
+from the question: a label the question names (else one picked by its hash), the first number
+in it, a date in it, a piece of its text. ``--no-response-format`` makes ``/v1`` refuse
+``response_format`` with a 400 naming it, as some servers do.
 
 The same server speaks the OpenAI-compatible Chat Completions API under ``/v1``:
 ``POST /v1/chat/completions`` (streamed as server-sent events with ``"stream": true``) and
@@ -53,6 +61,7 @@ import ssl
 import statistics
 import sys
 import threading
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,7 +69,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Emulator", "EmulatorThread", "make_answer", "parse_fault", "serve"]
+__all__ = ["Emulator", "EmulatorThread", "conforming", "make_answer", "parse_fault", "serve"]
 
 MISUSE_TEXT = (
     "Misuse detected. Please get in touch, we can come up with a solution for your use case."
@@ -99,6 +108,7 @@ def parse_fault(spec: str) -> dict[str, Any]:
             "drop",
             "cut",
             "stream-error",
+            "badjson",
         }:
             fault[key] = True
         else:
@@ -118,11 +128,114 @@ def _table_summary(text: str) -> str | None:
     )
 
 
-def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
+_SCHEMA_INTRO = "Answer with one JSON object, and nothing else, that fits this JSON Schema:"
+_SCHEMA_BLOCK = re.compile(re.escape(_SCHEMA_INTRO) + r"\s*```json\s*\n(.*?)\n```", re.S)
+_REPAIR = "Your answer cannot be used."
+_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+
+
+def schema_in(question: str) -> tuple[dict[str, Any] | None, str]:
+    """The JSON Schema a question asks for in its text (the package's instructions), and the
+    question without it."""
+    match = _SCHEMA_BLOCK.search(question)
+    if match is None:
+        return None, question
+    try:
+        schema = json.loads(match.group(1))
+    except ValueError:
+        return None, question
+    # The instructions follow the question: what comes after them (an answer that did not
+    # fit, the request to repair it) is not the question.
+    return schema if isinstance(schema, dict) else None, question[: match.start()]
+
+
+def _stable(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8", "replace"))
+
+
+def conforming(schema: Any, question: str, bad: bool = False) -> Any:
+    """A value that fits ``schema``, made from ``question`` (see the module's docstring); with
+    ``bad``, one that breaks it."""
+    question = _FAULT_MARKER.sub("", question).strip()
+    value = _value(schema, question, schema if isinstance(schema, dict) else {}, "")
+    if bad:
+        if isinstance(value, dict) and value:
+            name = next(iter(value))
+            wrong = value[name]
+            value[name] = 12345 if isinstance(wrong, str) else "not the right type"
+        else:
+            value = ["not", "the", "right", "shape"]
+    return value
+
+
+def _value(node: Any, text: str, root: dict[str, Any], name: str) -> Any:
+    for _ in range(8):
+        if not isinstance(node, dict):
+            return None
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target: Any = root
+            for part in ref[2:].split("/"):
+                target = target.get(part, {}) if isinstance(target, dict) else {}
+            node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            continue
+        options = node.get("anyOf") or node.get("oneOf")
+        if isinstance(options, list) and options:
+            real = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            node = (real or options)[0]
+            continue
+        break
+    if not isinstance(node, dict):
+        return None
+    if "const" in node:
+        return node["const"]
+    enum = node.get("enum")
+    if isinstance(enum, list) and enum:
+        lower = text.lower()
+        named = [(lower.find(str(e).lower()), i) for i, e in enumerate(enum)]
+        found = sorted((at, i) for at, i in named if at >= 0)
+        return enum[found[0][1]] if found else enum[_stable(text + name) % len(enum)]
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in node):
+        properties = node.get("properties") or {}
+        return {key: _value(sub, text, root, key) for key, sub in properties.items()}
+    if kind == "array":
+        count = max(1, int(node.get("minItems") or 1))
+        return [_value(node.get("items") or {}, text, root, name) for _ in range(count)]
+    if kind in ("integer", "number"):
+        numbers = [float(n) for n in _NUMBER.findall(text)]
+        low, high = node.get("minimum"), node.get("maximum")
+        if numbers:
+            number = numbers[0]
+        else:
+            number = float(_stable(text + name) % 5 + 1)
+        if isinstance(low, (int, float)):
+            number = max(number, low)
+        if isinstance(high, (int, float)):
+            number = min(number, high)
+        return int(number) if kind == "integer" else number
+    if kind == "boolean":
+        return not re.search(r"\b(no|not|false|never)\b", text, re.I)
+    if kind == "null":
+        return None
+    if node.get("format") in ("date", "date-time"):
+        date = _DATE.search(text)
+        day = date.group(0) if date else f"2024-01-{_stable(text + name) % 28 + 1:02d}"
+        return day if node.get("format") == "date" else f"{day}T00:00:00Z"
+    snippet = " ".join(text.split())[:40] or name
+    return snippet
+
+
+def make_answer(question: str, model: str = "gpt-4o-mini", bad: bool = False) -> str:
     """The deterministic Markdown answer the emulator gives to ``question``."""
     echo = _ECHO.search(question)
     if echo:
         return echo.group(1)
+    schema, rest = schema_in(question)
+    if schema is not None:
+        return json.dumps(conforming(schema, rest, bad), ensure_ascii=False)
     question = _FAULT_MARKER.sub("", question).strip()
     numbers = [float(n) for n in _NUMBER.findall(question)]
     if "json" in question.lower():
@@ -177,8 +290,11 @@ class Emulator:
         ssl_context: ssl.SSLContext | None = None,
         api_key: str | None = None,
         chunk_delay: float = 0.0,
+        response_format: bool = True,
     ) -> None:
         self.host = host
+        #: Whether ``/v1`` takes ``response_format`` (else it refuses it with a 400).
+        self.response_format = response_format
         self.api_key = api_key
         self.chunk_delay = chunk_delay
         #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ...}`` each.
@@ -321,7 +437,7 @@ class Emulator:
         elif "large" in fault:
             content = _large(fault["large"])
         else:
-            content = make_answer(question, model)
+            content = make_answer(question, model, bool(fault.get("badjson")))
         if fault.get("string-answer"):
             return web.json_response({"answer": content})
         return web.json_response({"answer": {"content": content, "citations": []}})
@@ -375,6 +491,13 @@ class Emulator:
             return _openai_error(400, "'messages' must be a non-empty list", "invalid_messages")
         self.chat_requests.append({"body": body, "headers": dict(request.headers)})
         model = body.get("model")
+        if "response_format" in body and not self.response_format:
+            return _openai_error(
+                400,
+                "Invalid parameter: 'response_format' of type "
+                f"{(body['response_format'] or {}).get('type')!r} is not supported by this server",
+                "invalid_request_error",
+            )
         if model not in OPENAI_MODELS:
             return _openai_error(404, f"The model `{model}` does not exist", "model_not_found")
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
@@ -394,10 +517,24 @@ class Emulator:
             return web.Response(text=HTML_PAGE, content_type="text/html")
         if fault.get("drop"):
             return await self._drop(request)
+        asked = body.get("response_format")
+        wanted = asked.get("json_schema") if isinstance(asked, dict) else None
         if fault.get("empty"):
             content = ""
         elif "large" in fault:
             content = _large(fault["large"])
+        elif isinstance(wanted, dict) and isinstance(wanted.get("schema"), dict):
+            # The question, not a request to repair an answer that came before.
+            asked = [_text_of(m.get("content")) for m in users]
+            while len(asked) > 1 and asked[-1].startswith(_REPAIR):
+                asked.pop()
+            content = json.dumps(
+                conforming(wanted["schema"], asked[-1], bool(fault.get("badjson"))),
+                ensure_ascii=False,
+            )
+        elif schema_in(everything)[0] is not None:
+            schema, rest = schema_in(everything)
+            content = json.dumps(conforming(schema, rest, bool(fault.get("badjson"))))
         else:
             content = make_answer(question, model)
             if len(messages) > 1:
@@ -624,6 +761,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="seconds between streamed chunks on the OpenAI-compatible routes",
     )
+    parser.add_argument(
+        "--no-response-format",
+        action="store_true",
+        help="refuse response_format on the OpenAI-compatible routes (a 400 naming it)",
+    )
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")
     args = parser.parse_args(argv)
@@ -651,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
             ssl_context=context,
             api_key=args.api_key,
             chunk_delay=args.chunk_delay,
+            response_format=not args.no_response_format,
         ) as emu:
             print(emu.url, flush=True)
             await asyncio.Event().wait()

@@ -5,7 +5,8 @@ The hierarchy::
     PizzagptError                      base of everything below
     ├── ConfigurationError (ValueError) a setting or variable (a URL, a proxy) that cannot work
     ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
-    │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
+    │   ├── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
+    │   └── SchemaSpecError            a schema that cannot be read (nothing is sent)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
     ├── ProviderError                  a provider class failed with an exception of its own
     ├── TransportError                 the request did not get an HTTP answer
@@ -21,6 +22,7 @@ The hierarchy::
     │   ├── EmptyAnswerError           the content is missing, empty or only white space
     │   ├── MisuseError (ValueError)   the service refused the request as misuse
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
+    │       └── SchemaError            the answer does not fit the schema asked for (``field``)
     ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
     └── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
 
@@ -54,6 +56,8 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseError",
     "ResponseShapeError",
+    "SchemaError",
+    "SchemaSpecError",
     "TransportError",
 ]
 
@@ -201,6 +205,21 @@ class AnswerFormatError(ResponseError, ValueError):
     def __init__(self, message: str, text: str) -> None:
         self.text = text
         super().__init__(message)
+
+
+class SchemaError(AnswerFormatError):
+    """The answer is not JSON, or its JSON does not fit the schema, even after the repair asked
+    for; ``field`` names where it went wrong (``""`` for the whole answer), ``text`` is the
+    answer as it came."""
+
+    def __init__(self, message: str, text: str, field: str = "") -> None:
+        self.field = field
+        super().__init__(message, text)
+
+
+class SchemaSpecError(PromptError):
+    """A schema that cannot be read: a concise spec with a bad field, a dict that is not a
+    JSON Schema of an object, or something that is no schema at all. Nothing is sent."""
 
 
 class BatchError(PizzagptError):

@@ -146,3 +146,21 @@ def test_models_command(endpoint, capsys, monkeypatch):
     assert main(["models", "openai"]) == 0
     assert "openai: unreachable: openai needs an API key" in capsys.readouterr().out
     assert main(["models", "nope"]) == 2
+
+
+def test_ask_with_a_schema(emu, capsys, tmp_path):
+    pytest.importorskip("jsonschema")
+    capsys.readouterr()
+    assert main(["ask", "--schema", "sentiment pos|neg|neu, score int", "neg", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"sentiment": "neg", "score": 2}
+    shape = tmp_path / "shape.json"
+    shape.write_text(
+        json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    )
+    assert main(["ask", "--schema", f"@{shape}", "seven 7"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 7}
+    assert main(["ask", "--schema", "a, b integer", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pizzagpt: schema spec, field 2") and err.count("\n") == 1
+    assert main(["ask", "--schema", "pos|neg x", "[[fault:badjson]] hi"]) == 1
+    assert len(emu.questions) == 2  # nothing sent for a bad spec

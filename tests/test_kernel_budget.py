@@ -44,6 +44,8 @@ def test_a_batch_stops_at_its_limit_and_a_rerun_sends_the_rest(kernel, emulator)
     assert "answers are in 'answers'" in error["evalue"]
     kept = int(result_text(kernel.execute("sum(a is not None for a in answers)")))
     assert 40 <= kept <= 55 and emulator.requests == kept
+    flush = "from pizzagpt_magic.store import get_store\nget_store().flush()"
+    assert result_text(kernel.execute(flush)) == "True"  # every write on disk
     with sqlite3.connect(kernel.store) as connection:
         spent, logged = connection.execute("SELECT total(cost), count(*) FROM log").fetchone()
     assert spent <= limit and logged == kept

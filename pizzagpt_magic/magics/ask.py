@@ -41,13 +41,16 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             max_tokens=args.max_tokens,
             store=magics._store(),
             base_url=magics.base_url,
+            schema=args.schema,
         )
     )
     if not cached:
         magics._check_budget(args, prompt, system)
     notebook = magics._showing_progress()
     view: StreamView | None = None
-    if magics.stream and not args.no_stream and args.backend.streams and not cached:
+    # An answer with a schema is data: it shows once it is whole and checked.
+    streams = args.backend.streams and args.schema is None
+    if magics.stream and not args.no_stream and streams and not cached:
         view = StreamView(notebook=notebook)
     progress = Progress(args.model, enabled=notebook and not cached)
 
@@ -71,13 +74,26 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             and bool(view.chunks)
             and args.format in ("markdown", "text")
         )
-        answer = (PrintedAnswer if printed else Answer)(
-            reply.text,
-            format=args.format,
-            model=args.model,
-            cached=reply.cached,
-            completion=reply.completion,
-        )
+        if args.schema is not None:
+            from ..typed import TypedAnswer
+
+            assert reply.completion is not None
+            answer: Answer = TypedAnswer(
+                reply.text,
+                reply.completion.value,
+                args.schema,
+                model=args.model,
+                cached=reply.cached,
+                completion=reply.completion,
+            )
+        else:
+            answer = (PrintedAnswer if printed else Answer)(
+                reply.text,
+                format=args.format,
+                model=args.model,
+                cached=reply.cached,
+                completion=reply.completion,
+            )
     except KeyboardInterrupt:
         if view is not None and view.chunks:
             # What arrived stays: on screen, marked, and in _pizza_answer; the

@@ -1,9 +1,11 @@
 """``%%pizza --each NAME``: the question once per item of an iterable, as a batch.
 
 ``{item}`` and ``{index}`` are bound for each item; answers go to ``-o`` as a list, or a Series
-on a pandas index. An interrupt keeps every answer that arrived, and so does a stop at the cost
-limit (``--max-cost``, ``PizzaMagics.budget``); ``--estimate`` says what the batch would send and
-cost, and sends nothing."""
+on a pandas index; with ``--schema`` a typed DataFrame (see ``engine.assemble``). The prompts
+go through the batch engine: identical ones are asked once, kept answers are not asked again,
+and an interrupt keeps every answer that arrived, as does a stop at the cost limit
+(``--max-cost``, ``PizzaMagics.budget``); ``--estimate`` says what the batch would send and cost,
+and sends nothing."""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def _value_of(text: str, format: str) -> Any:
 def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     from collections import ChainMap
 
-    from ..batch import ask_many_async
+    from ..batch import progress_bar
+    from ..engine import Batch, Prompt, Single
     from ..interpolate import batch_items
     from ..loop import run_sync
 
@@ -63,39 +66,60 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     requests = [(magics._question(template, args, s), magics._system(args, s)) for s in scopes]
     for prompt, system in requests:
         magics._check_size(prompt, system, args.chat)
-    limits, estimates = None, None
+    request = magics._request_options(args)
+    base_url = request.pop("base_url")
+    conversation = magics.conversation
+    prompts = [
+        Prompt(
+            args.backend,
+            conversation.messages(prompt, system=system, chat=args.chat),
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            schema=args.schema,
+            base_url=base_url,
+        )
+        for prompt, system in requests
+    ]
+    batch = Batch(
+        prompts,
+        store=magics._store(),
+        cache=magics.cache and not args.no_cache,
+        log=magics.log and not args.no_log,
+        context=magics._context(),
+        memory=conversation.cache,
+        schema_retries=magics.schema_retries,
+        request=request,
+    )
+    limits = None
     if args.estimate or args.max_cost is not None or magics.budget is not None:
-        estimate, estimates = magics._estimate(args, requests)
+        estimate = batch.estimate()
         if args.estimate:
             return estimate
         limits = magics._limits(args, estimate)
-    ask_prompt = magics._asker(args)
+    bar = progress_bar(len(prompts), enabled=magics.progress)
+    failed = 0
 
-    started = time.monotonic()
-    received: list[Any] = [None] * len(requests)
+    def arrived(positions: list[int], outcome: Any) -> None:
+        nonlocal failed
+        if bar is None:
+            return
+        if outcome.error is not None:
+            failed += len(positions)
+            bar.set_postfix(failed=failed, refresh=False)
+        bar.update(len(positions))
 
     def keep() -> tuple[str, int]:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
-        kept = [None if isinstance(r, BaseException) else r for r in received]
+        kept = [None if isinstance(r, BaseException) else r for r in batch.results()]
         target = args.output or BATCH_ANSWERS
-        magics.user_ns[target] = batch_values(kept, source)
+        magics.user_ns[target] = _answers(kept, source, args.schema)
         return target, sum(r is not None for r in kept)
 
+    started = time.monotonic()
+    concurrency = args.concurrency or magics.concurrency
     try:
-        results = run_sync(
-            ask_many_async(
-                requests,
-                concurrency=args.concurrency or magics.concurrency,
-                errors="return",
-                progress=magics.progress,
-                ask=lambda request: ask_prompt(*request),
-                into=received,
-                limits=limits,
-                estimates=estimates,
-                replies=True,
-            )
-        )
+        run_sync(batch.run(Single(concurrency), on_outcome=arrived, limits=limits))
     except BudgetExceededError as exc:
         kept_in, _ = keep()
         raise UsageError(f"{exc}; the answers are in {kept_in!r} (None where none came)") from None
@@ -104,18 +128,36 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         import sys
 
         print(
-            f"Interrupted: {count} of {len(received)} answers kept in {kept_in!r} (None where "
-            "none came); run the cell again to ask only for the rest",
+            f"Interrupted: {count} of {len(prompts)} answers kept in {kept_in!r} (None "
+            "where none came); run the cell again to ask only for the rest",
             file=sys.stderr,
         )
         raise
-    if args.format in ("code", "json"):  # each answer becomes its value, or fails
+    finally:
+        magics.spent += batch.spent
+        if bar is not None:
+            bar.close()
+    results = batch.results()
+    if args.schema is None and args.format in ("code", "json"):
+        # each answer becomes its value, or fails
         results = [
             result if isinstance(result, BaseException) else _value_of(result, args.format)
             for result in results
         ]
-    summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
-    answers = batch_values([None if isinstance(r, BaseException) else r for r in results], source)
+    elapsed = time.monotonic() - started
+    if args.schema is not None:
+        from ..typed import TypedBatchSummary
+
+        answers = _answers(results, source, args.schema)
+        frame = answers if _is_pandas(answers) else None
+        summary: BatchSummary = TypedBatchSummary(
+            labels, results, elapsed, args.model, frame, args.schema
+        )
+    else:
+        summary = BatchSummary(labels, results, elapsed, args.model)
+        answers = batch_values(
+            [None if isinstance(r, BaseException) else r for r in results], source
+        )
     summary.answers = answers
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
@@ -123,6 +165,20 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     if summary.failures:
         raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
     return summary
+
+
+def _answers(results: list[Any], source: Any, schema: Any) -> Any:
+    """The ``-o`` value: with a schema a typed DataFrame (the values, without pandas), else
+    ``batch_values``."""
+    if schema is None:
+        return batch_values(results, source)
+    from ..engine.assemble import answers_frame
+    from ..errors import ConfigurationError
+
+    try:
+        return answers_frame(results, schema, index=source.index if _is_pandas(source) else None)
+    except ConfigurationError:  # no pandas: the values themselves
+        return [None if isinstance(r, BaseException) else r for r in results]
 
 
 def batch_values(answers: list[Any], source: Any) -> Any:

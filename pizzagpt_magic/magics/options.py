@@ -33,6 +33,14 @@ OPTIONS = (
         help="Also store the answer in this variable: the text, or the code (-f code) "
         "or the parsed value (-f json).",
     ),
+    argument(
+        "--schema",
+        metavar="SPEC",
+        help='Answer as data of this shape: a spec such as "sentiment pos|neg|neu, score int: '
+        '1 to 5, reason" (types str, int, float, bool, date, a|b|c), or {name} for a JSON '
+        "Schema dict or a Pydantic model class. -o gets the value; with --each a typed "
+        "DataFrame.",
+    ),
     argument("-s", "--system", metavar="TEXT", help="System message for this question."),
     argument(
         "-c",

@@ -223,6 +223,26 @@ class PizzaMagics(PizzaSettings):
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
         args.format = args.format or self.format.lower()
+        args.schema = self._schema(args.schema)
+
+    def _schema(self, given: str | None) -> Any:
+        """The ``Schema`` of ``--schema``: a spec, or ``{name}`` naming a JSON Schema dict or a
+        Pydantic model class in the namespace."""
+        if given is None:
+            return None
+        from ..schema import as_schema
+
+        name = re.fullmatch(r"\s*\{\s*([A-Za-z_][\w.]*)\s*\}\s*", given)
+        try:
+            if name is None:
+                return as_schema(given)
+            from ..interpolate import _resolve
+
+            first, dot, rest = name.group(1).partition(".")
+            value = _resolve(first, dot + rest, self.user_ns, given.strip())
+            return as_schema(value)
+        except PizzagptError as exc:
+            raise UsageError(f"--schema: {exc}") from None
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
         """A system message (or any text) with its references replaced; no images."""
@@ -309,6 +329,8 @@ class PizzaMagics(PizzaSettings):
                 store=store,
                 log=self.log and not args.no_log,
                 context=context,
+                schema=args.schema,
+                schema_retries=self.schema_retries,
                 **request,
             )
             cost = reply.completion.cost if reply.completion is not None else None
@@ -321,30 +343,19 @@ class PizzaMagics(PizzaSettings):
     def _estimate(self, args: Any, requests: list[tuple[Any, str | None]]) -> tuple[Any, Any]:
         """The ``cost.Estimate`` of asking ``requests`` (prompt, system) with these options,
         and each one's estimated cost; those this kernel or the store has answered cost 0."""
-        from ..api import store_key
         from ..cost import estimate_batch
 
         use_cache = self.cache and not args.no_cache
-        store = self._store() if use_cache else None
         conversation = self.conversation
-        messages = [conversation.messages(p, system=s, chat=args.chat) for p, s in requests]
-        in_memory = set()
-        if use_cache:
-            for listed in messages:
-                if conversation.has(args.backend, args.temperature, args.max_tokens, listed):
-                    in_memory.add(
-                        store_key(
-                            args.backend, listed, args.temperature, args.max_tokens, self.base_url
-                        )
-                    )
         return estimate_batch(
             args.backend,
-            messages,
+            [conversation.messages(p, system=s, chat=args.chat) for p, s in requests],
             max_tokens=args.max_tokens,
             temperature=args.temperature,
-            store=store,
+            store=self._store() if use_cache else None,
             base_url=self.base_url,
-            answered=in_memory.__contains__,
+            # The memory cache is keyed as the store is (engine.keys.prompt_key).
+            answered=conversation.cache.__contains__ if use_cache else None,
         )
 
     def _limits(self, args: Any, estimate: Any) -> Any:

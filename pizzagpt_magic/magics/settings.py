@@ -60,6 +60,11 @@ class PizzaSettings(Magics):
     retries = Int(3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10).").tag(
         config=True
     )
+    schema_retries = Int(
+        1,
+        help="How many times an answer that does not fit its --schema is asked again with the "
+        "validation error (0 to 5).",
+    ).tag(config=True)
     proxy = Unicode(
         None,
         allow_none=True,
@@ -192,6 +197,12 @@ class PizzaSettings(Magics):
     def _valid_retries(self, proposal: Any) -> int:
         if not 0 <= proposal.value <= 10:
             raise TraitError("retries must be from 0 to 10")
+        return proposal.value
+
+    @validate("schema_retries")
+    def _valid_schema_retries(self, proposal: Any) -> int:
+        if not 0 <= proposal.value <= 5:
+            raise TraitError("schema_retries must be from 0 to 5")
         return proposal.value
 
     @validate("fix_prompt")

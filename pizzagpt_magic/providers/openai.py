@@ -39,7 +39,16 @@ from ..transport import (
 )
 from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, Usage
 
-__all__ = ["OpenAICompatible", "SSEDecoder", "Target", "list_models", "parse_completion"]
+__all__ = [
+    "OpenAICompatible",
+    "ResponseFormatRefused",
+    "SSEDecoder",
+    "Target",
+    "list_models",
+    "parse_completion",
+    "refuse_response_format",
+    "takes_response_format",
+]
 
 #: Statuses retried, as the official SDK does.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -102,6 +111,25 @@ def _error_text(body: str) -> tuple[str, str]:
         message = error.get("message") or error.get("detail") or json.dumps(error)[:200]
         return " ".join(str(message).split()), str(error.get("code") or error.get("type") or "")
     return " ".join(str(error).split())[:200], ""
+
+
+class ResponseFormatRefused(HTTPStatusError):
+    """The endpoint refused the request's ``response_format`` (a 400 naming it): the caller
+    asks again with the schema in the prompt (see ``refuse_response_format``)."""
+
+
+#: The base URLs of endpoints that refused ``response_format``, for the rest of the process.
+_NO_RESPONSE_FORMAT: set[str] = set()
+
+
+def takes_response_format(base_url: str) -> bool:
+    """Whether an endpoint is asked with ``response_format`` (it has not refused it)."""
+    return base_url not in _NO_RESPONSE_FORMAT
+
+
+def refuse_response_format(base_url: str) -> None:
+    """Remember that the endpoint at ``base_url`` refuses ``response_format``."""
+    _NO_RESPONSE_FORMAT.add(base_url)
 
 
 class _ModelMissing(Exception):
@@ -190,6 +218,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The request body: parameters left at None are not sent, as the SDK does."""
         body: dict[str, Any] = {"model": model, "messages": messages}
@@ -197,6 +226,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        if response_format is not None:
+            body["response_format"] = response_format
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -235,6 +266,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
                         "api_key_env naming the variable that holds it"
                     )
                 return AuthenticationError(status, reason, url, text)
+            if status == 400 and "response_format" in f"{message} {body[:2000]}":
+                return ResponseFormatRefused(status, reason, url, retry_after, message)
             if status in (400, 404) and (
                 code == "model_not_found" or _MODEL_MISSING.search(message)
             ):
@@ -267,6 +300,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float,
         connect_timeout: float | None,
         max_retries: int | None,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[Any, Target]:
         """The open 2xx response to the request, and where it went."""
         if not model:
@@ -279,7 +313,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
                 "POST",
                 target.chat_url,
                 target.policy,
-                cls.body(model, messages, stream, temperature, max_tokens),
+                cls.body(model, messages, stream, temperature, max_tokens, response_format),
                 target.headers,
                 proxy,
                 timeout,
@@ -338,6 +372,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None,
         connect_timeout: float | None,
         max_retries: int | None,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``complete`` with its arguments in order (the package's own callers pass them so,
         which costs less than matching keywords at every call)."""
@@ -356,6 +391,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            response_format,
         )
         try:
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
