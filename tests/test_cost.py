@@ -380,3 +380,70 @@ def test_the_kernel_budget_holds_across_cells(shell, endpoint, prices):
     assert endpoint.requests == 4
     with pytest.raises(UsageError):
         cell(shell, "%pizza --max-cost 1 hello")
+
+
+# -- the batch engine --------------------------------------------------------------------------
+
+SPEC = "sentiment pos|neg|neu, score int: 1 to 5, reason"
+
+
+def test_a_gate_on_the_pending_prompts_stops_the_sending():
+    import asyncio
+
+    from pizzagpt_magic.engine import Pending
+
+    async def main():
+        pending = Pending(["a", "b", "c", "d"], gate=lambda prompt: prompt != "c")
+        handed = [await pending.next(), await pending.next()]
+        waiting = asyncio.ensure_future(pending.next())  # "c" is refused, "d" dropped
+        await asyncio.sleep(0)
+        assert pending.stopped and not waiting.done()  # a and b are still in flight
+        pending.settle()
+        pending.settle()
+        assert await waiting is None and len(pending) == 0
+        pending.add("e")  # a repair after the stop is not sent either
+        return handed, await pending.next(), pending.take(5)
+
+    assert asyncio.run(main()) == (["a", "b"], None, [])
+
+
+def test_the_engine_prices_answers_and_counts_repairs(endpoint, prices, tmp_path):
+    pytest.importorskip("jsonschema")
+    from pizzagpt_magic.engine import Batch, Single, make_prompt
+
+    store = stores.Store(tmp_path / "s.sqlite3")
+    texts = ["great, pos [[fault:badjson;times=1]]", "fine, neu", "bad, neg", "fine, neu"]
+    prompts = [make_prompt(t, schema=SPEC, model="emu:emu-mini") for t in texts]
+    batch = Batch(prompts, store=store)
+    estimate = batch.estimate()
+    assert (estimate.prompts, estimate.distinct, estimate.requests) == (4, 3, 3)
+    plain = Batch([make_prompt(t, model="emu:emu-mini") for t in texts], store=store).estimate()
+    assert estimate.input_tokens > plain.input_tokens  # the schema is sent too, and counted
+    run_sync(batch.run(Single(2)))
+    assert endpoint.requests == 4  # three prompts and one repair
+    answered = [o.completion.cost for o in batch.outcomes]
+    assert all(c.pricing == "priced" and c.usd > 0 for c in answered)
+    final = sum(c.usd for c in {id(c): c for c in answered}.values())
+    assert batch.spent > final  # the answer that did not fit was paid for too
+    again = Batch(prompts, store=store)
+    run_sync(again.run(Single(2)))
+    assert endpoint.requests == 4 and again.spent == 0
+    hits = [o.completion.cost for o in again.outcomes]
+    assert all(c.usd == 0 and c.saved > 0 for c in hits)
+    store.close()
+
+
+def test_a_typed_batch_stops_at_its_limit(store_file, shell, endpoint, prices):
+    pytest.importorskip("jsonschema")
+    pytest.importorskip("pandas")
+    shell.user_ns["reviews"] = [f"review {i}: fine, neu, 3 stars" for i in range(30)]
+    source = (
+        "%%pizza --each reviews -m emu:emu-mini --max-tokens 40 --schema '{}' --max-cost {} "
+        "-o typed\n{{item}}"
+    )
+    message = failing(shell, source.format(SPEC, 0.0002))
+    assert message.startswith("Stopped at --max-cost") and "'typed'" in message
+    kept = int(shell.user_ns["typed"]["_error"].isna().sum())
+    assert 1 <= kept < 30 and endpoint.requests == kept
+    cell(shell, source.format(SPEC, 1))
+    assert endpoint.requests == 30 and shell.user_ns["typed"]["_error"].isna().all()
