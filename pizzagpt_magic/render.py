@@ -865,6 +865,8 @@ class BatchSummary:
             label: r for label, r in zip(labels, results) if isinstance(r, BaseException)
         }
         self.answers: Any = None
+        #: What the batch's requests cost, as a label (``$0.0123``); None leaves it unsaid.
+        self.cost: str | None = None
 
     def failure_line(self) -> str:
         listed = "; ".join(f"#{label}: {exc}" for label, exc in list(self.failures.items())[:3])
@@ -872,9 +874,10 @@ class BatchSummary:
         return f"{len(self.failures)} of {len(self.results)} prompts failed ({listed}{more})"
 
     def _headline(self) -> str:
+        cost = f", {self.cost}" if self.cost else ""
         return (
             f"{len(self.results)} answers from {self.model} in {self.elapsed:.1f} s, "
-            f"{len(self.failures)} failed"
+            f"{len(self.failures)} failed{cost}"
         )
 
     def display(self) -> SafeMarkdown:

@@ -357,8 +357,9 @@ def test_max_cost_on_each_keeps_the_answers(store_file, shell, endpoint, prices)
     assert message.startswith("Stopped at --max-cost") and "answers are in 'out'" in message
     kept = [a for a in shell.user_ns["out"] if a is not None]
     assert 1 <= len(kept) <= 6 and endpoint.requests == len(kept)
-    cell(shell, source.format(1.0))
+    summary = cell(shell, source.format(1.0))
     assert endpoint.requests == 30 and None not in shell.user_ns["out"]
+    assert "0 failed, $0.000" in repr(summary) and " spent" in repr(summary)
 
 
 def test_the_kernel_budget_holds_across_cells(shell, endpoint, prices):

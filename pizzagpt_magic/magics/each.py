@@ -159,6 +159,10 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             [None if isinstance(r, BaseException) else r for r in results], source
         )
     summary.answers = answers
+    if batch.spent:
+        from ..cost import format_usd
+
+        summary.cost = f"{format_usd(batch.spent)} spent"
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
         magics.user_ns[target] = answers
