@@ -38,6 +38,7 @@ _EXPORTS = {
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
+    "estimate_many": "batch",
     "answers_frame": "batch",
     "AnswerFormatError": "errors",
     "AuthenticationError": "errors",
@@ -69,7 +70,7 @@ __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_i
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
-    from .batch import answers_frame, ask_many, ask_many_async
+    from .batch import answers_frame, ask_many, ask_many_async, estimate_many
     from .cost import set_prices
     from .errors import (
         AnswerFormatError,

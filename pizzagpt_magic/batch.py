@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import BatchError
 
-__all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
+__all__ = ["answers_frame", "ask_many", "ask_many_async", "estimate_many", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,18 +106,12 @@ _STORE_OPTIONS = frozenset({"cache", "log", "store"})
 _IGNORED_OPTIONS = frozenset({"stream", "on_text"})
 
 
-async def _ask_engine(
-    items: list[Any],
-    concurrency: int,
-    progress: bool,
-    into: list[Any] | None,
-    schema: Any,
-    schema_retries: int,
-    max_cost: float | None,
-    options: dict[str, Any],
-) -> list[Any]:
+def _engine_batch(
+    items: list[Any], schema: Any, schema_retries: int, options: dict[str, Any]
+) -> Any:
+    """The ``engine.Batch`` of ``items`` asked with ``options`` (those of ``ask_async``)."""
     from .api import _API_CONTEXT, DEFAULT_STORE
-    from .engine import Batch, Single, make_prompt
+    from .engine import Batch, make_prompt
     from .errors import PizzagptError
     from .schema import as_schema
 
@@ -135,7 +129,7 @@ async def _ask_engine(
         except PizzagptError as exc:  # this item cannot be asked; the others can
             prompts.append(None)
             failed[position] = exc
-    batch = Batch(
+    return Batch(
         prompts,
         store=options.get("store", DEFAULT_STORE),
         cache=options.get("cache", True),
@@ -145,6 +139,29 @@ async def _ask_engine(
         request={k: options[k] for k in _REQUEST_OPTIONS if k in options},
         failed=failed,
     )
+
+
+def estimate_many(prompts: Iterable[Any], *, schema: Any = None, **options: Any) -> Any:
+    """What ``ask_many(prompts, **options)`` would send and cost (a ``cost.Estimate``: the
+    distinct prompts not yet answered, their input and output tokens, the dollars); nothing is
+    sent or logged."""
+    options = {k: v for k, v in options.items() if k not in ("concurrency", "progress")}
+    return _engine_batch(list(prompts), schema, 1, options).estimate()
+
+
+async def _ask_engine(
+    items: list[Any],
+    concurrency: int,
+    progress: bool,
+    into: list[Any] | None,
+    schema: Any,
+    schema_retries: int,
+    max_cost: float | None,
+    options: dict[str, Any],
+) -> list[Any]:
+    from .engine import Single
+
+    batch = _engine_batch(items, schema, schema_retries, options)
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results

@@ -15,7 +15,7 @@ from traitlets import TraitError
 
 from pizzagpt_magic import api, cost
 from pizzagpt_magic import store as stores
-from pizzagpt_magic.batch import ask_many
+from pizzagpt_magic.batch import ask_many, estimate_many
 from pizzagpt_magic.cli import main
 from pizzagpt_magic.errors import BudgetExceededError, ConfigurationError
 from pizzagpt_magic.loop import run_sync
@@ -309,6 +309,7 @@ def test_estimate_on_each_sends_nothing(store_file, shell, endpoint, prices):
         (estimate.input_tokens * 0.15 + estimate.output_tokens * 0.6) / 1e6
     )
     assert "5 requests to send of 8 prompts" in repr(estimate)
+    assert rows(store_file, "SELECT count(*) FROM log") == [(1,)]  # the estimate left no trace
     assert "--each" in failing(shell, "%pizza --estimate hello")
 
 
@@ -343,6 +344,8 @@ def test_ask_many_stops_at_max_cost_and_a_rerun_sends_the_rest(store_file, endpo
     assert "\n" not in str(error) and f"{len(kept)} of 40 answers kept" in str(error)
     logged = rows(store_file, "SELECT total(cost), count(*) FROM log")
     assert logged[0][0] <= limit and logged[0][1] == len(kept)
+    left = estimate_many(prompts, **options)
+    assert (left.requests, left.stored) == (40 - len(kept), len(kept))
     answers = ask_many(prompts, **options)
     assert endpoint.requests == 40  # only the rest was sent
     assert [a for a, r in zip(answers, error.results) if r is not None] == kept

@@ -84,8 +84,10 @@ class Batch:
             outcome = self.outcomes[position] = Outcome("", error=error)
             self._settled_early.append(([position], outcome))
         for key, outcome in self.plan.answered.items():
-            self.recorder.record(self.plan.unique[key], outcome)  # logged as a cache hit
             self._settled_early.append((self._settle(key, outcome), outcome))
+        # The kept answers are logged as cache hits when the batch runs: an estimate (a batch
+        # made and not run) leaves no trace.
+        self._unlogged = [(self.plan.unique[key], o) for key, o in self.plan.answered.items()]
 
     def _settle(self, key: str, outcome: Outcome) -> list[int]:
         positions = [self._where[i] for i in self.plan.positions[key]]
@@ -119,6 +121,9 @@ class Batch:
         what is in flight (at its estimate) past a limit; the stop raises
         ``BudgetExceededError`` once the requests in flight have settled, with the results so
         far in its ``results`` (and every answer in the store)."""
+        unlogged, self._unlogged = self._unlogged, []
+        for prompt, outcome in unlogged:
+            self.recorder.record(prompt, outcome)  # logged as a cache hit
         if on_outcome is not None:
             for positions, outcome in self._settled_early:
                 on_outcome(positions, outcome)
