@@ -451,3 +451,21 @@ def test_a_typed_batch_stops_at_its_limit(store_file, shell, endpoint, prices):
     assert 1 <= kept < 30 and endpoint.requests == kept
     cell(shell, source.format(SPEC, 1))
     assert endpoint.requests == 30 and shell.user_ns["typed"]["_error"].isna().all()
+
+
+def test_the_kernel_budget_stops_a_batch_too(shell, endpoint, prices):
+    pizza = magics(shell)
+    shell.user_ns["items"] = [f"Item {i}: {PROSE[i]}" for i in range(12)]
+    each = "%%pizza --each items -m emu:emu-mini --max-tokens 20 -o out\n{item}"
+    pizza.budget = 4 * (20 * 0.15 + 20 * 0.6) / 1e6
+    message = failing(shell, each)
+    assert message.startswith("Stopped at PizzaMagics.budget") and "'out'" in message
+    kept = sum(a is not None for a in shell.user_ns["out"])
+    assert 1 <= kept <= 4 and endpoint.requests == kept
+    assert 0 < pizza.spent <= pizza.budget
+    spent = pizza.spent
+    failing(shell, each)  # the budget is spent: nothing more goes out
+    assert endpoint.requests == kept and pizza.spent == spent
+    pizza.budget = None
+    cell(shell, each)
+    assert endpoint.requests == 12 and pizza.spent > spent
