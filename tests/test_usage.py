@@ -173,3 +173,30 @@ def test_usage_records_never_say_zero_for_unknown_costs():
     assert reports.cost_label({**row, "unpriced": 0, "free": 2}) == "free"
     with pytest.raises(PizzagptError):
         cost.set_prices({"x:y": {"input": "cheap", "output": 1}})
+
+
+def test_a_store_of_the_first_schema_is_migrated(tmp_path):
+    import sqlite3
+
+    from pizzagpt_magic import store as stores
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as connection:
+        for statement in stores.MIGRATIONS[1]:
+            connection.execute(statement)
+        connection.execute(
+            "INSERT INTO log (time, provider, model, parameters, messages, prompt, answer, "
+            "prompt_tokens, completion_tokens, source) "
+            "VALUES (1, 'openai', 'gpt-4o', '{}', '[]', 'q', 'a', 10, 5, 'api')"
+        )
+        connection.execute("PRAGMA user_version = 1")
+    store = stores.Store(path)
+    try:
+        assert store.usable
+        (row,) = reports.usage_report(store).records()
+        assert (row["requests"], row["input_tokens"], row["unpriced"]) == (1, 10, 1)
+        assert row["cost"] is None and row["cost_label"] == "unpriced"
+    finally:
+        store.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == stores.SCHEMA_VERSION
