@@ -621,8 +621,12 @@ class Store:
             f"total(cost_saved), count(cost) FROM {source} WHERE {' AND '.join(where)} "
             f"GROUP BY {''.join(n + ', ' for n in names)}cached, pricing, error"
         )
+        try:
+            rows = self._reader().execute(sql, params)
+        except sqlite3.OperationalError:  # a store made without the index: the same, slower
+            rows = self._reader().execute(sql.replace(" INDEXED BY log_usage", ""), params)
         totals: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for row in self._reader().execute(sql, params):
+        for row in rows:
             group = row[: len(names)]
             cached, pricing, error, count, inputs, outputs, in_cache, cost, saved, priced = row[
                 len(names) :
