@@ -299,7 +299,8 @@ def bench_typed_batch(
         for i in range(count)
     ]
     options = {"model": "bench:emu-mini", "progress": False, "concurrency": concurrency}
-    ask_many(prompts[:concurrency], schema=TYPED_SPEC, **options)  # open the pool
+    # open the pool, compile the validator, import pandas
+    answers_frame(ask_many(prompts[:concurrency], schema=TYPED_SPEC, **options), TYPED_SPEC)
     times, untyped = [], []
     for trial in range(trials):
         # Side by side, round by round: the same batch without a schema shows what the

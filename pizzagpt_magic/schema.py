@@ -141,6 +141,7 @@ def _spec_schema(spec: str) -> Schema:
     if cached is not None:
         return cached
     columns = _spec_fields(spec)
+    _jsonschema()  # answers are checked with it: without it, fail before anything is sent
     properties: dict[str, Any] = {}
     for column in columns:
         if column.kind == "labels":

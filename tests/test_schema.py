@@ -197,3 +197,16 @@ def test_instructions_and_response_format():
     assert schema.response_format()["json_schema"]["strict"] is True
     text = schema.instructions()
     assert "JSON Schema" in text and json.dumps(schema.json_schema, indent=1) in text
+
+
+def test_without_jsonschema_nothing_is_sent(emu, monkeypatch):
+    import sys
+
+    from pizzagpt_magic import ConfigurationError, ask
+    from pizzagpt_magic import schema as schemas
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)
+    monkeypatch.setattr(schemas, "_cache", {})
+    with pytest.raises(ConfigurationError, match=r"pip install 'pizzagpt-magic\[schema\]'"):
+        ask("hi", schema="a, b int")
+    assert emu.requests == 0

@@ -35,7 +35,8 @@ __all__ = ["Batch", "complete_prompt"]
 class Batch:
     """A batch of prompts (see the module's docstring).
 
-    ``store``, ``cache``, ``log`` and ``context`` are those of ``api.complete_messages``;
+    ``store``, ``cache``, ``log`` and ``context`` are those of ``api.complete_messages``
+    (``"default"``: the default store);
     ``memory`` a mapping of keys to completions looked up before the store and kept up to date;
     ``schema_retries`` how many repairs an answer that does not fit its schema gets; ``request``
     how requests are sent (``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``).
@@ -56,11 +57,9 @@ class Batch:
         request: Mapping[str, Any] | None = None,
         failed: Mapping[int, BaseException] | None = None,
     ) -> None:
-        from ..api import DEFAULT_STORE
-
         self.size = len(prompts)
         self.recorder = Recorder(
-            DEFAULT_STORE if store == "default" else store,
+            store,
             cache=cache,
             log=log,
             context=context,
@@ -85,9 +84,6 @@ class Batch:
             self._settled_early.append(([position], outcome))
         for key, outcome in self.plan.answered.items():
             self._settled_early.append((self._settle(key, outcome), outcome))
-        # The kept answers are logged as cache hits when the batch runs: an estimate (a batch
-        # made and not run) leaves no trace.
-        self._unlogged = [(self.plan.unique[key], o) for key, o in self.plan.answered.items()]
 
     def _settle(self, key: str, outcome: Outcome) -> list[int]:
         positions = [self._where[i] for i in self.plan.positions[key]]
@@ -115,15 +111,15 @@ class Batch:
         limits: Limits | None = None,
     ) -> list[Outcome | None]:
         """Send what the plan left, with ``strategy`` (``Single()`` by default), settling each
-        key as its result arrives; the outcomes by position.
+        key as its result arrives; the outcomes by position. The answers the plan found kept
+        are logged (as cache hits) here, not when the plan is made: a plan alone is a dry run.
 
         With ``limits`` (``cost.Limits``) no request starts that could take what is spent plus
         what is in flight (at its estimate) past a limit; the stop raises
         ``BudgetExceededError`` once the requests in flight have settled, with the results so
         far in its ``results`` (and every answer in the store)."""
-        unlogged, self._unlogged = self._unlogged, []
-        for prompt, outcome in unlogged:
-            self.recorder.record(prompt, outcome)  # logged as a cache hit
+        for key, outcome in self.plan.answered.items():
+            self.recorder.record(self.plan.unique[key], outcome)
         if on_outcome is not None:
             for positions, outcome in self._settled_early:
                 on_outcome(positions, outcome)

@@ -35,7 +35,7 @@ class Recorder:
         from .. import store as stores
         from ..api import DEFAULT_STORE
 
-        if store is DEFAULT_STORE:
+        if isinstance(store, str) and store == DEFAULT_STORE:
             store = stores.get_store() if (cache or log) else None
         self.store = store
         self.cache = cache
