@@ -70,7 +70,7 @@ async def ask_many_async(
     then asked on its own, as that function does it.
 
     ``max_cost`` (USD) starts no request that could take the batch's cost past it: what is
-    spent plus what is in flight at its estimate (see ``cost.Estimator``). The stop raises
+    spent plus what is in flight at its estimate (see ``estimates.Estimator``). The stop raises
     ``BudgetExceededError`` naming what was spent and the limit, with the answers received in
     its ``results`` (and in ``into``, and in the store: a rerun with a higher limit asks only
     for the rest). A model whose price is unknown cannot have a limit.
@@ -142,7 +142,7 @@ def _engine_batch(
 
 
 def estimate_many(prompts: Iterable[Any], *, schema: Any = None, **options: Any) -> Any:
-    """What ``ask_many(prompts, **options)`` would send and cost (a ``cost.Estimate``: the
+    """What ``ask_many(prompts, **options)`` would send and cost (a ``estimates.Estimate``: the
     distinct prompts not yet answered, their input and output tokens, the dollars); nothing is
     sent or logged."""
     options = {k: v for k, v in options.items() if k not in ("concurrency", "progress")}
@@ -182,8 +182,8 @@ async def _ask_engine(
 
     limits = None
     if max_cost is not None:
-        from .cost import Budget, Limits
         from .errors import ConfigurationError
+        from .estimates import Budget, Limits
 
         estimate = batch.estimate()
         if estimate.usd is None:

@@ -13,7 +13,7 @@ from IPython.core.error import UsageError
 from test_magics import cell, failing, magics
 from traitlets import TraitError
 
-from pizzagpt_magic import api, cost
+from pizzagpt_magic import api, cost, estimates
 from pizzagpt_magic import store as stores
 from pizzagpt_magic.batch import ask_many, estimate_many
 from pizzagpt_magic.cli import main
@@ -271,11 +271,11 @@ def test_estimates_learn_characters_a_token_from_the_log(store_file, endpoint, p
     backend = resolve("emu:emu-mini")
     fresh = [[{"role": "user", "content": p}] for p in PROSE[20:]]
     store = stores.get_store()
-    before, _ = cost.estimate_batch(backend, fresh, store=store)
-    assert before.chars_per_token == cost.CHARS_PER_TOKEN  # nothing logged yet
+    before, _ = estimates.estimate_batch(backend, fresh, store=store)
+    assert before.chars_per_token == estimates.CHARS_PER_TOKEN  # nothing logged yet
     assert before.output_from == "default 256"
     ask_many(PROSE[:20], model="emu:emu-mini", stream=False, progress=False)
-    estimate, each = cost.estimate_batch(backend, fresh, store=store)
+    estimate, each = estimates.estimate_batch(backend, fresh, store=store)
     assert estimate.requests == 10 and estimate.stored == 0
     assert estimate.output_from == "log average"
     reported = run_sync(_usages(PROSE[20:]))
@@ -283,7 +283,7 @@ def test_estimates_learn_characters_a_token_from_the_log(store_file, endpoint, p
     assert abs(estimate.input_tokens - actual) <= 0.15 * actual, (estimate.input_tokens, actual)
     assert estimate.usd == pytest.approx(sum(each))
     # Those now in the store cost nothing more; repeats are one request.
-    again, each = cost.estimate_batch(backend, fresh + fresh[:3], store=store)
+    again, each = estimates.estimate_batch(backend, fresh + fresh[:3], store=store)
     assert (again.prompts, again.distinct, again.stored, again.requests) == (13, 10, 10, 0)
     assert again.usd == 0 and each == [0.0] * 13
 
@@ -317,7 +317,7 @@ def test_estimate_on_each_sends_nothing(store_file, shell, endpoint, prices):
 
 
 def test_a_budget_refuses_what_could_pass_it_counting_those_in_flight():
-    budget = cost.Budget(1.0)
+    budget = estimates.Budget(1.0)
     assert budget.reserve(0.4) and budget.reserve(0.4)
     assert not budget.reserve(0.4)  # 0.8 in flight + 0.4 > 1
     assert not budget.reserve(0.01)  # once stopped, nothing more starts
@@ -326,7 +326,7 @@ def test_a_budget_refuses_what_could_pass_it_counting_those_in_flight():
     assert budget.spent == pytest.approx(0.7) and budget.in_flight == 0
     message = str(budget.error(3, 10))
     assert "$0.7000 spent of $1.0000" in message and "3 of 10 answers kept" in message
-    both = cost.Limits([cost.Budget(5.0, what="a"), cost.Budget(1.0, 0.9, what="b")])
+    both = estimates.Limits([estimates.Budget(5.0, what="a"), estimates.Budget(1.0, 0.9, what="b")])
     assert both.reserve(0.05) and not both.reserve(0.1)
     assert "Stopped at b" in str(both.error())
 

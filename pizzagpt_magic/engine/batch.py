@@ -26,7 +26,7 @@ from .record import Recorder
 from .send import Pending
 
 if TYPE_CHECKING:
-    from ..cost import Estimate, Limits
+    from ..estimates import Estimate, Limits
     from .send import Strategy
 
 __all__ = ["Batch", "complete_prompt"]
@@ -92,9 +92,9 @@ class Batch:
         return positions
 
     def estimate(self) -> Estimate:
-        """What the plan leaves to send: requests, tokens and cost (see ``cost.Estimator``).
+        """What the plan leaves to send: requests, tokens and cost (see ``estimates.Estimator``).
         Nothing is sent."""
-        from ..cost import Estimator
+        from ..estimates import Estimator
 
         return Estimator(self.recorder.store).estimate(
             [_estimated(p) for p in self.plan.pending],
@@ -114,7 +114,7 @@ class Batch:
         key as its result arrives; the outcomes by position. The answers the plan found kept
         are logged (as cache hits) here, not when the plan is made: a plan alone is a dry run.
 
-        With ``limits`` (``cost.Limits``) no request starts that could take what is spent plus
+        With ``limits`` (``estimates.Limits``) no request starts that could take what is spent plus
         what is in flight (at its estimate) past a limit; the stop raises
         ``BudgetExceededError`` once the requests in flight have settled, with the results so
         far in its ``results`` (and every answer in the store)."""
@@ -132,7 +132,7 @@ class Batch:
         estimates: dict[str, float] = {}
         gate = None
         if limits is not None:
-            from ..cost import Estimator
+            from ..estimates import Estimator
 
             estimator = Estimator(self.recorder.store)
 

@@ -341,9 +341,9 @@ class PizzaMagics(PizzaSettings):
         return ask
 
     def _estimate(self, args: Any, requests: list[tuple[Any, str | None]]) -> tuple[Any, Any]:
-        """The ``cost.Estimate`` of asking ``requests`` (prompt, system) with these options,
+        """The ``estimates.Estimate`` of asking ``requests`` (prompt, system) with these options,
         and each one's estimated cost; those this kernel or the store has answered cost 0."""
-        from ..cost import estimate_batch
+        from ..estimates import estimate_batch
 
         use_cache = self.cache and not args.no_cache
         conversation = self.conversation
@@ -360,7 +360,8 @@ class PizzaMagics(PizzaSettings):
 
     def _limits(self, args: Any, estimate: Any) -> Any:
         """The cost limits in force (``--max-cost``, ``PizzaMagics.budget``), or None."""
-        from ..cost import Budget, Limits, format_usd
+        from ..cost import format_usd
+        from ..estimates import Budget, Limits
 
         budgets = []
         if args.max_cost is not None:
