@@ -20,6 +20,7 @@ from .providers.base import Messages
 
 if TYPE_CHECKING:
     from .backends import Backend
+    from .tools import Toolbox
 
 __all__ = ["Conversation", "Exchange", "Reply"]
 
@@ -93,13 +94,17 @@ class Conversation:
         max_tokens: int | None = None,
         store: Any = None,
         base_url: str | None = None,
+        tools: Toolbox | None = None,
         schema: Any = None,
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
         from .schema import as_schema
 
         messages = self.messages(prompt, system=system, chat=chat)
-        key = prompt_key(backend, messages, temperature, max_tokens, base_url, as_schema(schema))
+        extra = {"tools": tools.key()} if tools is not None else None
+        key = prompt_key(
+            backend, messages, temperature, max_tokens, base_url, as_schema(schema), extra
+        )
         if key in self.cache:
             return True
         return store is not None and store.has(key)
@@ -119,6 +124,8 @@ class Conversation:
         store: Any = None,
         log: bool = True,
         context: dict[str, Any] | None = None,
+        tools: Toolbox | None = None,
+        tool_rounds: int = 5,
         schema: Any = None,
         schema_retries: int = 1,
         **request: Any,
@@ -131,8 +138,9 @@ class Conversation:
 
         schema = as_schema(schema)
         messages = self.messages(prompt, system=system, chat=chat)
+        extra = {"tools": tools.key()} if tools is not None else None
         key = prompt_key(
-            backend, messages, temperature, max_tokens, request.get("base_url"), schema
+            backend, messages, temperature, max_tokens, request.get("base_url"), schema, extra
         )
         if use_cache and key in self.cache:
             kept = self.cache[key]
@@ -155,6 +163,8 @@ class Conversation:
             log=log,
             store=store,
             context=context,
+            tools=tools,
+            tool_rounds=tool_rounds,
             schema=schema,
             schema_retries=schema_retries,
             **request,

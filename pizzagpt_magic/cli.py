@@ -213,11 +213,14 @@ def _backend(args: argparse.Namespace) -> Any:
             return dataclasses.replace(backend, endpoint=endpoint)
         return backend  # Pizzagpt or a provider class: --base-url is passed on as it is
     model = args.model or ""
+    api = "openai"
     if backend is not None and backend.endpoint is not None:
-        model = backend.model
+        # The endpoint named speaks its own API at the new address (anthropic: Messages).
+        model, api = backend.model, backend.endpoint.api
     if not model:
         raise ConfigurationError("Name the model to ask the --base-url endpoint with -m")
-    endpoint = Endpoint("custom", check_url(args.base_url, "--base-url"), args.api_key_env)
+    url = check_url(args.base_url, "--base-url")
+    endpoint = Endpoint("custom", url, args.api_key_env, api=api)
     return Backend("custom", model, endpoint=endpoint)
 
 

@@ -1,12 +1,13 @@
-"""What a question costs: model prices, the cost of an answer, and estimates before a batch.
+"""What a question costs: model prices and the cost of an answer.
 
 Where a model's price comes from, first match wins:
 
 1. ``set_prices`` (``PizzaMagics.prices``): ``{"provider:model": {"input": USD per million
-   tokens, "output": USD per million, "cached_input": optional}}``; ``"provider:*"`` prices every
-   model of a provider, and a Pizzagpt model is named alone (``"gpt-4o-mini"``).
-2. Local backends cost nothing and say ``"local"``: the Ollama, LM Studio and llama.cpp presets
-   and any server on a loopback address (the emulator, a model on this machine).
+   tokens, "output": USD per million, and optionally "cached_input" and "cache_write" for the
+   prompt tokens read from and written to the backend's prompt cache}}``; ``"provider:*"``
+   prices every model of a provider, and a Pizzagpt model is named alone (``"gpt-4o-mini"``).
+2. Local backends cost nothing and say ``"local"``: the Ollama, LM Studio, llama.cpp and vLLM
+   presets and any server on a loopback address (the emulator, a model on this machine).
 3. Pizzagpt (pizzagpt.it) charges nothing for its model: ``"free"``.
 4. The ``genai-prices`` table, when that optional package is installed (the ``prices`` extra):
    its bundled data only; nothing is ever fetched at run time.
@@ -47,7 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Providers that run on this machine (the endpoint presets).
-LOCAL_PROVIDERS = frozenset({"ollama", "lmstudio", "llamacpp"})
+LOCAL_PROVIDERS = frozenset({"ollama", "lmstudio", "llamacpp", "vllm"})
 #: The ways a model is priced.
 PRICED, LOCAL, FREE, UNPRICED = "priced", "local", "free", "unpriced"
 #: A priced model whose backend did not report token counts: the cost is unknown.
@@ -109,6 +110,7 @@ class Pricing:
     input: float = 0.0
     output: float = 0.0
     cached_input: float | None = None
+    cache_write: float | None = None
     #: Where the price came from: ``prices`` (set_prices) or ``genai-prices``.
     source: str = ""
     #: For genai-prices: the model and provider (or API URL) it knows the model by.
@@ -127,15 +129,18 @@ class Pricing:
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(prompt, int) or not isinstance(completion, int):
             return Cost(None, UNREPORTED)
-        cached = usage.get("cached_tokens")
-        cached = min(cached, prompt) if isinstance(cached, int) and cached > 0 else 0
+        # Of the prompt's tokens, those read from the backend's prompt cache and those written
+        # to it, where it says so.
+        read = _part(usage.get("cache_read_input_tokens"), prompt)
+        written = _part(usage.get("cache_creation_input_tokens"), prompt - read)
         if self.reference is not None:
-            usd = _genai_cost(self.reference, prompt, cached, completion)
+            usd = _genai_cost(self.reference, prompt, read, written, completion)
             if usd is not None:
                 return Cost(usd, PRICED)
-        cached_rate = self.input if self.cached_input is None else self.cached_input
-        uncached = (prompt - cached) * self.input
-        usd = (uncached + cached * cached_rate + completion * self.output) / 1e6
+        read_rate = self.input if self.cached_input is None else self.cached_input
+        write_rate = self.input if self.cache_write is None else self.cache_write
+        uncached = (prompt - read - written) * self.input
+        usd = (uncached + read * read_rate + written * write_rate + completion * self.output) / 1e6
         return Cost(usd, PRICED)
 
     def estimate(self, input_tokens: float, output_tokens: float) -> float | None:
@@ -145,6 +150,11 @@ class Pricing:
         if self.status == UNPRICED:
             return None
         return (input_tokens * self.input + output_tokens * self.output) / 1e6
+
+
+def _part(count: Any, whole: int) -> int:
+    """A reported share of ``whole`` tokens (0 when not reported), never more than it."""
+    return min(count, whole) if isinstance(count, int) and count > 0 else 0
 
 
 #: The cost of every answer of a local, free or unpriced model.
@@ -159,8 +169,9 @@ _prices_lock = threading.Lock()
 
 def set_prices(prices: Mapping[str, Mapping[str, Any]] | None) -> None:
     """Prices that win over the table: ``{"provider:model": {"input": USD per million tokens,
-    "output": USD per million, "cached_input": optional}}`` (``"provider:*"`` for every model of
-    a provider). Replaces the prices set before; raises ``ConfigurationError`` on a bad entry."""
+    "output": USD per million, "cached_input" and "cache_write": optional}}`` (``"provider:*"``
+    for every model of a provider). Replaces the prices set before; raises
+    ``ConfigurationError`` on a bad entry."""
     checked = {}
     for name, entry in (prices or {}).items():
         checked[_normal_name(name)] = _check_price(name, entry)
@@ -191,16 +202,16 @@ def _check_price(name: Any, entry: Any) -> Pricing:
             f"The price of {name!r} must be a dict such as {{'input': 0.15, 'output': 0.6}} "
             "(USD per million tokens)"
         )
-    unknown = set(entry) - {"input", "output", "cached_input"}
+    unknown = set(entry) - {"input", "output", "cached_input", "cache_write"}
     if unknown:
         raise ConfigurationError(
             f"The price of {name!r} has unknown keys {sorted(unknown)}; it takes input, output "
-            "and cached_input (USD per million tokens)"
+            "cached_input and cache_write (USD per million tokens)"
         )
     rates = {}
-    for key in ("input", "output", "cached_input"):
+    for key in ("input", "output", "cached_input", "cache_write"):
         value = entry.get(key)
-        if value is None and key == "cached_input":
+        if value is None and key in ("cached_input", "cache_write"):
             continue
         if (
             isinstance(value, bool)
@@ -213,7 +224,14 @@ def _check_price(name: Any, entry: Any) -> Pricing:
                 f"(0 or more), not {value!r}"
             )
         rates[key] = float(value)
-    return Pricing(PRICED, rates["input"], rates["output"], rates.get("cached_input"), "prices")
+    return Pricing(
+        PRICED,
+        rates["input"],
+        rates["output"],
+        rates.get("cached_input"),
+        rates.get("cache_write"),
+        "prices",
+    )
 
 
 def is_local(provider: str, origin: str | None) -> bool:
@@ -291,7 +309,9 @@ def _genai_pricing(provider: str, model: str, origin: str | None) -> Pricing | N
         except Exception:  # noqa: BLE001 - a table that cannot price a model leaves it unpriced
             logger.debug("genai-prices failed for %s:%s", provider, model, exc_info=True)
             continue
-        return Pricing(PRICED, per_million[0], per_million[1], None, "genai-prices", reference)
+        return Pricing(
+            PRICED, per_million[0], per_million[1], None, None, "genai-prices", reference
+        )
     return None
 
 
@@ -305,14 +325,21 @@ def _genai_price(prices: Any, reference: tuple[str, str | None, str | None], usa
 
 
 def _genai_cost(
-    reference: tuple[str, str | None, str | None], prompt: int, cached: int, completion: int
+    reference: tuple[str, str | None, str | None],
+    prompt: int,
+    read: int,
+    written: int,
+    completion: int,
 ) -> float | None:
     prices = _genai()
     if prices is None:
         return None
     try:
         usage = prices.Usage(
-            input_tokens=prompt, cache_read_tokens=cached or None, output_tokens=completion
+            input_tokens=prompt,
+            cache_read_tokens=read or None,
+            cache_write_tokens=written or None,
+            output_tokens=completion,
         )
         return _genai_price(prices, reference, usage)
     except Exception:  # noqa: BLE001 - fall back to the per-million rates

@@ -46,6 +46,19 @@ routes:
 ``cut``                  close the stream halfway, without ``[DONE]``
 ``stream-error``         send an error event halfway
 
+The same server speaks Anthropic's Messages API too: ``POST /v1/messages`` (streamed as the
+Messages server-sent events with ``"stream": true``) and ``GET /v1/models`` in that API's form for a
+request that sends ``anthropic-version``; with ``--api-key KEY`` they want ``x-api-key: KEY``. The
+same answers and faults (``emulator_messages`` has the details), and two more:
+
+``cache-read=N``         report N prompt tokens read from the prompt cache
+``cache-write=N``        report N prompt tokens written to the prompt cache
+Tools (a request with ``tools``): a question holding ``[[tool:NAME(JSON args)]]`` markers makes
+the emulator call those tools, all in its first answer (``finish_reason: tool_calls``, streamed
+as ``delta.tool_calls`` pieces with ``"stream": true``); once the results came back as ``role:
+tool`` messages, it answers quoting each result it received, verbatim. With
+``[[tool-repeat]]`` in the question it calls them again in every answer and never answers.
+
 ``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
 ``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
 """
@@ -69,6 +82,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .emulator_messages import MessagesRoutes
+
 __all__ = ["Emulator", "EmulatorThread", "conforming", "make_answer", "parse_fault", "serve"]
 
 MISUSE_TEXT = (
@@ -85,6 +100,7 @@ OPENAI_MODELS = ("emu-mini", "emu-large", "llama3.2:1b")
 
 _FAULT_MARKER = re.compile(r"\[\[fault:([^\]]*)\]\]")
 _ECHO = re.compile(r"\[\[echo\]\](.*?)\[\[/echo\]\]", re.S)
+_TOOL_MARKER = re.compile(r"\[\[tool:([A-Za-z_][\w.]*)\((.*?)\)\]\]", re.S)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])")
 _RANDOM_FAULTS = ("status=500", "status=502", "status=503", "status=429;retry-after=0", "drop")
 
@@ -95,7 +111,7 @@ def parse_fault(spec: str) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in spec.split(";"))):
         key, _, value = item.partition("=")
         key = key.strip().lower()
-        if key in {"status", "large", "times", "chunk-size"}:
+        if key in {"status", "large", "times", "chunk-size", "cache-read", "cache-write"}:
             fault[key] = int(value)
         elif key in {"latency", "retry-after", "chunk-delay"}:
             fault[key] = float(value)
@@ -274,7 +290,7 @@ def make_answer(question: str, model: str = "gpt-4o-mini", bad: bool = False) ->
     return "\n".join(lines)
 
 
-class Emulator:
+class Emulator(MessagesRoutes):
     """The server's state and handlers; ``start()`` and ``stop()`` run it on the current loop."""
 
     def __init__(
@@ -299,6 +315,7 @@ class Emulator:
         self.chunk_delay = chunk_delay
         #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ...}`` each.
         self.chat_requests: list[dict[str, Any]] = []
+        self.message_requests: list[dict[str, Any]] = []
         self.port = port
         self.fault = parse_fault(fault) if fault else {}
         self.fault_spec = fault or ""
@@ -326,6 +343,7 @@ class Emulator:
         self.requests = 0
         self.questions.clear()
         self.chat_requests.clear()
+        self.message_requests.clear()
         self.peers.clear()
         self.max_in_flight = 0
         self._times.clear()
@@ -335,6 +353,7 @@ class Emulator:
         app.router.add_post(ENDPOINT, self.handle)
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_get("/v1/models", self.handle_models)
+        app.router.add_post("/v1/messages", self.handle_messages)
         app.router.add_get("/", self.handle_index)
         return app
 
@@ -462,6 +481,8 @@ class Emulator:
         return _openai_error(401, "Incorrect API key provided", "invalid_api_key")
 
     async def handle_models(self, request: web.Request) -> web.Response:
+        if request.headers.get("anthropic-version"):
+            return await self.handle_anthropic_models(request)
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
@@ -517,10 +538,24 @@ class Emulator:
             return web.Response(text=HTML_PAGE, content_type="text/html")
         if fault.get("drop"):
             return await self._drop(request)
+        markers = _TOOL_MARKER.findall(question) if body.get("tools") else []
+        tool_turn = _tool_turn(messages) if markers else None
+        if tool_turn is not None and (not tool_turn[0] or "[[tool-repeat]]" in question):
+            calls = [
+                {
+                    "id": f"call_{len(tool_turn[0])}_{number}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments.strip() or "{}"},
+                }
+                for number, (name, arguments) in enumerate(markers)
+            ]
+            return await self._tool_calls(request, body, model, calls, everything, fault)
         asked = body.get("response_format")
         wanted = asked.get("json_schema") if isinstance(asked, dict) else None
         if fault.get("empty"):
             content = ""
+        elif tool_turn is not None:
+            content = _quote_results(model, *tool_turn)
         elif "large" in fault:
             content = _large(fault["large"])
         elif isinstance(wanted, dict) and isinstance(wanted.get("schema"), dict):
@@ -626,6 +661,106 @@ class Emulator:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    async def _tool_calls(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        model: str,
+        calls: list[dict[str, Any]],
+        everything: str,
+        fault: dict[str, Any],
+    ) -> web.StreamResponse:
+        """An answer that calls tools: whole, or streamed as ``delta.tool_calls`` pieces."""
+        words = sum(len(c["function"]["arguments"].split()) + 1 for c in calls)
+        usage = {"prompt_tokens": len(everything.split()), "completion_tokens": words}
+        usage["total_tokens"] = usage["prompt_tokens"] + words
+        base = {"id": "chatcmpl-emulated", "created": 0, "model": model}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            return web.json_response(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        size = max(1, fault.get("chunk-size", 12))
+        pause = fault.get("chunk-delay", self.chunk_delay)
+
+        async def event(delta: dict[str, Any], finish: str | None = None) -> None:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            data = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+            await response.write(f"data: {json.dumps(data)}\n\n".encode())
+            if pause:
+                await asyncio.sleep(pause)
+
+        for index, call in enumerate(calls):
+            first = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            delta: dict[str, Any] = {"tool_calls": [first]}
+            if index == 0:
+                delta = {"role": "assistant", "content": None, **delta}
+            await event(delta)
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), size):
+                piece = {"index": index, "function": {"arguments": arguments[start : start + size]}}
+                await event({"tool_calls": [piece]})
+        await event({}, "tool_calls")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            data = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            await response.write(f"data: {json.dumps(data)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _tool_turn(messages: list[Any]) -> tuple[list[Any], list[tuple[str, str, str]]]:
+    """Since the last user message: the assistant messages that called tools, and each result
+    received as ``(tool name, arguments, result)``."""
+    last_user = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        default=-1,
+    )
+    later = [m for m in messages[last_user + 1 :] if isinstance(m, dict)]
+    asked = [m for m in later if m.get("role") == "assistant" and m.get("tool_calls")]
+    called: dict[str, tuple[str, str]] = {}
+    for message in asked:
+        for call in message["tool_calls"]:
+            function = call.get("function") or {}
+            called[str(call.get("id"))] = (
+                str(function.get("name")),
+                str(function.get("arguments")),
+            )
+    results = []
+    for message in later:
+        if message.get("role") == "tool":
+            name, arguments = called.get(str(message.get("tool_call_id")), ("?", ""))
+            results.append((name, arguments, _text_of(message.get("content"))))
+    return asked, results
+
+
+def _quote_results(model: str, asked: list[Any], results: list[tuple[str, str, str]]) -> str:
+    """The answer after tool results: each quoted verbatim, in a fence longer than any run of
+    backticks in it."""
+    lines = [
+        f"**Emulated {model} answer** after {len(asked)} round(s) of tool calls and "
+        f"{len(results)} result(s).",
+    ]
+    for name, arguments, result in results:
+        longest = max((len(run) for run in re.findall(r"`+", result)), default=0)
+        fence = "`" * max(3, longest + 1)
+        lines += ["", f"Result of {name}({arguments}):", f"{fence}text", result, fence]
+    return "\n".join(lines)
 
 
 def _large(size: int) -> str:
@@ -753,13 +888,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed for --fail-rate")
     parser.add_argument(
         "--api-key",
-        help="key the OpenAI-compatible routes require as a bearer token (default: none)",
+        help="key the /v1 routes require: a bearer token for the OpenAI-compatible ones, "
+        "x-api-key for the Messages API (default: none)",
     )
     parser.add_argument(
         "--chunk-delay",
         type=float,
         default=0.0,
-        help="seconds between streamed chunks on the OpenAI-compatible routes",
+        help="seconds between streamed chunks on the /v1 routes",
     )
     parser.add_argument(
         "--no-response-format",

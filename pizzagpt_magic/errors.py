@@ -24,7 +24,9 @@ The hierarchy::
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
     │       └── SchemaError            the answer does not fit the schema asked for (``field``)
     ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
-    └── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
+    ├── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
+    └── ToolError                      a tool call that cannot run (its message goes to the model)
+        └── ToolRoundsError            the model still called tools after the last round allowed
 
 ``MisuseError`` is a ``ValueError`` because the seed provider raised ``ValueError`` for it, and code
 written against that interface catches it so. Messages are single lines meant to be shown as they
@@ -58,6 +60,8 @@ __all__ = [
     "ResponseShapeError",
     "SchemaError",
     "SchemaSpecError",
+    "ToolError",
+    "ToolRoundsError",
     "TransportError",
 ]
 
@@ -254,4 +258,18 @@ class BudgetExceededError(PizzagptError):
         self.spent = spent
         self.limit = limit
         self.results = list(results or [])
+        super().__init__(message)
+
+
+class ToolError(PizzagptError):
+    """A tool call that cannot run: an unknown tool, an argument that is not allowed. Inside the
+    tool loop its one-line message is the call's result, sent back to the model."""
+
+
+class ToolRoundsError(ToolError):
+    """The model was still calling tools when the last round allowed was spent
+    (``PizzaMagics.tool_rounds``); ``calls`` holds the records of every call that ran."""
+
+    def __init__(self, message: str, calls: list[Any] | None = None) -> None:
+        self.calls = list(calls or [])
         super().__init__(message)

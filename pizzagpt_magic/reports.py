@@ -38,7 +38,7 @@ _COUNTS = (
     "failures",
     "input_tokens",
     "output_tokens",
-    "cached_tokens",
+    "cache_read_input_tokens",
     "unpriced",
     "local",
     "free",

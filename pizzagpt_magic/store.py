@@ -54,7 +54,7 @@ BUSY_TIMEOUT = 10.0
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE cache (
@@ -90,20 +90,34 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX log_time ON log (time)",
     ],
-    # What an exchange cost (USD; NULL when unknown), what a cache hit saved, how the model is
-    # priced, cached input tokens, and the characters sent (to learn characters a token).
+    # The prompt cache's share of the prompt tokens, where the backend reports it (Anthropic).
     2: [
-        "ALTER TABLE log ADD COLUMN cost REAL",
-        "ALTER TABLE log ADD COLUMN cost_saved REAL",
-        "ALTER TABLE log ADD COLUMN pricing TEXT",
-        "ALTER TABLE log ADD COLUMN cached_tokens INTEGER",
-        "ALTER TABLE log ADD COLUMN input_chars INTEGER",
-        "CREATE INDEX log_model ON log (provider, model, id)",
-        # Usage reports read this index alone, in its order (see Store.usage).
-        """CREATE INDEX log_usage ON log (provider, model, cached, pricing, error, time,
-            session, source, prompt_tokens, completion_tokens, cached_tokens, cost, cost_saved)""",
+        "ALTER TABLE log ADD COLUMN cache_read_input_tokens INTEGER",
+        "ALTER TABLE log ADD COLUMN cache_creation_input_tokens INTEGER",
     ],
+    3: [],
+    4: [],
+    # The tool calls made on the way to an answer: name, arguments, result size (JSON).
+    5: ["ALTER TABLE log ADD COLUMN tool_calls TEXT"],
 }
+#: Columns of the log added after its first schema, whatever the schema version says: added
+#: when missing each time a store is opened, so the order in which changes that number their
+#: migrations land cannot skip them. What an exchange cost (USD; NULL when unknown), what a
+#: cache hit saved, how the model is priced, and the characters sent (to learn characters a
+#: token).
+LOG_COLUMNS = {
+    "cost": "REAL",
+    "cost_saved": "REAL",
+    "pricing": "TEXT",
+    "input_chars": "INTEGER",
+}
+LOG_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS log_model ON log (provider, model, id)",
+    # Usage reports read this index alone, in its order (see Store.usage).
+    """CREATE INDEX IF NOT EXISTS log_usage ON log (provider, model, cached, pricing, error, time,
+        session, source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost,
+        cost_saved)""",
+]
 FTS_SCHEMA = [
     """CREATE VIRTUAL TABLE IF NOT EXISTS log_fts USING fts5(
         prompt, answer, content='log', content_rowid='id')""",
@@ -132,7 +146,7 @@ _USAGE_COUNTS = (
     "failures",
     "input_tokens",
     "output_tokens",
-    "cached_tokens",
+    "cache_read_input_tokens",
     "unpriced",
     "local",
     "free",
@@ -271,9 +285,15 @@ class Store:
         try:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(target, ()):  # a number another change owns
+                for statement in MIGRATIONS.get(target, ()):
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
+            have = {row[1] for row in connection.execute("PRAGMA table_info(log)")}
+            for name, kind in LOG_COLUMNS.items():
+                if name not in have:
+                    connection.execute(f"ALTER TABLE log ADD COLUMN {name} {kind}")
+            for statement in LOG_INDEXES:
+                connection.execute(statement)
             try:
                 for statement in FTS_SCHEMA:
                     connection.execute(statement)
@@ -484,17 +504,20 @@ class Store:
             "prompt_tokens",
             "completion_tokens",
             "total_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
             "cached",
             "source",
             "session",
             "cell",
+            "tool_calls",
             "cost",
             "cost_saved",
             "pricing",
-            "cached_tokens",
             "input_chars",
         )
         usage = record.get("usage") or {}
+        calls = record.get("tool_calls")
         cost = record.get("cost")
         values = (
             record.get("time", time.time()),
@@ -510,14 +533,16 @@ class Store:
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
             usage.get("total_tokens"),
+            usage.get("cache_read_input_tokens"),
+            usage.get("cache_creation_input_tokens"),
             int(bool(record.get("cached"))),
             record.get("source", "api"),
             record.get("session"),
             record.get("cell"),
+            None if calls is None else json.dumps(calls, ensure_ascii=False, default=str),
             cost.usd if cost is not None else None,
             cost.saved if cost is not None else None,
             cost.pricing if cost is not None else None,
-            usage.get("cached_tokens"),
             record.get("input_chars"),
         )
         sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -570,6 +595,8 @@ class Store:
             record["parameters"] = json.loads(record["parameters"])
             record["messages"] = json.loads(record["messages"])
             record["cached"] = bool(record["cached"])
+            if record.get("tool_calls") is not None:
+                record["tool_calls"] = json.loads(record["tool_calls"])
             out.append(record)
         return out
 
@@ -617,7 +644,8 @@ class Store:
         source = "log INDEXED BY log_usage" if by == ["model"] else "log"
         sql = (
             f"SELECT {''.join(k + ', ' for k in keys)}cached, pricing, error, count(*), "
-            "total(prompt_tokens), total(completion_tokens), total(cached_tokens), total(cost), "
+            "total(prompt_tokens), total(completion_tokens), total(cache_read_input_tokens), "
+            "total(cost), "
             f"total(cost_saved), count(cost) FROM {source} WHERE {' AND '.join(where)} "
             f"GROUP BY {''.join(n + ', ' for n in names)}cached, pricing, error"
         )
@@ -647,7 +675,7 @@ class Store:
             record["requests"] += count
             record["input_tokens"] += int(inputs)
             record["output_tokens"] += int(outputs)
-            record["cached_tokens"] += int(in_cache)
+            record["cache_read_input_tokens"] += int(in_cache)
             if error is not None:
                 record["failures"] += count
             else:

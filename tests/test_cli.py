@@ -139,6 +139,19 @@ def test_ask_endpoint_errors(endpoint, capsys, monkeypatch):
     assert "--api-key-env goes with --base-url" in capsys.readouterr().err
 
 
+def test_ask_claude_at_another_address(claude, capsys, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_BASE_URL")
+    monkeypatch.setenv("OTHER_KEY", API_KEY)
+    argv = ["ask", "-m", "anthropic:emu-claude", "--base-url", claude.url, "hi"]
+    assert main(argv) == 0
+    assert "Emulated emu-claude answer" in capsys.readouterr().out
+    # Another key variable: the same API at that address, with that key.
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert main([*argv[:-1], "--api-key-env", "OTHER_KEY", "hi"]) == 0
+    assert "Emulated emu-claude answer" in capsys.readouterr().out
+    assert len(claude.message_requests) == 2
+
+
 def test_models_command(endpoint, capsys, monkeypatch):
     assert main(["models", "emu"]) == 0
     assert capsys.readouterr().out == "emu: emu:emu-large, emu:emu-mini, emu:llama3.2:1b\n"

@@ -23,7 +23,7 @@ from pizzagpt_magic.loop import run_sync
 #: A price table for the tests (USD per million tokens).
 FIXTURE = {
     "emu:emu-mini": {"input": 0.15, "output": 0.6},
-    "emu:emu-large": {"input": 2.5, "output": 10.0, "cached_input": 1.25},
+    "emu:emu-large": {"input": 2.5, "output": 10.0, "cached_input": 1.25, "cache_write": 3.125},
     "gpt-4o-mini": {"input": 0.1, "output": 0.4},
     "far:*": {"input": 3, "output": 15},
 }
@@ -88,11 +88,12 @@ def rows(path, sql):
 def by_hand(name, usage):
     """A usage's cost worked out exactly, from the fixture's rates."""
     rate = {k: Fraction(str(v)) for k, v in FIXTURE[name].items()}
-    cached = usage.get("cached_tokens") or 0
-    cached_rate = rate.get("cached_input", rate["input"])
+    read = usage.get("cache_read_input_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or 0
     return (
-        (usage["prompt_tokens"] - cached) * rate["input"]
-        + cached * cached_rate
+        (usage["prompt_tokens"] - read - written) * rate["input"]
+        + read * rate.get("cached_input", rate["input"])
+        + written * rate.get("cache_write", rate["input"])
         + usage["completion_tokens"] * rate["output"]
     ) / 1_000_000
 
@@ -108,7 +109,10 @@ def test_fifty_usages_cost_their_hand_sum(prices):
             "completion_tokens": draw.randint(0, 16_000),
         }
         if draw.random() < 0.3:
-            usage["cached_tokens"] = draw.randint(0, usage["prompt_tokens"])
+            usage["cache_read_input_tokens"] = read = draw.randint(0, usage["prompt_tokens"])
+            if draw.random() < 0.5:
+                written = draw.randint(0, usage["prompt_tokens"] - read)
+                usage["cache_creation_input_tokens"] = written
         # Every answer from a server of its own: the prices, not the address, decide.
         answered = cost.cost_of(usage, provider or "pizzagpt", model, "https://api.example.com")
         assert answered.pricing == "priced"
@@ -257,9 +261,18 @@ def test_usage_reports_cached_input_tokens(mocked, prices):
             },
         }
     )
-    assert usage.as_dict()["cached_tokens"] == 60
+    assert usage.as_dict()["cache_read_input_tokens"] == 60
     charged = cost.cost_of(usage.as_dict(), "emu", "emu-large")
     assert charged.usd == pytest.approx((40 * 2.5 + 60 * 1.25 + 10 * 10) / 1e6)
+    # Anthropic's counts: tokens read from the prompt cache and written to it.
+    both = {
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+        "cache_read_input_tokens": 50,
+        "cache_creation_input_tokens": 30,
+    }
+    charged = cost.cost_of(both, "emu", "emu-large")
+    assert charged.usd == pytest.approx((20 * 2.5 + 50 * 1.25 + 30 * 3.125 + 10 * 10) / 1e6)
 
 
 # -- estimates ---------------------------------------------------------------------------------

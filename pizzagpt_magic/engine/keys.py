@@ -9,6 +9,7 @@ came from, the request that carried it, the pack, the job or the partition.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import store as stores
@@ -57,9 +58,11 @@ def prompt_key(
     max_tokens: int | None = None,
     base_url: str | None = None,
     schema: Schema | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
     """The cache key of a request (see the module's docstring). A request without a schema
-    has the key it had before schemas existed, so stores written then still answer."""
+    has the key it had before schemas existed, so stores written then still answer. ``extra``
+    holds more of what changes the answer (the tool set, model options), canonical JSON each."""
     parameters: dict[str, Any] = {}
     if temperature is not None:
         parameters["temperature"] = temperature
@@ -67,6 +70,8 @@ def prompt_key(
         parameters["max_tokens"] = max_tokens
     if schema is not None:
         parameters["schema"] = schema.key
+    if extra:
+        parameters.update(extra)
     return stores.request_key(
         f"{backend.provider}@{origin_of(backend, base_url)}", backend.model, parameters, messages
     )

@@ -126,6 +126,17 @@ OPTIONS = (
         "below. Text after it is added to the question.",
     ),
     argument(
+        "--tools",
+        nargs="?",
+        const="question",
+        choices=("question", "all"),
+        metavar="all",
+        help="Let the model look at the variables the question names (--tools all: at every "
+        "variable) through read-only tools (describe, head, value_counts, missing, ...), run "
+        "in this kernel; OpenAI-compatible endpoints only. PizzaMagics.tools sets the default.",
+    ),
+    argument("--no-tools", action="store_true", help="No tools for this question."),
+    argument(
         "--insert",
         action="store_true",
         help="Also put the answer's code in a new cell below, ready to run: its Python code "

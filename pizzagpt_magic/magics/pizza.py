@@ -1,9 +1,9 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``usage``); this class parses the options, checks them, and hands the
-question to the mode asked for. What the modes share (building the question and the system
-message, the request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``, ``usage``); this class parses the options, checks them, and
+hands the question to the mode asked for. What the modes share (building the question and the
+system message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
@@ -172,6 +172,8 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(
                     "--insert puts one answer's code in a cell; it does not go with --each"
                 )
+            if args.tools is not None:
+                raise UsageError("--tools goes with one question; it does not go with --each")
             result = ask_each(self, args, prompt)
         elif not prompt:
             raise UsageError(
@@ -305,11 +307,11 @@ class PizzaMagics(PizzaSettings):
         return self._render(template, args, namespace) or None
 
     def _asker(
-        self, args: Any, on_text: Callable[[str], Any] | None = None
+        self, args: Any, on_text: Callable[[str], Any] | None = None, tools: Any = None
     ) -> Callable[[str, str | None], Awaitable[Reply]]:
         """A coroutine function asking one prompt, with a system message, through the
         conversation (and its cache) with these options; ``on_text`` (a stream) gets the text
-        as it arrives."""
+        as it arrives; ``tools`` (a ``tools.Toolbox``) lets the model look at variables."""
         use_cache = self.cache and not args.no_cache
         request = self._request_options(args)
         store = self._store()
@@ -329,6 +331,8 @@ class PizzaMagics(PizzaSettings):
                 store=store,
                 log=self.log and not args.no_log,
                 context=context,
+                tools=tools,
+                tool_rounds=self.tool_rounds,
                 schema=args.schema,
                 schema_retries=self.schema_retries,
                 **request,
