@@ -147,17 +147,10 @@ class Estimator:
             found = self._models[key] = (pricing, ratio, average)
         return found
 
-    def request(
-        self,
-        backend: Any,
-        messages: Any,
-        max_tokens: int | None = None,
-        base_url: str | None = None,
-    ) -> tuple[int, int, float | None]:
-        """``(input tokens, output tokens, dollars)`` of one request (dollars None when the
-        model is unpriced)."""
-        from .images import content_text
-
+    def rates(
+        self, backend: Any, max_tokens: int | None = None, base_url: str | None = None
+    ) -> tuple[Pricing, float, int]:
+        """``(pricing, characters a token, output tokens a request)`` of ``backend``."""
         pricing, ratio, average = self._model(backend, base_url)
         name = _model_id(backend)
         if max_tokens is not None:
@@ -169,8 +162,19 @@ class Estimator:
         else:
             output = DEFAULT_OUTPUT_TOKENS
             self.output_from.setdefault(name, f"default {DEFAULT_OUTPUT_TOKENS}")
-        characters = sum(len(content_text(m["content"])) for m in messages)
-        tokens = estimate_tokens(characters, ratio)
+        return pricing, ratio or CHARS_PER_TOKEN, output
+
+    def request(
+        self,
+        backend: Any,
+        messages: Any,
+        max_tokens: int | None = None,
+        base_url: str | None = None,
+    ) -> tuple[int, int, float | None]:
+        """``(input tokens, output tokens, dollars)`` of one request (dollars None when the
+        model is unpriced)."""
+        pricing, ratio, output = self.rates(backend, max_tokens, base_url)
+        tokens = estimate_tokens(_characters(messages), ratio)
         return tokens, output, pricing.estimate(tokens, output)
 
     def estimate(
@@ -182,20 +186,26 @@ class Estimator:
         stored: int,
     ) -> Estimate:
         """The ``Estimate`` of sending ``requests`` (``(backend, messages, max_tokens,
-        base_url)``, one a distinct prompt not yet answered) out of ``prompts`` in all."""
+        base_url)``, one a distinct prompt not yet answered) out of ``prompts`` in all. The
+        characters of a model's requests are added up before they become tokens."""
+        models: dict[tuple[str, str, str | None], list[Any]] = {}
+        for backend, messages, max_tokens, base_url in requests:
+            pricing, ratio, output = self.rates(backend, max_tokens, base_url)
+            key = (backend.provider, backend.model, base_url)
+            found = models.setdefault(key, [backend, pricing, ratio, 0, 0])
+            found[3] += _characters(messages)
+            found[4] += output
         input_total = output_total = 0
         usd: float | None = 0.0
         statuses = set()
         names: list[str] = []
-        ratios = []
-        for backend, messages, max_tokens, base_url in requests:
-            tokens, output, dollars = self.request(backend, messages, max_tokens, base_url)
+        for backend, pricing, ratio, characters, outputs in models.values():
+            tokens = estimate_tokens(characters, ratio)
             input_total += tokens
-            output_total += output
+            output_total += outputs
+            dollars = pricing.estimate(tokens, outputs)
             usd = None if usd is None or dollars is None else usd + dollars
-            pricing, ratio, _ = self._model(backend, base_url)
             statuses.add(pricing.status)
-            ratios.append(ratio or CHARS_PER_TOKEN)
             name = _model_id(backend)
             if name not in names:
                 names.append(name)
@@ -204,6 +214,7 @@ class Estimator:
                 break
         else:
             status = PRICED
+        ratios = {found[2] for found in models.values()}
         return Estimate(
             model=", ".join(names) or "nothing",
             prompts=prompts,
@@ -213,9 +224,15 @@ class Estimator:
             output_tokens=output_total,
             usd=usd,
             pricing=status,
-            chars_per_token=ratios[0] if len(set(ratios)) == 1 else CHARS_PER_TOKEN,
+            chars_per_token=ratios.pop() if len(ratios) == 1 else CHARS_PER_TOKEN,
             output_from="; ".join(dict.fromkeys(self.output_from[n] for n in names)) or "none",
         )
+
+
+def _characters(messages: Any) -> int:
+    from .images import content_text
+
+    return sum(len(content_text(m["content"])) for m in messages)
 
 
 def estimate_batch(

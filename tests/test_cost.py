@@ -294,7 +294,7 @@ def test_estimates_learn_characters_a_token_from_the_log(store_file, endpoint, p
     reported = run_sync(_usages(PROSE[20:]))
     actual = sum(u["prompt_tokens"] for u in reported)
     assert abs(estimate.input_tokens - actual) <= 0.15 * actual, (estimate.input_tokens, actual)
-    assert estimate.usd == pytest.approx(sum(each))
+    assert estimate.usd == pytest.approx(sum(each), rel=0.02)  # each request rounds up alone
     # Those now in the store cost nothing more; repeats are one request.
     again, each = estimates.estimate_batch(backend, fresh + fresh[:3], store=store)
     assert (again.prompts, again.distinct, again.stored, again.requests) == (13, 10, 10, 0)
