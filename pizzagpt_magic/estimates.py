@@ -8,10 +8,10 @@ average logged answer, else ``DEFAULT_OUTPUT_TOKENS``) and the dollars at the mo
 once; ``estimate_batch`` does it for message lists outside the batch engine.
 
 A ``Budget`` keeps a running total under a limit: ``reserve`` before a request starts (at its
-estimate), ``settle`` when it ends (at its cost); ``Limits`` holds several (a batch's
-``max_cost`` and the kernel's budget). No request starts that could take what is spent plus what
-is in flight past a limit; the stop is a ``BudgetExceededError`` naming what was spent and the
-limit.
+estimate, and ``HEADROOM`` more), ``settle`` when it ends (at its cost); ``Limits`` holds several
+(a batch's ``max_cost`` and the kernel's budget). No request starts that could take what is spent
+plus what is in flight past a limit; the stop is a ``BudgetExceededError`` naming what was spent
+and the limit.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .errors import BudgetExceededError, ConfigurationError
 __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_OUTPUT_TOKENS",
+    "HEADROOM",
     "Budget",
     "Estimate",
     "Estimator",
@@ -294,10 +295,16 @@ def _model_id(backend: Any) -> str:
     return model_id(backend.provider, backend.model)
 
 
+#: A request in flight is counted at its estimate and this share more: an estimate is made from
+#: characters and averages, and the last requests let start must not take the total past the
+#: limit when they come out a little dearer.
+HEADROOM = 0.1
+
+
 class Budget:
     """A cost limit over many requests: ``reserve`` before a request starts (at its estimate),
     ``settle`` when it ends (at its cost). No request is let start that could take what is spent
-    plus what is in flight past the limit."""
+    plus what is in flight (each at its estimate and ``HEADROOM`` more) past the limit."""
 
     def __init__(self, limit: float, spent: float = 0.0, *, what: str = "the limit") -> None:
         if not limit >= 0:
@@ -313,17 +320,23 @@ class Budget:
         flight. After a refusal nothing more starts."""
         if self.stopped:
             return False
-        if self.spent + self.in_flight + estimate > self.limit + 1e-12:
+        if not self.fits(estimate):
             self.stopped = True
             return False
-        self.in_flight += estimate
+        self.in_flight += estimate * (1 + HEADROOM)
         return True
+
+    def fits(self, estimate: float) -> bool:
+        """Whether a request estimated at ``estimate`` may start now."""
+        counted = estimate * (1 + HEADROOM)
+        return self.spent + self.in_flight + counted <= self.limit + 1e-12
 
     def settle(self, estimate: float, usd: float | None) -> None:
         """A request reserved at ``estimate`` ended, having cost ``usd`` (None: unknown, so
-        counted at its estimate)."""
-        self.in_flight = max(0.0, self.in_flight - estimate)
-        self.spent += estimate if usd is None else usd
+        counted as reserved)."""
+        counted = estimate * (1 + HEADROOM)
+        self.in_flight = max(0.0, self.in_flight - counted)
+        self.spent += counted if usd is None else usd
 
     def error(self, kept: int | None = None, total: int | None = None, where: str = "") -> Any:
         """The ``BudgetExceededError`` saying what was spent and the limit."""
@@ -355,12 +368,12 @@ class Limits:
         if self.stopper is not None:
             return False
         for budget in self.budgets:
-            if budget.spent + budget.in_flight + estimate > budget.limit + 1e-12:
+            if not budget.fits(estimate):
                 budget.stopped = True
                 self.stopper = budget
                 return False
         for budget in self.budgets:
-            budget.in_flight += estimate
+            budget.in_flight += estimate * (1 + HEADROOM)
         return True
 
     def settle(self, estimate: float, usd: float | None) -> None:

@@ -331,14 +331,15 @@ def test_estimate_on_each_sends_nothing(store_file, shell, endpoint, prices):
 
 def test_a_budget_refuses_what_could_pass_it_counting_those_in_flight():
     budget = estimates.Budget(1.0)
-    assert budget.reserve(0.4) and budget.reserve(0.4)
-    assert not budget.reserve(0.4)  # 0.8 in flight + 0.4 > 1
+    assert budget.reserve(0.4) and budget.reserve(0.4)  # each in flight at 0.44 (a tenth more)
+    assert not budget.reserve(0.2)  # 0.88 in flight + 0.22 > 1
     assert not budget.reserve(0.01)  # once stopped, nothing more starts
     budget.settle(0.4, 0.3)
-    budget.settle(0.4, None)  # unknown: counted at its estimate
-    assert budget.spent == pytest.approx(0.7) and budget.in_flight == 0
+    budget.settle(0.4, None)  # unknown: counted as reserved
+    assert budget.spent == pytest.approx(0.74) and budget.in_flight == pytest.approx(0)
     message = str(budget.error(3, 10))
-    assert "$0.7000 spent of $1.0000" in message and "3 of 10 answers kept" in message
+    assert "$0.7400 spent of $1.0000" in message and "3 of 10 answers kept" in message
+    assert estimates.Budget(1.0).reserve(1 / 1.1) and not estimates.Budget(1.0).reserve(0.95)
     both = estimates.Limits([estimates.Budget(5.0, what="a"), estimates.Budget(1.0, 0.9, what="b")])
     assert both.reserve(0.05) and not both.reserve(0.1)
     assert "Stopped at b" in str(both.error())
@@ -482,3 +483,31 @@ def test_the_kernel_budget_stops_a_batch_too(shell, endpoint, prices):
     pizza.budget = None
     cell(shell, each)
     assert endpoint.requests == 12 and pizza.spent > spent
+
+
+# -- the DataFrame operations ------------------------------------------------------------------
+
+
+def test_the_dataframe_operations_estimate_costs_and_stop_at_a_limit(store_file, endpoint, prices):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": [f"Item {i}: {PROSE[i % len(PROSE)]}" for i in range(30)]})
+    options = {"model": "emu:emu-mini", "max_tokens": 20, "progress": False}
+    found = frame.pizza.estimate("map", "Summarise: {text}", **options)
+    assert (found.requests, found.output_tokens, found.pricing) == (30, 600, "priced")
+    assert found.usd == pytest.approx((found.input_tokens * 0.15 + 600 * 0.6) / 1e6)
+    assert "600 output tokens; cost $0.000" in str(found)
+    limit = 5 * (25 * 0.15 + 20 * 0.6) / 1e6
+    with pytest.raises(BudgetExceededError) as info:
+        frame.pizza.map("Summarise: {text}", max_cost=limit, **options)
+    assert info.value.spent <= limit and "\n" not in str(info.value)
+    kept = sum(not isinstance(r, BaseException) and r is not None for r in info.value.results)
+    assert 1 <= kept <= 5 and endpoint.requests == kept
+    left = frame.pizza.estimate("map", "Summarise: {text}", **options)
+    assert (left.cached, left.requests) == (kept, 30 - kept)
+    answers = frame.pizza.map("Summarise: {text}", **options)
+    assert endpoint.requests == 30 and answers.notna().all()
+    # An agg tree's estimate prices its upper levels too; an unpriced model has no limit.
+    tree = frame.pizza.estimate("agg", "Anything odd?", max_prompt_chars=900, **options)
+    assert len(tree.levels) >= 2 and tree.usd > 0 and tree.output_tokens == 20 * tree.requests
+    with pytest.raises(ConfigurationError, match="unknown"):
+        frame.pizza.map("{text}", model="fake_provider.EchoProvider", max_cost=1, progress=False)

@@ -58,3 +58,28 @@ def test_a_batch_stops_at_its_limit_and_a_rerun_sends_the_rest(kernel, emulator)
     # The kernel's report counts its 200 requests, and the cost of each.
     report = "r = %pizza --usage\n(r.rows[0]['requests'], r.rows[0]['cache_hits'], r.title)"
     assert result_text(kernel.execute(report)) == f"(200, {kept}, 'This kernel')"
+
+
+def test_the_kernel_budget_holds_for_the_dataframe_operations(kernel, emulator):
+    emulator.reset_stats()
+    each = (17 * 0.15 + 20 * 0.6) / 1e6  # the estimate of one row below
+    setup = (
+        "import pandas as pd\n"
+        f"%config PizzaMagics.budget = {10 * each!r}\n"
+        "frame = pd.DataFrame({'text': items[:40]})"
+    )
+    assert error_of(kernel.execute(setup)) is None
+    ask = "frame.pizza.map('{text}', model='emu:emu-mini', max_tokens=20, progress=False)"
+    error = error_of(kernel.execute(f"out = {ask}", timeout=120))
+    assert error is not None and error["ename"] == "BudgetExceededError"
+    assert error["evalue"].startswith("Stopped at PizzaMagics.budget")
+    sent = emulator.requests
+    assert 5 <= sent <= 10
+    spent = "get_ipython().magics_manager.registry['PizzaMagics'].spent"
+    kept = f"(int(_pizza_batch.notna().sum()), 0 < {spent} <= {10 * each!r})"
+    assert result_text(kernel.execute(kept)) == f"({sent}, True)"
+    # With the budget spent, the next operation sends nothing; lifted, it sends only the rest.
+    assert error_of(kernel.execute(f"out = {ask}")) is not None and emulator.requests == sent
+    kernel.execute("%config PizzaMagics.budget = None")
+    assert error_of(kernel.execute(f"out = {ask}", timeout=120)) is None
+    assert emulator.requests == 40
