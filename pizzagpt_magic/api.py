@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from . import answers as answer_files
 from . import store as stores
 from .backends import Backend, provider_of, resolve
-from .engine.keys import parameters_of, prompt_key
+from .cost import Cost, pricing_for
+from .engine.keys import origin_of, parameters_of, prompt_key
 from .errors import (
     ConfigurationError,
     EmptyAnswerError,
@@ -85,6 +86,8 @@ class Completion:
     usage: dict[str, int] | None = None
     seconds: float = 0.0
     cached: bool = False
+    #: What the answer cost (``cost.Cost``): dollars or why unknown; a cache hit's saving.
+    cost: Cost | None = None
     #: The tool calls made on the way to the answer (``tools.ToolRecord.as_dict`` each).
     tool_calls: list[dict[str, Any]] | None = None
     #: What the answer means: its text, or with a schema the dict or model instance.
@@ -125,6 +128,8 @@ class Completion:
             meta["finish_reason"] = self.finish_reason
         if self.usage:
             meta["usage"] = dict(self.usage)
+        if self.cost is not None:
+            meta["cost"] = self.cost.as_dict()
         if self.tool_calls is not None:
             meta["tool_calls"] = list(self.tool_calls)
         return meta
@@ -336,9 +341,13 @@ async def _complete_messages(
             return hit
         cache = cache and not settings.refresh
     key = None
+    origin = origin_of(backend, request.get("base_url"))
+    pricing = pricing_for(backend.provider, backend.model, origin)
     if store is not None:
         parameters = parameters_of(temperature, max_tokens)
-        key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"))
+        key = stores.request_key(
+            f"{backend.provider}@{origin}", backend.model, parameters, messages
+        )
         if cache:
             hit = store.get(key)
             if hit is not None:
@@ -352,6 +361,7 @@ async def _complete_messages(
                     meta.get("usage"),
                     0.0,
                     cached=True,
+                    cost=pricing.cost(meta.get("usage")).hit(),
                 )
                 if settings is not None:
                     to_answer_file(settings, completion, messages)
@@ -374,6 +384,7 @@ async def _complete_messages(
                 partial=exc.partial or None,
             )
         raise
+    completion.cost = pricing.cost(completion.usage)
     if store is not None and key is not None:
         store.put(
             key,
@@ -463,7 +474,7 @@ def log_exchange(
     the ``parameters`` asked for); ``tool_calls`` are the records of a failed exchange's tool
     calls."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
-    from .images import loggable
+    from .images import content_text, loggable
 
     record: dict[str, Any] = {
         "time": time.time(),
@@ -471,6 +482,7 @@ def log_exchange(
         # Images as their hash and size: the log never holds their bytes.
         "messages": [{**m, "content": loggable(m["content"])} for m in messages],
         "prompt": _prompt_of(messages),
+        "input_chars": sum(len(content_text(m["content"])) for m in messages),
         **(context or {}),
     }
     if completion is not None:
@@ -482,6 +494,7 @@ def log_exchange(
             seconds=completion.seconds,
             usage=completion.usage,
             cached=completion.cached,
+            cost=completion.cost,
         )
         if completion.tool_calls is not None:
             record["tool_calls"] = completion.tool_calls
@@ -551,6 +564,9 @@ async def complete_with_tools(
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
     parameters = {**parameters_of(temperature, max_tokens), "tools": tools.key()}
+    pricing = pricing_for(
+        backend.provider, backend.model, origin_of(backend, request.get("base_url"))
+    )
     key = None
     if store is not None:
         key = store_key(
@@ -568,6 +584,7 @@ async def complete_with_tools(
                 meta.get("usage"),
                 0.0,
                 cached=True,
+                cost=pricing.cost(meta.get("usage")).hit(),
                 tool_calls=meta.get("tool_calls") or [],
             )
             if log:
@@ -610,6 +627,7 @@ async def complete_with_tools(
         finish,
         usage,
         time.monotonic() - started,
+        cost=pricing.cost(usage),  # every round's tokens
         tool_calls=calls,
     )
     if store is not None and key is not None:

@@ -154,7 +154,9 @@ class Conversation:
         )
         # With an answer file, it is read first (then the store): every answer reaches it.
         if use_cache and key in self.cache and answers.current() is None:
-            hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
+            kept = self.cache[key]
+            cost = kept.cost.hit() if kept.cost is not None else None
+            hit = dataclasses.replace(kept, cached=True, seconds=0.0, cost=cost)
             if log and store is not None:
                 from . import store as stores
 

@@ -5,6 +5,7 @@
 ``logs``      show or search the log of exchanges; ``--prune`` deletes old ones
 ``cache``     ``info`` (entries, size, path) or ``clear``
 ``answers``   ``prune`` an answer file's unused lines, or ``diff`` two answer files
+``usage``     requests, cache hits, tokens and cost from the log, by model, day or source
 ``demo``      run a notebook (the quickstart by default) against the offline emulator
 ``emulator``  run the offline emulator (``python -m pizzagpt_magic.emulator`` does the same)
 
@@ -149,6 +150,26 @@ def _build_parser() -> argparse.ArgumentParser:
     compare = actions.add_parser("diff", help="which questions changed between two files")
     compare.add_argument("old", metavar="OLD")
     compare.add_argument("new", metavar="NEW")
+    usage = commands.add_parser(
+        "usage",
+        help="requests, tokens and cost from the log",
+        description="Requests sent (and failed), cache hits, input and output tokens, cost and "
+        "the cost the cache saved, from the store's log, by model (or day, or source).",
+    )
+    usage.add_argument("--since", metavar="WHEN", help="a date, a time or an age (30m, 12h, 7d)")
+    usage.add_argument("--by", choices=("model", "day", "source"), default="model")
+    usage.add_argument("--json", action="store_true", help="JSON records")
+    usage.add_argument(
+        "--plot",
+        nargs="?",
+        const="cost",
+        choices=("cost", "tokens"),
+        help="draw cost (default) or tokens per day by model into -o FILE.png (matplotlib)",
+    )
+    usage.add_argument("-o", "--output", metavar="FILE.png", help="where --plot draws")
+
+    cache = commands.add_parser("cache", help="the store's cache: info or clear")
+    cache.add_argument("action", choices=("info", "clear"), help="show its size, or empty it")
 
     models = commands.add_parser(
         "models",
@@ -411,13 +432,53 @@ def _logs(args: argparse.Namespace) -> int:
         when = dt.datetime.fromtimestamp(record["time"]).strftime("%Y-%m-%d %H:%M:%S")
         model = model_id(record["provider"], record["model"])
         flags = " (cached)" if record["cached"] else ""
-        print(f"# {when}  {model}  {record['source']}{flags}")
+        cost = _cost_note(record)
+        print(f"# {when}  {model}  {record['source']}{flags}{cost}")
         print(f"> {record['prompt']}")
         if record["error"]:
             print(f"! {record['error']}")
         if record["answer"]:
             print(record["answer"])
         print()
+    return 0
+
+
+def _cost_note(record: dict[str, Any]) -> str:
+    """A logged exchange's cost, for its header line."""
+    from .cost import Cost
+
+    if record.get("pricing") is None:
+        return ""
+    cost = Cost(record["cost"], record["pricing"], record["cost_saved"], bool(record["cached"]))
+    return f"  {cost.label}"
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from .reports import PlotUnavailable, plot_usage, usage_report
+    from .store import parse_since
+
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"pizzagpt usage: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store()
+    if args.plot:
+        if not args.output:
+            print("pizzagpt usage: --plot draws into a file: add -o FILE.png", file=sys.stderr)
+            return 2
+        try:
+            plot_usage(store, since=since, what=args.plot).save(args.output)
+        except PlotUnavailable as exc:
+            print(f"pizzagpt usage: {exc}", file=sys.stderr)
+            return 1
+        print(f"Wrote {args.output}")
+        return 0
+    report = usage_report(store, since=since, by=args.by, title=f"Usage in {store.path}")
+    if args.json:
+        print(json.dumps(report.records(), indent=2, ensure_ascii=False))
+    else:
+        print(report.text())
     return 0
 
 
@@ -494,9 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(args)
         if args.command == "answers":
             return _answers(args)
-        if args.command in ("logs", "cache"):
+        if args.command in ("logs", "cache", "usage"):
+            run = {"logs": _logs, "cache": _cache, "usage": _usage}[args.command]
             try:
-                return _logs(args) if args.command == "logs" else _cache(args)
+                return run(args)
             except _StoreOff as exc:
                 print(f"pizzagpt {args.command}: {exc}", file=sys.stderr)
                 return 1

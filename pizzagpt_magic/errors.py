@@ -26,6 +26,7 @@ The hierarchy::
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
     │       └── SchemaError            the answer does not fit the schema asked for (``field``)
     ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    ├── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
     └── ToolError                      a tool call that cannot run (its message goes to the model)
         └── ToolRoundsError            the model still called tools after the last round allowed
 
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigurationError",
     "RedirectError",
     "BatchError",
+    "BudgetExceededError",
     "ConnectError",
     "ConnectionLostError",
     "EmptyAnswerError",
@@ -257,6 +259,23 @@ class BatchError(PizzagptError):
         super().__init__(
             f"{len(self.errors)} of {len(self.results)} prompts failed ({listed}{more})"
         )
+
+
+class BudgetExceededError(PizzagptError):
+    """A cost limit (``--max-cost``, ``max_cost=``, ``PizzaMagics.budget``) stopped a batch
+    before a request that could take the total past it; every answer received is kept.
+
+    ``spent`` and ``limit`` are US dollars; ``results`` holds one entry per prompt, as
+    ``BatchError``'s does, None for a prompt that was not asked.
+    """
+
+    def __init__(
+        self, message: str, *, spent: float, limit: float, results: list[Any] | None = None
+    ) -> None:
+        self.spent = spent
+        self.limit = limit
+        self.results = list(results or [])
+        super().__init__(message)
 
 
 class ToolError(PizzagptError):

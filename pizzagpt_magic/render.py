@@ -843,6 +843,10 @@ class Answer:
             )
         elif "total_tokens" in usage:
             notes.append(f"{usage['total_tokens']:,} tokens")
+        cost = getattr(self.completion, "cost", None)
+        # The cost stands beside the token counts (and alone when it is a sum of money).
+        if cost is not None and (usage or cost.usd or cost.saved):
+            notes.append(cost.label)
         answer_file = getattr(self.completion, "answer_file", None)
         if answer_file:
             notes.append(f"answer file {answer_file}")
@@ -900,6 +904,8 @@ class BatchSummary:
         #: saves holds nothing that changes between runs, and the answers' keys.
         self.answer_file: str | None = None
         self.keys: list[str] = []
+        #: What the batch's requests cost, as a label (``$0.0123``); None leaves it unsaid.
+        self.cost: str | None = None
 
     def failure_line(self) -> str:
         listed = "; ".join(f"#{label}: {exc}" for label, exc in list(self.failures.items())[:3])
@@ -908,7 +914,11 @@ class BatchSummary:
 
     def _headline(self) -> str:
         took = f" in {self.elapsed:.1f} s" if self.answer_file is None else ""
-        line = f"{len(self.results)} answers from {self.model}{took}, {len(self.failures)} failed"
+        cost = f", {self.cost}" if self.cost else ""
+        line = (
+            f"{len(self.results)} answers from {self.model}{took}, "
+            f"{len(self.failures)} failed{cost}"
+        )
         if self.answer_file is not None:
             line += f" · answer file {self.answer_file}"
         return line

@@ -64,14 +64,19 @@ class Recorder:
         if self.memory is not None:
             hit = self.memory.get(prompt.key)
             if hit is not None:
-                return dataclasses.replace(hit, cached=True, seconds=0.0)
+                cost = hit.cost.hit() if hit.cost is not None else None
+                return dataclasses.replace(hit, cached=True, seconds=0.0, cost=cost)
         if self.store is None:
             return None
         found = self.store.get(prompt.key)
         if found is None:
             return None
+        from ..cost import pricing_for
+        from .keys import origin_of
+
         meta = found["meta"]
         backend = prompt.backend
+        pricing = pricing_for(backend.provider, backend.model, origin_of(backend, prompt.base_url))
         return Completion(
             found["text"],
             backend.provider,
@@ -81,6 +86,7 @@ class Recorder:
             meta.get("usage"),
             0.0,
             cached=True,
+            cost=pricing.cost(meta.get("usage")).hit(),
         )
 
     def record(self, prompt: Prompt, outcome: Outcome) -> None:

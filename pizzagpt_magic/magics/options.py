@@ -76,6 +76,24 @@ OPTIONS = (
         help="Show the newest N logged exchanges (default 10).",
     ),
     argument(
+        "--usage",
+        action="store_true",
+        help="Show requests, cache hits, tokens and cost by model: this kernel's and the "
+        "store's (with --since WHEN: over that window).",
+    ),
+    argument(
+        "--since",
+        metavar="WHEN",
+        help="With --usage: a date (2026-11-28), a time or an age (30m, 12h, 7d).",
+    ),
+    argument(
+        "--plot",
+        nargs="?",
+        const="cost",
+        choices=("cost", "tokens"),
+        help="With --usage: draw cost (default) or tokens per day by model (needs matplotlib).",
+    ),
+    argument(
         "--no-interpolate",
         action="store_true",
         help="Send {braces} as they are, without substituting variables.",
@@ -92,6 +110,19 @@ OPTIONS = (
         metavar="N|auto",
         help="--each: how many rows may share one request (1: one a request; auto: as many "
         "as fit, the default).",
+    ),
+    argument(
+        "--estimate",
+        action="store_true",
+        help="With --each: say how many requests the batch would send (prompts not yet "
+        "answered), their tokens and cost; send nothing.",
+    ),
+    argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="With --each: send no request that could take the batch's cost past USD; the "
+        "answers received are kept, and a rerun asks only for the rest.",
     ),
     argument(
         "--fix",

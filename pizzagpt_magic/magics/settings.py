@@ -134,6 +134,18 @@ class PizzaSettings(Magics):
         help="How many rows of a batch may share one request: a whole number (1: one row a "
         "request) or 'auto' (as many as fit); None means $PIZZAGPT_PACK, else 'auto'.",
     ).tag(config=True)
+    prices = Dict(
+        help='Model prices that win over the genai-prices table: {"provider:model": {"input": '
+        'USD per million tokens, "output": USD per million, optional "cached_input" and '
+        '"cache_write"}} '
+        '("provider:*" for all of a provider\'s models; a Pizzagpt model named alone).',
+    ).tag(config=True)
+    budget = Float(
+        None,
+        allow_none=True,
+        help="Most this kernel may spend on answers, in USD; a question or batch that could go "
+        "past it is not sent. None: no limit.",
+    ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
     ).tag(config=True)
@@ -186,6 +198,22 @@ class PizzaSettings(Magics):
                 make_endpoint(name, spec)
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("prices")
+    def _valid_prices(self, proposal: Any) -> dict[str, Any]:
+        from ..cost import check_prices
+
+        try:
+            check_prices(proposal.value)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("budget")
+    def _valid_budget(self, proposal: Any) -> float | None:
+        if proposal.value is not None and not proposal.value >= 0:
+            raise TraitError("budget must be 0 or more dollars (None: no limit)")
         return proposal.value
 
     @validate("temperature")
