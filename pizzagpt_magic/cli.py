@@ -168,9 +168,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("-o", "--output", metavar="FILE.png", help="where --plot draws")
 
-    cache = commands.add_parser("cache", help="the store's cache: info or clear")
-    cache.add_argument("action", choices=("info", "clear"), help="show its size, or empty it")
-
     models = commands.add_parser(
         "models",
         help="list the models of every provider",
