@@ -86,6 +86,8 @@ class Completion:
     tool_calls: list[dict[str, Any]] | None = None
     #: What the answer means: its text, or with a schema the dict or model instance.
     value: Any = None
+    #: Whether a provider's Batch API answered it (at the batch price).
+    batch: bool = False
 
     @property
     def model_id(self) -> str:
@@ -113,6 +115,8 @@ class Completion:
             meta["usage"] = dict(self.usage)
         if self.tool_calls is not None:
             meta["tool_calls"] = list(self.tool_calls)
+        if self.batch:
+            meta["batch"] = True
         return meta
 
 
@@ -400,6 +404,8 @@ def log_exchange(
         )
         if completion.tool_calls is not None:
             record["tool_calls"] = completion.tool_calls
+        if completion.batch:
+            record["batch"] = True
     else:
         assert backend is not None
         record.update(provider=backend.provider, model=backend.model, error=error, answer=partial)

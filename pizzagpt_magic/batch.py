@@ -52,8 +52,12 @@ async def ask_many_async(
     into: list[Any] | None = None,
     schema: Any = None,
     schema_retries: int = 1,
+    batch_api: bool = False,
+    wait: bool = True,
+    poll: float | None = None,
+    batch_max_requests: int | None = None,
     **options: Any,
-) -> list[Any]:
+) -> Any:
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
     ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, cache,
@@ -67,13 +71,41 @@ async def ask_many_async(
     running the same batch again asks only for the rest. With ``ask`` (a coroutine function
     taking one item and ``options``) the items can be anything that function takes; each is
     then asked on its own, as that function does it.
+
+    ``batch_api=True`` sends the prompts as the provider's batch jobs, at the batch price (see
+    ``engine.send.jobs``): the call waits for them (polling every ``poll`` seconds at first,
+    less often later), and the same call run again, after a restart too, picks up its jobs
+    instead of submitting them again. ``wait=False`` returns a ``jobs.JobHandle`` at once;
+    ``batch_max_requests`` caps the requests of one job (larger batches take several).
     """
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     items = list(prompts)
-    if ask is not None:
+    if batch_api:
+        if ask is not None:
+            raise ValueError("batch_api=True sends prompts, not items through ask=")
+        jobs = _job_options(wait, poll, batch_max_requests)
+        rerun = {
+            "errors": errors,
+            "progress": progress,
+            "schema": schema,
+            "schema_retries": schema_retries,
+            "batch_api": True,
+            "poll": poll,
+            "batch_max_requests": batch_max_requests,
+            **options,
+        }
+        results = await _ask_engine(
+            items, concurrency, progress, into, schema, schema_retries, options, jobs
+        )
+        if not wait:
+            from .jobs import JobHandle
+
+            strategy = jobs["strategy"]
+            return JobHandle(strategy.ids, strategy.store, lambda: ask_many(items, **rerun))
+    elif ask is not None:
         if schema is not None:
             options["schema"] = schema
         results = await _ask_each(items, ask, concurrency, progress, into, options)
@@ -105,6 +137,7 @@ async def _ask_engine(
     schema: Any,
     schema_retries: int,
     options: dict[str, Any],
+    jobs: dict[str, Any] | None = None,
 ) -> list[Any]:
     from .api import _API_CONTEXT, DEFAULT_STORE
     from .engine import Batch, Single, make_prompt
@@ -153,12 +186,56 @@ async def _ask_engine(
                 bar.set_postfix(failed=count, refresh=False)
             bar.update(len(positions))
 
+    strategy: Any = Single(concurrency)
+    if jobs is not None:
+        strategy = jobs["strategy"] = jobs["make"](batch.recorder.store, bar)
     try:
-        await batch.run(Single(concurrency), on_outcome=arrived)
+        await batch.run(strategy, on_outcome=arrived)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if jobs is not None:
+            _say_interrupted(strategy)
+        raise
     finally:
         if bar is not None:
             bar.close()
     return results
+
+
+def _job_options(wait: bool, poll: float | None, max_requests: int | None) -> dict[str, Any]:
+    """How ``_ask_engine`` makes the ``jobs`` strategy, once the store is known."""
+    from .engine.send.jobs import POLL_FIRST, Jobs
+
+    def make(store: Any, bar: Any) -> Jobs:
+        return Jobs(
+            store,
+            wait=wait,
+            poll=POLL_FIRST if poll is None else poll,
+            max_requests=max_requests,
+            on_status=None if bar is None else lambda states: job_postfix(bar, states),
+        )
+
+    return {"make": make}
+
+
+def job_postfix(bar: Any, states: list[Any]) -> None:
+    """The progress bar's note of the jobs' status and counts."""
+    done = sum(s.completed for s in states)
+    total = sum(s.total for s in states)
+    statuses = sorted({s.status for s in states})
+    bar.set_postfix_str(f"jobs {'/'.join(statuses)}: {done}/{total} done", refresh=True)
+
+
+def _say_interrupted(strategy: Any) -> None:
+    import sys
+
+    ids = getattr(strategy, "ids", [])
+    if ids:
+        print(
+            f"Stopped waiting; the batch job {', '.join(ids)} keeps running at the provider. "
+            "Run the same call again to pick it up (nothing is submitted twice), or cancel it "
+            "with `pizzagpt jobs cancel ID`.",
+            file=sys.stderr,
+        )
 
 
 async def _ask_each(

@@ -56,6 +56,10 @@ as ``delta.tool_calls`` pieces with ``"stream": true``); once the results came b
 tool`` messages, it answers quoting each result it received, verbatim. With
 ``[[tool-repeat]]`` in the question it calls them again in every answer and never answers.
 
+The Batch APIs (OpenAI's ``/v1/files`` and ``/v1/batches``, Anthropic's
+``/v1/messages/batches``) are in ``emulator_batches``, with ``--batch-delay SECONDS`` and their
+own fault markers.
+
 ``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
 ``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
 """
@@ -79,6 +83,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .emulator_batches import BatchRoutes
 from .emulator_messages import MessagesRoutes
 
 __all__ = ["Emulator", "EmulatorThread", "conforming", "make_answer", "parse_fault", "serve"]
@@ -287,7 +292,7 @@ def make_answer(question: str, model: str = "gpt-4o-mini", bad: bool = False) ->
     return "\n".join(lines)
 
 
-class Emulator(MessagesRoutes):
+class Emulator(MessagesRoutes, BatchRoutes):
     """The server's state and handlers; ``start()`` and ``stop()`` run it on the current loop."""
 
     def __init__(
@@ -304,8 +309,10 @@ class Emulator(MessagesRoutes):
         api_key: str | None = None,
         chunk_delay: float = 0.0,
         response_format: bool = True,
+        batch_delay: float = 0.0,
     ) -> None:
         self.host = host
+        self._init_batches(batch_delay)
         #: Whether ``/v1`` takes ``response_format`` (else it refuses it with a 400).
         self.response_format = response_format
         self.api_key = api_key
@@ -352,6 +359,7 @@ class Emulator(MessagesRoutes):
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_post("/v1/messages", self.handle_messages)
         app.router.add_get("/", self.handle_index)
+        self.add_batch_routes(app)
         return app
 
     async def start(self) -> str:
@@ -899,6 +907,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="refuse response_format on the OpenAI-compatible routes (a 400 naming it)",
     )
+    parser.add_argument(
+        "--batch-delay",
+        type=float,
+        default=0.0,
+        help="seconds a Batch API job stays in progress (see emulator_batches)",
+    )
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")
     args = parser.parse_args(argv)
@@ -927,6 +941,7 @@ def main(argv: list[str] | None = None) -> int:
             api_key=args.api_key,
             chunk_delay=args.chunk_delay,
             response_format=not args.no_response_format,
+            batch_delay=args.batch_delay,
         ) as emu:
             print(emu.url, flush=True)
             await asyncio.Event().wait()
