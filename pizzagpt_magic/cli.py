@@ -111,6 +111,16 @@ def _build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="the store's cache: info or clear")
     cache.add_argument("action", choices=("info", "clear"), help="show its size, or empty it")
 
+    jobs = commands.add_parser(
+        "jobs",
+        help="the provider batch jobs in the store, or cancel one",
+        description="List the provider batch jobs the store keeps (backend, status, counts, "
+        "created and finished times), newest first; 'jobs cancel ID' cancels one.",
+    )
+    jobs.add_argument("action", nargs="?", choices=("cancel",), help="cancel the job ID")
+    jobs.add_argument("id", nargs="?", metavar="ID", help="with cancel: the job's id")
+    jobs.add_argument("--json", action="store_true", help="JSON records")
+
     models = commands.add_parser(
         "models",
         help="list the models of every provider",
@@ -383,6 +393,25 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from .jobs import cancel_job, format_jobs, list_jobs
+
+    store = _open_store()
+    if args.action == "cancel":
+        if not args.id:
+            print("pizzagpt jobs: cancel needs the job's ID", file=sys.stderr)
+            return 2
+        record = cancel_job(store, args.id)
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            print(f"Job {record['id']} is {record['status']}")
+        return 0
+    jobs = list_jobs(store, None)
+    print(json.dumps(jobs, indent=2) if args.json else format_jobs(jobs))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
@@ -397,8 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ask(args)
         if args.command == "models":
             return _models(args)
-        if args.command in ("logs", "cache"):
+        if args.command in ("logs", "cache", "jobs"):
             try:
+                if args.command == "jobs":
+                    return _jobs(args)
                 return _logs(args) if args.command == "logs" else _cache(args)
             except _StoreOff as exc:
                 print(f"pizzagpt {args.command}: {exc}", file=sys.stderr)

@@ -222,7 +222,7 @@ class BatchRoutes:
         }
 
     def _keep_file(self, content: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        record = {
+        record: dict[str, Any] = {
             "id": _new_id("file-"),
             "content": content,
             "filename": filename,
@@ -248,7 +248,8 @@ class BatchRoutes:
             return _openai_error(400, "'file' is a required property", "invalid_request_error")
         if purpose != "batch":
             return _openai_error(400, f"purpose {purpose!r} is not 'batch'", "invalid_purpose")
-        record = self._keep_file(upload.file.read(), upload.filename or "upload.jsonl", purpose)
+        name = getattr(upload, "filename", None) or "upload.jsonl"
+        record = self._keep_file(upload.file.read(), name, purpose)
         return web.json_response(self._file_object(record))
 
     async def handle_file(self, request: web.Request) -> web.Response:
@@ -329,6 +330,7 @@ class BatchRoutes:
             if problem is not None:
                 errors.append({"code": problem[0], "message": problem[1], "line": number})
                 continue
+            assert isinstance(custom_id, str) and isinstance(body, dict)
             seen.add(custom_id)
             models.add(body["model"])
             lines.append(line)
@@ -591,7 +593,7 @@ class BatchRoutes:
             if custom_id in seen:
                 return anthropic_error(400, f"Duplicate custom_id: {custom_id}")
             seen.add(custom_id)
-        job = {
+        job: dict[str, Any] = {
             "id": _new_id("msgbatch_"),
             "requests": requests,
             "status": "in_progress",

@@ -78,7 +78,10 @@ class Recorder:
         store = self.store
         if outcome.ok and completion is not None and not completion.cached:
             if store is not None:
-                meta = {"finish_reason": completion.finish_reason, "usage": completion.usage}
+                meta: dict[str, Any] = {
+                    "finish_reason": completion.finish_reason,
+                    "usage": completion.usage,
+                }
                 if completion.batch:
                     meta["batch"] = True
                 store.put(prompt.key, completion.provider, completion.model, completion.text, meta)

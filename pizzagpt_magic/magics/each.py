@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AnswerFormatError
+from ..errors import AnswerFormatError, PizzagptError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
 
@@ -100,10 +100,19 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             bar.set_postfix(failed=failed, refresh=False)
         bar.update(len(positions))
 
+    strategy: Any = Single(args.concurrency or magics.concurrency)
+    if args.batch_api:
+        strategy = _jobs_strategy(magics, args, batch, bar)
     started = time.monotonic()
     try:
-        run_sync(batch.run(Single(args.concurrency or magics.concurrency), on_outcome=arrived))
+        run_sync(batch.run(strategy, on_outcome=arrived))
+    except PizzagptError as exc:  # a backend without a Batch API, a refused submission
+        raise UsageError(f"--batch-api: {exc}") from None
     except KeyboardInterrupt:
+        if args.batch_api:
+            from ..batch import _say_interrupted
+
+            _say_interrupted(strategy)
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
         kept = [None if isinstance(r, BaseException) else r for r in batch.results()]
@@ -121,6 +130,19 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     finally:
         if bar is not None:
             bar.close()
+    if args.batch_api and args.no_wait:
+        from ..jobs import JobHandle
+
+        line, cell = args.source
+        waiting = " ".join(word for word in line.split(" ") if word != "--no-wait")
+        handle = JobHandle(
+            strategy.ids,
+            strategy.store,
+            lambda: magics.ipython.run_cell_magic("pizza", waiting, cell),
+        )
+        if args.output:
+            magics.user_ns[args.output] = handle
+        return handle
     results = batch.results()
     if args.schema is None and args.format in ("code", "json"):
         # each answer becomes its value, or fails
@@ -149,6 +171,20 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     if summary.failures:
         raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
     return summary
+
+
+def _jobs_strategy(magics: PizzaMagics, args: Any, batch: Any, bar: Any) -> Any:
+    """The ``jobs`` strategy of ``--batch-api``, its status on the progress bar."""
+    from ..batch import job_postfix
+    from ..engine.send.jobs import Jobs
+
+    return Jobs(
+        batch.recorder.store,
+        wait=not args.no_wait,
+        poll=magics.batch_poll,
+        max_requests=magics.batch_max_requests,
+        on_status=None if bar is None else lambda states: job_postfix(bar, states),
+    )
 
 
 def _answers(results: list[Any], source: Any, schema: Any) -> Any:

@@ -23,6 +23,7 @@ from .ask import ask_one
 from .each import ask_each
 from .fix import fix_question
 from .history import show_history
+from .jobs import show_jobs
 from .log import show_log
 from .models import list_models
 from .names import CELL_ERRORS, FIGURES
@@ -138,6 +139,12 @@ class PizzaMagics(PizzaSettings):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
+        if args.jobs:
+            return show_jobs(self, prompt)
+        if (args.batch_api or args.no_wait) and not args.each:
+            raise UsageError("--batch-api and --no-wait go with %%pizza --each")
+        if args.no_wait and not args.batch_api:
+            raise UsageError("--no-wait goes with --batch-api")
         if args.models is not None or args.history or args.show_log is not None:
             if prompt:
                 raise UsageError("--models, --history and --log take no question")
@@ -157,6 +164,7 @@ class PizzaMagics(PizzaSettings):
                 )
             if args.tools is not None:
                 raise UsageError("--tools goes with one question; it does not go with --each")
+            args.source = (line, cell)
             result = ask_each(self, args, prompt)
         elif not prompt:
             raise UsageError(

@@ -114,6 +114,17 @@ class PizzaSettings(Magics):
         100_000, help="Longest prompt (all messages) sent; a longer one is refused."
     ).tag(config=True)
     concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    batch_max_requests = Int(
+        None,
+        allow_none=True,
+        help="Most requests in one provider batch job (--batch-api); a larger batch is split "
+        "into several jobs. None: the provider's limit (OpenAI 50,000, Anthropic 100,000).",
+    ).tag(config=True)
+    batch_poll = Float(
+        3.0,
+        help="Seconds before the first poll of a batch job (--batch-api); each wait is half as "
+        "long again as the one before, up to a minute.",
+    ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
     ).tag(config=True)
@@ -191,6 +202,12 @@ class PizzaSettings(Magics):
     def _valid_retries(self, proposal: Any) -> int:
         if not 0 <= proposal.value <= 10:
             raise TraitError("retries must be from 0 to 10")
+        return proposal.value
+
+    @validate("batch_max_requests")
+    def _valid_batch_max_requests(self, proposal: Any) -> int | None:
+        if proposal.value is not None and proposal.value < 1:
+            raise TraitError("batch_max_requests must be at least 1 (or None)")
         return proposal.value
 
     @validate("schema_retries")

@@ -499,7 +499,9 @@ class AnthropicBatches(BatchClient):
                         usage.as_dict() if usage is not None else None,
                     )
                 else:
-                    message = _error_of(result.get("error"), _UNANSWERED.get(kind, "no result"))
+                    message = _error_of(
+                        result.get("error"), _UNANSWERED.get(str(kind), "no result")
+                    )
                     yield LineResult(
                         custom_id, error=JobLineError(f"{self.name}: {message} ({kind})")
                     )
