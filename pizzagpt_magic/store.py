@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a write waits for another process's lock before the store gives up.
 BUSY_TIMEOUT = 10.0
+#: Most writes committed in one transaction by the writer thread.
+WRITE_GROUP = 500
+_NOTHING = object()
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
@@ -317,8 +320,10 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
+        held: Any = _NOTHING
         while True:
-            job = self._queue.get()
+            job = self._queue.get() if held is _NOTHING else held
+            held = _NOTHING
             if job is None:
                 connection.close()
                 return
@@ -327,26 +332,46 @@ class Store:
                 continue
             if self.failed is not None:
                 continue
+            # The writes queued behind this one share its transaction (a batch's answers
+            # arrive faster than one commit each could keep up with), in order.
+            group = [job]
+            while len(group) < WRITE_GROUP:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None or isinstance(following, threading.Event):
+                    held = following
+                    break
+                group.append(following)
             try:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    job(connection)
+                    for write in group:
+                        try:
+                            write(connection)
+                        except (sqlite3.Error, OSError):
+                            raise
+                        except Exception:  # a bug in one write must not stop the others
+                            logger.exception("a write to the store failed")
                     connection.execute("COMMIT")
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
                 finally:
-                    key = getattr(job, "cache_key", None)
-                    if key is not None:
-                        self._pending.pop(key, None)
-                self._writes += 1
-                if self._writes % 200 == 0:
+                    for write in group:
+                        key = getattr(write, "cache_key", None)
+                        if key is not None:
+                            self._pending.pop(key, None)
+                before = self._writes
+                self._writes += len(group)
+                if self._writes // 200 != before // 200:
                     self._queue.put(self._trim)  # in a transaction of its own, next
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
-            except Exception:  # a bug in one job must not stop the writer
+            except Exception:  # a bug in the writer must not stop it
                 logger.exception("a write to the store failed")
 
     def flush(self, timeout: float = 30.0) -> bool:

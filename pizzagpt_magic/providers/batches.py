@@ -50,10 +50,12 @@ TIMEOUT = 120.0
 
 @dataclass
 class Line:
-    """One request of a job: its ``custom_id`` and the body the online request sends."""
+    """One request of a job: its ``custom_id``, the body the online request sends, and the
+    line as the job's file holds it (encoded once: its size decides the splits)."""
 
     custom_id: str
     body: dict[str, Any]
+    data: bytes = b""
 
 
 @dataclass
@@ -119,7 +121,7 @@ class BatchClient:
         raise NotImplementedError
 
     def size(self, line: Line) -> int:
-        return len(json.dumps(line.body, ensure_ascii=False)) + 160
+        return len(line.data) + 1 if line.data else len(json.dumps(line.body)) + 160
 
     async def probe(self) -> None:
         raise NotImplementedError
@@ -286,7 +288,9 @@ class OpenAIBatches(BatchClient):
             prompt.max_tokens,
             response_format,
         )
-        return Line(prompt.key, body)
+        record = {"custom_id": prompt.key, "method": "POST", "url": CHAT_PATH, "body": body}
+        data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        return Line(prompt.key, body, data)
 
     async def probe(self) -> None:
         await self._probe(f"{self.base_url}/batches?limit=1")
@@ -299,16 +303,7 @@ class OpenAIBatches(BatchClient):
             f'name="file"; filename="batch-{int(time.time())}.jsonl"\r\n'
             "Content-Type: application/jsonl\r\n\r\n"
         ).encode()
-        parts = [head]
-        for line in lines:
-            record = {
-                "custom_id": line.custom_id,
-                "method": "POST",
-                "url": CHAT_PATH,
-                "body": line.body,
-            }
-            parts.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
-            parts.append(b"\n")
+        parts = [head, b"\n".join(line.data for line in lines), b"\n"]
         parts.append(f"\r\n--{boundary}--\r\n".encode())
         headers = {k: v for k, v in self.target.headers.items() if k != "Content-Type"}
         headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
