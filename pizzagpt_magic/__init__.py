@@ -64,6 +64,12 @@ _EXPORTS = {
     "ToolError": "errors",
     "ToolRoundsError": "errors",
     "Toolbox": "tools",
+    "JobError": "errors",
+    "JobLineError": "errors",
+    "BatchAPIUnavailable": "errors",
+    "JobHandle": "jobs",
+    "list_jobs": "jobs",
+    "cancel_job": "jobs",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
@@ -75,6 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
+        BatchAPIUnavailable,
         BatchError,
         ConfigurationError,
         ConnectError,
@@ -82,6 +89,8 @@ if TYPE_CHECKING:  # pragma: no cover
         EmptyAnswerError,
         HTTPStatusError,
         InterpolationError,
+        JobError,
+        JobLineError,
         MisuseError,
         ModelNotFoundError,
         NonJSONResponseError,
@@ -98,6 +107,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ToolRoundsError,
         TransportError,
     )
+    from .jobs import JobHandle, cancel_job, list_jobs
     from .providers.anthropic import Anthropic
     from .providers.base import (
         AsyncGeneratorProvider,
