@@ -784,6 +784,7 @@ def bench_batch_job(url: str, count: int) -> dict[str, Any]:
         started = time.perf_counter()
         again = Batch(prompts, store=store)
         run_sync(again.run(Jobs(store, poll=0.0), on_outcome=sample))
+        backlog = store._queue.qsize()
         store.flush(600)  # every answer on disk
         read = time.perf_counter() - started
         answered = sum(o is not None and o.ok for o in again.outcomes)
@@ -795,6 +796,7 @@ def bench_batch_job(url: str, count: int) -> dict[str, Any]:
         "measured": f"{total:.2f} s (build {built:.2f}, submit {submitted:.2f}, read "
         f"{read:.2f}); {answered:,} answers; RSS {growth:+.1f} MiB from the first tenth of "
         "the lines read to the last",
+        "backlog": backlog,
         "target": "< 5 s; memory flat while reading",
         "ok": total < 5 and answered == count and growth < 20,
     }

@@ -374,6 +374,11 @@ class Store:
             except Exception:  # a bug in the writer must not stop it
                 logger.exception("a write to the store failed")
 
+    @property
+    def backlog(self) -> int:
+        """How many writes wait for the writer thread."""
+        return self._queue.qsize()
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every write submitted so far is on disk (or the store failed)."""
         if self._writer is None or not self._writer.is_alive():

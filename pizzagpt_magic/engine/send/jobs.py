@@ -45,6 +45,9 @@ __all__ = ["Jobs", "MemoryBook", "book_for"]
 
 logger = logging.getLogger(__name__)
 
+#: Writes the store may hold queued while a job's results are read: past it, reading waits for
+#: the store, so memory does not grow with the lines read.
+BACKLOG = 4000
 #: The first and the longest wait between two polls, in seconds.
 POLL_FIRST = 3.0
 POLL_MAX = 60.0
@@ -319,6 +322,8 @@ class Jobs:
                     continue
                 seen.add(key)
                 yield prompt, self._result(prompt, line)
+                if len(seen) % 500 == 0:
+                    await self._keep_up()
         except JobError as exc:  # the results are gone: the rows fail, a rerun submits anew
             for key in mine - seen:
                 yield by_key[key], exc
@@ -376,6 +381,12 @@ class Jobs:
             0.0,
             batch=True,
         )
+
+    async def _keep_up(self) -> None:
+        """Wait (off the loop) while the store's writes queued are over ``BACKLOG``."""
+        store = self.store
+        if store is not None and getattr(store, "backlog", 0) > BACKLOG:
+            await asyncio.to_thread(store.flush, 600.0)
 
     def _keep_foreign(self, tracked: Tracked, line: Any) -> None:
         """A line of a resumed job that this run did not ask for: its answer goes to the
