@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import BatchError
+from .interpolate import take_items
 
 __all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
 
@@ -82,7 +83,7 @@ async def ask_many_async(
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    items = list(prompts)
+    items = take_items(prompts)  # an endless generator is refused, not read forever
     if batch_api:
         if ask is not None:
             raise ValueError("batch_api=True sends prompts, not items through ask=")
@@ -247,6 +248,9 @@ async def _ask_each(
     options: dict[str, Any],
 ) -> list[Any]:
     """Each item through ``ask``, ``concurrency`` at a time."""
+    from .session import widen_pool
+
+    widen_pool(min(concurrency, len(items)))  # as the engine's strategies do
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results
