@@ -364,3 +364,31 @@ def test_cli_lists_jobs(emu: EmulatorThread, capsys: pytest.CaptureFixture[str])
     assert job["provider"] == "emu" and job["status"] == "completed" and job["requests"] == 1
     assert main(["jobs"]) == 0
     assert job["id"] in capsys.readouterr().out
+
+
+def test_frame_methods_take_batch_api(emu: EmulatorThread) -> None:
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("jsonschema")
+    import pizzagpt_magic  # noqa: F401  (registers the accessor)
+
+    frame = pd.DataFrame({"text": ["good, 4 stars", "bad, 1 star", "good, 4 stars"]})
+    answers = frame.pizza.map(
+        "Summarise {text}", model=MODEL, batch_api=True, batch_poll=0.02, progress=False
+    )
+    assert answers.notna().all() and len(uploaded_lines(emu)) == 1
+    assert len(uploaded_lines(emu)[0]) == 2
+    typed = frame.pizza.extract(
+        "Stars in {text}", "stars int", model=MODEL, batch_api=True, batch_poll=0.02, progress=False
+    )
+    assert str(typed["stars"].dtype) == "Int64" and typed["_error"].isna().all()
+    labels = frame.pizza.classify(
+        "{text}",
+        ["good", "bad"],
+        model="anthropic:emu-claude",
+        batch_api=True,
+        batch_poll=0.02,
+        progress=False,
+    )
+    assert len(labels) == 3 and len(emu.message_batches) == 1
+    with pytest.raises(BatchAPIUnavailable):
+        frame.pizza.filter("is {text} good?", model="gpt-4o-mini", batch_api=True, progress=False)
