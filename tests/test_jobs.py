@@ -392,3 +392,34 @@ def test_frame_methods_take_batch_api(emu: EmulatorThread) -> None:
     assert len(labels) == 3 and len(emu.message_batches) == 1
     with pytest.raises(BatchAPIUnavailable):
         frame.pizza.filter("is {text} good?", model="gpt-4o-mini", batch_api=True, progress=False)
+
+
+def test_results_gone_say_so_and_the_rerun_submits_anew(emu: EmulatorThread) -> None:
+    handle = ask_many(["p", "q"], model=MODEL, batch_api=True, wait=False, progress=False)
+    assert handle.status()[0]["done"] is True
+    (job,) = emu.openai_batches.values()
+    del emu.files[job["output_file_id"]]
+    answers = ask(["p", "q"])
+    assert all(isinstance(a, JobError) and "are gone from emu" in str(a) for a in answers)
+    assert all(isinstance(a, str) for a in ask(["p", "q"]))
+    assert [len(f) for f in uploaded_lines(emu)] == [2, 2]
+
+
+def test_a_network_error_while_polling_is_polled_again(
+    emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pizzagpt_magic.errors import ConnectError
+    from pizzagpt_magic.providers.batches import OpenAIBatches
+
+    real = OpenAIBatches.poll
+    calls = []
+
+    async def flaky(self: OpenAIBatches, job_id: str) -> object:
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise ConnectError("Cannot reach the endpoint: connection reset")
+        return await real(self, job_id)
+
+    monkeypatch.setattr(OpenAIBatches, "poll", flaky)
+    assert all(isinstance(a, str) for a in ask(["m", "n"]))
+    assert len(calls) == 2 and len(emu.openai_batches) == 1
