@@ -383,10 +383,12 @@ class Jobs:
         )
 
     async def _keep_up(self) -> None:
-        """Wait (off the loop) while the store's writes queued are over ``BACKLOG``."""
+        """Past ``BACKLOG`` writes queued, wait until the store's writer has done half."""
         store = self.store
-        if store is not None and getattr(store, "backlog", 0) > BACKLOG:
-            await asyncio.to_thread(store.flush, 600.0)
+        if store is None or getattr(store, "backlog", 0) <= BACKLOG:
+            return
+        while store.backlog > BACKLOG // 2 and store.usable:
+            await asyncio.sleep(0.005)
 
     def _keep_foreign(self, tracked: Tracked, line: Any) -> None:
         """A line of a resumed job that this run did not ask for: its answer goes to the
