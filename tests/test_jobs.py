@@ -423,3 +423,40 @@ def test_a_network_error_while_polling_is_polled_again(
     monkeypatch.setattr(OpenAIBatches, "poll", flaky)
     assert all(isinstance(a, str) for a in ask(["m", "n"]))
     assert len(calls) == 2 and len(emu.openai_batches) == 1
+
+
+def test_a_store_of_version_5_gains_the_jobs_tables(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pizzagpt_magic import store as stores
+
+    path = tmp_path / "old.sqlite3"
+    connection = sqlite3.connect(path)
+    for number in range(1, 6):
+        for statement in stores.MIGRATIONS.get(number, ()):
+            connection.execute(statement)
+    connection.execute("PRAGMA user_version = 5")
+    connection.execute(
+        "INSERT INTO log (time, provider, model, parameters, messages, prompt, source) "
+        "VALUES (0, 'p', 'm', '{}', '[]', 'kept', 'api')"
+    )
+    connection.commit()
+    connection.close()
+    store = stores.Store(path)
+    assert store.usable
+    assert store.records(5)[0]["prompt"] == "kept"
+    assert store.add_job(
+        {
+            "id": "b1",
+            "api": "openai",
+            "provider": "p",
+            "origin": "u",
+            "model": "m",
+            "status": "in_progress",
+            "requests": 2,
+        },
+        ["k1", "k2"],
+    )
+    assert store.job_keys("b1") == ["k1", "k2"] and store.jobs(live=True)[0]["id"] == "b1"
+    store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 7

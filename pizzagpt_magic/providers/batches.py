@@ -474,8 +474,12 @@ class AnthropicBatches(BatchClient):
 
         if not state.output:
             return
+        url = state.output
+        if not url.startswith(f"{self.base_url}/"):
+            # The key goes only to its own endpoint: results elsewhere are asked for here.
+            url = f"{self.batches_url}/{state.id}/results"
         try:
-            async for record in self._lines(state.output):
+            async for record in self._lines(url):
                 custom_id = str(record.get("custom_id"))
                 result = record.get("result") or {}
                 kind = result.get("type")
