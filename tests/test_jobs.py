@@ -409,7 +409,7 @@ def test_a_network_error_while_polling_is_polled_again(
     emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pizzagpt_magic.errors import ConnectError
-    from pizzagpt_magic.providers.batches import OpenAIBatches
+    from pizzagpt_magic.providers.batches.openai import OpenAIBatches
 
     real = OpenAIBatches.poll
     calls = []
