@@ -53,6 +53,19 @@ POLL_FIRST = 3.0
 POLL_MAX = 60.0
 
 
+def _completion() -> Any:
+    """``api.Completion``, imported once (``api`` imports the engine)."""
+    global _COMPLETION
+    if _COMPLETION is None:
+        from ...api import Completion
+
+        _COMPLETION = Completion
+    return _COMPLETION
+
+
+_COMPLETION: Any = None
+
+
 class MemoryBook:
     """The jobs of this process when the store is off: the store's job methods, in memory."""
 
@@ -363,15 +376,14 @@ class Jobs:
             yield by_key[key], error
 
     def _result(self, prompt: Prompt, line: Any) -> Any:
-        from ...api import Completion
-        from ...errors import EmptyAnswerError
-
         if line.error is not None:
             return line.error
         if not (line.text or "").strip():
+            from ...errors import EmptyAnswerError
+
             return EmptyAnswerError(f"{prompt.backend.provider} sent an empty answer")
         backend = prompt.backend
-        return Completion(
+        return _completion()(
             line.text,
             backend.provider,
             backend.model,
