@@ -460,3 +460,21 @@ def test_a_store_of_version_5_gains_the_jobs_tables(tmp_path: Path) -> None:
     assert store.job_keys("b1") == ["k1", "k2"] and store.jobs(live=True)[0]["id"] == "b1"
     store.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 7
+
+
+def test_a_resumed_claude_job_reads_its_typed_answers(emu: EmulatorThread) -> None:
+    pytest.importorskip("jsonschema")
+    emu.emulator.batch_delay = 0.3
+    handle = ask_many(
+        ["4 stars"],
+        model="anthropic:emu-claude",
+        schema="stars int",
+        batch_api=True,
+        wait=False,
+        progress=False,
+    )
+    assert handle.id.startswith("msgbatch_")
+    forget_stores()
+    (value,) = ask(["4 stars"], model="anthropic:emu-claude", schema="stars int")
+    assert isinstance(value, dict) and isinstance(value["stars"], int)
+    assert len(emu.message_batches) == 1

@@ -232,7 +232,6 @@ class Jobs:
         }
         for group, members in groups.items():
             client = clients[group]
-            lines = [client.line(p) for p in members]
             known: dict[str, str] = {}
             for job in self.book.jobs(live=True, origin=client.origin):
                 if job["model"] != client.backend.model:
@@ -241,12 +240,13 @@ class Jobs:
                     known[key] = job["id"]
             attached: dict[str, list[str]] = {}
             fresh: list[Line] = []
-            for line in lines:
-                job_id = known.get(line.custom_id)
+            for prompt in members:
+                job_id = known.get(prompt.key)
                 if job_id is None:
-                    fresh.append(line)
+                    fresh.append(client.line(prompt))
                 else:
-                    attached.setdefault(job_id, []).append(line.custom_id)
+                    client.remember(prompt)
+                    attached.setdefault(job_id, []).append(prompt.key)
             for job_id, keys in attached.items():
                 self.resumed.append(job_id)
                 self._tracked.append(Tracked(client, job_id, keys))

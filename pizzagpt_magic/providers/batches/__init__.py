@@ -112,6 +112,9 @@ class BatchClient:
     def line(self, prompt: Any) -> Line:
         raise NotImplementedError
 
+    def remember(self, prompt: Any) -> None:
+        """Note what reading ``prompt``'s result needs, for a job submitted earlier."""
+
     def size(self, line: Line) -> int:
         return len(line.data) + 1 if line.data else len(json.dumps(line.body)) + 160
 

@@ -49,6 +49,15 @@ class AnthropicBatches(BatchClient):
             self._forced[prompt.key] = forced
         return Line(prompt.key, body)
 
+    def remember(self, prompt: Any) -> None:
+        from ..anthropic import forced_tool
+
+        schema = prompt.schema
+        if schema is not None:
+            forced = forced_tool(schema.response_format())
+            if forced is not None:
+                self._forced[prompt.key] = forced
+
     async def probe(self) -> None:
         await self._probe(f"{self.batches_url}?limit=1")
 
