@@ -478,3 +478,16 @@ def test_a_resumed_claude_job_reads_its_typed_answers(emu: EmulatorThread) -> No
     (value,) = ask(["4 stars"], model="anthropic:emu-claude", schema="stars int")
     assert isinstance(value, dict) and isinstance(value["stars"], int)
     assert len(emu.message_batches) == 1
+
+
+def test_a_job_over_the_size_limit_is_split(
+    emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pizzagpt_magic.providers.batches.openai import OpenAIBatches
+
+    monkeypatch.setattr(OpenAIBatches, "max_bytes", 1500)
+    answers = ask([f"a longer row of text, number {i}, " + "x" * 200 for i in range(9)])
+    assert all(isinstance(a, str) for a in answers)
+    files = uploaded_lines(emu)
+    assert len(files) > 1 and sum(len(f) for f in files) == 9
+    assert all(len(json.dumps(f)) < 1500 * 2 for f in files)
