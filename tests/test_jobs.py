@@ -491,3 +491,17 @@ def test_a_job_over_the_size_limit_is_split(
     files = uploaded_lines(emu)
     assert len(files) > 1 and sum(len(f) for f in files) == 9
     assert all(len(json.dumps(f)) < 1500 * 2 for f in files)
+
+
+def test_with_the_store_off_jobs_are_kept_in_memory(
+    emu: EmulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIZZAGPT_STORE", "")
+    forget_stores()
+    emu.emulator.batch_delay = 0.3
+    handle = ask_many(["mem a", "mem b"], model=MODEL, batch_api=True, wait=False, progress=False)
+    answers = ask(["mem a", "mem b"])
+    assert all(isinstance(a, str) for a in answers) and len(emu.openai_batches) == 1
+    from pizzagpt_magic.jobs import list_jobs
+
+    assert handle.id in [j["id"] for j in list_jobs(None)]
