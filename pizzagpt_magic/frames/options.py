@@ -33,6 +33,7 @@ class Options:
     temperature: float | None = None
     max_tokens: int | None = None
     concurrency: int = 8
+    pack: int | str | None = None
     cache: bool = True
     log: bool = True
     store: Any = "default"
@@ -52,6 +53,9 @@ class Options:
     batch_max_requests: int | None = None
     batch_poll: float | None = None
     dry_run: bool = False
+    #: Entered around each request (an async context manager factory): a limit shared with
+    #: other processes, such as a Dask cluster's (see ``distributed``).
+    gate: Any = None
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
 
     def request(self) -> dict[str, Any]:
@@ -62,6 +66,7 @@ class Options:
             "max_retries": self.max_retries,
             "proxy": self.proxy,
             "base_url": self.base_url,
+            **({"gate": self.gate} if self.gate is not None else {}),
         }
 
 
@@ -91,6 +96,7 @@ def _defaults() -> Options:
         temperature=magics.temperature,
         max_tokens=magics.max_tokens,
         concurrency=magics.concurrency,
+        pack=getattr(magics, "pack", None),
         cache=magics.cache,
         log=magics.log,
         store=magics._store(),  # the magics' own store (None when off)

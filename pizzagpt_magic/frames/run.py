@@ -152,13 +152,24 @@ def estimate(method: str, texts: list[str], options: Options, *, schema: Any = N
     characters = sum(
         len(str(m["content"])) for prompt in plan.pending for m in prompt.sent_messages(True)
     )
+    requests = _strategy(options).planned_requests(plan.pending)
     return Estimate(
         method,
         len(texts),
         len(plan.unique),
         len(plan.answered),
-        plan.requests,
+        requests,
         -(-characters // CHARS_PER_TOKEN),
+    )
+
+
+def _strategy(options: Options) -> Any:
+    """How the batch sends: packed (``options.pack``, else ``$PIZZAGPT_PACK``, else auto), or
+    one prompt a request."""
+    from ..engine.send.packed import strategy_for
+
+    return strategy_for(
+        options.pack, options.concurrency, max_prompt_chars=options.max_prompt_chars
     )
 
 
@@ -173,7 +184,6 @@ def run(
     """Each text's answer (its text, or with ``schema`` its value) or exception, in order;
     ``labels`` (the rows' index) name the partial answers kept on an interrupt."""
     from ..batch import progress_bar
-    from ..engine import Single
     from ..loop import run_sync
 
     batch = _Prepared(texts, options, schema).batch
@@ -190,7 +200,7 @@ def run(
             bar.set_postfix(failed=failed, refresh=False)
         bar.update(1)
 
-    strategy: Any = Single(options.concurrency)
+    strategy: Any = _strategy(options)
     if options.batch_api:
         from ..batch import job_postfix
         from ..engine.send.jobs import POLL_FIRST, Jobs

@@ -40,7 +40,8 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     from collections import ChainMap
 
     from ..batch import progress_bar
-    from ..engine import Batch, Prompt, Single
+    from ..engine import Batch, Prompt
+    from ..engine.send.packed import strategy_for
     from ..interpolate import batch_items
     from ..loop import run_sync
 
@@ -90,6 +91,14 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         schema_retries=magics.schema_retries,
         request=request,
     )
+    try:
+        strategy = strategy_for(
+            args.pack if args.pack is not None else magics.pack,
+            args.concurrency or magics.concurrency,
+            max_prompt_chars=magics.max_prompt_chars,
+        )
+    except PizzagptError as exc:
+        raise UsageError(f"--pack: {exc}") from None
     bar = progress_bar(len(prompts), enabled=magics.progress)
     failed = 0
 
@@ -102,13 +111,14 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             bar.set_postfix(failed=failed, refresh=False)
         bar.update(len(positions))
 
-    strategy: Any = Single(args.concurrency or magics.concurrency)
     if args.batch_api:
         strategy = _jobs_strategy(magics, args, batch, bar)
     started = time.monotonic()
     try:
         run_sync(batch.run(strategy, on_outcome=arrived))
     except PizzagptError as exc:  # a backend without a Batch API, a refused submission
+        if not args.batch_api:
+            raise
         raise UsageError(f"--batch-api: {exc}") from None
     except KeyboardInterrupt:
         if args.batch_api:

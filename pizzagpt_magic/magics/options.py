@@ -106,6 +106,12 @@ OPTIONS = (
         help="List the provider batch jobs in the store; --jobs cancel ID cancels one.",
     ),
     argument(
+        "--pack",
+        metavar="N|auto",
+        help="--each: how many rows may share one request (1: one a request; auto: as many "
+        "as fit, the default).",
+    ),
+    argument(
         "--fix",
         action="store_true",
         help="Ask about the newest error (or cell N's: --fix N): the failing cell's code and "

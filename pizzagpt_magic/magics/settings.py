@@ -128,6 +128,12 @@ class PizzaSettings(Magics):
         help="Seconds before the first poll of a batch job (--batch-api); each wait is half as "
         "long again as the one before, up to a minute.",
     ).tag(config=True)
+    pack = Unicode(
+        None,
+        allow_none=True,
+        help="How many rows of a batch may share one request: a whole number (1: one row a "
+        "request) or 'auto' (as many as fit); None means $PIZZAGPT_PACK, else 'auto'.",
+    ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
     ).tag(config=True)
@@ -202,6 +208,17 @@ class PizzaSettings(Magics):
             return None
         try:
             return check_url(proposal.value, f"PizzaMagics.{proposal.trait.name}")
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("pack")
+    def _valid_pack(self, proposal: Any) -> str | None:
+        from ..engine.send.packed import pack_setting
+
+        if proposal.value is None:
+            return None
+        try:
+            return str(pack_setting(proposal.value))
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
 
