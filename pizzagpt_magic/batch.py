@@ -19,7 +19,7 @@ from typing import Any
 from .errors import BatchError
 from .interpolate import take_items
 
-__all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
+__all__ = ["answers_frame", "ask_many", "ask_many_async", "estimate_many", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ async def ask_many_async(
     schema: Any = None,
     schema_retries: int = 1,
     pack: int | str | None = None,
+    max_cost: float | None = None,
     batch_api: bool = False,
     wait: bool = True,
     poll: float | None = None,
@@ -79,12 +80,42 @@ async def ask_many_async(
     taking one item and ``options``) the items can be anything that function takes; each is
     then asked on its own, as that function does it.
 
+    ``max_cost`` (USD) starts no request that could take the batch's cost past it: what is
+    spent plus what is in flight at its estimate (see ``estimates.Estimator``). The stop raises
+    ``BudgetExceededError`` naming what was spent and the limit, with the answers received in
+    its ``results`` (and in ``into``, and in the store: a rerun with a higher limit asks only
+    for the rest). A model whose price is unknown cannot have a limit.
+
     ``batch_api=True`` sends the prompts as the provider's batch jobs, at the batch price (see
     ``engine.send.jobs``): the call waits for them (polling every ``poll`` seconds at first,
     less often later), and the same call run again, after a restart too, picks up its jobs
     instead of submitting them again. ``wait=False`` returns a ``jobs.JobHandle`` at once;
     ``batch_max_requests`` caps the requests of one job (larger batches take several).
     """
+    answers, answers_only = options.pop("answers", None), options.pop("answers_only", None)
+    if answers is not None or answers_only is not None:
+        # One answer file for the whole batch: written every half second and at the end, not
+        # once per item.
+        from . import answers as answer_files
+
+        with answer_files.using(answer_files.settings_for(answers, only=answers_only)):
+            return await ask_many_async(
+                prompts,
+                concurrency=concurrency,
+                errors=errors,
+                progress=progress,
+                ask=ask,
+                into=into,
+                schema=schema,
+                schema_retries=schema_retries,
+                pack=pack,
+                max_cost=max_cost,
+                batch_api=batch_api,
+                wait=wait,
+                poll=poll,
+                batch_max_requests=batch_max_requests,
+                **options,
+            )
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:
@@ -99,13 +130,23 @@ async def ask_many_async(
             "progress": progress,
             "schema": schema,
             "schema_retries": schema_retries,
+            "max_cost": max_cost,
             "batch_api": True,
             "poll": poll,
             "batch_max_requests": batch_max_requests,
             **options,
         }
         results = await _ask_engine(
-            items, concurrency, progress, into, schema, schema_retries, pack, options, jobs
+            items,
+            concurrency,
+            progress,
+            into,
+            schema,
+            schema_retries,
+            pack,
+            max_cost,
+            options,
+            jobs,
         )
         if not wait:
             from .jobs import JobHandle
@@ -113,12 +154,14 @@ async def ask_many_async(
             strategy = jobs["strategy"]
             return JobHandle(strategy.ids, strategy.store, lambda: ask_many(items, **rerun))
     elif ask is not None:
+        if max_cost is not None:
+            raise ValueError("max_cost goes with the batch engine, not with ask=")
         if schema is not None:
             options["schema"] = schema
         results = await _ask_each(items, ask, concurrency, progress, into, options)
     else:
         results = await _ask_engine(
-            items, concurrency, progress, into, schema, schema_retries, pack, options
+            items, concurrency, progress, into, schema, schema_retries, pack, max_cost, options
         )
     failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     if failures and errors == "raise":
@@ -136,20 +179,12 @@ _STORE_OPTIONS = frozenset({"cache", "log", "store"})
 _IGNORED_OPTIONS = frozenset({"stream", "on_text"})
 
 
-async def _ask_engine(
-    items: list[Any],
-    concurrency: int,
-    progress: bool,
-    into: list[Any] | None,
-    schema: Any,
-    schema_retries: int,
-    pack: int | str | None,
-    options: dict[str, Any],
-    jobs: dict[str, Any] | None = None,
-) -> list[Any]:
+def _engine_batch(
+    items: list[Any], schema: Any, schema_retries: int, options: dict[str, Any]
+) -> Any:
+    """The ``engine.Batch`` of ``items`` asked with ``options`` (those of ``ask_async``)."""
     from .api import _API_CONTEXT, DEFAULT_STORE
     from .engine import Batch, make_prompt
-    from .engine.send.packed import strategy_for
     from .errors import PizzagptError
     from .schema import as_schema
 
@@ -158,7 +193,6 @@ async def _ask_engine(
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
     checked = as_schema(schema)  # a bad schema fails the call, before anything is sent
-    strategy: Any = strategy_for(pack, concurrency)
     made = {k: v for k, v in options.items() if k in _PROMPT_OPTIONS}
     prompts: list[Any] = []
     failed: dict[int, BaseException] = {}
@@ -176,7 +210,7 @@ async def _ask_engine(
             if isinstance(item, str):
                 made_for[item] = prompt
         prompts.append(prompt)
-    batch = Batch(
+    return Batch(
         prompts,
         store=options.get("store", DEFAULT_STORE),
         cache=options.get("cache", True),
@@ -186,6 +220,32 @@ async def _ask_engine(
         request={k: options[k] for k in _REQUEST_OPTIONS if k in options},
         failed=failed,
     )
+
+
+def estimate_many(prompts: Iterable[Any], *, schema: Any = None, **options: Any) -> Any:
+    """What ``ask_many(prompts, **options)`` would send and cost (a ``estimates.Estimate``: the
+    distinct prompts not yet answered, their input and output tokens, the dollars); nothing is
+    sent or logged."""
+    options = {k: v for k, v in options.items() if k not in ("concurrency", "progress")}
+    return _engine_batch(list(prompts), schema, 1, options).estimate()
+
+
+async def _ask_engine(
+    items: list[Any],
+    concurrency: int,
+    progress: bool,
+    into: list[Any] | None,
+    schema: Any,
+    schema_retries: int,
+    pack: int | str | None,
+    max_cost: float | None,
+    options: dict[str, Any],
+    jobs: dict[str, Any] | None = None,
+) -> list[Any]:
+    from .engine.send.packed import strategy_for
+
+    strategy: Any = strategy_for(pack, concurrency)
+    batch = _engine_batch(items, schema, schema_retries, options)
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results
@@ -204,10 +264,22 @@ async def _ask_engine(
                 bar.set_postfix(failed=count, refresh=False)
             bar.update(len(positions))
 
+    limits = None
+    if max_cost is not None:
+        from .errors import ConfigurationError
+        from .estimates import Budget, Limits
+
+        estimate = batch.estimate()
+        if estimate.usd is None:
+            raise ConfigurationError(
+                f"max_cost: the price of {estimate.model} is unknown ({estimate.pricing}); "
+                "give it with pizzagpt_magic.set_prices or PizzaMagics.prices"
+            )
+        limits = Limits([Budget(max_cost, what=f"max_cost={max_cost:g}")])
     if jobs is not None:
         strategy = jobs["strategy"] = jobs["make"](batch.recorder.store, bar)
     try:
-        await batch.run(strategy, on_outcome=arrived)
+        await batch.run(strategy, on_outcome=arrived, limits=limits)
     except (asyncio.CancelledError, KeyboardInterrupt):
         if jobs is not None:
             _say_interrupted(strategy)
@@ -309,7 +381,7 @@ def answers_frame(values: list[Any], schema: Any, *, index: Any = None) -> Any:
     return frame(values, schema, index=index)
 
 
-def ask_many(prompts: Iterable[Any], **options: Any) -> list[Any]:
+def ask_many(prompts: Iterable[Any], **options: Any) -> Any:
     """``ask_many_async`` from synchronous code; safe inside a running loop."""
     from .loop import run_sync
 

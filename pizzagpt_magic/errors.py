@@ -8,6 +8,7 @@ The hierarchy::
     │   ├── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     │   └── SchemaSpecError            a schema that cannot be read (nothing is sent)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
+    ├── AnswerMissingError             answers only from the answer file, and it has none for this
     ├── ProviderError                  a provider class failed with an exception of its own
     ├── TransportError                 the request did not get an HTTP answer
     │   ├── ConnectError               connection refused, DNS failure, TLS failure, proxy refused
@@ -28,6 +29,7 @@ The hierarchy::
     ├── JobError                       a provider batch job, or one of its lines, did not answer
     │   ├── BatchAPIUnavailable        the backend has no Batch API (nothing was submitted)
     │   └── JobLineError               one line of a job failed or expired (the provider's reason)
+    ├── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
     └── ToolError                      a tool call that cannot run (its message goes to the model)
         └── ToolRoundsError            the model still called tools after the last round allowed
 
@@ -42,6 +44,7 @@ from typing import Any
 
 __all__ = [
     "AnswerFormatError",
+    "AnswerMissingError",
     "AnswerTooLargeError",
     "AuthenticationError",
     "ProviderError",
@@ -51,6 +54,7 @@ __all__ = [
     "BatchError",
     "JobError",
     "JobLineError",
+    "BudgetExceededError",
     "ConnectError",
     "ConnectionLostError",
     "EmptyAnswerError",
@@ -110,6 +114,11 @@ class ModelNotFoundError(PizzagptError, ValueError):
         else:
             listed = detail or "its model list could not be read"
         super().__init__(f"Model {model!r} is not supported by {provider}; {listed}")
+
+
+class AnswerMissingError(PizzagptError):
+    """Answers come only from the answer file (``answers_only``), and it has none for this
+    question: nothing was sent."""
 
 
 class ProviderError(PizzagptError):
@@ -268,6 +277,23 @@ class BatchAPIUnavailable(JobError, ConfigurationError):
 
 class JobLineError(JobError):
     """One line of a batch job failed, expired or was cancelled: the provider's reason."""
+
+
+class BudgetExceededError(PizzagptError):
+    """A cost limit (``--max-cost``, ``max_cost=``, ``PizzaMagics.budget``) stopped a batch
+    before a request that could take the total past it; every answer received is kept.
+
+    ``spent`` and ``limit`` are US dollars; ``results`` holds one entry per prompt, as
+    ``BatchError``'s does, None for a prompt that was not asked.
+    """
+
+    def __init__(
+        self, message: str, *, spent: float, limit: float, results: list[Any] | None = None
+    ) -> None:
+        self.spent = spent
+        self.limit = limit
+        self.results = list(results or [])
+        super().__init__(message)
 
 
 class ToolError(PizzagptError):
