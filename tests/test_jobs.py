@@ -505,3 +505,24 @@ def test_with_the_store_off_jobs_are_kept_in_memory(
     from pizzagpt_magic.jobs import list_jobs
 
     assert handle.id in [j["id"] for j in list_jobs(None)]
+
+
+def test_batch_answers_cost_the_batch_share(emu: EmulatorThread) -> None:
+    from pizzagpt_magic import cost
+
+    cost.set_prices({"emu:emu-mini": {"input": 1.0, "output": 2.0}})
+    try:
+        ask(["priced row"])
+        (online,) = ask_many(["priced row"], model=MODEL, cache=False, progress=False)
+        store = get_store()
+        store.flush()
+        batch_record, online_record = store.records(2)[::-1]
+        assert batch_record["batch"] == 1 and online_record["batch"] is None
+        assert batch_record["cost"] == pytest.approx(online_record["cost"] * 0.5)
+        cost.set_batch_discount(0.25)
+        cheaper = cost.Cost(1.0, "priced").at_batch_price()
+        assert cheaper.usd == 0.25 and cheaper.label == f"{cost.format_usd(0.25)} (batch)"
+        assert cheaper.as_dict()["batch"] is True
+    finally:
+        cost.set_batch_discount(0.5)
+        cost.set_prices(None)

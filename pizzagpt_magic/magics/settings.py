@@ -151,6 +151,11 @@ class PizzaSettings(Magics):
         '"cache_write"}} '
         '("provider:*" for all of a provider\'s models; a Pizzagpt model named alone).',
     ).tag(config=True)
+    batch_discount = Float(
+        0.5,
+        help="The share of the online price an answer from a provider's Batch API (--batch-api) "
+        "costs: 0.5 for OpenAI, Groq and Anthropic.",
+    ).tag(config=True)
     budget = Float(
         None,
         allow_none=True,
@@ -219,6 +224,15 @@ class PizzaSettings(Magics):
             check_prices(proposal.value)
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("batch_discount")
+    def _valid_batch_discount(self, proposal: Any) -> float:
+        if not 0 < proposal.value <= 1:
+            raise TraitError("batch_discount is the share of the online price: above 0, up to 1")
+        from ..cost import set_batch_discount
+
+        set_batch_discount(proposal.value)
         return proposal.value
 
     @validate("budget")

@@ -383,7 +383,7 @@ class Jobs:
 
             return EmptyAnswerError(f"{prompt.backend.provider} sent an empty answer")
         backend = prompt.backend
-        return _completion()(
+        completion = _completion()(
             line.text,
             backend.provider,
             backend.model,
@@ -393,6 +393,12 @@ class Jobs:
             0.0,
             batch=True,
         )
+        from ...cost import pricing_for
+        from ..keys import origin_of
+
+        pricing = pricing_for(backend.provider, backend.model, origin_of(backend, prompt.base_url))
+        completion.cost = pricing.cost(line.usage).at_batch_price()
+        return completion
 
     async def _keep_up(self) -> None:
         """Past ``BACKLOG`` writes queued, wait until the store's writer has done half."""
