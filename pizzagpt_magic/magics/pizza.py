@@ -1,9 +1,9 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``tools``, ``usage``); this class parses the options, checks them, and
-hands the question to the mode asked for. What the modes share (building the question and the
-system message, the request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``, ``usage``, ``jobs``); this class parses the options, checks
+them, and hands the question to the mode asked for. What the modes share (building the question
+and the system message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .ask import ask_one
 from .each import ask_each
 from .fix import fix_question
 from .history import show_history
+from .jobs import show_jobs
 from .log import show_log
 from .models import list_models
 from .names import CELL_ERRORS, FIGURES
@@ -150,6 +151,12 @@ class PizzaMagics(PizzaSettings):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
+        if args.jobs:
+            return show_jobs(self, prompt)
+        if (args.batch_api or args.no_wait) and not args.each:
+            raise UsageError("--batch-api and --no-wait go with %%pizza --each")
+        if args.no_wait and not args.batch_api:
+            raise UsageError("--no-wait goes with --batch-api")
         if (args.since or args.plot) and not args.usage:
             raise UsageError("--since and --plot go with --usage")
         if args.usage:
@@ -178,6 +185,7 @@ class PizzaMagics(PizzaSettings):
                     )
                 if args.tools is not None:
                     raise UsageError("--tools goes with one question; it does not go with --each")
+                args.source = (line, cell)
                 result = ask_each(self, args, prompt)
             elif not prompt:
                 raise UsageError(
