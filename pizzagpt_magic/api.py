@@ -2,8 +2,13 @@
 with its metadata.
 
 They build the conversation (an optional system message, earlier exchanges, the question), send
-it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
+it through the backend the model id or alias names (``gpt-4o-mini``, ``ollama:llama3.2``,
 ``package.module.Provider:model``) on the shared keep-alive session, and return the answer.
+
+A question may be a saved prompt (``saved("NAME")``, see ``prompts``): its placeholders are
+filled from ``variables``, and its model, system message and options apply below the ones
+given with the call. ``options`` are model options (see ``options``): they go into the body of
+backends that take them, and into the cache key and the log in canonical form.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
+from .options import merge, sampling_layer, settle
 from .providers.base import FinishReason, Messages, Usage
 from .providers.openai import OpenAICompatible
 from .providers.pizzagpt import Pizzagpt
@@ -123,13 +129,20 @@ def origin_of(backend: Backend, base_url: str | None = None) -> str:
     return backend.provider
 
 
-def parameters_of(temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
-    """The sampling parameters given (None means the backend's default, and is left out)."""
+def parameters_of(
+    temperature: float | None,
+    max_tokens: int | None,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What changes the answer besides the messages: the sampling parameters given (None
+    means the backend's default, and is left out) and the model options, canonical."""
     parameters: dict[str, Any] = {}
     if temperature is not None:
         parameters["temperature"] = temperature
     if max_tokens is not None:
         parameters["max_tokens"] = max_tokens
+    if options:
+        parameters["options"] = merge(options)
     return parameters
 
 
@@ -139,12 +152,13 @@ def store_key(
     temperature: float | None = None,
     max_tokens: int | None = None,
     base_url: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
     """The store's cache key of a request."""
     return stores.request_key(
         f"{backend.provider}@{origin_of(backend, base_url)}",
         backend.model,
-        parameters_of(temperature, max_tokens),
+        parameters_of(temperature, max_tokens, options),
         messages,
     )
 
@@ -168,17 +182,23 @@ async def complete_messages(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
     **request: Any,
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer, through the store.
 
-    With ``cache`` an identical earlier request (same backend and server, parameters and
-    messages) is answered from the store; every new answer is stored, so ``cache=False`` asks
-    again and keeps the new one. With ``log`` the exchange, answered or failed, is appended to
-    the store's log; ``context`` says where it was asked (``source``, ``session``, ``cell``).
-    ``store`` is a ``store.Store``, None for none, or the default store.
+    With ``cache`` an identical earlier request (same backend and server, parameters, options
+    and messages) is answered from the store; every new answer is stored, so ``cache=False``
+    asks again and keeps the new one. With ``log`` the exchange, answered or failed, is
+    appended to the store's log; ``context`` says where it was asked (``source``, ``session``,
+    ``cell``). ``store`` is a ``store.Store``, None for none, or the default store.
+    ``options`` are model options; an alias's backend brings its own below them.
     """
     _check_options(request)
+    if backend.options or options:
+        backend, temperature, max_tokens, options = settle(
+            backend, sampling_layer(temperature, max_tokens), options
+        )
     return await _complete_messages(
         backend,
         messages,
@@ -191,6 +211,7 @@ async def complete_messages(
         store,
         context,
         request,
+        options,
     )
 
 
@@ -216,6 +237,7 @@ async def _complete_messages(
     store: Any,
     context: dict[str, Any] | None,
     request: dict[str, Any],
+    options: Mapping[str, Any] | None = None,
 ) -> Completion:
     # ``complete_messages`` with its arguments in order, as the API's own callers pass them:
     # a question pays for one keyword match, at the entry, not at every layer.
@@ -225,8 +247,10 @@ async def _complete_messages(
     log = log and store is not None and stores.logging_enabled()
     key = None
     if store is not None:
-        parameters = parameters_of(temperature, max_tokens)
-        key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"))
+        parameters = parameters_of(temperature, max_tokens, options)
+        key = store_key(
+            backend, messages, temperature, max_tokens, request.get("base_url"), options
+        )
         if cache:
             hit = store.get(key)
             if hit is not None:
@@ -246,7 +270,7 @@ async def _complete_messages(
                 return completion
     try:
         completion = await _fetch(
-            backend, messages, stream, temperature, max_tokens, on_text, request
+            backend, messages, stream, temperature, max_tokens, on_text, request, options
         )
     except PizzagptError as exc:
         if log:
@@ -319,6 +343,7 @@ async def _fetch(
     max_tokens: int | None,
     on_text: Callable[[str], Any] | None,
     request: dict[str, Any],
+    options: Mapping[str, Any] | None = None,
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer.
 
@@ -327,7 +352,7 @@ async def _fetch(
     provider yields is ignored. An error after some text arrived carries it as ``partial``.
     """
     started = time.monotonic()
-    parameters = parameters_of(temperature, max_tokens)
+    parameters = parameters_of(temperature, max_tokens, options)
     endpoint = backend.endpoint
     if endpoint is not None and not stream:  # an endpoint's one JSON answer: the shortest path
         get = request.get
@@ -343,6 +368,7 @@ async def _fetch(
             get("timeout"),
             get("connect_timeout"),
             get("max_retries"),
+            options,
         )
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
@@ -361,7 +387,12 @@ async def _fetch(
     finish = None
     usage = None
     agen: Any = backend.generate(
-        messages, stream=stream, temperature=temperature, max_tokens=max_tokens, **request
+        messages,
+        stream=stream,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        options=options,
+        **request,
     )
     try:
         async for chunk in agen:
@@ -398,26 +429,42 @@ async def _fetch(
 
 
 def _prepare(
-    prompt: str,
+    prompt: Any,
     model: str | None,
     provider: Any,
     system: str | None,
     history: Iterable[Mapping[str, Any]],
     temperature: float | None,
     max_tokens: int | None,
-) -> tuple[Backend, Messages]:
-    """The backend a question goes to and its messages, checked."""
+    options: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> tuple[Backend, Messages, float | None, int | None, dict[str, Any]]:
+    """The backend a question goes to, its messages, its temperature, max tokens and options,
+    checked: a saved prompt's below the ones given, an alias's below those."""
+    from .prompts import SavedPrompt
+
+    saved_options: Mapping[str, Any] | None = None
+    if isinstance(prompt, SavedPrompt):
+        saved = prompt
+        prompt = saved.render(variables)
+        model = model or saved.model
+        system = saved.system if system is None else system
+        saved_options = saved.options
+    elif variables:
+        raise PromptError("variables= fills the placeholders of a saved prompt (saved('NAME'))")
     if provider is None or provider is Pizzagpt:
         backend = resolve(model)
     else:
         backend = provider_of(provider, model)
-    if temperature is not None or max_tokens is not None:
-        backend.check_parameters(temperature, max_tokens)
-    return backend, build_messages(prompt, system=system, history=history)
+    backend, temperature, max_tokens, merged = settle(
+        backend, saved_options, {**(options or {}), **sampling_layer(temperature, max_tokens)}
+    )
+    messages = build_messages(prompt, system=system, history=history)
+    return backend, messages, temperature, max_tokens, merged
 
 
 async def complete(
-    prompt: str,
+    prompt: Any,
     *,
     model: str | None = None,
     system: str | None = None,
@@ -431,15 +478,21 @@ async def complete(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
 
-    ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache``,
-    ``log``, ``store`` and ``context`` are ``complete_messages``'s. ``request``: ``proxy``,
-    ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
+    ``prompt`` is a question or a saved prompt (its placeholders filled from ``variables``);
+    ``model`` is a model id or alias; ``options`` are model options; ``on_text`` gets each
+    piece of text as it arrives; ``cache``, ``log``, ``store`` and ``context`` are
+    ``complete_messages``'s. ``request``: ``proxy``, ``timeout``, ``connect_timeout``,
+    ``max_retries``, ``base_url`` (Pizzagpt's).
     """
-    backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
+    backend, messages, temperature, max_tokens, merged = _prepare(
+        prompt, model, provider, system, history, temperature, max_tokens, options, variables
+    )
     _check_options(request)
     return await _complete_messages(
         backend,
@@ -453,11 +506,12 @@ async def complete(
         store,
         context,
         request,
+        merged,
     )
 
 
 async def ask_async(
-    prompt: str,
+    prompt: Any,
     *,
     model: str | None = None,
     system: str | None = None,
@@ -475,18 +529,24 @@ async def ask_async(
     cache: bool = True,
     log: bool = True,
     store: Any = DEFAULT_STORE,
+    options: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> str:
     """Ask one question and return the answer's text.
 
-    ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``, ``openai:gpt-4o-mini``, a
-    provider class path); ``history`` is earlier ``{"role", "content"}`` messages (a chat);
+    ``prompt`` is a question, or a saved prompt (``saved("NAME")``) whose placeholders
+    ``variables`` fill. ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``,
+    ``openai:gpt-4o-mini``, a provider class path) or an alias; ``options`` are model options
+    (``{"seed": 7, "top_p": 0.9}``) for backends that take them; ``history`` is earlier ``{"role", "content"}`` messages (a chat);
     ``timeout`` and ``connect_timeout`` are seconds; ``base_url`` overrides ``$PIZZAGPT_URL``;
     ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
     as it arrives. An identical earlier request is answered from the store unless ``cache`` is
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
     ``store.Store`` to use instead of the default one (None: no store).
     """
-    backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
+    backend, messages, temperature, max_tokens, merged = _prepare(
+        prompt, model, provider, system, history, temperature, max_tokens, options, variables
+    )
     request = {
         "proxy": proxy,
         "timeout": timeout,
@@ -506,6 +566,7 @@ async def ask_async(
         store,
         _API_CONTEXT,
         request,
+        merged,
     )
     return completion.text
 
@@ -513,7 +574,7 @@ async def ask_async(
 _API_CONTEXT = {"source": "api"}
 
 
-def ask(prompt: str, **options: Any) -> str:
+def ask(prompt: Any, **options: Any) -> str:
     """Ask one question synchronously; safe inside a running loop such as a notebook's.
 
     Takes the options of ``ask_async``.

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .api import Completion, build_messages, complete_messages, log_exchange, parameters_of
+from .options import dumps as options_json
 from .providers.base import Messages
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ class Conversation:
         from .images import content_key
 
         sent = tuple((m["role"], content_key(m["content"])) for m in messages)
+        if "options" in parameters:  # canonical, so their JSON text stands for them
+            parameters = {**parameters, "options": options_json(parameters["options"])}
         return (backend.provider, backend.model, tuple(sorted(parameters.items())), sent)
 
     def lookup(
@@ -98,17 +101,20 @@ class Conversation:
         max_tokens: int | None = None,
         store: Any = None,
         base_url: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
+        key = self._key(backend, parameters_of(temperature, max_tokens, options), messages)
         if key in self.cache:
             return True
         if store is None:
             return False
         from .api import store_key
 
-        return store.has(store_key(backend, messages, temperature, max_tokens, base_url))
+        return store.has(
+            store_key(backend, messages, temperature, max_tokens, base_url, options)
+        )
 
     async def ask(
         self,
@@ -125,13 +131,14 @@ class Conversation:
         store: Any = None,
         log: bool = True,
         context: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
         **request: Any,
     ) -> Reply:
         """The answer to ``prompt``: from memory, else from the store, else asked for (and then
         kept in both). ``use_cache`` False asks again whatever is kept. With ``log`` the
         exchange goes to ``store``'s log."""
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
+        key = self._key(backend, parameters_of(temperature, max_tokens, options), messages)
         if use_cache and key in self.cache:
             hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
             if log and store is not None:
@@ -151,6 +158,7 @@ class Conversation:
             log=log,
             store=store,
             context=context,
+            options=options,
             **request,
         )
         self.cache[key] = dataclasses.replace(completion, cached=False)

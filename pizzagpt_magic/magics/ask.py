@@ -41,6 +41,7 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             max_tokens=args.max_tokens,
             store=magics._store(),
             base_url=magics.base_url,
+            options=args.model_options,
         )
     )
     notebook = magics._showing_progress()

@@ -1,7 +1,7 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``); this class parses the options, checks them, and hands the question to
+``models``, ``history``, ``prompts``, ``aliases``); this class parses the options, checks them, and hands the question to
 the mode asked for. What the modes share (building the question and the system message, the
 request options, the store, the log's context) is here.
 """
@@ -19,6 +19,7 @@ from IPython.core.magic_arguments import magic_arguments
 
 from ..cell_errors import CellErrors
 from ..errors import PizzagptError
+from .aliases import list_aliases, set_or_remove_alias
 from .ask import ask_one
 from .each import ask_each
 from .fix import fix_question
@@ -28,6 +29,7 @@ from .models import list_models
 from .names import CELL_ERRORS, FIGURES
 from .options import OPTIONS
 from .parsing import split_options
+from .prompts import apply_template, list_saved, question_layer, save_question
 from .settings import PizzaSettings
 
 if TYPE_CHECKING:
@@ -132,6 +134,29 @@ class PizzaMagics(PizzaSettings):
         silenced = prompt.endswith(";")
         if silenced:
             prompt = prompt[:-1].rstrip()
+        args.saved_options = None
+        managing = [
+            flag
+            for flag, given in (
+                ("--save", args.save is not None),
+                ("--alias", args.alias is not None),
+                ("--prompts", args.prompts),
+                ("--aliases", args.aliases),
+            )
+            if given
+        ]
+        if managing:
+            if len(managing) > 1:
+                raise UsageError(f"{managing[0]} and {managing[1]} do not go together")
+            if args.save is not None:
+                return save_question(self, args, prompt)
+            if args.alias is not None:
+                return set_or_remove_alias(self, args, prompt)
+            if prompt:
+                raise UsageError(f"{managing[0]} takes no question")
+            return list_saved(self) if args.prompts else list_aliases(self)
+        if args.template:
+            prompt = apply_template(args, prompt)
         self._check_args(args)
         if args.reset:
             forgotten = self.conversation.reset()
@@ -169,6 +194,11 @@ class PizzaMagics(PizzaSettings):
     # -- what the modes share -------------------------------------------------------------------
 
     def _check_args(self, args: Any) -> None:
+        if args.output is not None and "=" in args.output:
+            raise UsageError(
+                f"-o/--output names a variable for the answer, not {args.output!r}; for a "
+                "model option use -O KEY=VALUE (capital O)"
+            )
         if args.output is not None and (
             not args.output.isidentifier() or keyword.iskeyword(args.output)
         ):
@@ -188,16 +218,21 @@ class PizzaMagics(PizzaSettings):
             raise UsageError("--temperature must be from 0 to 2")
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError("--max-tokens must be at least 1")
-        if args.temperature is None:
-            args.temperature = self.temperature
-        if args.max_tokens is None:
-            args.max_tokens = self.max_tokens
         from ..backends import resolve
+        from ..options import settle
 
+        layer = question_layer(args)
+        args.model_options = {}
         try:
             args.backend = resolve(args.model or self.model, self.endpoints)
             if args.models is None and not args.history:
-                args.backend.check_parameters(args.temperature, args.max_tokens)
+                # Highest first: this question's, the saved prompt's, the alias's, the settings.
+                args.backend, args.temperature, args.max_tokens, args.model_options = settle(
+                    args.backend,
+                    args.saved_options,
+                    layer,
+                    settings={"temperature": self.temperature, "max_tokens": self.max_tokens},
+                )
         except PizzagptError as exc:
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
@@ -288,6 +323,7 @@ class PizzaMagics(PizzaSettings):
                 store=store,
                 log=self.log and not args.no_log,
                 context=context,
+                options=args.model_options,
                 **request,
             )
 

@@ -117,9 +117,11 @@ class PizzaSettings(Magics):
         from ..backends import resolve
 
         try:
-            return resolve(proposal.value, self.endpoints).id
+            backend = resolve(proposal.value, self.endpoints)
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
+        # An alias stays an alias: its options apply with it.
+        return proposal.value.strip() if backend.alias else backend.id
 
     @validate("endpoints")
     def _valid_endpoints(self, proposal: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from .._version import __version__
@@ -187,13 +187,17 @@ class OpenAICompatible(AsyncGeneratorProvider):
         stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The request body: parameters left at None are not sent, as the SDK does."""
+        """The request body: parameters left at None are not sent, as the SDK does; model
+        options (checked and in canonical order, see ``pizzagpt_magic.options``) after them."""
         body: dict[str, Any] = {"model": model, "messages": messages}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        if options:
+            body.update(options)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -264,6 +268,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float,
         connect_timeout: float | None,
         max_retries: int | None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[Any, Target]:
         """The open 2xx response to the request, and where it went."""
         if not model:
@@ -276,7 +281,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
                 "POST",
                 target.chat_url,
                 target.policy,
-                cls.body(model, messages, stream, temperature, max_tokens),
+                cls.body(model, messages, stream, temperature, max_tokens, options),
                 target.headers,
                 proxy,
                 timeout,
@@ -305,6 +310,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         max_retries: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``(text, finish_reason, usage)`` of one answer asked for without streaming."""
         return await cls.answer(
@@ -319,6 +325,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            options,
         )
 
     @classmethod
@@ -335,6 +342,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None,
         connect_timeout: float | None,
         max_retries: int | None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``complete`` with its arguments in order (the package's own callers pass them so,
         which costs less than matching keywords at every call)."""
@@ -353,6 +361,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            options,
         )
         try:
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
@@ -389,14 +398,15 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         max_retries: int | None = None,
+        options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> AsyncResult:
         """Yield the answer's text as it arrives, then ``Usage`` (when reported) and the
         ``FinishReason``.
 
         ``base_url`` ends in ``/v1`` (``http://localhost:11434/v1``); the key is read from
-        ``$api_key_env``; ``name`` names the endpoint in messages. Other keyword arguments are
-        accepted and ignored, as in gpt4free.
+        ``$api_key_env``; ``name`` names the endpoint in messages; ``options`` go into the
+        request body. Other keyword arguments are accepted and ignored, as in gpt4free.
         """
         name = name or cls.label
         timeout = cls.timeout if timeout is None else timeout
@@ -413,6 +423,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            options,
         )
         shown_url, policy = target.shown_url, target.policy
         try:

@@ -1,0 +1,477 @@
+"""Saved prompts and model aliases: TOML files in the user's config folder.
+
+The folder is ``$PIZZAGPT_CONFIG`` when set, else the platform's user config directory
+(``platformdirs``). It holds ``aliases.toml`` (one table per alias) and ``prompts/NAME.toml``
+(one file per saved prompt). Both are meant to be read and edited by hand; they are read with
+``tomllib`` (``tomli`` before Python 3.11) and written with ``tomli-w``. A file edited into
+something invalid is a one-line ``ConfigurationError`` naming the file and the field.
+
+A saved prompt keeps its question with its placeholders unexpanded (``{df}``, ``{item}``,
+``{input}``) and the settings saved with it: the model or alias, the system message, the format,
+the concurrency, ``temperature``, ``max_tokens`` and other model options. An alias keeps a model
+id and options. Neither ever holds a credential: an option whose key names one is refused.
+
+TOML has no null, so an option set to null is not saved (it only drops an inherited option
+at the moment it is given).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError, InterpolationError
+from .options import OptionError, canonical, check_keys
+
+__all__ = [
+    "Alias",
+    "SavedPrompt",
+    "aliases",
+    "aliases_path",
+    "config_dir",
+    "find_alias",
+    "list_prompts",
+    "load_prompt",
+    "prompt_path",
+    "remove_alias",
+    "remove_prompt",
+    "save_prompt",
+    "saved",
+    "set_alias",
+]
+
+CONFIG_VARIABLE = "PIZZAGPT_CONFIG"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
+_INPUT = re.compile(r"(?<!\{)\{input\}(?!\})")
+#: The fields of a saved prompt's file, and of an alias's table (the rest is ``options``).
+PROMPT_FIELDS = (
+    "prompt",
+    "model",
+    "system",
+    "format",
+    "concurrency",
+    "temperature",
+    "max_tokens",
+    "options",
+)
+ALIAS_FIELDS = ("model", "temperature", "max_tokens", "options")
+_HEADER = (
+    "# {what} of pizzagpt_magic, in TOML: edit it freely. Model options go under [{table}];\n"
+    "# API keys never go here: they stay in environment variables.\n"
+)
+
+
+def config_dir() -> Path:
+    """The folder of saved prompts and aliases: ``$PIZZAGPT_CONFIG``, else the user config
+    directory."""
+    value = os.environ.get(CONFIG_VARIABLE)
+    if value:
+        return Path(value).expanduser()
+    return _default_dir(os.environ.get("XDG_CONFIG_HOME"), os.environ.get("HOME"))
+
+
+_defaults: dict[tuple[str | None, ...], Path] = {}
+
+
+def _default_dir(*variables: str | None) -> Path:
+    # platformdirs takes some microseconds; a model id is resolved for every question.
+    path = _defaults.get(variables)
+    if path is None:
+        from platformdirs import user_config_dir
+
+        path = _defaults[variables] = Path(user_config_dir("pizzagpt-magic", appauthor=False))
+    return path
+
+
+def aliases_path() -> Path:
+    return config_dir() / "aliases.toml"
+
+
+def prompt_path(name: str) -> Path:
+    """The file of the saved prompt ``name`` (which need not exist)."""
+    return config_dir() / "prompts" / f"{check_name(name, 'a saved prompt')}.toml"
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"{name!r} cannot name {what}: use letters, digits, '_' and '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+# -- reading and writing TOML ------------------------------------------------------------------
+
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the python_version marker installs tomli there
+    import tomli as tomllib
+
+
+def _loads(text: str) -> dict[str, Any]:
+    return tomllib.loads(text)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _write(path: Path, data: Mapping[str, Any], header: str) -> Path:
+    """Write ``data`` as TOML to ``path`` at once (a reader never sees half a file)."""
+    import tomli_w
+
+    text = tomli_w.dumps(data, multiline_strings=True)
+    if _loads(text) != data:  # a multi-line string would not read back as it is ("\r\n")
+        text = tomli_w.dumps(data)
+    text = header + text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ConfigurationError(f"Cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _tomlable(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options as TOML holds them: nulls left out (TOML has none), at every level."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            value = _tomlable(value)
+        elif isinstance(value, list):
+            if any(item is None for item in value):
+                raise OptionError(f"The option {key!r} holds a null in a list, which TOML cannot")
+            value = [_tomlable(v) if isinstance(v, Mapping) else v for v in value]
+        out[key] = value
+    return out
+
+
+class _Fields:
+    """Reads one table's fields, each error naming the file and the field."""
+
+    def __init__(self, path: Path, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.path = path
+        self.table = table
+        self.prefix = prefix
+
+    def fail(self, name: str, problem: str) -> ConfigurationError:
+        return ConfigurationError(f"{self.path}: {self.prefix}{name}: {problem}")
+
+    def unknown(self, known: tuple[str, ...]) -> None:
+        for name in self.table:
+            if name not in known:
+                raise self.fail(name, f"unknown field (known: {', '.join(known)})")
+
+    def text(self, name: str, required: bool = False) -> str | None:
+        value = self.table.get(name)
+        if value is None:
+            if required:
+                raise self.fail(name, "missing")
+            return None
+        if not isinstance(value, str):
+            raise self.fail(name, f"must be text, not {_kind(value)}")
+        return value
+
+    def whole(self, name: str) -> int | None:
+        value = self.table.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(name, f"must be a whole number of at least 1, not {value!r}")
+        return value
+
+    def options(self) -> dict[str, Any]:
+        """The table's model options: ``temperature``, ``max_tokens`` and ``[options]``."""
+        options = self.table.get("options", {})
+        if not isinstance(options, Mapping):
+            raise self.fail("options", f"must be a table, not {_kind(options)}")
+        layer = dict(options)
+        for name in ("temperature", "max_tokens"):
+            if name in options:
+                raise self.fail(f"options.{name}", f"goes outside [options]: {name} = ...")
+            if name in self.table:
+                layer[name] = self.table[name]
+        temperature = layer.get("temperature")
+        if temperature is not None and (
+            isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+        ):
+            raise self.fail("temperature", f"must be a number, not {temperature!r}")
+        if "max_tokens" in layer:
+            self.whole("max_tokens")
+        try:
+            check_keys(layer)
+            return canonical(layer)
+        except OptionError as exc:
+            raise self.fail("options", str(exc)) from None
+
+
+def _kind(value: Any) -> str:
+    names = {str: "text", bool: "true/false", int: "a number", float: "a number", list: "a list"}
+    return names.get(type(value), "a table" if isinstance(value, Mapping) else type(value).__name__)
+
+
+def _sampling_fields(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options as saved: ``temperature`` and ``max_tokens`` as fields, the rest a table."""
+    data = _tomlable(options)
+    fields = {k: data.pop(k) for k in ("temperature", "max_tokens") if k in data}
+    if data:
+        fields["options"] = data
+    return fields
+
+
+# -- model aliases -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A name for a model id with options (``temperature``, ``max_tokens`` among them)."""
+
+    name: str
+    model: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+_alias_cache: dict[str, tuple[Any, dict[str, Alias]]] = {}
+
+
+def aliases() -> dict[str, Alias]:
+    """Every alias, by name (read again when the file changes)."""
+    path = aliases_path()
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {}
+    stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    cached = _alias_cache.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    table = _parse_aliases(path, _read(path))
+    _alias_cache.clear()
+    _alias_cache[str(path)] = (stamp, table)
+    return table
+
+
+def _parse_aliases(path: Path, data: Mapping[str, Any]) -> dict[str, Alias]:
+    table: dict[str, Alias] = {}
+    for name, entry in data.items():
+        if not isinstance(entry, Mapping):
+            raise ConfigurationError(
+                f"{path}: {name}: must be a table ([{name}] with model = ...), not {_kind(entry)}"
+            )
+        if not _NAME.fullmatch(name):
+            raise ConfigurationError(f"{path}: {name}: not a name an alias can have")
+        fields = _Fields(path, entry, f"{name}.")
+        fields.unknown(ALIAS_FIELDS)
+        model = fields.text("model", required=True)
+        assert model is not None
+        table[name] = Alias(name, model, fields.options())
+    return table
+
+
+def find_alias(name: str) -> Alias | None:
+    """The alias ``name``, or None (a model id that is not an alias)."""
+    if ":" in name or "." in name:  # a PROVIDER:MODEL or a class path: never an alias
+        return None
+    return aliases().get(name)
+
+
+def set_alias(name: str, model: str, options: Mapping[str, Any] | None = None) -> Alias:
+    """Save the alias ``name`` for ``model`` with ``options``; a same name is replaced."""
+    from .backends import PIZZAGPT
+
+    check_name(name, "an alias")
+    if name == PIZZAGPT:
+        raise ConfigurationError("'pizzagpt' names the Pizzagpt provider, not an alias")
+    if not model or not model.strip():
+        raise ConfigurationError(f"Name the model of the alias: --alias {name}=MODEL")
+    if find_alias(model) is not None:
+        raise ConfigurationError(
+            f"{model!r} is an alias itself; an alias names a model id (such as "
+            f"{aliases()[model].model!r})"
+        )
+    layer = {k: v for k, v in (options or {}).items() if v is not None}
+    check_keys(layer)
+    alias = Alias(name, model.strip(), canonical(layer))
+    path = aliases_path()
+    data = _read(path) if path.exists() else {}
+    data[name] = {"model": alias.model, **_sampling_fields(alias.options)}
+    _write(path, data, _HEADER.format(what="Model aliases", table="NAME.options"))
+    return alias
+
+
+def remove_alias(name: str) -> bool:
+    """Remove the alias ``name``; whether there was one."""
+    path = aliases_path()
+    if not path.exists():
+        return False
+    data = _read(path)
+    if name not in data:
+        return False
+    del data[name]
+    _write(path, data, _HEADER.format(what="Model aliases", table="NAME.options"))
+    return True
+
+
+# -- saved prompts -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedPrompt:
+    """A question with its placeholders unexpanded and the settings saved with it.
+
+    ``ask``, ``ask_many`` and the other entry points take one in place of a question:
+    ``ask(saved("tsum"), variables={"text": ...})``, or ``saved("tsum").fill(text=...)``.
+    """
+
+    name: str
+    prompt: str
+    model: str | None = None
+    system: str | None = None
+    format: str | None = None
+    concurrency: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    variables: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def fill(self, **variables: Any) -> SavedPrompt:
+        """This prompt with values for its placeholders (``input`` among them)."""
+        return replace(self, variables={**self.variables, **variables})
+
+    def with_input(self, text: str | None) -> str:
+        """The question with ``{input}`` replaced by ``text`` as it is (which may hold
+        references of its own), or ``text`` appended when it has no ``{input}``."""
+        if _INPUT.search(self.prompt):
+            if text is None or not text.strip():
+                raise InterpolationError(
+                    f"The saved prompt {self.name!r} needs {{input}}: give the question "
+                    "with the run",
+                    "input",
+                )
+            return _INPUT.sub(lambda _: text, self.prompt)
+        if text and text.strip():
+            return f"{self.prompt.rstrip()}\n\n{text.strip()}"
+        return self.prompt
+
+    def render(
+        self, variables: Mapping[str, Any] | None = None, budget: int | None = None
+    ) -> str:
+        """The question with every placeholder filled from ``variables`` (and ``fill``'s);
+        ``input``, when the prompt has no ``{input}``, is appended. A placeholder with no
+        value is an ``InterpolationError`` naming it."""
+        from .interpolate import DEFAULT_BUDGET, format_value, interpolate
+
+        values = {**self.variables, **(variables or {})}
+        template = self.prompt
+        if "input" in values and not _INPUT.search(template):
+            template = f"{template.rstrip()}\n\n{{input}}"
+        limit = budget or DEFAULT_BUDGET
+        return interpolate(template, values, lambda value: format_value(value, limit))
+
+    def to_toml(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"prompt": self.prompt}
+        for name in ("model", "system", "format", "concurrency"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        data.update(_sampling_fields(self.options))
+        return data
+
+
+def save_prompt(prompt: SavedPrompt) -> Path:
+    """Write ``prompt`` to its file (a same name is replaced); its path."""
+    path = prompt_path(prompt.name)
+    if not prompt.prompt.strip():
+        raise ConfigurationError("Nothing to save: the question is empty")
+    check_keys(prompt.options)
+    return _write(
+        path,
+        prompt.to_toml(),
+        _HEADER.format(what=f"The saved prompt {prompt.name!r}", table="options"),
+    )
+
+
+def load_prompt(name: str) -> SavedPrompt:
+    """The saved prompt ``name``; a ``ConfigurationError`` when there is none or its file is
+    invalid."""
+    path = prompt_path(name)
+    if not path.exists():
+        known = ", ".join(p.name for p in list_prompts(check=False)) or "none yet"
+        raise ConfigurationError(
+            f"No saved prompt named {name!r} (saved: {known}); save one with "
+            f"%%pizza --save {name}"
+        )
+    return _parse_prompt(name, path, _read(path))
+
+
+def _parse_prompt(name: str, path: Path, data: Mapping[str, Any]) -> SavedPrompt:
+    from .render import FORMATS
+
+    fields = _Fields(path, data)
+    fields.unknown(PROMPT_FIELDS)
+    prompt = fields.text("prompt", required=True)
+    assert prompt is not None
+    if not prompt.strip():
+        raise fields.fail("prompt", "is empty")
+    format = fields.text("format")
+    if format is not None and format.lower() not in FORMATS:
+        raise fields.fail("format", f"must be one of {', '.join(FORMATS)}, not {format!r}")
+    return SavedPrompt(
+        name,
+        prompt,
+        model=fields.text("model"),
+        system=fields.text("system"),
+        format=format.lower() if format else None,
+        concurrency=fields.whole("concurrency"),
+        options=fields.options(),
+    )
+
+
+def list_prompts(check: bool = True) -> list[SavedPrompt]:
+    """Every saved prompt, by name (an invalid file is an error, unless ``check`` is False:
+    then it is left out)."""
+    folder = config_dir() / "prompts"
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.toml")):
+        if not _NAME.fullmatch(path.stem):
+            continue
+        try:
+            found.append(_parse_prompt(path.stem, path, _read(path)))
+        except ConfigurationError:
+            if check:
+                raise
+    return found
+
+
+def remove_prompt(name: str) -> Path:
+    """Delete the saved prompt ``name``; its former path."""
+    path = prompt_path(name)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        raise ConfigurationError(f"No saved prompt named {name!r}") from None
+    return path
+
+
+def saved(name: str) -> SavedPrompt:
+    """The saved prompt ``name``, for ``ask``, ``ask_many`` and the other entry points."""
+    return load_prompt(name)
