@@ -3,7 +3,8 @@
 ``%load_ext pizzagpt_magic`` registers the ``%pizza`` line magic and the ``%%pizza`` cell magic.
 The same backends serve Python code through ``ask``, ``ask_async``, ``complete``, ``ask_many`` and
 ``ask_many_async``: Pizzagpt by default, any OpenAI-compatible endpoint (``ollama:llama3.2``,
-``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class.
+``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class. ``saved("NAME")``
+is a prompt saved with ``%%pizza --save NAME``, which they take in place of a question.
 
 Importing the package is cheap: the public names load their modules (and aiohttp) on first use.
 """
@@ -28,6 +29,9 @@ _EXPORTS = {
     "Completion": "api",
     "Endpoint": "backends",
     "register_endpoint": "backends",
+    "saved": "prompts",
+    "SavedPrompt": "prompts",
+    "OptionError": "options",
     "logs": "store",
     "Store": "store",
     "StoreWarning": "store",
@@ -86,6 +90,8 @@ if TYPE_CHECKING:  # pragma: no cover
         ResponseShapeError,
         TransportError,
     )
+    from .options import OptionError
+    from .prompts import SavedPrompt, saved
     from .providers.base import (
         AsyncGeneratorProvider,
         AsyncResult,

@@ -537,12 +537,13 @@ async def ask_async(
     ``prompt`` is a question, or a saved prompt (``saved("NAME")``) whose placeholders
     ``variables`` fill. ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``,
     ``openai:gpt-4o-mini``, a provider class path) or an alias; ``options`` are model options
-    (``{"seed": 7, "top_p": 0.9}``) for backends that take them; ``history`` is earlier ``{"role", "content"}`` messages (a chat);
-    ``timeout`` and ``connect_timeout`` are seconds; ``base_url`` overrides ``$PIZZAGPT_URL``;
-    ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
-    as it arrives. An identical earlier request is answered from the store unless ``cache`` is
-    False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
-    ``store.Store`` to use instead of the default one (None: no store).
+    (``{"seed": 7, "top_p": 0.9}``) for backends that take them; ``history`` is earlier
+    ``{"role", "content"}`` messages (a chat); ``timeout`` and ``connect_timeout`` are seconds;
+    ``base_url`` overrides ``$PIZZAGPT_URL``; ``temperature`` and ``max_tokens`` go to backends
+    that take them; ``on_text`` gets the text as it arrives. An identical earlier request is
+    answered from the store unless ``cache`` is False; every exchange goes to the store's log
+    unless ``log`` is False. ``store`` is a ``store.Store`` to use instead of the default one
+    (None: no store).
     """
     backend, messages, temperature, max_tokens, merged = _prepare(
         prompt, model, provider, system, history, temperature, max_tokens, options, variables

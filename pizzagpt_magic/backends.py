@@ -363,14 +363,14 @@ class Backend:
             return self.cls.create_async_generator(
                 self.model, messages, proxy=proxy, base_url=base_url, **request
             )
-        options: dict[str, Any] = {"stream": stream}
+        keywords: dict[str, Any] = {"stream": stream}
         if temperature is not None:
-            options["temperature"] = temperature
+            keywords["temperature"] = temperature
         if max_tokens is not None:
-            options["max_tokens"] = max_tokens
+            keywords["max_tokens"] = max_tokens
         if proxy:
-            options["proxy"] = proxy
-        return _foreign(self.cls, self.model, messages, options)
+            keywords["proxy"] = proxy
+        return _foreign(self.cls, self.model, messages, keywords)
 
 
 async def _foreign(cls: Any, model: str, messages: Any, options: dict[str, Any]) -> Any:

@@ -44,7 +44,7 @@ def progress_bar(total: int, *, enabled: bool = True, desc: str = "pizza") -> An
 async def ask_many_async(
     prompts: Iterable[Any],
     *,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     errors: str = "raise",
     progress: bool = True,
     ask: Callable[..., Any] | None = None,
@@ -54,16 +54,21 @@ async def ask_many_async(
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
     ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, cache,
-    ...). With ``ask`` (a coroutine function taking one item and ``options``) the items can be
-    anything that function takes. ``into``, a list, receives each answer (or exception) at its
-    item's position as it arrives, so what arrived before an interrupt stays reachable; every
-    answer is also in the store, so running the same batch again asks only for the rest.
+    ``options``, ``variables``, ...). A prompt may be a saved prompt (``saved("NAME")``, or
+    ``saved("NAME").fill(review=...)`` for each item); ``concurrency`` is then the saved
+    one when not given (else 8). With ``ask`` (a coroutine function taking one item and
+    ``options``) the items can be anything that function takes. ``into``, a list, receives
+    each answer (or exception) at its item's position as it arrives, so what arrived before an
+    interrupt stays reachable; every answer is also in the store, so running the same batch
+    again asks only for the rest.
     """
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+    items = list(prompts)
+    if concurrency is None:
+        concurrency = _saved_concurrency(items) or DEFAULT_CONCURRENCY
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    items = list(prompts)
     ask = ask or ask_async
     results: list[Any] = [None] * len(items)
     if into is not None:
@@ -99,6 +104,17 @@ async def ask_many_async(
     if failures and errors == "raise":
         raise BatchError(failures, results)
     return results
+
+
+DEFAULT_CONCURRENCY = 8
+
+
+def _saved_concurrency(items: list[Any]) -> int | None:
+    """The concurrency saved with the batch's saved prompts (the lowest, when they differ)."""
+    from .prompts import SavedPrompt
+
+    found = [i.concurrency for i in items if isinstance(i, SavedPrompt) and i.concurrency]
+    return min(found) if found else None
 
 
 def ask_many(prompts: Iterable[str], **options: Any) -> list[Any]:

@@ -112,9 +112,7 @@ class Conversation:
             return False
         from .api import store_key
 
-        return store.has(
-            store_key(backend, messages, temperature, max_tokens, base_url, options)
-        )
+        return store.has(store_key(backend, messages, temperature, max_tokens, base_url, options))
 
     async def ask(
         self,

@@ -178,7 +178,8 @@ class Emulator:
         self.host = host
         self.api_key = api_key
         self.chunk_delay = chunk_delay
-        #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ...}`` each.
+        #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ..., "raw": ...}``
+        #: each (``raw``: the body's bytes).
         self.chat_requests: list[dict[str, Any]] = []
         self.port = port
         self.fault = parse_fault(fault) if fault else {}
@@ -370,7 +371,8 @@ class Emulator:
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return _openai_error(400, "'messages' must be a non-empty list", "invalid_messages")
-        self.chat_requests.append({"body": body, "headers": dict(request.headers)})
+        raw = await request.read()  # the bytes as sent: the same request sends the same bytes
+        self.chat_requests.append({"body": body, "headers": dict(request.headers), "raw": raw})
         model = body.get("model")
         if model not in OPENAI_MODELS:
             return _openai_error(404, f"The model `{model}` does not exist", "model_not_found")

@@ -128,9 +128,10 @@ def names_credential(key: str) -> bool:
     """Whether ``key`` names a credential (``api_key``, ``x-api-key``, ``Authorization``,
     ``access_token``); ``max_tokens`` does not."""
     words = {w.lower() for w in _WORD.findall(key)}
-    return bool(words & _CREDENTIAL_WORDS) or key.lower().replace("-", "").replace(
-        "_", ""
-    ) in _CREDENTIAL_WORDS
+    return (
+        bool(words & _CREDENTIAL_WORDS)
+        or key.lower().replace("-", "").replace("_", "") in _CREDENTIAL_WORDS
+    )
 
 
 def _credential_path(value: Any, path: str) -> str | None:

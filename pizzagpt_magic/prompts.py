@@ -232,7 +232,7 @@ def _kind(value: Any) -> str:
 def _sampling_fields(options: Mapping[str, Any]) -> dict[str, Any]:
     """Options as saved: ``temperature`` and ``max_tokens`` as fields, the rest a table."""
     data = _tomlable(options)
-    fields = {k: data.pop(k) for k in ("temperature", "max_tokens") if k in data}
+    fields: dict[str, Any] = {k: data.pop(k) for k in ("temperature", "max_tokens") if k in data}
     if data:
         fields["options"] = data
     return fields
@@ -370,9 +370,7 @@ class SavedPrompt:
             return f"{self.prompt.rstrip()}\n\n{text.strip()}"
         return self.prompt
 
-    def render(
-        self, variables: Mapping[str, Any] | None = None, budget: int | None = None
-    ) -> str:
+    def render(self, variables: Mapping[str, Any] | None = None, budget: int | None = None) -> str:
         """The question with every placeholder filled from ``variables`` (and ``fill``'s);
         ``input``, when the prompt has no ``{input}``, is appended. A placeholder with no
         value is an ``InterpolationError`` naming it."""
@@ -415,8 +413,7 @@ def load_prompt(name: str) -> SavedPrompt:
     if not path.exists():
         known = ", ".join(p.name for p in list_prompts(check=False)) or "none yet"
         raise ConfigurationError(
-            f"No saved prompt named {name!r} (saved: {known}); save one with "
-            f"%%pizza --save {name}"
+            f"No saved prompt named {name!r} (saved: {known}); save one with %%pizza --save {name}"
         )
     return _parse_prompt(name, path, _read(path))
 

@@ -54,7 +54,8 @@ def set_or_remove_alias(magics: PizzaMagics, args: Any, prompt: str) -> None:
     except PizzagptError as exc:
         raise UsageError(str(exc)) from None
     options = _described(alias.options)
-    print(f"Alias {name!r}: {alias.model}{f' ({options})' if options else ''}; use it with -m {name}")
+    shown = f"{alias.model} ({options})" if options else alias.model
+    print(f"Alias {name!r}: {shown}; use it with -m {name}")
 
 
 def list_aliases(magics: PizzaMagics) -> SafeMarkdown:

@@ -1,9 +1,9 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``prompts``, ``aliases``); this class parses the options, checks them, and hands the question to
-the mode asked for. What the modes share (building the question and the system message, the
-request options, the store, the log's context) is here.
+``models``, ``history``, ``prompts``, ``aliases``); this class parses the options, checks them,
+and hands the question to the mode asked for. What the modes share (building the question and
+the system message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
