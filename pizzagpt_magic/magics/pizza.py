@@ -174,8 +174,8 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError("--fix asks about one error; it does not go with --each")
             prompt = fix_question(self, prompt, args)
         if args.each:
-            if cell is None:
-                raise UsageError("--each works with the %%pizza cell magic")
+            if cell is None and not args.template:  # a saved prompt's question is its own
+                raise UsageError("--each works with the %%pizza cell magic (or with -t NAME)")
             if args.insert:
                 raise UsageError(
                     "--insert puts one answer's code in a cell; it does not go with --each"
