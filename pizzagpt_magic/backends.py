@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigurationError, ModelNotFoundError, ProviderError
+from .prompts import find_alias
 from .providers.openai import OpenAICompatible
 from .transport import _getenv
 
@@ -411,8 +412,6 @@ def resolve(model_id: str | None, extra: Mapping[str, Any] | None = None) -> Bac
     the alias table is read again when its file changes.
     """
     if model_id:
-        from .prompts import find_alias
-
         alias = find_alias(model_id)
         if alias is not None:
             backend = _resolve_id(alias.model, extra)

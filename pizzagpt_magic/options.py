@@ -213,6 +213,13 @@ def settle(
     The layers go from ``settings`` (the ``PizzaMagics`` settings; None values there mean
     "not set") through the alias's options to ``layers``, lowest first (a saved prompt's, then
     the question's). A ``ConfigurationError`` when the backend takes none of them."""
+    if not backend.options and not any(layers):  # nothing but the settings: no options
+        temperature, max_tokens = _sampling(
+            {k: v for k, v in (settings or {}).items() if v is not None}
+        )
+        if temperature is not None or max_tokens is not None:
+            backend.check_parameters(temperature, max_tokens)
+        return backend, temperature, max_tokens, {}
     base = {k: v for k, v in (settings or {}).items() if v is not None}
     merged = merge(base, backend.options, *layers)
     temperature, max_tokens = _sampling(merged)

@@ -17,9 +17,11 @@ at the moment it is given).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 
 from .errors import ConfigurationError, InterpolationError
 from .options import OptionError, canonical, check_keys
+from .transport import _getenv
 
 __all__ = [
     "Alias",
@@ -66,30 +69,33 @@ _HEADER = (
 )
 
 
+#: The variables the folder is found from (platformdirs reads the last ones).
+_DIRECTORY_VARIABLES = (CONFIG_VARIABLE, "XDG_CONFIG_HOME", "HOME", "APPDATA", "USERPROFILE")
+
+
 def config_dir() -> Path:
     """The folder of saved prompts and aliases: ``$PIZZAGPT_CONFIG``, else the user config
     directory."""
-    value = os.environ.get(CONFIG_VARIABLE)
-    if value:
-        return Path(value).expanduser()
-    return _default_dir(os.environ.get("XDG_CONFIG_HOME"), os.environ.get("HOME"))
-
-
-_defaults: dict[tuple[str | None, ...], Path] = {}
-
-
-def _default_dir(*variables: str | None) -> Path:
-    # platformdirs takes some microseconds; a model id is resolved for every question.
-    path = _defaults.get(variables)
-    if path is None:
-        from platformdirs import user_config_dir
-
-        path = _defaults[variables] = Path(user_config_dir("pizzagpt-magic", appauthor=False))
-    return path
+    return _folders(*map(_getenv, _DIRECTORY_VARIABLES))[0]
 
 
 def aliases_path() -> Path:
-    return config_dir() / "aliases.toml"
+    return _folders(*map(_getenv, _DIRECTORY_VARIABLES))[1]
+
+
+@functools.lru_cache(maxsize=8)
+def _folders(configured: str | None, *variables: str | None) -> tuple[Path, Path, str]:
+    """The folder, the alias file and its path as text, found once per value of the variables
+    they depend on: a model id is resolved for every question, and platformdirs and ``Path``
+    take microseconds."""
+    if configured:
+        folder = Path(configured).expanduser()
+    else:
+        from platformdirs import user_config_dir
+
+        folder = Path(user_config_dir("pizzagpt-magic", appauthor=False))
+    aliases = folder / "aliases.toml"
+    return folder, aliases, str(aliases)
 
 
 def prompt_path(name: str) -> Path:
@@ -109,17 +115,21 @@ def check_name(name: str, what: str) -> str:
 # -- reading and writing TOML ------------------------------------------------------------------
 
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the python_version marker installs tomli there
-    import tomli as tomllib
+def _toml() -> Any:
+    """``tomllib``, imported when a file is first read (``tomli`` before Python 3.11)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - the python_version marker installs tomli there
+        import tomli as tomllib
+    return tomllib
 
 
 def _loads(text: str) -> dict[str, Any]:
-    return tomllib.loads(text)
+    return _toml().loads(text)
 
 
 def _read(path: Path) -> dict[str, Any]:
+    tomllib = _toml()
     try:
         with open(path, "rb") as file:
             return tomllib.load(file)
@@ -250,24 +260,40 @@ class Alias:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-_alias_cache: dict[str, tuple[Any, dict[str, Alias]]] = {}
+#: How long the alias table is used before its file is looked at again, in seconds: a model
+#: id is resolved for every question, and a look at the file costs more than the rest.
+RECHECK_SECONDS = 1.0
+# (PIZZAGPT_CONFIG, when the file was looked at, its path, its stamp, the table)
+_alias_cache: list[Any] = [None, -RECHECK_SECONDS, "", None, {}]
 
 
 def aliases() -> dict[str, Alias]:
-    """Every alias, by name (read again when the file changes)."""
-    path = aliases_path()
+    """Every alias, by name: read again when the file has changed (looked at once a second
+    at most; this process's own changes are seen at once)."""
+    configured = _getenv(CONFIG_VARIABLE)
+    now = time.monotonic()
+    cache = _alias_cache
+    if cache[0] == configured and now - cache[1] < RECHECK_SECONDS:
+        return cache[4]
+    _, path, name = _folders(configured, *map(_getenv, _DIRECTORY_VARIABLES[1:]))
     try:
-        stat = os.stat(path)
+        stat = os.stat(name)
     except OSError:
-        return {}
-    stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-    cached = _alias_cache.get(str(path))
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    table = _parse_aliases(path, _read(path))
-    _alias_cache.clear()
-    _alias_cache[str(path)] = (stamp, table)
+        stamp = None
+    else:
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if stamp is None:
+        table: dict[str, Alias] = {}
+    elif cache[2] == name and cache[3] == stamp:
+        table = cache[4]
+    else:
+        table = _parse_aliases(path, _read(path))
+    cache[:] = [configured, now, name, stamp, table]
     return table
+
+
+def _forget_aliases() -> None:
+    _alias_cache[:] = [None, -RECHECK_SECONDS, "", None, {}]
 
 
 def _parse_aliases(path: Path, data: Mapping[str, Any]) -> dict[str, Alias]:
@@ -315,6 +341,7 @@ def set_alias(name: str, model: str, options: Mapping[str, Any] | None = None) -
     data = _read(path) if path.exists() else {}
     data[name] = {"model": alias.model, **_sampling_fields(alias.options)}
     _write(path, data, _HEADER.format(what="Model aliases", table="NAME.options"))
+    _forget_aliases()
     return alias
 
 
@@ -328,6 +355,7 @@ def remove_alias(name: str) -> bool:
         return False
     del data[name]
     _write(path, data, _HEADER.format(what="Model aliases", table="NAME.options"))
+    _forget_aliases()
     return True
 
 

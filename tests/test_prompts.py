@@ -124,7 +124,9 @@ def test_names_and_credentials_are_checked_when_saving(config):
     assert "sk-123" not in (config / "aliases.toml").read_text()
 
 
-def test_an_alias_file_edited_by_hand_is_read_again(config):
+def test_an_alias_file_edited_by_hand_is_read_again(config, monkeypatch):
+    # The file is looked at again once a second at most: here, at every question.
+    monkeypatch.setattr(prompts, "RECHECK_SECONDS", 0.0)
     set_alias("fast", "openai:a", {"seed": 1})
     assert resolve("fast").model == "a"
     path = config / "aliases.toml"
