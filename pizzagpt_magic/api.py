@@ -448,7 +448,7 @@ def _prepare(
         saved = prompt
         prompt = saved.render(variables)
         model = model or saved.model
-        system = saved.system if system is None else system
+        system = saved.render_system(variables) if system is None else system
         saved_options = saved.options
     elif variables:
         raise PromptError("variables= fills the placeholders of a saved prompt (saved('NAME'))")

@@ -260,7 +260,7 @@ def _question(args: argparse.Namespace) -> tuple[str, Any]:
         variables["input"] = _prompt(args.prompt)
     args.model = args.model or saved.model
     if args.system is None:
-        args.system = saved.system
+        args.system = saved.render_system(variables)
     args.format = args.format or saved.format
     return saved.render(variables), saved
 

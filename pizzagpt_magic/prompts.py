@@ -411,6 +411,18 @@ class SavedPrompt:
         limit = budget or DEFAULT_BUDGET
         return interpolate(template, values, lambda value: format_value(value, limit))
 
+    def render_system(
+        self, variables: Mapping[str, Any] | None = None, budget: int | None = None
+    ) -> str | None:
+        """The system message with its placeholders filled, as ``render`` fills the question's."""
+        if self.system is None:
+            return None
+        from .interpolate import DEFAULT_BUDGET, format_value, interpolate
+
+        limit = budget or DEFAULT_BUDGET
+        values = {**self.variables, **(variables or {})}
+        return interpolate(self.system, values, lambda value: format_value(value, limit))
+
     def to_toml(self) -> dict[str, Any]:
         data: dict[str, Any] = {"prompt": self.prompt}
         for name in ("model", "system", "format", "concurrency"):

@@ -160,11 +160,16 @@ def test_the_api_takes_saved_prompts_and_aliases(config, endpoint, store):
             "tsum",
             "Summarise {text}.",
             model="emu-fast",
-            system="Be brief.",
+            system="Be {tone}.",
             options={"seed": 2, "top_p": 0.5},
         )
     )
-    answer = ask(saved("tsum"), variables={"text": "the report"}, options={"n": None}, stream=False)
+    answer = ask(
+        saved("tsum").fill(tone="brief"),
+        variables={"text": "the report"},
+        options={"n": None},
+        stream=False,
+    )
     assert "Summarise the report." in answer
     body = endpoint.chat_requests[-1]["body"]
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
