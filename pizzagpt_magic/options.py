@@ -44,6 +44,7 @@ __all__ = [
 OWNED = frozenset({"model", "messages", "stream", "stream_options", "tools"})
 #: The options that are the request's own parameters (``--temperature``, ``--max-tokens``).
 SAMPLING = ("temperature", "max_tokens")
+_SAMPLING_KEYS = frozenset(SAMPLING)
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 # Words of a key that names a credential: keys stay in environment variables.
 _CREDENTIAL_WORDS = frozenset(
@@ -213,14 +214,13 @@ def settle(
     The layers go from ``settings`` (the ``PizzaMagics`` settings; None values there mean
     "not set") through the alias's options to ``layers``, lowest first (a saved prompt's, then
     the question's). A ``ConfigurationError`` when the backend takes none of them."""
-    if not backend.options and not any(layers):  # nothing but the settings: no options
-        temperature, max_tokens = _sampling(
-            {k: v for k, v in (settings or {}).items() if v is not None}
-        )
+    base = {k: v for k, v in (settings or {}).items() if v is not None}
+    if not backend.options and not any(layers) and base.keys() <= _SAMPLING_KEYS:
+        # The common question: no options anywhere, only the settings' parameters.
+        temperature, max_tokens = _sampling(base)
         if temperature is not None or max_tokens is not None:
             backend.check_parameters(temperature, max_tokens)
         return backend, temperature, max_tokens, {}
-    base = {k: v for k, v in (settings or {}).items() if v is not None}
     merged = merge(base, backend.options, *layers)
     temperature, max_tokens = _sampling(merged)
     if backend.options:

@@ -176,3 +176,15 @@ def test_an_invalid_file_is_a_one_line_usage_error(shell, config):
     message = failing(shell, "%pizza -t bad")
     assert message.startswith(f"{path}: format: must be one of")
     assert failing(shell, "%pizza --prompts").startswith(f"{path}: format")
+
+
+def test_the_options_setting_is_the_lowest_layer(shell, endpoint):
+    shell.run_line_magic("config", "PizzaMagics.options = {'seed': 1, 'user': 'nb'}")
+    assert magics(shell).options == {"seed": 1, "user": "nb"}
+    cell(shell, "%pizza --alias a=emu:emu-mini -O seed=2")
+    cell(shell, "%pizza --no-stream -m a -O user=cell hi")
+    body = endpoint.chat_requests[-1]["body"]
+    assert body["seed"] == 2 and body["user"] == "cell"
+    assert "Pizzagpt takes no model options" in failing(shell, "%pizza hi")
+    with pytest.raises(Exception, match="set by pizzagpt_magic itself"):
+        magics(shell).options = {"model": "x"}

@@ -231,12 +231,17 @@ class PizzaMagics(PizzaSettings):
                     args.backend,
                     args.saved_options,
                     layer,
-                    settings={"temperature": self.temperature, "max_tokens": self.max_tokens},
+                    settings=self._settings_layer(),
                 )
         except PizzagptError as exc:
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
         args.format = args.format or self.format.lower()
+
+    def _settings_layer(self) -> dict[str, Any]:
+        """The lowest layer of a question's options: ``options``, ``temperature`` and
+        ``max_tokens`` of these settings (None: not set)."""
+        return {**self.options, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
         """A system message (or any text) with its references replaced; no images."""

@@ -64,7 +64,7 @@ def save_question(magics: PizzaMagics, args: Any, prompt: str) -> None:
         settle(
             resolve(args.model or magics.model, magics.endpoints),
             layer,
-            settings={"temperature": magics.temperature, "max_tokens": magics.max_tokens},
+            settings=magics._settings_layer(),
         )
         saved = SavedPrompt(
             args.save,

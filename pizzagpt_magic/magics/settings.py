@@ -37,6 +37,10 @@ class PizzaSettings(Magics):
     max_tokens = Int(
         None, allow_none=True, help="Longest answer in tokens; None leaves it to the backend."
     ).tag(config=True)
+    options = Dict(
+        help="Model options sent with every question to backends that take them (OpenAI-"
+        'compatible endpoints), below those of an alias, a saved prompt and -O: {"seed": 7}.',
+    ).tag(config=True)
     stream = Bool(
         True, help="Show answers of backends that stream (OpenAI-compatible) as they arrive."
     ).tag(config=True)
@@ -133,6 +137,15 @@ class PizzaSettings(Magics):
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
         return proposal.value
+
+    @validate("options")
+    def _valid_options(self, proposal: Any) -> dict[str, Any]:
+        from ..options import merge
+
+        try:
+            return merge(proposal.value)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
 
     @validate("temperature")
     def _valid_temperature(self, proposal: Any) -> float | None:
