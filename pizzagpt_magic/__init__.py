@@ -31,7 +31,7 @@ _EXPORTS = {
     "register_endpoint": "backends",
     "saved": "prompts",
     "SavedPrompt": "prompts",
-    "OptionError": "options",
+    "OptionError": "errors",
     "logs": "store",
     "Store": "store",
     "StoreWarning": "store",
@@ -81,6 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover
         MisuseError,
         ModelNotFoundError,
         NonJSONResponseError,
+        OptionError,
         PizzagptError,
         PromptError,
         ProviderError,
@@ -90,7 +91,6 @@ if TYPE_CHECKING:  # pragma: no cover
         ResponseShapeError,
         TransportError,
     )
-    from .options import OptionError
     from .prompts import SavedPrompt, saved
     from .providers.base import (
         AsyncGeneratorProvider,

@@ -4,6 +4,7 @@ The hierarchy::
 
     PizzagptError                      base of everything below
     ├── ConfigurationError (ValueError) a setting or variable (a URL, a proxy) that cannot work
+    │   └── OptionError                a model option that cannot be sent (owned key, credential)
     ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
     │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
@@ -46,6 +47,7 @@ __all__ = [
     "InterpolationError",
     "MisuseError",
     "ModelNotFoundError",
+    "OptionError",
     "NonJSONResponseError",
     "PizzagptError",
     "PromptError",
@@ -68,6 +70,11 @@ class PizzagptError(Exception):
 
 class ConfigurationError(PizzagptError, ValueError):
     """A setting or environment variable (a URL, a proxy) cannot work; the message names it."""
+
+
+class OptionError(ConfigurationError):
+    """A model option that cannot be sent: a malformed ``KEY=VALUE``, a key the package sets
+    itself, a key that names a credential, or a value JSON cannot hold."""
 
 
 class PromptError(PizzagptError, ValueError):

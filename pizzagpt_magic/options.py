@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError
+from .errors import OptionError
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -34,9 +34,11 @@ __all__ = [
     "check_keys",
     "dumps",
     "merge",
+    "names_credential",
     "parse_option",
     "parse_options",
     "parse_value",
+    "sampling_layer",
     "settle",
 ]
 
@@ -65,11 +67,6 @@ _CREDENTIAL_WORDS = frozenset(
     }
 )
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
-
-
-class OptionError(ConfigurationError):
-    """A model option that cannot be sent: a malformed ``KEY=VALUE``, a key the package owns,
-    a credential, or a value that is not JSON."""
 
 
 def _no_constant(name: str) -> Any:

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, InterpolationError
-from .options import OptionError, canonical, check_keys
+from .errors import ConfigurationError, InterpolationError, OptionError
+from .options import canonical, check_keys
 from .transport import _getenv
 
 __all__ = [

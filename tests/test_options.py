@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from pizzagpt_magic import api, options
 from pizzagpt_magic.backends import resolve
-from pizzagpt_magic.errors import ConfigurationError
-from pizzagpt_magic.options import OptionError, merge, parse_option, parse_options, settle
+from pizzagpt_magic.errors import ConfigurationError, OptionError
+from pizzagpt_magic.options import merge, parse_option, parse_options, settle
 
 json_values = st.recursive(
     st.none()
