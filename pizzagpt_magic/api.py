@@ -22,6 +22,7 @@ from . import store as stores
 from .backends import Backend, provider_of, resolve
 from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
 from .options import merge, sampling_layer, settle
+from .prompts import SavedPrompt
 from .providers.base import FinishReason, Messages, Usage
 from .providers.openai import OpenAICompatible
 from .providers.pizzagpt import Pizzagpt
@@ -441,8 +442,6 @@ def _prepare(
 ) -> tuple[Backend, Messages, float | None, int | None, dict[str, Any]]:
     """The backend a question goes to, its messages, its temperature, max tokens and options,
     checked: a saved prompt's below the ones given, an alias's below those."""
-    from .prompts import SavedPrompt
-
     saved_options: Mapping[str, Any] | None = None
     if isinstance(prompt, SavedPrompt):
         saved = prompt
