@@ -254,3 +254,43 @@ def test_the_command_line_takes_aliases(config, endpoint, capsys):
     assert endpoint.chat_requests[-1]["body"]["max_tokens"] == 3
     assert json.loads(endpoint.chat_requests[-1]["raw"])["model"] == "emu-mini"
     capsys.readouterr()
+
+
+json_without_null = st.recursive(
+    st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(exclude_categories=("Cs",))),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True).filter(
+            lambda k: (
+                k not in ("model", "messages", "stream", "tools", "temperature")
+                and k != "max_tokens"
+            )
+        ),
+        json_without_null,
+        max_size=4,
+    )
+)
+def test_options_without_nulls_read_back_from_the_file(tmp_path_factory, options):
+    from pizzagpt_magic.errors import OptionError
+    from pizzagpt_magic.options import dumps, merge
+
+    try:
+        canonical = merge(options)
+    except OptionError:  # a key that names a credential, at some depth
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PIZZAGPT_CONFIG", str(tmp_path_factory.mktemp("o")))
+        save_prompt(SavedPrompt("p", "hi", options=canonical))
+        # As JSON text: 1 and 1.0, true and 1 stay apart.
+        assert dumps(load_prompt("p").options) == dumps(canonical)
