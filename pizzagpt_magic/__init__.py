@@ -2,9 +2,11 @@
 
 ``%load_ext pizzagpt_magic`` registers the ``%pizza`` line magic and the ``%%pizza`` cell magic.
 The same backends serve Python code through ``ask``, ``ask_async``, ``complete``, ``ask_many`` and
-``ask_many_async``: Pizzagpt by default, any OpenAI-compatible endpoint (``ollama:llama3.2``,
-``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class. ``saved("NAME")``
-is a prompt saved with ``%%pizza --save NAME``, which they take in place of a question.
+``ask_many_async``: Pizzagpt by default, Claude through Anthropic's Messages API
+(``anthropic:claude-sonnet-4-5``), any OpenAI-compatible endpoint (``ollama:llama3.2``,
+``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class.
+``saved("NAME")`` is a prompt saved with ``%%pizza --save NAME``, which they take in place of
+a question.
 
 Importing the package is cheap: the public names load their modules (and aiohttp) on first use.
 """
@@ -25,6 +27,7 @@ _EXPORTS = {
     "format_prompt": "providers.base",
     "Pizzagpt": "providers.pizzagpt",
     "OpenAICompatible": "providers.openai",
+    "Anthropic": "providers.anthropic",
     "Usage": "providers.base",
     "Completion": "api",
     "Endpoint": "backends",
@@ -40,6 +43,7 @@ _EXPORTS = {
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
+    "answers_frame": "batch",
     "AnswerFormatError": "errors",
     "AuthenticationError": "errors",
     "ProviderError": "errors",
@@ -59,7 +63,12 @@ _EXPORTS = {
     "RequestTimeoutError": "errors",
     "ResponseError": "errors",
     "ResponseShapeError": "errors",
+    "SchemaError": "errors",
+    "SchemaSpecError": "errors",
     "TransportError": "errors",
+    "ToolError": "errors",
+    "ToolRoundsError": "errors",
+    "Toolbox": "tools",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
@@ -67,7 +76,7 @@ __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_i
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
-    from .batch import ask_many, ask_many_async
+    from .batch import answers_frame, ask_many, ask_many_async
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
@@ -89,9 +98,14 @@ if TYPE_CHECKING:  # pragma: no cover
         RequestTimeoutError,
         ResponseError,
         ResponseShapeError,
+        SchemaError,
+        SchemaSpecError,
+        ToolError,
+        ToolRoundsError,
         TransportError,
     )
     from .prompts import SavedPrompt, saved
+    from .providers.anthropic import Anthropic
     from .providers.base import (
         AsyncGeneratorProvider,
         AsyncResult,
@@ -104,6 +118,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
     from .store import Store, StoreWarning, logs
+    from .tools import Toolbox
 
 
 def __getattr__(name: str) -> Any:

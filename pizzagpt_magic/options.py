@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: Keys the package itself sets in the request body.
-OWNED = frozenset({"model", "messages", "stream", "stream_options", "tools"})
+OWNED = frozenset({"model", "messages", "stream", "stream_options", "system", "tools"})
 #: The options that are the request's own parameters (``--temperature``, ``--max-tokens``).
 SAMPLING = ("temperature", "max_tokens")
 _SAMPLING_KEYS = frozenset(SAMPLING)

@@ -8,7 +8,9 @@ something invalid is a one-line ``ConfigurationError`` naming the file and the f
 
 A saved prompt keeps its question with its placeholders unexpanded (``{df}``, ``{item}``,
 ``{input}``) and the settings saved with it: the model or alias, the system message, the format,
-the concurrency, ``temperature``, ``max_tokens`` and other model options. An alias keeps a model
+the schema (a concise spec as text, a JSON Schema as a table, or as JSON text in ``schema_json``
+when it holds a null, which TOML cannot), the concurrency, ``temperature``, ``max_tokens`` and
+other model options. An alias keeps a model
 id and options. Neither ever holds a credential: an option whose key names one is refused.
 
 TOML has no null, so an option set to null is not saved (it only drops an inherited option
@@ -18,6 +20,7 @@ at the moment it is given).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import sys
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, InterpolationError, OptionError
+from .errors import ConfigurationError, InterpolationError, OptionError, PizzagptError
 from .options import canonical, check_keys
 from .transport import _getenv
 
@@ -57,6 +60,8 @@ PROMPT_FIELDS = (
     "model",
     "system",
     "format",
+    "schema",
+    "schema_json",
     "concurrency",
     "temperature",
     "max_tokens",
@@ -207,6 +212,43 @@ class _Fields:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self.fail(name, f"must be a whole number of at least 1, not {value!r}")
+        return value
+
+    def schema(self) -> Any:
+        """A saved prompt's schema: ``schema`` (a spec as text, a JSON Schema as a table) or
+        ``schema_json`` (a JSON Schema as JSON text), checked as ``schema.as_schema`` does."""
+        if "schema" in self.table and "schema_json" in self.table:
+            raise self.fail("schema_json", "give the schema once: schema or schema_json")
+        name = "schema_json" if "schema_json" in self.table else "schema"
+        value = self.table.get(name)
+        if value is None:
+            return None
+        if name == "schema_json":
+            if not isinstance(value, str):
+                raise self.fail(name, f"must be JSON text, not {_kind(value)}")
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise self.fail(name, f"not JSON ({exc})") from None
+            if not isinstance(value, dict):
+                raise self.fail(name, "must be a JSON object")
+        elif not isinstance(value, (str, Mapping)):
+            raise self.fail(
+                name, f"must be a spec (text) or a JSON Schema (a table), not {_kind(value)}"
+            )
+        if isinstance(value, Mapping):
+            value = dict(value)
+        import importlib.util
+
+        # The schema's content is checked here when the validator is installed; else when it
+        # is used, which then says what to install.
+        if importlib.util.find_spec("jsonschema") is not None:
+            from .schema import as_schema
+
+            try:
+                as_schema(value)
+            except PizzagptError as exc:
+                raise self.fail(name, str(exc)) from None
         return value
 
     def options(self) -> dict[str, Any]:
@@ -377,6 +419,8 @@ class SavedPrompt:
     format: str | None = None
     concurrency: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: A concise spec (text) or a JSON Schema (a dict); see ``schema.as_schema``.
+    schema: Any = None
     variables: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def fill(self, **variables: Any) -> SavedPrompt:
@@ -425,12 +469,31 @@ class SavedPrompt:
 
     def to_toml(self) -> dict[str, Any]:
         data: dict[str, Any] = {"prompt": self.prompt}
-        for name in ("model", "system", "format", "concurrency"):
+        for name in ("model", "system", "format"):
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
+        if isinstance(self.schema, str):
+            data["schema"] = self.schema
+        elif self.schema is not None:
+            if _holds_null(self.schema):  # TOML has no null: the schema as JSON text
+                data["schema_json"] = json.dumps(self.schema, ensure_ascii=False, indent=2)
+            else:
+                data["schema"] = self.schema
+        if self.concurrency is not None:
+            data["concurrency"] = self.concurrency
         data.update(_sampling_fields(self.options))
         return data
+
+
+def _holds_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, Mapping):
+        return any(_holds_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_null(v) for v in value)
+    return False
 
 
 def save_prompt(prompt: SavedPrompt) -> Path:
@@ -478,6 +541,7 @@ def _parse_prompt(name: str, path: Path, data: Mapping[str, Any]) -> SavedPrompt
         format=format.lower() if format else None,
         concurrency=fields.whole("concurrency"),
         options=fields.options(),
+        schema=fields.schema(),
     )
 
 

@@ -54,7 +54,7 @@ BUSY_TIMEOUT = 10.0
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 5
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE cache (
@@ -90,6 +90,15 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX log_time ON log (time)",
     ],
+    # The prompt cache's share of the prompt tokens, where the backend reports it (Anthropic).
+    2: [
+        "ALTER TABLE log ADD COLUMN cache_read_input_tokens INTEGER",
+        "ALTER TABLE log ADD COLUMN cache_creation_input_tokens INTEGER",
+    ],
+    3: [],
+    4: [],
+    # The tool calls made on the way to an answer: name, arguments, result size (JSON).
+    5: ["ALTER TABLE log ADD COLUMN tool_calls TEXT"],
 }
 FTS_SCHEMA = [
     """CREATE VIRTUAL TABLE IF NOT EXISTS log_fts USING fts5(
@@ -232,7 +241,7 @@ class Store:
         try:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target]:
+                for statement in MIGRATIONS.get(target, ()):
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
             try:
@@ -445,12 +454,16 @@ class Store:
             "prompt_tokens",
             "completion_tokens",
             "total_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
             "cached",
             "source",
             "session",
             "cell",
+            "tool_calls",
         )
         usage = record.get("usage") or {}
+        calls = record.get("tool_calls")
         values = (
             record.get("time", time.time()),
             record["provider"],
@@ -465,10 +478,13 @@ class Store:
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
             usage.get("total_tokens"),
+            usage.get("cache_read_input_tokens"),
+            usage.get("cache_creation_input_tokens"),
             int(bool(record.get("cached"))),
             record.get("source", "api"),
             record.get("session"),
             record.get("cell"),
+            None if calls is None else json.dumps(calls, ensure_ascii=False, default=str),
         )
         sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         self._submit(lambda c: c.execute(sql, values))
@@ -520,6 +536,8 @@ class Store:
             record["parameters"] = json.loads(record["parameters"])
             record["messages"] = json.loads(record["messages"])
             record["cached"] = bool(record["cached"])
+            if record.get("tool_calls") is not None:
+                record["tool_calls"] = json.loads(record["tool_calls"])
             out.append(record)
         return out
 

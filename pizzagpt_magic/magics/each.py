@@ -1,7 +1,9 @@
 """``%%pizza --each NAME``: the question once per item of an iterable, as a batch.
 
 ``{item}`` and ``{index}`` are bound for each item; answers go to ``-o`` as a list, or a Series
-on a pandas index. An interrupt keeps every answer that arrived."""
+on a pandas index; with ``--schema`` a typed DataFrame (see ``engine.assemble``). The prompts
+go through the batch engine: identical ones are asked once, kept answers are not asked again,
+and an interrupt keeps every answer that arrived."""
 
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def _value_of(text: str, format: str) -> Any:
 def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     from collections import ChainMap
 
-    from ..batch import ask_many_async
+    from ..batch import progress_bar
+    from ..engine import Batch, Prompt, Single
     from ..interpolate import batch_items
     from ..loop import run_sync
 
@@ -61,30 +64,52 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     requests = [(magics._question(template, args, s), magics._system(args, s)) for s in scopes]
     for prompt, system in requests:
         magics._check_size(prompt, system, args.chat)
-    ask_prompt = magics._asker(args)
+    request = magics._request_options(args)
+    base_url = request.pop("base_url")
+    conversation = magics.conversation
+    prompts = [
+        Prompt(
+            args.backend,
+            conversation.messages(prompt, system=system, chat=args.chat),
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            schema=args.schema,
+            base_url=base_url,
+            options=args.model_options,
+        )
+        for prompt, system in requests
+    ]
+    batch = Batch(
+        prompts,
+        store=magics._store(),
+        cache=magics.cache and not args.no_cache,
+        log=magics.log and not args.no_log,
+        context=magics._context(),
+        memory=conversation.cache,
+        schema_retries=magics.schema_retries,
+        request=request,
+    )
+    bar = progress_bar(len(prompts), enabled=magics.progress)
+    failed = 0
 
-    async def ask_one(request: tuple[str, str | None]) -> str:
-        return (await ask_prompt(*request)).text
+    def arrived(positions: list[int], outcome: Any) -> None:
+        nonlocal failed
+        if bar is None:
+            return
+        if outcome.error is not None:
+            failed += len(positions)
+            bar.set_postfix(failed=failed, refresh=False)
+        bar.update(len(positions))
 
     started = time.monotonic()
-    received: list[Any] = [None] * len(requests)
     try:
-        results = run_sync(
-            ask_many_async(
-                requests,
-                concurrency=args.concurrency or magics.concurrency,
-                errors="return",
-                progress=magics.progress,
-                ask=ask_one,
-                into=received,
-            )
-        )
+        run_sync(batch.run(Single(args.concurrency or magics.concurrency), on_outcome=arrived))
     except KeyboardInterrupt:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
-        kept = [None if isinstance(r, BaseException) else r for r in received]
+        kept = [None if isinstance(r, BaseException) else r for r in batch.results()]
         target = args.output or BATCH_ANSWERS
-        magics.user_ns[target] = batch_values(kept, source)
+        magics.user_ns[target] = _answers(kept, source, args.schema)
         count = sum(r is not None for r in kept)
         import sys
 
@@ -94,13 +119,30 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             file=sys.stderr,
         )
         raise
-    if args.format in ("code", "json"):  # each answer becomes its value, or fails
+    finally:
+        if bar is not None:
+            bar.close()
+    results = batch.results()
+    if args.schema is None and args.format in ("code", "json"):
+        # each answer becomes its value, or fails
         results = [
             result if isinstance(result, BaseException) else _value_of(result, args.format)
             for result in results
         ]
-    summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
-    answers = batch_values([None if isinstance(r, BaseException) else r for r in results], source)
+    elapsed = time.monotonic() - started
+    if args.schema is not None:
+        from ..typed import TypedBatchSummary
+
+        answers = _answers(results, source, args.schema)
+        frame = answers if _is_pandas(answers) else None
+        summary: BatchSummary = TypedBatchSummary(
+            labels, results, elapsed, args.model, frame, args.schema
+        )
+    else:
+        summary = BatchSummary(labels, results, elapsed, args.model)
+        answers = batch_values(
+            [None if isinstance(r, BaseException) else r for r in results], source
+        )
     summary.answers = answers
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
@@ -108,6 +150,20 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     if summary.failures:
         raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
     return summary
+
+
+def _answers(results: list[Any], source: Any, schema: Any) -> Any:
+    """The ``-o`` value: with a schema a typed DataFrame (the values, without pandas), else
+    ``batch_values``."""
+    if schema is None:
+        return batch_values(results, source)
+    from ..engine.assemble import answers_frame
+    from ..errors import ConfigurationError
+
+    try:
+        return answers_frame(results, schema, index=source.index if _is_pandas(source) else None)
+    except ConfigurationError:  # no pandas: the values themselves
+        return [None if isinstance(r, BaseException) else r for r in results]
 
 
 def batch_values(answers: list[Any], source: Any) -> Any:

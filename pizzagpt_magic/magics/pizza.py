@@ -1,9 +1,9 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``prompts``, ``aliases``); this class parses the options, checks them,
-and hands the question to the mode asked for. What the modes share (building the question and
-the system message, the request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``, ``prompts``, ``aliases``); this class parses the options,
+checks them, and hands the question to the mode asked for. What the modes share (building the
+question and the system message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
@@ -180,6 +180,8 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(
                     "--insert puts one answer's code in a cell; it does not go with --each"
                 )
+            if args.tools is not None:
+                raise UsageError("--tools goes with one question; it does not go with --each")
             result = ask_each(self, args, prompt)
         elif not prompt:
             raise UsageError(
@@ -237,6 +239,32 @@ class PizzaMagics(PizzaSettings):
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
         args.format = args.format or self.format.lower()
+        args.schema = self._schema(args.schema)
+
+    def _schema(self, given: Any) -> Any:
+        """The ``Schema`` of ``--schema``: a spec, or ``{name}`` naming a JSON Schema dict or a
+        Pydantic model class in the namespace; or a saved prompt's schema (a spec or a JSON
+        Schema dict)."""
+        if given is None:
+            return None
+        from ..schema import as_schema
+
+        if not isinstance(given, str):
+            try:
+                return as_schema(given)
+            except PizzagptError as exc:
+                raise UsageError(f"--schema: {exc}") from None
+        name = re.fullmatch(r"\s*\{\s*([A-Za-z_][\w.]*)\s*\}\s*", given)
+        try:
+            if name is None:
+                return as_schema(given)
+            from ..interpolate import _resolve
+
+            first, dot, rest = name.group(1).partition(".")
+            value = _resolve(first, dot + rest, self.user_ns, given.strip())
+            return as_schema(value)
+        except PizzagptError as exc:
+            raise UsageError(f"--schema: {exc}") from None
 
     def _settings_layer(self) -> dict[str, Any]:
         """The lowest layer of a question's options: ``options``, ``temperature`` and
@@ -304,11 +332,11 @@ class PizzaMagics(PizzaSettings):
         return self._render(template, args, namespace) or None
 
     def _asker(
-        self, args: Any, on_text: Callable[[str], Any] | None = None
+        self, args: Any, on_text: Callable[[str], Any] | None = None, tools: Any = None
     ) -> Callable[[str, str | None], Awaitable[Reply]]:
         """A coroutine function asking one prompt, with a system message, through the
         conversation (and its cache) with these options; ``on_text`` (a stream) gets the text
-        as it arrives."""
+        as it arrives; ``tools`` (a ``tools.Toolbox``) lets the model look at variables."""
         use_cache = self.cache and not args.no_cache
         request = self._request_options(args)
         store = self._store()
@@ -328,6 +356,10 @@ class PizzaMagics(PizzaSettings):
                 store=store,
                 log=self.log and not args.no_log,
                 context=context,
+                tools=tools,
+                tool_rounds=self.tool_rounds,
+                schema=args.schema,
+                schema_retries=self.schema_retries,
                 options=args.model_options,
                 **request,
             )

@@ -3,6 +3,7 @@ asks it, ``--prompts`` lists them. The files themselves are ``pizzagpt_magic.pro
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -28,6 +29,7 @@ _PER_RUN = (
     ("no_log", "--no-log"),
     ("timeout", "--timeout"),
     ("proxy", "--proxy"),
+    ("tools", "--tools"),
 )
 
 
@@ -60,6 +62,7 @@ def save_question(magics: PizzaMagics, args: Any, prompt: str) -> None:
             "cell body)"
         )
     layer = question_layer(args)
+    schema = _saved_schema(magics, args.schema)
     try:
         settle(
             resolve(args.model or magics.model, magics.endpoints),
@@ -74,11 +77,24 @@ def save_question(magics: PizzaMagics, args: Any, prompt: str) -> None:
             format=args.format,
             concurrency=args.concurrency,
             options=canonical({k: v for k, v in layer.items() if v is not None}),
+            schema=schema,
         )
         path = save_prompt(saved)
     except PizzagptError as exc:
         raise UsageError(str(exc)) from None
     print(f"Saved the prompt {args.save!r} in {path}; ask it with -t {args.save}")
+
+
+def _saved_schema(magics: PizzaMagics, given: str | None) -> Any:
+    """What ``--schema`` saves: a spec as it was given, or the JSON Schema that ``{name}``
+    names (a Pydantic model's, for a model class). Checked first."""
+    if given is None:
+        return None
+    schema = magics._schema(given)
+    return schema.json_schema if _REFERENCE.fullmatch(given) else given
+
+
+_REFERENCE = re.compile(r"\s*\{\s*([A-Za-z_][\w.]*)\s*\}\s*")
 
 
 def apply_template(args: Any, prompt: str) -> str:
@@ -99,6 +115,8 @@ def apply_template(args: Any, prompt: str) -> str:
         args.format = saved.format
     if not args.concurrency:
         args.concurrency = saved.concurrency
+    if args.schema is None:
+        args.schema = saved.schema
     args.saved_options = saved.options
     return text
 
