@@ -130,10 +130,10 @@ def test_the_cache_key_holds_options_in_canonical_form():
     assert key({"seed": 1}) != key({"seed": 1.0})  # 1 and 1.0 are not
     assert key({"seed": 1}) != key({"seed": True})
     assert key({}) == key(None) == api.store_key(backend, messages)  # no options: the key of old
-    assert api.parameters_of(None, None, {"b": 1, "a": {"d": 1, "c": 2}}) == {
+    assert api.parameters_of(None, None, options={"b": 1, "a": {"d": 1, "c": 2}}) == {
         "options": {"a": {"c": 2, "d": 1}, "b": 1}
     }
-    assert list(api.parameters_of(None, None, {"b": 1, "a": 2})["options"]) == ["a", "b"]
+    assert list(api.parameters_of(None, None, options={"b": 1, "a": 2})["options"]) == ["a", "b"]
 
 
 def test_settle_precedence_question_saved_alias_settings(tmp_path, monkeypatch):
