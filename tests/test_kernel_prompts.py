@@ -130,14 +130,27 @@ def test_input_and_a_missing_placeholder(kernel, emulator):
     )
 
 
-def test_a_saved_each_over_a_dataframe(kernel, emulator):
-    ok(kernel, "%%pizza --save rate -m emu:emu-mini --concurrency 2 -f text\nRate: {item.review}")
+def test_a_saved_each_with_a_schema_over_a_dataframe(kernel, emulator):
+    ok(
+        kernel,
+        '%%pizza --save rate -m emu:emu-mini --concurrency 2 --schema "stars int, reason" '
+        "-O seed=5\nRate: {item.review}",
+    )
     ok(kernel, "import pandas as pd\nreviews = pd.DataFrame({'review': ['good', 'bad', 'fine']})")
     emulator.reset_stats()
     ok(kernel, "%pizza -t rate --each reviews -o rated")
     asked = sorted(r["body"]["messages"][-1]["content"] for r in emulator.chat_requests)
-    assert asked == ["Rate: bad", "Rate: fine", "Rate: good"]
-    assert result_text(ok(kernel, "type(rated).__name__, len(rated)")) == "('Series', 3)"
+    assert [a.split("\n")[0] for a in asked] == ["Rate: bad", "Rate: fine", "Rate: good"]
+    assert all(r["body"]["seed"] == 5 for r in emulator.chat_requests)
+    assert all("response_format" in r["body"] for r in emulator.chat_requests)
+    typed = result_text(
+        ok(
+            kernel,
+            "type(rated).__name__, list(rated.columns), str(rated.stars.dtype), "
+            "bool(rated._error.isna().all())",
+        )
+    )
+    assert typed == "('DataFrame', ['stars', 'reason', '_error'], 'Int64', True)"
 
 
 def test_command_line_prompts_list_and_ask_t(kernel, emulator, folders):
