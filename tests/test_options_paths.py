@@ -130,3 +130,13 @@ def test_a_schema_with_a_null_is_saved_as_json_text(config):
     assert "schema_json = " in text
     assert load_prompt("n").schema == schema
     assert json.loads(json.dumps(load_prompt("n").schema)) == schema
+
+
+def test_the_command_line_asks_a_saved_schema(config, endpoint, capsys):
+    from pizzagpt_magic.cli import main
+
+    save_prompt(SavedPrompt("place", "Where: {input}", model="emu:emu-mini", schema="city"))
+    assert main(["ask", "-t", "place", "-O", "seed=2", "--no-cache", "Rome."]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"city"}
+    body = endpoint.chat_requests[-1]["body"]
+    assert body["seed"] == 2 and body["response_format"]["type"] == "json_schema"
