@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 
 from ..errors import PizzagptError
+from ..options import parse_options, sampling_layer
 from ..render import Markup, SafeMarkdown, escape
 
 if TYPE_CHECKING:
@@ -36,10 +37,8 @@ _PER_RUN = (
 def question_layer(args: Any) -> dict[str, Any]:
     """The options given with this question: ``-O`` ones, then ``--temperature`` and
     ``--max-tokens`` (which win over ``-O`` ones of the same name)."""
-    from ..options import parse_options, sampling_layer
-
     try:
-        layer = parse_options(args.options)
+        layer = parse_options(args.options) if args.options else {}
     except PizzagptError as exc:
         raise UsageError(str(exc)) from None
     layer.update(sampling_layer(args.temperature, args.max_tokens))
