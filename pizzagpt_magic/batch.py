@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import BatchError
+from .interpolate import take_items
 
 __all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
 
@@ -72,7 +73,7 @@ async def ask_many_async(
     """
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
-    items = list(prompts)
+    items = take_items(prompts)  # an endless generator is refused, not read forever
     if concurrency is None:
         concurrency = _saved_concurrency(items) or DEFAULT_CONCURRENCY
     if concurrency < 1:
@@ -184,6 +185,9 @@ async def _ask_each(
     options: dict[str, Any],
 ) -> list[Any]:
     """Each item through ``ask``, ``concurrency`` at a time."""
+    from .session import widen_pool
+
+    widen_pool(min(concurrency, len(items)))  # as the engine's strategies do
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results

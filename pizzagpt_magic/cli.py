@@ -420,11 +420,15 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _open_store() -> Any:
+    """The store, for commands that read it or delete from it: one that does not exist yet
+    is not made (an empty one would only hide a wrong path)."""
     from .store import get_store, store_path
 
     path = store_path()
     if path is None:
         raise _StoreOff("the store is off ($PIZZAGPT_STORE is empty)")
+    if not path.exists():
+        raise _StoreOff(f"there is no store at {path.absolute()} (nothing was asked with it)")
     store = get_store()
     if store is None:
         raise _StoreOff(f"the store at {path} cannot be used")
@@ -437,15 +441,22 @@ class _StoreOff(Exception):
 
 def _logs(args: argparse.Namespace) -> int:
     import datetime as dt
+    import math
 
     from .backends import model_id
     from .store import parse_since
 
+    for flag, value in (("-n", args.n), ("--older-than", args.older_than)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            print(
+                f"pizzagpt logs: {flag} takes a number of 0 or more, not {value}", file=sys.stderr
+            )
+            return 2
+    if args.prune and args.older_than is None:
+        print("pizzagpt logs: --prune needs --older-than DAYS", file=sys.stderr)
+        return 2
     store = _open_store()
     if args.prune:
-        if args.older_than is None:
-            print("pizzagpt logs: --prune needs --older-than DAYS", file=sys.stderr)
-            return 2
         print(f"Deleted {store.prune(args.older_than)} exchanges from {store.path}")
         return 0
     try:

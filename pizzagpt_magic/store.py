@@ -191,6 +191,7 @@ class Store:
         self._writer: threading.Thread | None = None
         self._readers: list[sqlite3.Connection] = []
         self._writes = 0
+        self._identity: tuple[int, int] | None = None
         self._open()
 
     # -- connections ----------------------------------------------------------------------
@@ -220,6 +221,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = self._connect()
             try:
+                self._identity = _identity(self.path)
                 mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     logger.debug("the store is in %s mode, not WAL", mode)
@@ -252,8 +254,16 @@ class Store:
                 self.fts = False
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)
             raise
+
+    def _check_identity(self) -> None:
+        """An ``OSError`` when the file at the path is no longer the one opened (deleted, or
+        replaced): writes would go on into the old file, lost with it."""
+        identity = _identity(self.path)
+        if identity != self._identity:
+            what = "deleted" if identity is None else "replaced"
+            raise FileNotFoundError(f"the file was {what} while in use")
 
     def _fail(self, exc: BaseException) -> None:
         """Turn the store off, with one warning per process."""
@@ -295,6 +305,11 @@ class Store:
                 connection.close()
                 return
             if isinstance(job, threading.Event):
+                if self.failed is None:
+                    try:
+                        self._check_identity()
+                    except OSError as exc:
+                        self._fail(exc)
                 job.set()
                 continue
             if self.failed is not None:
@@ -302,12 +317,13 @@ class Store:
             try:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
+                self._check_identity()
                 connection.execute("BEGIN IMMEDIATE")
                 try:
                     job(connection)
                     connection.execute("COMMIT")
                 except BaseException:
-                    connection.execute("ROLLBACK")
+                    _rollback(connection)
                     raise
                 finally:
                     key = getattr(job, "cache_key", None)
@@ -500,6 +516,7 @@ class Store:
         """The newest ``n`` exchanges (all with None), newest first, that match ``query``
         (full-text where SQLite has FTS5, else a substring), ``model`` (a model id or a
         provider) and ``since`` (a Unix time)."""
+        check_count(n, "n")
         self.flush()
         where: list[str] = []
         params: list[Any] = []
@@ -543,11 +560,39 @@ class Store:
 
     def prune(self, older_than_days: float) -> int:
         """Delete the log's exchanges older than that many days; returns how many."""
+        check_count(older_than_days, "the age in days")
         self.flush()
         cutoff = time.time() - older_than_days * 86400
         connection = self._reader()
         cursor = connection.execute("DELETE FROM log WHERE time < ?", (cutoff,))
         return int(cursor.rowcount)
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    """End a failed transaction, keeping the error that failed it: SQLite has often rolled
+    back already (a full disk), and a second error would hide the first."""
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.debug("the rollback after a failed write failed too", exc_info=True)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's device and inode, or None when there is no file."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def check_count(value: float | None, what: str) -> None:
+    """A ``ValueError`` for a negative or non-finite count or age (``-1`` would mean "all")."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise ValueError(f"{what} must be a number of at least 0, not {value}")
 
 
 def _fts_query(text: str) -> str:
@@ -643,8 +688,12 @@ def logs(
 ) -> Any:
     """The newest logged exchanges (a pandas DataFrame when pandas is installed, else a list
     of dicts), newest first. ``query`` searches prompts and answers, ``model`` is a model id or
-    a provider, ``since`` a Unix time, a date or an age (``"7d"``)."""
-    own = Store(path) if path else None
+    a provider, ``since`` a Unix time, a date or an age (``"7d"``). A store that does not
+    exist yet is not made: nothing has been logged there."""
+    where = Path(path) if path else store_path()
+    if where is None or not where.exists():
+        return []
+    own = Store(where) if path else None
     store = own or get_store()
     if store is None:
         return []

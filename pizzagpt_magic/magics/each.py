@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AnswerFormatError
+from ..errors import AnswerFormatError, PromptError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
 
@@ -54,6 +54,8 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         labels, items = batch_items(source)
     except TypeError as exc:
         raise UsageError(f"--each: {name!r} is not iterable ({exc})") from None
+    except PromptError as exc:  # huge, or endless: refused before any item is built
+        raise UsageError(f"--each: {name!r} has {exc}") from None
     if not items:
         raise UsageError(f"--each: {name!r} is empty")
     # {item} and {index} are bound for the question and the system message alike.

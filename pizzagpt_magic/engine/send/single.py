@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from ...session import widen_pool
 from . import Pending, Result, fetch
 
 __all__ = ["Single"]
@@ -43,6 +45,13 @@ class Single:
                 arrived.put_nowait(None)
 
         count = min(self.concurrency, max(1, len(pending)))
+        pool = widen_pool(count)  # the shared pool holds as many connections as workers
+        if count > pool:
+            warnings.warn(
+                f"concurrency {count} is over the connection pool's cap of {pool} "
+                f"(session.POOL_MAX): at most {pool} requests are in flight at once",
+                stacklevel=2,
+            )
         workers = [asyncio.ensure_future(worker()) for _ in range(count)]
         alive = len(workers)
         try:
