@@ -140,3 +140,29 @@ def test_the_command_line_asks_a_saved_schema(config, endpoint, capsys):
     assert set(json.loads(capsys.readouterr().out)) == {"city"}
     body = endpoint.chat_requests[-1]["body"]
     assert body["seed"] == 2 and body["response_format"]["type"] == "json_schema"
+
+
+def test_the_accessor_takes_aliases_options_and_saved_prompts(endpoint, monkeypatch):
+    import pandas as pd
+
+    import pizzagpt_magic.frames  # noqa: F401  (the accessor)
+    from pizzagpt_magic.prompts import set_alias
+
+    monkeypatch.setenv("PIZZAGPT_STORE", "")
+    frame = pd.DataFrame({"review": ["good", "bad"]})
+    set_alias("quick", "emu:emu-mini", {"seed": 3, "temperature": 0.2})
+    frame.pizza.map("Rate: {review}", model="quick", progress=False, cache=False)
+    assert [r["body"]["seed"] for r in endpoint.chat_requests] == [3, 3]
+    assert all(r["body"]["temperature"] == 0.2 for r in endpoint.chat_requests)
+    frame.pizza.map(
+        "Rate: {review}", model="quick", options={"seed": None, "top_p": 0.5}, progress=False
+    )
+    body = endpoint.chat_requests[-1]["body"]
+    assert "seed" not in body and body["top_p"] == 0.5 and body["temperature"] == 0.2
+    save_prompt(SavedPrompt("rate", "Rate: {review}", model="quick", options={"seed": 8}))
+    answers = frame.pizza.map(saved("rate"), progress=False)
+    assert list(answers.index) == [0, 1]
+    assert endpoint.chat_requests[-1]["body"]["seed"] == 8
+    save_prompt(SavedPrompt("rated", "Rate: {review}", model="emu:emu-mini", schema="stars int"))
+    typed = frame.pizza.map(saved("rated"), progress=False)
+    assert list(typed.columns) == ["stars", "_error"]

@@ -2,9 +2,13 @@
 defaults come from.
 
 In a shell where ``%load_ext pizzagpt_magic`` ran, a default is ``PizzaMagics``' setting (model,
-endpoints, system message, temperature, max tokens, concurrency, cache, log, store, progress,
-time limits, proxy, value budget, longest prompt), so that a method call asks exactly what
-``%%pizza --each`` would and shares its answers; elsewhere it is the Python API's.
+endpoints, system message, temperature, max tokens, model options, concurrency, cache, log,
+store, progress, time limits, proxy, value budget, longest prompt), so that a method call asks
+exactly what ``%%pizza --each`` would and shares its answers; elsewhere it is the Python API's.
+
+``options`` are model options (``{"seed": 7}``); with an alias's and the settings' they are
+merged as everywhere (``options.settle``): the call's own first, then the alias's, then the
+settings'. ``saved_options`` come from a saved prompt given as the template.
 """
 
 from __future__ import annotations
@@ -48,7 +52,14 @@ class Options:
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     schema_retries: int = 1
     dry_run: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
+    #: The names the call gave (the rest are defaults: the settings' layer of options).
+    given: frozenset[str] = frozenset()
+    #: ``PizzaMagics.options``: the lowest layer of model options.
+    settings_options: dict[str, Any] = field(default_factory=dict)
+    #: A saved prompt's options, between the alias's and the call's.
+    saved_options: dict[str, Any] = field(default_factory=dict)
 
     def request(self) -> dict[str, Any]:
         """How each request is sent (not part of the cache key)."""
@@ -61,7 +72,13 @@ class Options:
         }
 
 
-_NAMES = frozenset(f.name for f in dataclasses.fields(Options)) - {"endpoints", "context"}
+_NAMES = frozenset(f.name for f in dataclasses.fields(Options)) - {
+    "endpoints",
+    "context",
+    "given",
+    "settings_options",
+    "saved_options",
+}
 
 
 def _magics() -> Any:
@@ -101,12 +118,15 @@ def _defaults() -> Options:
         max_prompt_chars=magics.max_prompt_chars,
         schema_retries=getattr(magics, "schema_retries", 1),
         context=magics._context() | {"source": "frame"},
+        settings_options=dict(getattr(magics, "options", {})),
     )
 
 
 def options_of(given: dict[str, Any]) -> Options:
     """The options in effect: ``given`` over the defaults; an unknown name is a TypeError
     naming it, before anything is sent."""
+    given = dict(given)
+    saved = given.pop("_saved", None)
     unknown = sorted(set(given) - _NAMES)
     if unknown:
         raise TypeError(
@@ -116,8 +136,28 @@ def options_of(given: dict[str, Any]) -> Options:
     options = _defaults()
     for name, value in given.items():
         setattr(options, name, value)
+    options.given = frozenset(given)
+    if saved is not None:
+        options.saved_options = dict(saved.options)
     if options.concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if options.max_prompt_chars < 1:
         raise ValueError("max_prompt_chars must be at least 1")
     return options
+
+
+def with_saved(template: Any, given: dict[str, Any], schema: Any = None) -> tuple[Any, dict, Any]:
+    """``(template, given, schema)`` of a call whose template may be a saved prompt
+    (``saved("NAME")``): its text, its model, system message and concurrency where the call
+    gives none, its schema when the call gives none, and its options (in ``saved_options``)."""
+    from ..prompts import SavedPrompt
+
+    if not isinstance(template, SavedPrompt):
+        return template, given, schema
+    merged = dict(given)
+    for name in ("model", "system", "concurrency"):
+        value = getattr(template, name)
+        if value is not None and name not in merged:
+            merged[name] = value
+    merged["_saved"] = template
+    return template.prompt, merged, template.schema if schema is None else schema
