@@ -146,8 +146,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     prompts.add_argument("name", nargs="?", metavar="NAME", help="a saved prompt's name")
 
-    cache = commands.add_parser("cache", help="the store's cache: info or clear")
-    cache.add_argument("action", choices=("info", "clear"), help="show its size, or empty it")
+    cache = commands.add_parser(
+        "cache",
+        help="the store's cache: info, clear, or merge a distributed job's shards",
+        description="info: entries, size and path; clear: empty the cache; merge DIR: copy the "
+        "answers and log of every shard in DIR (a distributed job's $PIZZAGPT_STORE_DIR) into "
+        "the store, once each (idempotent; run it while nothing writes to the shards).",
+    )
+    cache.add_argument(
+        "action", choices=("info", "clear", "merge"), help="show its size, empty it, or merge"
+    )
+    cache.add_argument("directory", nargs="?", metavar="DIR", help="with merge: the shards")
 
     models = commands.add_parser(
         "models",
@@ -483,6 +492,11 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    if args.action == "merge":
+        return _merge(args)
+    if args.directory is not None:
+        print(f"pizzagpt cache {args.action}: takes no directory", file=sys.stderr)
+        return 2
     store = _open_store()
     if args.action == "clear":
         print(f"Cleared {store.clear_cache()} cached answers from {store.path}")
@@ -495,6 +509,23 @@ def _cache(args: argparse.Namespace) -> int:
     )
     print(f"logged exchanges: {info['log_entries']}")
     print(f"file size: {info['file_bytes'] / 1e6:.2f} MB")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .distributed.shards import merge_shards
+    from .store import store_path
+
+    if args.directory is None or not Path(args.directory).is_dir():
+        print("pizzagpt cache merge: name the directory of shards (DIR)", file=sys.stderr)
+        return 2
+    target = store_path()
+    if target is None:
+        raise _StoreOff("the store is off ($PIZZAGPT_STORE is empty)")
+    added = merge_shards(args.directory, target)
+    print(f"Added {added} answers from {args.directory} to {target}")
     return 0
 
 

@@ -712,3 +712,104 @@ def logs(
     if not frame.empty:
         frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
     return frame
+
+
+# -- other processes' stores: shards of a distributed job -------------------------------------
+
+
+class ReadOnlyStore:
+    """Another store read without writing to it (a worker's shard, the notebook's store seen
+    from a cluster): cache lookups only, never a migration, a lock held or a write."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self.failed: str | None = None
+
+    def _reader(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+            self._local.connection = connection
+        return connection
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached answer of ``key`` (``{"text", "meta"}``), or None."""
+        if self.failed is not None:
+            return None
+        try:
+            row = (
+                self._reader()
+                .execute("SELECT answer, meta FROM cache WHERE key = ?", (key,))
+                .fetchone()
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"  # not there yet, or not a store
+            self._local = threading.local()
+            return None
+        return None if row is None else {"text": row[0], "meta": json.loads(row[1])}
+
+    def has(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self._local = threading.local()
+
+
+def merge_stores(target: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]]) -> int:
+    """Copy the cached answers and the log of each store in ``sources`` (the shards of a
+    distributed job) into the store at ``target``; how many cached answers were added.
+
+    Idempotent: an answer already in ``target`` is kept as it is, and a log record already
+    there (same time, provider, model and prompt) is not copied again. Safe while nothing
+    writes to the sources."""
+    store = Store(target)  # made (and migrated) if it does not exist yet
+    if store.failed is not None:
+        raise OSError(f"the store at {target} cannot be used ({store.failed})")
+    store.close()
+    added = 0
+    connection = sqlite3.connect(
+        Path(target).absolute().as_uri(), uri=True, timeout=BUSY_TIMEOUT, isolation_level=None
+    )
+    try:
+        for source in sources:
+            shard = f"{Path(source).absolute().as_uri()}?mode=ro"
+            connection.execute("ATTACH DATABASE ? AS shard", (shard,))
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                before = connection.total_changes
+                columns = _shared_columns(connection, "cache")
+                connection.execute(
+                    f"INSERT OR IGNORE INTO main.cache ({columns}) "
+                    f"SELECT {columns} FROM shard.cache"
+                )
+                added += connection.total_changes - before
+                columns = _shared_columns(connection, "log", skip=frozenset({"id"}))
+                connection.execute(
+                    f"INSERT INTO main.log ({columns}) SELECT {columns} FROM shard.log AS s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM main.log AS m WHERE m.time = s.time AND "
+                    "m.provider = s.provider AND m.model = s.model AND m.prompt = s.prompt)"
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                connection.execute("DETACH DATABASE shard")
+    finally:
+        connection.close()
+    return added
+
+
+def _shared_columns(
+    connection: sqlite3.Connection, table: str, skip: frozenset[str] = frozenset()
+) -> str:
+    """The columns ``table`` has both in the store and in the attached shard, as SQL."""
+    mine = [row[1] for row in connection.execute(f"PRAGMA main.table_info({table})")]
+    theirs = {row[1] for row in connection.execute(f"PRAGMA shard.table_info({table})")}
+    return ", ".join(f'"{c}"' for c in mine if c in theirs and c not in skip)

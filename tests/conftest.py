@@ -20,6 +20,10 @@ os.environ["PIZZAGPT_STORE"] = ""
 # Nor the user's saved prompts and aliases: a folder of the run's own (a test that saves some
 # points PIZZAGPT_CONFIG at a folder of its own).
 os.environ["PIZZAGPT_CONFIG"] = tempfile.mkdtemp(prefix="pizzagpt-config-")
+# Request counts in the tests mean one request a distinct prompt, unless a test asks for packing
+# (pack="auto", or PIZZAGPT_PACK set to "auto" or "" in its kernel): the package's default is
+# "auto" (see test_packed.test_the_default_is_auto).
+os.environ["PIZZAGPT_PACK"] = "1"
 
 from pizzagpt_magic.emulator import EmulatorThread
 

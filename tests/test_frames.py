@@ -311,12 +311,14 @@ def test_estimate_sends_nothing_and_counts_exactly(emu, tmp_path):
 
     store = Store(tmp_path / "store.sqlite3")
     frame = pd.DataFrame({"text": [f"t{i % 4}" for i in range(12)]})
-    found = frame.pizza.estimate("map", "Say {text}", store=store)
+    found = frame.pizza.estimate("map", "Say {text}", store=store, pack=1)
     assert (found.rows, found.distinct, found.cached, found.requests) == (12, 4, 0, 4)
+    packed = frame.pizza.estimate("map", "Say {text}", store=store, pack="auto")
+    assert (packed.distinct, packed.cached, packed.requests) == (4, 0, 1)
     assert emu.requests == 0
-    frame.head(2).pizza.map("Say {text}", store=store, progress=False)
+    frame.head(2).pizza.map("Say {text}", store=store, progress=False, pack=1)
     assert emu.requests == 2
-    found = frame.pizza.map("Say {text}", store=store, dry_run=True)
+    found = frame.pizza.map("Say {text}", store=store, dry_run=True, pack=1)
     assert (found.distinct, found.cached, found.requests) == (4, 2, 2)
     assert found.input_tokens == 3  # "Say t2", "Say t3": 12 characters, 4 to a token
     assert emu.requests == 2

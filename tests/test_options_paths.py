@@ -166,3 +166,17 @@ def test_the_accessor_takes_aliases_options_and_saved_prompts(endpoint, monkeypa
     save_prompt(SavedPrompt("rated", "Rate: {review}", model="emu:emu-mini", schema="stars int"))
     typed = frame.pizza.map(saved("rated"), progress=False)
     assert list(typed.columns) == ["stars", "_error"]
+
+
+def test_packed_requests_carry_the_options_of_their_rows(endpoint):
+    items = [f"Fact {n}" for n in range(6)]
+    ask_many(items, model="emu:emu-mini", options={"seed": 2}, pack=3, progress=False, cache=False)
+    assert 0 < endpoint.requests < len(items)  # packed
+    assert all(r["body"]["seed"] == 2 for r in endpoint.chat_requests)
+    # Rows with other options (here, of two saved prompts) never share a request.
+    endpoint.reset_stats()
+    save_prompt(SavedPrompt("one", "One {x}", model="emu:emu-mini", options={"seed": 1}))
+    save_prompt(SavedPrompt("two", "Two {x}", model="emu:emu-mini", options={"seed": 2}))
+    rows = [saved(name).fill(x=n) for n in range(3) for name in ("one", "two")]
+    ask_many(rows, pack=6, progress=False, cache=False)
+    assert sorted(r["body"]["seed"] for r in endpoint.chat_requests) == [1, 2]

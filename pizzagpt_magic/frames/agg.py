@@ -193,7 +193,8 @@ def aggregate(data: Any, question: str, template: str | None, given: dict[str, A
     from .options import options_of
     from .run import CHARS_PER_TOKEN, Estimate, estimate, run
 
-    options = options_of(given)
+    # Its chunks are already as large as a prompt may be: they travel one a request.
+    options = dataclasses.replace(options_of(given), pack=1)
     if not isinstance(question, str) or not question.strip():
         raise PromptError("agg: the question is empty")
     lines = texts_of(data, template or "{row}", options.value_budget)

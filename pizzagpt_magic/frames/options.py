@@ -37,6 +37,7 @@ class Options:
     temperature: float | None = None
     max_tokens: int | None = None
     concurrency: int = 8
+    pack: int | str | None = None
     cache: bool = True
     log: bool = True
     store: Any = "default"
@@ -53,6 +54,9 @@ class Options:
     schema_retries: int = 1
     dry_run: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: Entered around each request (an async context manager factory): a limit shared with
+    #: other processes, such as a Dask cluster's (see ``distributed``).
+    gate: Any = None
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
     #: The names the call gave (the rest are defaults: the settings' layer of options).
     given: frozenset[str] = frozenset()
@@ -69,6 +73,7 @@ class Options:
             "max_retries": self.max_retries,
             "proxy": self.proxy,
             "base_url": self.base_url,
+            **({"gate": self.gate} if self.gate is not None else {}),
         }
 
 
@@ -104,6 +109,7 @@ def _defaults() -> Options:
         temperature=magics.temperature,
         max_tokens=magics.max_tokens,
         concurrency=magics.concurrency,
+        pack=getattr(magics, "pack", None),
         cache=magics.cache,
         log=magics.log,
         store=magics._store(),  # the magics' own store (None when off)

@@ -168,13 +168,24 @@ def estimate(method: str, texts: list[str], options: Options, *, schema: Any = N
     characters = sum(
         len(str(m["content"])) for prompt in plan.pending for m in prompt.sent_messages(True)
     )
+    requests = _strategy(options).planned_requests(plan.pending)
     return Estimate(
         method,
         len(texts),
         len(plan.unique),
         len(plan.answered),
-        plan.requests,
+        requests,
         -(-characters // CHARS_PER_TOKEN),
+    )
+
+
+def _strategy(options: Options) -> Any:
+    """How the batch sends: packed (``options.pack``, else ``$PIZZAGPT_PACK``, else auto), or
+    one prompt a request."""
+    from ..engine.send.packed import strategy_for
+
+    return strategy_for(
+        options.pack, options.concurrency, max_prompt_chars=options.max_prompt_chars
     )
 
 
@@ -189,7 +200,6 @@ def run(
     """Each text's answer (its text, or with ``schema`` its value) or exception, in order;
     ``labels`` (the rows' index) name the partial answers kept on an interrupt."""
     from ..batch import progress_bar
-    from ..engine import Single
     from ..loop import run_sync
 
     batch = _Prepared(texts, options, schema).batch
@@ -207,7 +217,7 @@ def run(
         bar.update(1)
 
     try:
-        run_sync(batch.run(Single(options.concurrency), on_outcome=arrived))
+        run_sync(batch.run(_strategy(options), on_outcome=arrived))
     except KeyboardInterrupt:
         got = [None if o is None or not o.ok else o.value for o in batch.outcomes]
         _keep_partial(got, labels, schema)

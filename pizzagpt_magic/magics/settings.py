@@ -121,6 +121,12 @@ class PizzaSettings(Magics):
         100_000, help="Longest prompt (all messages) sent; a longer one is refused."
     ).tag(config=True)
     concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    pack = Unicode(
+        None,
+        allow_none=True,
+        help="How many rows of a batch may share one request: a whole number (1: one row a "
+        "request) or 'auto' (as many as fit); None means $PIZZAGPT_PACK, else 'auto'.",
+    ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
     ).tag(config=True)
@@ -206,6 +212,17 @@ class PizzaSettings(Magics):
             return None
         try:
             return check_url(proposal.value, f"PizzaMagics.{proposal.trait.name}")
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+
+    @validate("pack")
+    def _valid_pack(self, proposal: Any) -> str | None:
+        from ..engine.send.packed import pack_setting
+
+        if proposal.value is None:
+            return None
+        try:
+            return str(pack_setting(proposal.value))
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
 

@@ -27,6 +27,11 @@ class Single:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
 
+    @staticmethod
+    def planned_requests(prompts: list[Any]) -> int:
+        """How many requests ``prompts`` take: one each."""
+        return len(prompts)
+
     async def send(self, pending: Pending, request: Mapping[str, Any]) -> AsyncIterator[Result]:
         arrived: asyncio.Queue[Result | None] = asyncio.Queue()
 
