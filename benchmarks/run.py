@@ -896,6 +896,69 @@ def bench_batch_store(url: str, count: int = 1000, concurrency: int = 32) -> dic
     }
 
 
+def bench_batch_job(url: str, count: int) -> dict[str, Any]:
+    """The package's own time to build, submit and read back a Batch API job of ``count``
+    lines (the provider's processing between is not counted), and the memory the reading
+    takes as lines arrive."""
+    import urllib.request
+
+    from pizzagpt_magic import backends
+    from pizzagpt_magic.engine import Batch, make_prompt
+    from pizzagpt_magic.engine.send.jobs import Jobs
+    from pizzagpt_magic.loop import run_sync
+    from pizzagpt_magic.store import Store
+
+    backends.register_endpoint("benchjobs", f"{url}/v1", batch_api=True)
+    texts = [f"row {i}: label this review" for i in range(count)]
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "store.sqlite3")
+        cpu = time.process_time()
+        started = time.perf_counter()
+        prompts = [make_prompt(t, model="benchjobs:emu-mini") for t in texts]
+        batch = Batch(prompts, store=store)
+        built = time.perf_counter() - started
+        submitting = Jobs(store, wait=False)
+        started = time.perf_counter()
+        run_sync(batch.run(submitting))
+        submitted = time.perf_counter() - started
+        (job_id,) = submitting.submitted
+        cpu = time.process_time() - cpu
+        # The provider's work (answering every line) is not the package's: done here, untimed.
+        with urllib.request.urlopen(f"{url}/v1/batches/{job_id}") as response:
+            assert json.load(response)["status"] == "completed"
+        gc.collect()
+        samples: list[float] = []
+        arrived = 0
+
+        def sample(positions: list[int], outcome: Any) -> None:
+            nonlocal arrived
+            arrived += len(positions)
+            if arrived % (count // 10) == 0:
+                samples.append(rss_mib())
+
+        started, reading = time.perf_counter(), time.process_time()
+        again = Batch(prompts, store=store)
+        run_sync(again.run(Jobs(store, poll=0.0), on_outcome=sample))
+        backlog = store._queue.qsize()
+        store.flush(600)  # every answer on disk
+        read = time.perf_counter() - started
+        cpu += time.process_time() - reading
+        answered = sum(o is not None and o.ok for o in again.outcomes)
+        store.close()
+    total = built + submitted + read
+    growth = samples[-1] - samples[0] if len(samples) > 1 else 0.0
+    return {
+        "figure": f"Batch API job of {count:,} lines: build, submit, read back into the store",
+        "measured": f"{total:.2f} s (build {built:.2f}, submit {submitted:.2f}, read "
+        f"{read:.2f}), {cpu:.2f} s of CPU in this process (the store's writer thread "
+        f"included); {answered:,} answers; RSS {growth:+.1f} MiB from the first tenth of "
+        "the lines read to the last",
+        "backlog": backlog,
+        "target": "< 5 s; memory flat while reading",
+        "ok": total < 5 and answered == count and growth < 20,
+    }
+
+
 # -- 5c. df.pizza.map ----------------------------------------------------------------------------
 
 
@@ -1037,6 +1100,156 @@ def bench_cache(trials: int) -> dict[str, Any]:
         f"({statistics.median(misses) / hit:.0f}x faster than asking)",
         "target": "< 1 ms, no request",
         "ok": hit < 0.001 and sent == 0,
+    }
+
+
+# -- 6b. the answer file --------------------------------------------------------------------------
+
+
+def bench_answer_file(count: int, trials: int = 5) -> list[dict[str, Any]]:
+    """Looking up ``count`` answers in an answer file beside the store's lookups of the same
+    requests, and loading the file beside reading and parsing its lines."""
+    from pizzagpt_magic.answers import AnswerFile, answer_key
+    from pizzagpt_magic.store import Store, request_key
+
+    def messages(n: int) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": f"Question number {n}: is this row about delivery?"}]
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "answers.jsonl"
+        file = AnswerFile(path)
+        store = Store(Path(folder) / "store.sqlite3")
+        for n in range(count):
+            key = answer_key("pizzagpt", "gpt-4o-mini", {}, messages(n))
+            text = f"Answer {n}: " + "yes, about delivery. " * 10
+            file.add(
+                {
+                    "key": key,
+                    "provider": "pizzagpt",
+                    "model": "gpt-4o-mini",
+                    "messages": messages(n),
+                    "text": text,
+                }
+            )
+            store.put(
+                request_key("pizzagpt@x", "gpt-4o-mini", {}, messages(n)),
+                "pizzagpt",
+                "gpt-4o-mini",
+                text,
+                {},
+            )
+        file.flush()
+        store.flush()
+        loads, parses, files, stores = [], [], [], []
+        for _ in range(trials):
+            started = time.perf_counter()
+            with open(path, encoding="utf-8") as handle:
+                [json.loads(line) for line in handle]
+            parses.append(time.perf_counter() - started)
+            fresh = AnswerFile(path)
+            started = time.perf_counter()
+            fresh.get("")
+            loads.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for n in range(count):
+                fresh.get(answer_key("pizzagpt", "gpt-4o-mini", {}, messages(n)))
+            files.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for n in range(count):
+                store.get(request_key("pizzagpt@x", "gpt-4o-mini", {}, messages(n)))
+            stores.append(time.perf_counter() - started)
+        store.close()
+    load, parse = statistics.median(loads), statistics.median(parses)
+    lookup, stored = statistics.median(files), statistics.median(stores)
+    return [
+        {
+            "figure": f"answer file: {count:,} lookups beside the store's",
+            "measured": f"{lookup / count * 1e6:.1f} µs vs {stored / count * 1e6:.1f} µs "
+            f"a question ({lookup / stored:.2f}x)",
+            "target": "<= 2x the store's",
+            "ok": lookup <= 2 * stored,
+        },
+        {
+            "figure": f"answer file: loading {count:,} lines beside parsing them",
+            "measured": f"{ms(load)} vs {ms(parse)} ({load / parse:.2f}x)",
+            "target": "<= 2x reading and parsing",
+            "ok": load <= 2 * parse,
+        },
+    ]
+
+
+# -- 6b. usage reports -------------------------------------------------------------------------
+
+
+def bench_usage(stored: int, trials: int) -> dict[str, Any]:
+    """A usage report (by model, as ``%pizza --usage`` and ``pizzagpt usage`` give it) over a
+    log of ``stored`` exchanges, against one plain scan of the log (``count(*)``) as the floor;
+    and the report by day, which SQLite has to sort."""
+    import random
+
+    from pizzagpt_magic import store as stores
+    from pizzagpt_magic.reports import usage_report
+
+    draw = random.Random(24)
+    models = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("ollama", "llama3.2")]
+    models += [("pizzagpt", "gpt-4o-mini"), ("emu", "emu-mini")]
+    now = time.time()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "store.sqlite3"
+        stores.Store(path).close()  # the schema, migrated
+        rows = []
+        for i in range(stored):
+            provider, model = draw.choice(models)
+            cached = draw.random() < 0.2
+            failed = not cached and draw.random() < 0.03
+            usd = None if failed else (0.0 if cached else draw.random() / 1000)
+            rows.append(
+                (
+                    now - draw.random() * 30 * 86400,
+                    provider,
+                    model,
+                    f"question {i}",
+                    None if failed else f"answer {i}",
+                    "HTTPStatusError: 500" if failed else None,
+                    None if failed else draw.randint(10, 2000),
+                    None if failed else draw.randint(10, 800),
+                    int(cached),
+                    draw.choice(("magic", "api", "cli")),
+                    usd,
+                    draw.random() / 1000 if cached else None,
+                    None if failed else "priced",
+                )
+            )
+        with closing(sqlite3_connect(path)) as connection, connection:
+            connection.executemany(
+                "INSERT INTO log (time, provider, model, parameters, messages, prompt, answer, "
+                "error, prompt_tokens, completion_tokens, cached, source, cost, cost_saved, "
+                "pricing) VALUES (?, ?, ?, '{}', '[]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        store = stores.Store(path)
+        usage_report(store)  # warm: the file in the page cache, the statements compiled
+        by_model, by_day, floor = [], [], []
+        connection = store._reader()
+        for _ in range(trials):
+            started = time.perf_counter()
+            connection.execute("SELECT count(*) FROM log WHERE time >= 0").fetchone()
+            floor.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            report = usage_report(store)
+            by_model.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            usage_report(store, by="day")
+            by_day.append(time.perf_counter() - started)
+        store.close()
+    assert sum(r["exchanges"] for r in report.rows) == stored
+    model, day, scan = (statistics.median(t) for t in (by_model, by_day, floor))
+    return {
+        "figure": f"usage report over {stored:,} logged exchanges (by model; by day)",
+        "measured": f"{ms(model)} ({model / scan:.0f}x one plain scan of the log, {ms(scan)}); "
+        f"by day {ms(day)}",
+        "target": "< 200 ms by model",
+        "ok": model < 0.2,
     }
 
 
@@ -1323,9 +1536,13 @@ def main() -> int:
         rows.extend(bench_store(url, 100 if quick else 2000, 2_000 if quick else 100_000))
     with emulator("--latency", "0.05") as url:
         rows.append(bench_batch_store(url, 200 if quick else 1000))
+    with emulator() as url:
+        rows.append(bench_batch_job(url, 5_000 if quick else 50_000))
     with emulator("--latency", "0.02") as url:
         rows.append(bench_frames_map(url, 1 if quick else 8))
     rows.append(bench_cache(50 if quick else 1000))
+    rows.extend(bench_answer_file(1_000 if quick else 10_000, 1 if quick else 5))
+    rows.append(bench_usage(10_000 if quick else 100_000, 3 if quick else 15))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))
     rows.append(bench_tool_round(1_000_000, 2 if quick else 9))

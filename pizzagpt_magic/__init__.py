@@ -39,6 +39,8 @@ _EXPORTS = {
     "SavedPrompt": "prompts",
     "OptionError": "errors",
     "logs": "store",
+    "usage": "reports",
+    "set_prices": "cost",
     "Store": "store",
     "StoreWarning": "store",
     "complete": "api",
@@ -46,11 +48,13 @@ _EXPORTS = {
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
+    "estimate_many": "batch",
     "answers_frame": "batch",
     "AnswerFormatError": "errors",
     "AuthenticationError": "errors",
     "ProviderError": "errors",
     "BatchError": "errors",
+    "BudgetExceededError": "errors",
     "ConfigurationError": "errors",
     "RedirectError": "errors",
     "ConnectError": "errors",
@@ -72,6 +76,12 @@ _EXPORTS = {
     "ToolError": "errors",
     "ToolRoundsError": "errors",
     "Toolbox": "tools",
+    "JobError": "errors",
+    "JobLineError": "errors",
+    "BatchAPIUnavailable": "errors",
+    "JobHandle": "jobs",
+    "list_jobs": "jobs",
+    "cancel_job": "jobs",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
@@ -79,17 +89,22 @@ __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_i
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
-    from .batch import answers_frame, ask_many, ask_many_async
+    from .batch import answers_frame, ask_many, ask_many_async, estimate_many
+    from .cost import set_prices
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
+        BatchAPIUnavailable,
         BatchError,
+        BudgetExceededError,
         ConfigurationError,
         ConnectError,
         ConnectionLostError,
         EmptyAnswerError,
         HTTPStatusError,
         InterpolationError,
+        JobError,
+        JobLineError,
         MisuseError,
         ModelNotFoundError,
         NonJSONResponseError,
@@ -107,6 +122,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ToolRoundsError,
         TransportError,
     )
+    from .jobs import JobHandle, cancel_job, list_jobs
     from .prompts import SavedPrompt, saved
     from .providers.anthropic import Anthropic
     from .providers.base import (
@@ -120,6 +136,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
+    from .reports import usage
     from .store import Store, StoreWarning, logs
     from .tools import Toolbox
 

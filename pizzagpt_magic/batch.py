@@ -19,7 +19,7 @@ from typing import Any
 from .errors import BatchError
 from .interpolate import take_items
 
-__all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
+__all__ = ["answers_frame", "ask_many", "ask_many_async", "estimate_many", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +54,13 @@ async def ask_many_async(
     schema: Any = None,
     schema_retries: int = 1,
     pack: int | str | None = None,
+    max_cost: float | None = None,
+    batch_api: bool = False,
+    wait: bool = True,
+    poll: float | None = None,
+    batch_max_requests: int | None = None,
     **options: Any,
-) -> list[Any]:
+) -> Any:
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
     ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, cache,
@@ -76,7 +81,43 @@ async def ask_many_async(
     running the same batch again asks only for the rest. With ``ask`` (a coroutine function
     taking one item and ``options``) the items can be anything that function takes; each is
     then asked on its own, as that function does it.
+
+    ``max_cost`` (USD) starts no request that could take the batch's cost past it: what is
+    spent plus what is in flight at its estimate (see ``estimates.Estimator``). The stop raises
+    ``BudgetExceededError`` naming what was spent and the limit, with the answers received in
+    its ``results`` (and in ``into``, and in the store: a rerun with a higher limit asks only
+    for the rest). A model whose price is unknown cannot have a limit.
+
+    ``batch_api=True`` sends the prompts as the provider's batch jobs, at the batch price (see
+    ``engine.send.jobs``): the call waits for them (polling every ``poll`` seconds at first,
+    less often later), and the same call run again, after a restart too, picks up its jobs
+    instead of submitting them again. ``wait=False`` returns a ``jobs.JobHandle`` at once;
+    ``batch_max_requests`` caps the requests of one job (larger batches take several).
     """
+    answers, answers_only = options.pop("answers", None), options.pop("answers_only", None)
+    if answers is not None or answers_only is not None:
+        # One answer file for the whole batch: written every half second and at the end, not
+        # once per item.
+        from . import answers as answer_files
+
+        with answer_files.using(answer_files.settings_for(answers, only=answers_only)):
+            return await ask_many_async(
+                prompts,
+                concurrency=concurrency,
+                errors=errors,
+                progress=progress,
+                ask=ask,
+                into=into,
+                schema=schema,
+                schema_retries=schema_retries,
+                pack=pack,
+                max_cost=max_cost,
+                batch_api=batch_api,
+                wait=wait,
+                poll=poll,
+                batch_max_requests=batch_max_requests,
+                **options,
+            )
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     items = take_items(prompts)  # an endless generator is refused, not read forever
@@ -84,13 +125,47 @@ async def ask_many_async(
         concurrency = _saved_concurrency(items) or DEFAULT_CONCURRENCY
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    if ask is not None:
+    if batch_api:
+        if ask is not None:
+            raise ValueError("batch_api=True sends prompts, not items through ask=")
+        jobs = _job_options(wait, poll, batch_max_requests)
+        rerun = {
+            "errors": errors,
+            "progress": progress,
+            "schema": schema,
+            "schema_retries": schema_retries,
+            "max_cost": max_cost,
+            "batch_api": True,
+            "poll": poll,
+            "batch_max_requests": batch_max_requests,
+            **options,
+        }
+        results = await _ask_engine(
+            items,
+            concurrency,
+            progress,
+            into,
+            schema,
+            schema_retries,
+            pack,
+            max_cost,
+            options,
+            jobs,
+        )
+        if not wait:
+            from .jobs import JobHandle
+
+            strategy = jobs["strategy"]
+            return JobHandle(strategy.ids, strategy.store, lambda: ask_many(items, **rerun))
+    elif ask is not None:
+        if max_cost is not None:
+            raise ValueError("max_cost goes with the batch engine, not with ask=")
         if schema is not None:
             options["schema"] = schema
         results = await _ask_each(items, ask, concurrency, progress, into, options)
     else:
         results = await _ask_engine(
-            items, concurrency, progress, into, schema, schema_retries, pack, options
+            items, concurrency, progress, into, schema, schema_retries, pack, max_cost, options
         )
     failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     if failures and errors == "raise":
@@ -118,19 +193,12 @@ _STORE_OPTIONS = frozenset({"cache", "log", "store"})
 _IGNORED_OPTIONS = frozenset({"stream", "on_text"})
 
 
-async def _ask_engine(
-    items: list[Any],
-    concurrency: int,
-    progress: bool,
-    into: list[Any] | None,
-    schema: Any,
-    schema_retries: int,
-    pack: int | str | None,
-    options: dict[str, Any],
-) -> list[Any]:
+def _engine_batch(
+    items: list[Any], schema: Any, schema_retries: int, options: dict[str, Any]
+) -> Any:
+    """The ``engine.Batch`` of ``items`` asked with ``options`` (those of ``ask_async``)."""
     from .api import _API_CONTEXT, DEFAULT_STORE
     from .engine import Batch, make_prompt
-    from .engine.send.packed import strategy_for
     from .errors import PizzagptError
     from .schema import as_schema
 
@@ -139,7 +207,6 @@ async def _ask_engine(
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
     checked = as_schema(schema)  # a bad schema fails the call, before anything is sent
-    strategy = strategy_for(pack, concurrency)
     made = {k: v for k, v in options.items() if k in _PROMPT_OPTIONS}
     prompts: list[Any] = []
     failed: dict[int, BaseException] = {}
@@ -157,7 +224,7 @@ async def _ask_engine(
             if isinstance(item, str):
                 made_for[item] = prompt
         prompts.append(prompt)
-    batch = Batch(
+    return Batch(
         prompts,
         store=options.get("store", DEFAULT_STORE),
         cache=options.get("cache", True),
@@ -167,6 +234,32 @@ async def _ask_engine(
         request={k: options[k] for k in _REQUEST_OPTIONS if k in options},
         failed=failed,
     )
+
+
+def estimate_many(prompts: Iterable[Any], *, schema: Any = None, **options: Any) -> Any:
+    """What ``ask_many(prompts, **options)`` would send and cost (a ``estimates.Estimate``: the
+    distinct prompts not yet answered, their input and output tokens, the dollars); nothing is
+    sent or logged."""
+    options = {k: v for k, v in options.items() if k not in ("concurrency", "progress")}
+    return _engine_batch(list(prompts), schema, 1, options).estimate()
+
+
+async def _ask_engine(
+    items: list[Any],
+    concurrency: int,
+    progress: bool,
+    into: list[Any] | None,
+    schema: Any,
+    schema_retries: int,
+    pack: int | str | None,
+    max_cost: float | None,
+    options: dict[str, Any],
+    jobs: dict[str, Any] | None = None,
+) -> list[Any]:
+    from .engine.send.packed import strategy_for
+
+    strategy: Any = strategy_for(pack, concurrency)
+    batch = _engine_batch(items, schema, schema_retries, options)
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results
@@ -185,12 +278,67 @@ async def _ask_engine(
                 bar.set_postfix(failed=count, refresh=False)
             bar.update(len(positions))
 
+    limits = None
+    if max_cost is not None:
+        from .errors import ConfigurationError
+        from .estimates import Budget, Limits
+
+        estimate = batch.estimate()
+        if estimate.usd is None:
+            raise ConfigurationError(
+                f"max_cost: the price of {estimate.model} is unknown ({estimate.pricing}); "
+                "give it with pizzagpt_magic.set_prices or PizzaMagics.prices"
+            )
+        limits = Limits([Budget(max_cost, what=f"max_cost={max_cost:g}")])
+    if jobs is not None:
+        strategy = jobs["strategy"] = jobs["make"](batch.recorder.store, bar)
     try:
-        await batch.run(strategy, on_outcome=arrived)
+        await batch.run(strategy, on_outcome=arrived, limits=limits)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if jobs is not None:
+            _say_interrupted(strategy)
+        raise
     finally:
         if bar is not None:
             bar.close()
     return results
+
+
+def _job_options(wait: bool, poll: float | None, max_requests: int | None) -> dict[str, Any]:
+    """How ``_ask_engine`` makes the ``jobs`` strategy, once the store is known."""
+    from .engine.send.jobs import POLL_FIRST, Jobs
+
+    def make(store: Any, bar: Any) -> Jobs:
+        return Jobs(
+            store,
+            wait=wait,
+            poll=POLL_FIRST if poll is None else poll,
+            max_requests=max_requests,
+            on_status=None if bar is None else lambda states: job_postfix(bar, states),
+        )
+
+    return {"make": make}
+
+
+def job_postfix(bar: Any, states: list[Any]) -> None:
+    """The progress bar's note of the jobs' status and counts."""
+    done = sum(s.completed for s in states)
+    total = sum(s.total for s in states)
+    statuses = sorted({s.status for s in states})
+    bar.set_postfix_str(f"jobs {'/'.join(statuses)}: {done}/{total} done", refresh=True)
+
+
+def _say_interrupted(strategy: Any) -> None:
+    import sys
+
+    ids = getattr(strategy, "ids", [])
+    if ids:
+        print(
+            f"Stopped waiting; the batch job {', '.join(ids)} keeps running at the provider. "
+            "Run the same call again to pick it up (nothing is submitted twice), or cancel it "
+            "with `pizzagpt jobs cancel ID`.",
+            file=sys.stderr,
+        )
 
 
 async def _ask_each(
@@ -258,7 +406,7 @@ def _saved_concurrency(items: list[Any]) -> int | None:
     return min(found) if found else None
 
 
-def ask_many(prompts: Iterable[Any], **options: Any) -> list[Any]:
+def ask_many(prompts: Iterable[Any], **options: Any) -> Any:
     """``ask_many_async`` from synchronous code; safe inside a running loop."""
     from .loop import run_sync
 

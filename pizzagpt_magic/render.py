@@ -843,6 +843,13 @@ class Answer:
             )
         elif "total_tokens" in usage:
             notes.append(f"{usage['total_tokens']:,} tokens")
+        cost = getattr(self.completion, "cost", None)
+        # The cost stands beside the token counts (and alone when it is a sum of money).
+        if cost is not None and (usage or cost.usd or cost.saved):
+            notes.append(cost.label)
+        answer_file = getattr(self.completion, "answer_file", None)
+        if answer_file:
+            notes.append(f"answer file {answer_file}")
         if not notes:
             return ""
         return " · ".join([self.completion.model_id, *notes])
@@ -893,6 +900,12 @@ class BatchSummary:
             label: r for label, r in zip(labels, results) if isinstance(r, BaseException)
         }
         self.answers: Any = None
+        #: The answer file the batch read and wrote (its name), if any: then what the cell
+        #: saves holds nothing that changes between runs, and the answers' keys.
+        self.answer_file: str | None = None
+        self.keys: list[str] = []
+        #: What the batch's requests cost, as a label (``$0.0123``); None leaves it unsaid.
+        self.cost: str | None = None
 
     def failure_line(self) -> str:
         listed = "; ".join(f"#{label}: {exc}" for label, exc in list(self.failures.items())[:3])
@@ -900,10 +913,15 @@ class BatchSummary:
         return f"{len(self.failures)} of {len(self.results)} prompts failed ({listed}{more})"
 
     def _headline(self) -> str:
-        return (
-            f"{len(self.results)} answers from {self.model} in {self.elapsed:.1f} s, "
-            f"{len(self.failures)} failed"
+        took = f" in {self.elapsed:.1f} s" if self.answer_file is None else ""
+        cost = f", {self.cost}" if self.cost else ""
+        line = (
+            f"{len(self.results)} answers from {self.model}{took}, "
+            f"{len(self.failures)} failed{cost}"
         )
+        if self.answer_file is not None:
+            line += f" · answer file {self.answer_file}"
+        return line
 
     def display(self) -> SafeMarkdown:
         answered = [
@@ -926,8 +944,12 @@ class BatchSummary:
             parts.append(Markup(f"<p><em>… and {len(self.results) - self.SHOWN} more</em></p>"))
         return SafeMarkdown(parts, "\n".join(plain))
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return self.display()._repr_mimebundle_()
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        bundle = self.display()._repr_mimebundle_()
+        if self.answer_file is None:
+            return bundle
+        meta = {"answer_file": self.answer_file, "answer_keys": sorted(set(self.keys))}
+        return bundle, {"pizzagpt_magic": meta}
 
     def __repr__(self) -> str:
         return self.display().plain

@@ -51,10 +51,13 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a write waits for another process's lock before the store gives up.
 BUSY_TIMEOUT = 10.0
+#: Most writes committed in one transaction by the writer thread.
+WRITE_GROUP = 500
+_NOTHING = object()
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE cache (
@@ -99,7 +102,53 @@ MIGRATIONS: dict[int, list[str]] = {
     4: [],
     # The tool calls made on the way to an answer: name, arguments, result size (JSON).
     5: ["ALTER TABLE log ADD COLUMN tool_calls TEXT"],
+    6: [],
+    # Provider batch jobs: one row a job (never a key), the cache keys of its rows, and whether
+    # an answer came through a batch job (its price is the batch price).
+    7: [
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            api TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_file TEXT,
+            status TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            completed INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            finished REAL,
+            collected INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        )""",
+        "CREATE INDEX jobs_live ON jobs (collected, origin)",
+        """CREATE TABLE job_rows (
+            job TEXT NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (job, key)
+        ) WITHOUT ROWID""",
+        "ALTER TABLE log ADD COLUMN batch INTEGER",
+    ],
 }
+#: Columns of the log added after its first schema, whatever the schema version says: added
+#: when missing each time a store is opened, so the order in which changes that number their
+#: migrations land cannot skip them. What an exchange cost (USD; NULL when unknown), what a
+#: cache hit saved, how the model is priced, and the characters sent (to learn characters a
+#: token).
+LOG_COLUMNS = {
+    "cost": "REAL",
+    "cost_saved": "REAL",
+    "pricing": "TEXT",
+    "input_chars": "INTEGER",
+}
+LOG_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS log_model ON log (provider, model, id)",
+    # Usage reports read this index alone, in its order (see Store.usage).
+    """CREATE INDEX IF NOT EXISTS log_usage ON log (provider, model, cached, pricing, error, time,
+        session, source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost,
+        cost_saved)""",
+]
 FTS_SCHEMA = [
     """CREATE VIRTUAL TABLE IF NOT EXISTS log_fts USING fts5(
         prompt, answer, content='log', content_rowid='id')""",
@@ -111,6 +160,32 @@ FTS_SCHEMA = [
         VALUES ('delete', old.id, old.prompt, old.answer);
     END""",
 ]
+
+#: The columns ``Store.usage`` groups by, for each ``by``.
+_USAGE_GROUPS = {
+    "model": ["provider", "model"],
+    "day": ["date(time, 'unixepoch', 'localtime') AS day"],
+    "source": ["source"],
+    "session": ["session"],
+}
+
+#: What ``Store.usage`` counts for each group.
+_USAGE_COUNTS = (
+    "exchanges",
+    "requests",
+    "cache_hits",
+    "failures",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "unpriced",
+    "local",
+    "free",
+)
+
+
+def _sort_key(group: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple("" if value is None else str(value) for value in group)
 
 
 class StoreWarning(UserWarning):
@@ -246,6 +321,12 @@ class Store:
                 for statement in MIGRATIONS.get(target, ()):
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
+            have = {row[1] for row in connection.execute("PRAGMA table_info(log)")}
+            for name, kind in LOG_COLUMNS.items():
+                if name not in have:
+                    connection.execute(f"ALTER TABLE log ADD COLUMN {name} {kind}")
+            for statement in LOG_INDEXES:
+                connection.execute(statement)
             try:
                 for statement in FTS_SCHEMA:
                     connection.execute(statement)
@@ -299,8 +380,10 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
+        held: Any = _NOTHING
         while True:
-            job = self._queue.get()
+            job = self._queue.get() if held is _NOTHING else held
+            held = _NOTHING
             if job is None:
                 connection.close()
                 return
@@ -314,28 +397,53 @@ class Store:
                 continue
             if self.failed is not None:
                 continue
+            # The writes queued behind this one share its transaction (a batch's answers
+            # arrive faster than one commit each could keep up with), in order.
+            group = [job]
+            while len(group) < WRITE_GROUP:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None or isinstance(following, threading.Event):
+                    held = following
+                    break
+                group.append(following)
             try:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 self._check_identity()
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    job(connection)
+                    for write in group:
+                        try:
+                            write(connection)
+                        except (sqlite3.Error, OSError):
+                            raise
+                        except Exception:  # a bug in one write must not stop the others
+                            logger.exception("a write to the store failed")
                     connection.execute("COMMIT")
                 except BaseException:
                     _rollback(connection)
                     raise
                 finally:
-                    key = getattr(job, "cache_key", None)
-                    if key is not None:
-                        self._pending.pop(key, None)
-                self._writes += 1
-                if self._writes % 200 == 0:
+                    for write in group:
+                        key = getattr(write, "cache_key", None)
+                        if key is not None:
+                            self._pending.pop(key, None)
+                before = self._writes
+                self._writes += len(group)
+                if self._writes // 200 != before // 200:
                     self._queue.put(self._trim)  # in a transaction of its own, next
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
-            except Exception:  # a bug in one job must not stop the writer
+            except Exception:  # a bug in the writer must not stop it
                 logger.exception("a write to the store failed")
+
+    @property
+    def backlog(self) -> int:
+        """How many writes wait for the writer thread."""
+        return self._queue.qsize()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every write submitted so far is on disk (or the store failed)."""
@@ -477,9 +585,15 @@ class Store:
             "session",
             "cell",
             "tool_calls",
+            "batch",
+            "cost",
+            "cost_saved",
+            "pricing",
+            "input_chars",
         )
         usage = record.get("usage") or {}
         calls = record.get("tool_calls")
+        cost = record.get("cost")
         values = (
             record.get("time", time.time()),
             record["provider"],
@@ -501,6 +615,11 @@ class Store:
             record.get("session"),
             record.get("cell"),
             None if calls is None else json.dumps(calls, ensure_ascii=False, default=str),
+            1 if record.get("batch") else None,
+            cost.usd if cost is not None else None,
+            cost.saved if cost is not None else None,
+            cost.pricing if cost is not None else None,
+            record.get("input_chars"),
         )
         sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         self._submit(lambda c: c.execute(sql, values))
@@ -558,6 +677,96 @@ class Store:
             out.append(record)
         return out
 
+    # -- batch jobs -----------------------------------------------------------------------
+
+    _JOB_FIELDS = frozenset(
+        {"status", "completed", "failed", "finished", "collected", "error", "input_file"}
+    )
+
+    def add_job(self, job: dict[str, Any], keys: Iterable[str]) -> bool:
+        """Keep a submitted job (``id``, ``api``, ``provider``, ``origin``, ``model``,
+        ``status``, ``requests``, ``created``; never a key) and the cache keys of its rows;
+        on disk when this returns True."""
+        row = (
+            job["id"],
+            job["api"],
+            job["provider"],
+            job["origin"],
+            job["model"],
+            job.get("input_file"),
+            job["status"],
+            int(job["requests"]),
+            float(job.get("created") or time.time()),
+        )
+        rows = [(job["id"], key) for key in keys]
+
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR REPLACE INTO jobs (id, api, provider, origin, model, input_file, "
+                "status, requests, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            connection.executemany("INSERT OR IGNORE INTO job_rows (job, key) VALUES (?, ?)", rows)
+
+        self._submit(write)
+        return self.failed is None and self.flush() and self.failed is None
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Change a job's ``status``, counts, ``finished``, ``collected`` or ``error``."""
+        unknown = fields.keys() - self._JOB_FIELDS
+        if unknown:
+            raise ValueError(f"unknown job fields: {', '.join(sorted(unknown))}")
+        if not fields:
+            return
+        names = sorted(fields)
+        sql = f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
+        values = [fields[n] for n in names] + [job_id]
+        self._submit(lambda c: c.execute(sql, values))
+
+    def jobs(
+        self, n: int | None = None, *, live: bool = False, origin: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The jobs kept, newest first; ``live``: those whose results are not read yet;
+        ``origin``: of that endpoint only."""
+        if self.failed is not None:
+            return []
+        self.flush()
+        where, params = [], []
+        if live:
+            where.append("collected = 0")
+        if origin is not None:
+            where.append("origin = ?")
+            params.append(origin)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC, rowid DESC"
+        if n is not None:
+            sql += f" LIMIT {int(n)}"
+        try:
+            cursor = self._reader().execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return []
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """One job's record, or None."""
+        found = [j for j in self.jobs() if j["id"] == job_id]
+        return found[0] if found else None
+
+    def job_keys(self, job_id: str) -> list[str]:
+        """The cache keys of a job's rows."""
+        if self.failed is not None:
+            return []
+        try:
+            rows = self._reader().execute("SELECT key FROM job_rows WHERE job = ?", (job_id,))
+            return [r[0] for r in rows.fetchall()]
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return []
+
     def prune(self, older_than_days: float) -> int:
         """Delete the log's exchanges older than that many days; returns how many."""
         check_count(older_than_days, "the age in days")
@@ -566,6 +775,101 @@ class Store:
         connection = self._reader()
         cursor = connection.execute("DELETE FROM log WHERE time < ?", (cutoff,))
         return int(cursor.rowcount)
+
+    # -- usage and cost -------------------------------------------------------------------
+
+    def usage(
+        self,
+        *,
+        since: float | None = None,
+        by: Iterable[str] = ("model",),
+        session: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The log's totals since ``since`` (a Unix time), one row per group of ``by``
+        (``model``, ``day``, ``source``), of ``session`` only when given.
+
+        ``requests`` were sent (``failures`` among them); ``cache_hits`` were answered from the
+        cache and cost 0; tokens are those of the requests sent; ``cost`` adds the known costs,
+        ``unpriced`` counts the answers whose cost is unknown, ``local`` and ``free`` those of
+        models that cost nothing; ``cost_saved`` is what the cache hits would have cost."""
+        self.flush()
+        by = list(by)
+        keys: list[str] = []
+        for name in by:
+            keys += _USAGE_GROUPS[name]
+        names = [k.split(" AS ")[-1] for k in keys]
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if session is not None:
+            where.append("session = ?")
+            params.append(session)
+        # Grouped by the columns the counts depend on too, in the order of the covering index
+        # log_usage, and with plain sums only: SQLite then reads the index alone, sorts nothing
+        # (by model), and does the least work a row; the groups are merged here.
+        source = "log INDEXED BY log_usage" if by == ["model"] else "log"
+        sql = (
+            f"SELECT {''.join(k + ', ' for k in keys)}cached, pricing, error, count(*), "
+            "total(prompt_tokens), total(completion_tokens), total(cache_read_input_tokens), "
+            "total(cost), "
+            f"total(cost_saved), count(cost) FROM {source} WHERE {' AND '.join(where)} "
+            f"GROUP BY {''.join(n + ', ' for n in names)}cached, pricing, error"
+        )
+        try:
+            rows = self._reader().execute(sql, params)
+        except sqlite3.OperationalError:  # a store made without the index: the same, slower
+            rows = self._reader().execute(sql.replace(" INDEXED BY log_usage", ""), params)
+        totals: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            group = row[: len(names)]
+            cached, pricing, error, count, inputs, outputs, in_cache, cost, saved, priced = row[
+                len(names) :
+            ]
+            record = totals.get(group)
+            if record is None:
+                record = totals[group] = dict(zip(names, group))
+                record.update(dict.fromkeys(_USAGE_COUNTS, 0))
+                record.update(cost=0.0, cost_saved=0.0)
+            record["exchanges"] += count
+            record["cost"] += cost
+            record["cost_saved"] += saved
+            if pricing == "local" or pricing == "free":
+                record[pricing] += count
+            if cached:
+                record["cache_hits"] += count
+                continue
+            record["requests"] += count
+            record["input_tokens"] += int(inputs)
+            record["output_tokens"] += int(outputs)
+            record["cache_read_input_tokens"] += int(in_cache)
+            if error is not None:
+                record["failures"] += count
+            else:
+                record["unpriced"] += count - priced
+        return [totals[group] for group in sorted(totals, key=_sort_key)]
+
+    def token_stats(
+        self, provider: str, model: str, *, last: int = 200
+    ) -> tuple[float | None, float | None]:
+        """``(characters a token, average answer tokens)`` of the newest ``last`` answers of
+        ``provider:model`` in the log that were sent and counted (None where there are none)."""
+        self.flush()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT total(input_chars), total(prompt_tokens), avg(completion_tokens) FROM "
+                "(SELECT input_chars, prompt_tokens, completion_tokens FROM log "
+                "WHERE provider = ? AND model = ? AND cached = 0 AND error IS NULL "
+                "AND prompt_tokens > 0 AND input_chars > 0 ORDER BY id DESC LIMIT ?)",
+                (provider, model, int(last)),
+            )
+            .fetchone()
+        )
+        chars, tokens, answer = row
+        ratio = chars / tokens if tokens else None
+        return ratio, (float(answer) if answer is not None else None)
 
 
 def _rollback(connection: sqlite3.Connection) -> None:

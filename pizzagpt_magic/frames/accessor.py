@@ -26,9 +26,11 @@ class _Pizza:
         """The model's answer to ``template`` filled with each row: a ``string`` Series on
         the same index, or with ``schema`` a typed DataFrame (one column per field and
         ``_error``). ``options`` are those of ``ask`` (``model``, ``system``,
-        ``temperature``, ``max_tokens``, ``concurrency``, ``cache``, ``progress``, ...) and
-        ``dry_run=True``, which returns the ``estimate`` and sends nothing. ``template`` may be
-        a saved prompt (``saved("NAME")``): its text, with its settings below the call's."""
+        ``temperature``, ``max_tokens``, ``concurrency``, ``cache``, ``progress``, ...),
+        ``batch_api=True`` (the provider's batch jobs, waited for, picked up again by the same
+        call after a restart; every operation takes it) and ``dry_run=True``, which returns
+        the ``estimate`` and sends nothing. ``template`` may be a saved prompt
+        (``saved("NAME")``): its text, with its settings below the call's."""
         from .map import map_rows
         from .options import with_saved
 

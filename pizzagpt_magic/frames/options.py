@@ -52,11 +52,17 @@ class Options:
     value_budget: int = DEFAULT_BUDGET
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     schema_retries: int = 1
+    #: Send the rows as the provider's batch jobs (``engine.send.jobs``), and wait for them.
+    batch_api: bool = False
+    batch_max_requests: int | None = None
+    batch_poll: float | None = None
     dry_run: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     #: Entered around each request (an async context manager factory): a limit shared with
     #: other processes, such as a Dask cluster's (see ``distributed``).
     gate: Any = None
+    #: Most the operation may spend, in USD (see ``estimates``); None: no limit of its own.
+    max_cost: float | None = None
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
     #: The names the call gave (the rest are defaults: the settings' layer of options).
     given: frozenset[str] = frozenset()
@@ -64,6 +70,10 @@ class Options:
     settings_options: dict[str, Any] = field(default_factory=dict)
     #: A saved prompt's options, between the alias's and the call's.
     saved_options: dict[str, Any] = field(default_factory=dict)
+    #: The shell's ``PizzaMagics`` (its ``budget`` holds here too, its ``spent`` counts this).
+    magics: Any = None
+    #: The operation's cost limits once made (``estimates.Limits``): one for all its batches.
+    limits: Any = None
 
     def request(self) -> dict[str, Any]:
         """How each request is sent (not part of the cache key)."""
@@ -83,6 +93,8 @@ _NAMES = frozenset(f.name for f in dataclasses.fields(Options)) - {
     "given",
     "settings_options",
     "saved_options",
+    "magics",
+    "limits",
 }
 
 
@@ -123,8 +135,11 @@ def _defaults() -> Options:
         value_budget=magics.value_budget,
         max_prompt_chars=magics.max_prompt_chars,
         schema_retries=getattr(magics, "schema_retries", 1),
+        batch_max_requests=getattr(magics, "batch_max_requests", None),
+        batch_poll=getattr(magics, "batch_poll", None),
         context=magics._context() | {"source": "frame"},
         settings_options=dict(getattr(magics, "options", {})),
+        magics=magics,
     )
 
 
@@ -149,6 +164,8 @@ def options_of(given: dict[str, Any]) -> Options:
         raise ValueError("concurrency must be at least 1")
     if options.max_prompt_chars < 1:
         raise ValueError("max_prompt_chars must be at least 1")
+    if options.max_cost is not None and not options.max_cost >= 0:
+        raise ValueError("max_cost must be 0 or more dollars")
     return options
 
 

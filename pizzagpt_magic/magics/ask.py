@@ -49,6 +49,8 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             options=args.model_options,
         )
     )
+    if not cached:
+        magics._check_budget(args, prompt, system)
     notebook = magics._showing_progress()
     view: StreamView | None = None
     # An answer with a schema is data: it shows once it is whole and checked.

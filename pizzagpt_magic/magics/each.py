@@ -3,7 +3,9 @@
 ``{item}`` and ``{index}`` are bound for each item; answers go to ``-o`` as a list, or a Series
 on a pandas index; with ``--schema`` a typed DataFrame (see ``engine.assemble``). The prompts
 go through the batch engine: identical ones are asked once, kept answers are not asked again,
-and an interrupt keeps every answer that arrived."""
+and an interrupt keeps every answer that arrived, as does a stop at the cost limit
+(``--max-cost``, ``PizzaMagics.budget``); ``--estimate`` says what the batch would send and cost,
+and sends nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AnswerFormatError, PizzagptError, PromptError
+from .. import answers as answer_files
+from ..errors import AnswerFormatError, BudgetExceededError, PizzagptError, PromptError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
 
@@ -100,6 +103,13 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         )
     except PizzagptError as exc:
         raise UsageError(f"--pack: {exc}") from None
+    limits = None
+    if args.estimate or args.max_cost is not None or magics.budget is not None:
+        estimate = batch.estimate()
+        estimate.packed = strategy.planned_requests(batch.plan.pending)  # as it will send
+        if args.estimate:
+            return estimate
+        limits = magics._limits(args, estimate)
     bar = progress_bar(len(prompts), enabled=magics.progress)
     failed = 0
 
@@ -112,27 +122,57 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             bar.set_postfix(failed=failed, refresh=False)
         bar.update(len(positions))
 
-    started = time.monotonic()
-    try:
-        run_sync(batch.run(strategy, on_outcome=arrived))
-    except KeyboardInterrupt:
+    def keep() -> tuple[str, int]:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
         kept = [None if isinstance(r, BaseException) else r for r in batch.results()]
         target = args.output or BATCH_ANSWERS
         magics.user_ns[target] = _answers(kept, source, args.schema)
-        count = sum(r is not None for r in kept)
+        return target, sum(r is not None for r in kept)
+
+    if args.batch_api:
+        strategy = _jobs_strategy(magics, args, batch, bar)
+    started = time.monotonic()
+    try:
+        run_sync(batch.run(strategy, on_outcome=arrived, limits=limits))
+    except BudgetExceededError as exc:
+        kept_in, _ = keep()
+        raise UsageError(f"{exc}; the answers are in {kept_in!r} (None where none came)") from None
+    except PizzagptError as exc:  # a backend without a Batch API, a refused submission
+        if not args.batch_api:
+            raise
+        raise UsageError(f"--batch-api: {exc}") from None
+    except KeyboardInterrupt:
+        if args.batch_api:
+            from ..batch import _say_interrupted
+
+            _say_interrupted(strategy)
+        kept_in, count = keep()
         import sys
 
         print(
-            f"Interrupted: {count} of {len(kept)} answers kept in {target!r} (None where "
-            "none came); run the cell again to ask only for the rest",
+            f"Interrupted: {count} of {len(prompts)} answers kept in {kept_in!r} (None "
+            "where none came); run the cell again to ask only for the rest",
             file=sys.stderr,
         )
         raise
     finally:
+        magics.spent += batch.spent
         if bar is not None:
             bar.close()
+    if args.batch_api and args.no_wait:
+        from ..jobs import JobHandle
+
+        line, cell = args.source
+        waiting = " ".join(word for word in line.split(" ") if word != "--no-wait")
+        handle = JobHandle(
+            strategy.ids,
+            strategy.store,
+            lambda: magics.ipython.run_cell_magic("pizza", waiting, cell),
+        )
+        if args.output:
+            magics.user_ns[args.output] = handle
+        return handle
     results = batch.results()
     if args.schema is None and args.format in ("code", "json"):
         # each answer becomes its value, or fails
@@ -154,13 +194,39 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         answers = batch_values(
             [None if isinstance(r, BaseException) else r for r in results], source
         )
+    settings = answer_files.current()
+    if settings is not None:
+        # What the saved notebook records: the file, and the keys of the answers it holds.
+        summary.answer_file = settings.file.name
+        summary.keys = [
+            answer_files.answer_key(p.backend.provider, p.backend.model, p.parameters, p.messages)
+            for p in batch.plan.unique.values()
+        ]
     summary.answers = answers
+    if batch.spent:
+        from ..cost import format_usd
+
+        summary.cost = f"{format_usd(batch.spent)} spent"
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
         magics.user_ns[target] = answers
     if summary.failures:
         raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
     return summary
+
+
+def _jobs_strategy(magics: PizzaMagics, args: Any, batch: Any, bar: Any) -> Any:
+    """The ``jobs`` strategy of ``--batch-api``, its status on the progress bar."""
+    from ..batch import job_postfix
+    from ..engine.send.jobs import Jobs
+
+    return Jobs(
+        batch.recorder.store,
+        wait=not args.no_wait,
+        poll=magics.batch_poll,
+        max_requests=magics.batch_max_requests,
+        on_status=None if bar is None else lambda states: job_postfix(bar, states),
+    )
 
 
 def _answers(results: list[Any], source: Any, schema: Any) -> Any:

@@ -86,6 +86,24 @@ OPTIONS = (
         help="Show the newest N logged exchanges (default 10).",
     ),
     argument(
+        "--usage",
+        action="store_true",
+        help="Show requests, cache hits, tokens and cost by model: this kernel's and the "
+        "store's (with --since WHEN: over that window).",
+    ),
+    argument(
+        "--since",
+        metavar="WHEN",
+        help="With --usage: a date (2026-11-28), a time or an age (30m, 12h, 7d).",
+    ),
+    argument(
+        "--plot",
+        nargs="?",
+        const="cost",
+        choices=("cost", "tokens"),
+        help="With --usage: draw cost (default) or tokens per day by model (needs matplotlib).",
+    ),
+    argument(
         "--no-interpolate",
         action="store_true",
         help="Send {braces} as they are, without substituting variables.",
@@ -98,10 +116,41 @@ OPTIONS = (
     ),
     argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each."),
     argument(
+        "--batch-api",
+        action="store_true",
+        help="With --each: send the questions as the provider's batch jobs (OpenAI, Groq, "
+        "Anthropic; about half the price, answers within 24 hours). Waits with a progress bar; "
+        "running the cell again picks its jobs up, after a restart too.",
+    ),
+    argument(
+        "--no-wait",
+        action="store_true",
+        help="With --batch-api: submit and return at once; -o gets the job handle (status(), "
+        "result(), cancel()).",
+    ),
+    argument(
+        "--jobs",
+        action="store_true",
+        help="List the provider batch jobs in the store; --jobs cancel ID cancels one.",
+    ),
+    argument(
         "--pack",
         metavar="N|auto",
         help="--each: how many rows may share one request (1: one a request; auto: as many "
         "as fit, the default).",
+    ),
+    argument(
+        "--estimate",
+        action="store_true",
+        help="With --each: say how many requests the batch would send (prompts not yet "
+        "answered), their tokens and cost; send nothing.",
+    ),
+    argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="With --each: send no request that could take the batch's cost past USD; the "
+        "answers received are kept, and a rerun asks only for the rest.",
     ),
     argument(
         "--fix",
@@ -121,6 +170,23 @@ OPTIONS = (
         "in this kernel; OpenAI-compatible endpoints only. PizzaMagics.tools sets the default.",
     ),
     argument("--no-tools", action="store_true", help="No tools for this question."),
+    argument(
+        "--answers",
+        metavar="PATH",
+        help="Read answers from this answer file first and write every answer to it (a JSON "
+        "Lines file kept with the notebook); alone, use it for the rest of the kernel.",
+    ),
+    argument(
+        "--answers-only",
+        action="store_true",
+        help="Answers come only from the answer file: a question not in it fails, and nothing "
+        "is sent.",
+    ),
+    argument(
+        "--refresh",
+        action="store_true",
+        help="Ask again and replace the answer file's line (and the cached answer).",
+    ),
     argument(
         "--insert",
         action="store_true",

@@ -1,9 +1,10 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``tools``, ``prompts``, ``aliases``); this class parses the options,
-checks them, and hands the question to the mode asked for. What the modes share (building the
-question and the system message, the request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``, ``usage``, ``jobs``, ``prompts``, ``aliases``); this class
+parses the options, checks them, and hands the question to the mode asked for. What the modes
+share (building the question and the system message, the request options, the store, the log's
+context) is here.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from IPython.core.magic_arguments import magic_arguments
 from ..cell_errors import CellErrors
 from ..errors import PizzagptError
 from .aliases import list_aliases, set_or_remove_alias
+from .answers import set_answer_file, using_answer_file
 from .ask import ask_one
 from .each import ask_each
 from .fix import fix_question
 from .history import show_history
+from .jobs import show_jobs
 from .log import show_log
 from .models import list_models
 from .names import CELL_ERRORS, FIGURES
@@ -31,6 +34,7 @@ from .options import OPTIONS
 from .parsing import split_options
 from .prompts import apply_template, list_saved, question_layer, save_question
 from .settings import PizzaSettings
+from .usage import show_usage
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -61,6 +65,11 @@ class PizzaMagics(PizzaSettings):
             code_name=getattr(getattr(shell, "compile", None), "format_code_name", None)
         )
         self.observe(self._resize, names=["history_length", "cache_size"])
+        self.observe(self._set_prices, names=["prices"])
+        if self.prices:
+            self._set_prices(None)
+        #: What this kernel's answers cost so far (USD), for ``PizzaMagics.budget``.
+        self.spent = 0.0
         from ..images import DisplayedImages
 
         #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
@@ -93,6 +102,11 @@ class PizzaMagics(PizzaSettings):
         self.cell_errors.record(result)
         self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
         self.user_ns.setdefault(FIGURES, self.figures)
+
+    def _set_prices(self, change: Any) -> None:
+        from ..cost import set_prices
+
+        set_prices(self.prices)
 
     def _resize(self, change: Any) -> None:
         if self._conversation is not None:
@@ -163,6 +177,18 @@ class PizzaMagics(PizzaSettings):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
+        if args.jobs:
+            return show_jobs(self, prompt)
+        if (args.batch_api or args.no_wait) and not args.each:
+            raise UsageError("--batch-api and --no-wait go with %%pizza --each")
+        if args.no_wait and not args.batch_api:
+            raise UsageError("--no-wait goes with --batch-api")
+        if (args.since or args.plot) and not args.usage:
+            raise UsageError("--since and --plot go with --usage")
+        if args.usage:
+            if prompt or args.each:
+                raise UsageError("--usage takes no question")
+            return show_usage(self, args)
         if args.models is not None or args.history or args.show_log is not None:
             if prompt:
                 raise UsageError("--models, --history and --log take no question")
@@ -173,25 +199,27 @@ class PizzaMagics(PizzaSettings):
             if args.each:
                 raise UsageError("--fix asks about one error; it does not go with --each")
             prompt = fix_question(self, prompt, args)
-        if args.each:
-            if cell is None and not args.template:  # a saved prompt's question is its own
-                raise UsageError("--each works with the %%pizza cell magic (or with -t NAME)")
-            if args.insert:
+        if args.answers is not None and not prompt and not args.each:
+            return set_answer_file(self, args)
+        with using_answer_file(self, args):
+            if args.each:
+                if cell is None and not args.template:  # a saved prompt's question is its own
+                    raise UsageError("--each works with the %%pizza cell magic (or with -t NAME)")
+                if args.insert:
+                    raise UsageError(
+                        "--insert puts one answer's code in a cell; it does not go with --each"
+                    )
+                if args.tools is not None:
+                    raise UsageError("--tools goes with one question; it does not go with --each")
+                args.source = (line, cell)
+                result = ask_each(self, args, prompt)
+            elif not prompt:
                 raise UsageError(
-                    "--insert puts one answer's code in a cell; it does not go with --each"
+                    "Nothing to ask: the question is empty. Usage: %pizza [options] question"
                 )
-            if args.tools is not None:
-                raise UsageError("--tools goes with one question; it does not go with --each")
-            result = ask_each(self, args, prompt)
-        elif not prompt:
-            raise UsageError(
-                "Nothing to ask: the question is empty. Usage: %pizza [options] question"
-            )
-        else:
-            result = ask_one(self, args, prompt)
+            else:
+                result = ask_one(self, args, prompt)
         return None if silenced else result
-
-    # -- helpers --------------------------------------------------------------------------------
 
     # -- what the modes share -------------------------------------------------------------------
 
@@ -218,6 +246,10 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(str(exc)) from None
         if args.temperature is not None and not 0 <= args.temperature <= 2:
             raise UsageError("--temperature must be from 0 to 2")
+        if args.max_cost is not None and not args.max_cost >= 0:
+            raise UsageError("--max-cost must be 0 or more dollars")
+        if (args.max_cost is not None or args.estimate) and not args.each:
+            raise UsageError("--estimate and --max-cost go with --each (a batch)")
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError("--max-tokens must be at least 1")
         from ..backends import resolve
@@ -343,7 +375,7 @@ class PizzaMagics(PizzaSettings):
         context = self._context()
 
         async def ask(prompt: str, system: str | None) -> Reply:
-            return await self.conversation.ask(
+            reply = await self.conversation.ask(
                 prompt,
                 backend=args.backend,
                 system=system,
@@ -363,8 +395,62 @@ class PizzaMagics(PizzaSettings):
                 options=args.model_options,
                 **request,
             )
+            cost = reply.completion.cost if reply.completion is not None else None
+            if cost is not None and cost.usd:
+                self.spent += cost.usd
+            return reply
 
         return ask
+
+    def _estimate(self, args: Any, requests: list[tuple[Any, str | None]]) -> tuple[Any, Any]:
+        """The ``estimates.Estimate`` of asking ``requests`` (prompt, system) with these options,
+        and each one's estimated cost; those this kernel or the store has answered cost 0."""
+        from ..estimates import estimate_batch
+
+        use_cache = self.cache and not args.no_cache
+        conversation = self.conversation
+        return estimate_batch(
+            args.backend,
+            [conversation.messages(p, system=s, chat=args.chat) for p, s in requests],
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            store=self._store() if use_cache else None,
+            base_url=self.base_url,
+            # The memory cache is keyed as the store is (engine.keys.prompt_key).
+            answered=conversation.cache.__contains__ if use_cache else None,
+        )
+
+    def _limits(self, args: Any, estimate: Any) -> Any:
+        """The cost limits in force (``--max-cost``, ``PizzaMagics.budget``), or None."""
+        from ..cost import format_usd
+        from ..estimates import Budget, Limits
+
+        budgets = []
+        if args.max_cost is not None:
+            budgets.append(Budget(args.max_cost, what=f"--max-cost {args.max_cost:g}"))
+        if self.budget is not None:
+            budgets.append(
+                Budget(
+                    self.budget, self.spent, what=f"PizzaMagics.budget ({format_usd(self.budget)})"
+                )
+            )
+        if not budgets:
+            return None
+        if estimate.usd is None and estimate.requests:
+            raise UsageError(
+                f"The price of {estimate.model} is unknown ({estimate.pricing}), so a cost limit "
+                "cannot hold; give it in PizzaMagics.prices"
+            )
+        return Limits(budgets)
+
+    def _check_budget(self, args: Any, prompt: Any, system: str | None) -> None:
+        """Refuse a question that could take this kernel past ``PizzaMagics.budget``."""
+        if self.budget is None:
+            return
+        estimate, (usd,) = self._estimate(args, [(prompt, system)])
+        limits = self._limits(args, estimate)
+        if limits is not None and not limits.reserve(usd or 0.0):
+            raise UsageError(str(limits.error()))
 
     def _store(self) -> Any:
         """The store in effect (None when off or failed)."""

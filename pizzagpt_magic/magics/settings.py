@@ -105,6 +105,17 @@ class PizzaSettings(Magics):
     log = Bool(
         True, help="Append every exchange to the store's log (also off with PIZZAGPT_LOG=0)."
     ).tag(config=True)
+    answers = Unicode(
+        None,
+        allow_none=True,
+        help="Answer file (JSON Lines, relative to the kernel's working directory) read before "
+        "the store and written with every answer; None means $PIZZAGPT_ANSWERS, else none.",
+    ).tag(config=True)
+    answers_only = Bool(
+        False,
+        help="Answers come only from the answer file; a question not in it fails and nothing "
+        "is sent (also on with PIZZAGPT_ANSWERS_ONLY=1).",
+    ).tag(config=True)
     history_length = Int(
         20, help="How many exchanges the conversation keeps for -c/--chat (0 keeps none)."
     ).tag(config=True)
@@ -121,11 +132,39 @@ class PizzaSettings(Magics):
         100_000, help="Longest prompt (all messages) sent; a longer one is refused."
     ).tag(config=True)
     concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    batch_max_requests = Int(
+        None,
+        allow_none=True,
+        help="Most requests in one provider batch job (--batch-api); a larger batch is split "
+        "into several jobs. None: the provider's limit (OpenAI 50,000, Anthropic 100,000).",
+    ).tag(config=True)
+    batch_poll = Float(
+        3.0,
+        help="Seconds before the first poll of a batch job (--batch-api); each wait is half as "
+        "long again as the one before, up to a minute.",
+    ).tag(config=True)
     pack = Unicode(
         None,
         allow_none=True,
         help="How many rows of a batch may share one request: a whole number (1: one row a "
         "request) or 'auto' (as many as fit); None means $PIZZAGPT_PACK, else 'auto'.",
+    ).tag(config=True)
+    prices = Dict(
+        help='Model prices that win over the genai-prices table: {"provider:model": {"input": '
+        'USD per million tokens, "output": USD per million, optional "cached_input" and '
+        '"cache_write"}} '
+        '("provider:*" for all of a provider\'s models; a Pizzagpt model named alone).',
+    ).tag(config=True)
+    batch_discount = Float(
+        0.5,
+        help="The share of the online price an answer from a provider's Batch API (--batch-api) "
+        "costs: 0.5 for OpenAI, Groq and Anthropic.",
+    ).tag(config=True)
+    budget = Float(
+        None,
+        allow_none=True,
+        help="Most this kernel may spend on answers, in USD; a question or batch that could go "
+        "past it is not sent. None: no limit.",
     ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
@@ -192,6 +231,31 @@ class PizzaSettings(Magics):
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
 
+    @validate("prices")
+    def _valid_prices(self, proposal: Any) -> dict[str, Any]:
+        from ..cost import check_prices
+
+        try:
+            check_prices(proposal.value)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("batch_discount")
+    def _valid_batch_discount(self, proposal: Any) -> float:
+        if not 0 < proposal.value <= 1:
+            raise TraitError("batch_discount is the share of the online price: above 0, up to 1")
+        from ..cost import set_batch_discount
+
+        set_batch_discount(proposal.value)
+        return proposal.value
+
+    @validate("budget")
+    def _valid_budget(self, proposal: Any) -> float | None:
+        if proposal.value is not None and not proposal.value >= 0:
+            raise TraitError("budget must be 0 or more dollars (None: no limit)")
+        return proposal.value
+
     @validate("temperature")
     def _valid_temperature(self, proposal: Any) -> float | None:
         if proposal.value is not None and not 0 <= proposal.value <= 2:
@@ -236,6 +300,12 @@ class PizzaSettings(Magics):
     def _valid_retries(self, proposal: Any) -> int:
         if not 0 <= proposal.value <= 10:
             raise TraitError("retries must be from 0 to 10")
+        return proposal.value
+
+    @validate("batch_max_requests")
+    def _valid_batch_max_requests(self, proposal: Any) -> int | None:
+        if proposal.value is not None and proposal.value < 1:
+            raise TraitError("batch_max_requests must be at least 1 (or None)")
         return proposal.value
 
     @validate("schema_retries")
