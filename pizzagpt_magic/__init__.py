@@ -5,6 +5,8 @@ The same backends serve Python code through ``ask``, ``ask_async``, ``complete``
 ``ask_many_async``: Pizzagpt by default, Claude through Anthropic's Messages API
 (``anthropic:claude-sonnet-4-5``), any OpenAI-compatible endpoint (``ollama:llama3.2``,
 ``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class.
+``saved("NAME")`` is a prompt saved with ``%%pizza --save NAME``, which they take in place of
+a question.
 
 Importing the package is cheap: the public names load their modules (and aiohttp) on first use.
 It also gives every pandas DataFrame and Series the ``.pizza`` accessor (``df.pizza.map``,
@@ -33,6 +35,9 @@ _EXPORTS = {
     "Completion": "api",
     "Endpoint": "backends",
     "register_endpoint": "backends",
+    "saved": "prompts",
+    "SavedPrompt": "prompts",
+    "OptionError": "errors",
     "logs": "store",
     "usage": "reports",
     "set_prices": "cost",
@@ -103,6 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover
         MisuseError,
         ModelNotFoundError,
         NonJSONResponseError,
+        OptionError,
         PizzagptError,
         PromptError,
         ProviderError,
@@ -117,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover
         TransportError,
     )
     from .jobs import JobHandle, cancel_job, list_jobs
+    from .prompts import SavedPrompt, saved
     from .providers.anthropic import Anthropic
     from .providers.base import (
         AsyncGeneratorProvider,

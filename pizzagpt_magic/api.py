@@ -2,8 +2,13 @@
 with its metadata.
 
 They build the conversation (an optional system message, earlier exchanges, the question), send
-it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
+it through the backend the model id or alias names (``gpt-4o-mini``, ``ollama:llama3.2``,
 ``package.module.Provider:model``) on the shared keep-alive session, and return the answer.
+
+A question may be a saved prompt (``saved("NAME")``, see ``prompts``): its placeholders are
+filled from ``variables``, and its model, system message, schema and options apply below the
+ones given with the call. ``options`` are model options (see ``options``): they go into the body
+of backends that take them, and into the cache key and the log in canonical form.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import answers as answer_files
 from . import store as stores
@@ -28,6 +33,8 @@ from .errors import (
     ProviderError,
     ToolRoundsError,
 )
+from .options import sampling_layer, settle
+from .prompts import SavedPrompt
 from .providers.base import USAGE_COUNTS, FinishReason, Messages, Usage
 from .providers.openai import OpenAICompatible
 from .providers.pizzagpt import Pizzagpt
@@ -170,12 +177,13 @@ def store_key(
     base_url: str | None = None,
     schema: Any = None,
     tools: Toolbox | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
     """The store's cache key of a request (``engine.keys.prompt_key``, the one key function
     of every path); with ``tools``, the tool set and the visible variables' content hashes
-    too, as ``parameters["tools"]``."""
+    too, as ``parameters["tools"]``; model options, canonical, as ``parameters["options"]``."""
     extra = {"tools": tools.key()} if tools is not None else None
-    return prompt_key(backend, messages, temperature, max_tokens, base_url, schema, extra)
+    return prompt_key(backend, messages, temperature, max_tokens, base_url, schema, extra, options)
 
 
 def _prompt_of(messages: Messages) -> str:
@@ -201,11 +209,13 @@ async def complete_messages(
     tool_rounds: int = DEFAULT_TOOL_ROUNDS,
     schema: Any = None,
     schema_retries: int = 1,
+    options: Mapping[str, Any] | None = None,
     **request: Any,
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer, through the store.
 
-    With ``cache`` an identical earlier request (same backend and server, parameters and
+    ``options`` are model options; an alias's backend brings its own below them. With
+    ``cache`` an identical earlier request (same backend and server, parameters, options and
     messages) is answered from the store; every new answer is stored, so ``cache=False`` asks
     again and keeps the new one. With ``log`` the exchange, answered or failed, is appended to
     the store's log; ``context`` says where it was asked (``source``, ``session``, ``cell``).
@@ -218,6 +228,10 @@ async def complete_messages(
     is ``Completion.value``; an answer that still does not fit is a ``SchemaError``.
     """
     _check_options(request)
+    if backend.options or options:
+        backend, temperature, max_tokens, options = settle(
+            backend, sampling_layer(temperature, max_tokens), options
+        )
     if tools is not None and schema is not None:
         raise ConfigurationError(
             "A schema and tools do not go together yet: ask with one or the other"
@@ -236,6 +250,7 @@ async def complete_messages(
             log=log,
             store=store,
             context=context,
+            options=options,
             **request,
         )
     if schema is not None:
@@ -251,6 +266,7 @@ async def complete_messages(
             schema,
             schema_retries,
             request,
+            options,
         )
     return await _complete_messages(
         backend,
@@ -264,6 +280,7 @@ async def complete_messages(
         store,
         context,
         request,
+        options,
     )
 
 
@@ -283,6 +300,7 @@ async def _complete_schema(
     schema: Any,
     schema_retries: int,
     request: dict[str, Any],
+    model_options: Mapping[str, Any] | None = None,
 ) -> Completion:
     """A question with a schema, through the engine (check, repair, record)."""
     from .engine.batch import complete_prompt
@@ -298,6 +316,7 @@ async def _complete_schema(
         max_tokens=max_tokens,
         schema=as_schema(schema),
         base_url=options.pop("base_url", None),
+        options=model_options,
     )
     completion: Completion = await complete_prompt(
         prompt,
@@ -329,6 +348,7 @@ async def _complete_messages(
     store: Any,
     context: dict[str, Any] | None,
     request: dict[str, Any],
+    options: Mapping[str, Any] | None = None,
 ) -> Completion:
     # ``complete_messages`` with its arguments in order, as the API's own callers pass them:
     # a question pays for one keyword match, at the entry, not at every layer.
@@ -338,7 +358,9 @@ async def _complete_messages(
     log = log and store is not None and stores.logging_enabled()
     settings = answer_files.current()
     if settings is not None:
-        hit = from_answer_file(settings, backend, messages, parameters_of(temperature, max_tokens))
+        hit = from_answer_file(
+            settings, backend, messages, parameters_of(temperature, max_tokens, None, options)
+        )
         if hit is not None:
             if log:
                 log_exchange(store, hit, messages, context=context)
@@ -348,7 +370,7 @@ async def _complete_messages(
     origin = origin_of(backend, request.get("base_url"))
     pricing = pricing_for(backend.provider, backend.model, origin)
     if store is not None:
-        parameters = parameters_of(temperature, max_tokens)
+        parameters = parameters_of(temperature, max_tokens, None, options)
         key = stores.request_key(
             f"{backend.provider}@{origin}", backend.model, parameters, messages
         )
@@ -374,7 +396,7 @@ async def _complete_messages(
                 return completion
     try:
         completion = await _fetch(
-            backend, messages, stream, temperature, max_tokens, on_text, request
+            backend, messages, stream, temperature, max_tokens, on_text, request, None, options
         )
     except PizzagptError as exc:
         if log:
@@ -553,6 +575,7 @@ async def complete_with_tools(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
     **request: Any,
 ) -> Completion:
     """Ask with ``tools`` offered, running the calls the model makes and sending back their
@@ -569,14 +592,20 @@ async def complete_with_tools(
     if store is DEFAULT_STORE:
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
-    parameters = {**parameters_of(temperature, max_tokens), "tools": tools.key()}
+    parameters = {**parameters_of(temperature, max_tokens, None, options), "tools": tools.key()}
     pricing = pricing_for(
         backend.provider, backend.model, origin_of(backend, request.get("base_url"))
     )
     key = None
     if store is not None:
         key = store_key(
-            backend, messages, temperature, max_tokens, request.get("base_url"), tools=tools
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            request.get("base_url"),
+            tools=tools,
+            options=options,
         )
         hit = store.get(key) if cache else None
         if hit is not None:
@@ -610,6 +639,7 @@ async def complete_with_tools(
             on_text,
             request,
             records,
+            options,
         )
     except PizzagptError as exc:
         if log:
@@ -672,6 +702,7 @@ async def _tool_loop(
     on_text: Callable[[str], Any] | None,
     request: dict[str, Any],
     records: list[Any],
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[str, str | None, dict[str, int] | None]:
     """``(text, finish_reason, usage)`` of the answer; ``records`` gets each call as it runs."""
     from .providers.tool_calls import ToolCalls, assistant_message, tool_message
@@ -699,6 +730,7 @@ async def _tool_loop(
             timeout=request.get("timeout"),
             connect_timeout=request.get("connect_timeout"),
             max_retries=request.get("max_retries"),
+            options=options,
         )
         try:
             async for chunk in agen:
@@ -754,16 +786,18 @@ async def _fetch(
     on_text: Callable[[str], Any] | None,
     request: dict[str, Any],
     response_format: dict[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer (``response_format`` goes to an
-    endpoint's request as it is, and only there; it implies no streaming).
+    endpoint's request as it is, and only there; it implies no streaming; ``options`` are
+    model options, for the body of an endpoint's request).
 
     Text chunks (``str``) are joined, and each is passed to ``on_text`` as it arrives; a finish
     reason and a token usage among the other chunks go to the ``Completion``; anything else a
     provider yields is ignored. An error after some text arrived carries it as ``partial``.
     """
     started = time.monotonic()
-    parameters = parameters_of(temperature, max_tokens)
+    parameters = parameters_of(temperature, max_tokens, None, options)
     endpoint = backend.endpoint
     if endpoint is not None and (not stream or response_format is not None):
         # An endpoint's one JSON answer: the shortest path.
@@ -781,6 +815,7 @@ async def _fetch(
             get("connect_timeout"),
             get("max_retries"),
             response_format,
+            options,
         )
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
@@ -799,7 +834,12 @@ async def _fetch(
     finish = None
     usage = None
     agen: Any = backend.generate(
-        messages, stream=stream, temperature=temperature, max_tokens=max_tokens, **request
+        messages,
+        stream=stream,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        options=options,
+        **request,
     )
     try:
         async for chunk in agen:
@@ -835,23 +875,58 @@ async def _fetch(
     )
 
 
+class Question(NamedTuple):
+    """A question ready to send: its backend (an alias's options merged), messages,
+    parameters, model options and schema."""
+
+    backend: Backend
+    messages: Messages
+    temperature: float | None
+    max_tokens: int | None
+    options: dict[str, Any]
+    schema: Any
+
+
 def _prepare(
-    prompt: str,
+    prompt: Any,
     model: str | None,
     provider: Any,
     system: str | None,
     history: Iterable[Mapping[str, Any]],
     temperature: float | None,
     max_tokens: int | None,
-) -> tuple[Backend, Messages]:
-    """The backend a question goes to and its messages, checked."""
+    options: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
+    schema: Any = None,
+) -> Question:
+    """The question as it is sent, checked: a saved prompt's settings below the ones given,
+    an alias's below those."""
+    saved_options: Mapping[str, Any] | None = None
+    if isinstance(prompt, SavedPrompt):
+        saved = prompt
+        prompt = saved.render(variables)
+        model = model or saved.model
+        system = saved.render_system(variables) if system is None else system
+        saved_options = saved.options
+        if schema is None:
+            schema = saved.schema
+    elif variables:
+        raise PromptError("variables= fills the placeholders of a saved prompt (saved('NAME'))")
     if provider is None or provider is Pizzagpt:
         backend = resolve(model)
     else:
         backend = provider_of(provider, model)
-    if temperature is not None or max_tokens is not None:
-        backend.check_parameters(temperature, max_tokens)
-    return backend, build_messages(prompt, system=system, history=history)
+    backend, temperature, max_tokens, merged = settle(
+        backend, saved_options, {**(options or {}), **sampling_layer(temperature, max_tokens)}
+    )
+    messages = build_messages(prompt, system=system, history=history)
+    return Question(backend, messages, temperature, max_tokens, merged, schema)
+
+
+def _named(prompt: Any) -> Any:
+    """The text whose ``{references}`` name the variables tools may look at: a saved
+    prompt's own text, its placeholders unexpanded."""
+    return prompt.prompt if isinstance(prompt, SavedPrompt) else prompt
 
 
 def _answer_file(path: Any, only: bool | None) -> Any:
@@ -879,7 +954,7 @@ def _with_answer_file(function: Any) -> Any:
 
 @_with_answer_file
 async def complete(
-    prompt: str,
+    prompt: Any,
     *,
     model: str | None = None,
     system: str | None = None,
@@ -898,20 +973,35 @@ async def complete(
     tool_rounds: int = DEFAULT_TOOL_ROUNDS,
     schema: Any = None,
     schema_retries: int = 1,
+    options: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
 
-    ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache``,
-    ``log``, ``store`` and ``context`` are ``complete_messages``'s. ``request``: ``proxy``,
-    ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's). ``tools``
-    (True, ``"all"`` or a ``tools.Toolbox``) lets the model look at ``namespace``'s variables
-    (see ``toolbox_for``). ``schema`` and ``schema_retries`` are
-    ``complete_messages``'s (with a schema, ``Completion.value`` is the answer's value).
+    ``prompt`` is a question or a saved prompt (its placeholders filled from ``variables``);
+    ``options`` are model options. ``model`` is a model id or an alias; ``on_text`` gets each piece
+    of text as it arrives; ``cache``, ``log``, ``store`` and ``context`` are
+    ``complete_messages``'s. ``request``: ``proxy``, ``timeout``, ``connect_timeout``,
+    ``max_retries``, ``base_url`` (Pizzagpt's). ``tools`` (True, ``"all"`` or a ``tools.Toolbox``)
+    lets the model look at ``namespace``'s variables (see ``toolbox_for``). ``schema`` and
+    ``schema_retries`` are ``complete_messages``'s (with a schema, ``Completion.value`` is the
+    answer's value).
     """
-    backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
+    backend, messages, temperature, max_tokens, merged, schema = _prepare(
+        prompt,
+        model,
+        provider,
+        system,
+        history,
+        temperature,
+        max_tokens,
+        options,
+        variables,
+        schema,
+    )
     _check_options(request)
-    toolbox = toolbox_for(tools, namespace, prompt)
+    toolbox = toolbox_for(tools, namespace, _named(prompt))
     if toolbox is not None and schema is not None:
         raise ConfigurationError(
             "A schema and tools do not go together yet: ask with one or the other"
@@ -930,6 +1020,7 @@ async def complete(
             log=log,
             store=store,
             context=context,
+            options=merged,
             **request,
         )
     if schema is not None:
@@ -945,6 +1036,7 @@ async def complete(
             schema,
             schema_retries,
             request,
+            merged,
         )
     return await _complete_messages(
         backend,
@@ -958,12 +1050,13 @@ async def complete(
         store,
         context,
         request,
+        merged,
     )
 
 
 @_with_answer_file
 async def ask_async(
-    prompt: str,
+    prompt: Any,
     *,
     model: str | None = None,
     system: str | None = None,
@@ -986,20 +1079,23 @@ async def ask_async(
     tool_rounds: int = DEFAULT_TOOL_ROUNDS,
     schema: Any = None,
     schema_retries: int = 1,
+    options: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> Any:
     """Ask one question and return the answer's text (with ``schema``, its value).
 
+    ``prompt`` is a question, or a saved prompt (``saved("NAME")``) whose placeholders ``variables``
+    fill. ``options`` are model options (``{"seed": 7, "top_p": 0.9}``) for backends that take them.
     ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``, ``openai:gpt-4o-mini``, a
-    provider class path); ``history`` is earlier ``{"role", "content"}`` messages (a chat);
-    ``timeout`` and ``connect_timeout`` are seconds; ``base_url`` overrides ``$PIZZAGPT_URL``;
-    ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
-    as it arrives. An identical earlier request is answered from the store unless ``cache`` is
-    False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
-    ``store.Store`` to use instead of the default one (None: no store). ``tools=True`` lets
-    the model look at the variables of ``namespace`` the question names (``tools="all"``: at
-    all of them) through read-only tools, for at most ``tool_rounds`` rounds; OpenAI-compatible
-    endpoints only.
-    ``store.Store`` to use instead of the default one (None: no store).
+    provider class path) or an alias; ``history`` is earlier ``{"role", "content"}`` messages (a
+    chat); ``timeout`` and ``connect_timeout`` are seconds; ``base_url`` overrides
+    ``$PIZZAGPT_URL``; ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text``
+    gets the text as it arrives. An identical earlier request is answered from the store unless
+    ``cache`` is False; every exchange goes to the store's log unless ``log`` is False. ``store`` is
+    a ``store.Store`` to use instead of the default one (None: no store). ``tools=True`` lets the
+    model look at the variables of ``namespace`` the question names (``tools="all"``: at all of
+    them) through read-only tools, for at most ``tool_rounds`` rounds; OpenAI-compatible endpoints
+    only. ``store.Store`` to use instead of the default one (None: no store).
 
     ``schema`` (a concise spec such as ``"sentiment pos|neg|neu, score int"``, a JSON Schema
     dict or a Pydantic model class) asks for JSON of that shape: the answer is checked, asked
@@ -1010,7 +1106,18 @@ async def ask_async(
     it; default ``$PIZZAGPT_ANSWERS``); with ``answers_only`` answers come only from it (default
     ``$PIZZAGPT_ANSWERS_ONLY``); ``complete`` takes them too.
     """
-    backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
+    backend, messages, temperature, max_tokens, merged, schema = _prepare(
+        prompt,
+        model,
+        provider,
+        system,
+        history,
+        temperature,
+        max_tokens,
+        options,
+        variables,
+        schema,
+    )
     request = {
         "proxy": proxy,
         "timeout": timeout,
@@ -1018,7 +1125,7 @@ async def ask_async(
         "max_retries": max_retries,
         "base_url": base_url,
     }
-    toolbox = toolbox_for(tools, namespace, prompt)
+    toolbox = toolbox_for(tools, namespace, _named(prompt))
     if toolbox is not None and schema is not None:
         raise ConfigurationError(
             "A schema and tools do not go together yet: ask with one or the other"
@@ -1037,6 +1144,7 @@ async def ask_async(
             log=log,
             store=store,
             context=_API_CONTEXT,
+            options=merged,
             **request,
         )
         return completion.text
@@ -1053,6 +1161,7 @@ async def ask_async(
             schema,
             schema_retries,
             request,
+            merged,
         )
         return answered.value
     completion = await _complete_messages(
@@ -1067,6 +1176,7 @@ async def ask_async(
         store,
         _API_CONTEXT,
         request,
+        merged,
     )
     return completion.text
 
@@ -1074,7 +1184,7 @@ async def ask_async(
 _API_CONTEXT = {"source": "api"}
 
 
-def ask(prompt: str, **options: Any) -> Any:
+def ask(prompt: Any, **options: Any) -> Any:
     """Ask one question synchronously; safe inside a running loop such as a notebook's.
 
     Takes the options of ``ask_async``.

@@ -10,6 +10,10 @@ Messages API, the others the OpenAI-compatible Chat Completions API), endpoints 
 ``register_endpoint`` or ``PizzaMagics.endpoints``, and what installed packages declare in the
 entry point group ``pizzagpt_magic.providers`` (a provider class, or an endpoint as a dict with
 ``base_url``, ``api_key_env`` and optionally ``api``).
+
+A model alias (``%pizza --alias fast=ollama:llama3.2 --temperature 0.2``, kept in the user's
+config folder by ``prompts``) names a model id and options; ``resolve`` gives its backend with
+those options on it, for ``options.settle`` to put below the question's own.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import importlib
 import inspect
 import re
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigurationError, ModelNotFoundError, ProviderError
+from .prompts import find_alias
 from .providers.anthropic import Anthropic
 from .providers.openai import OpenAICompatible
 from .transport import _getenv
@@ -280,12 +285,15 @@ def import_provider(path: str) -> type:
 
 @dataclass(frozen=True)
 class Backend:
-    """A resolved model id: the provider that answers and the model it is asked for."""
+    """A resolved model id: the provider that answers and the model it is asked for; for an
+    alias, its name and its options (not yet merged into a request's)."""
 
     provider: str
     model: str
     endpoint: Endpoint | None = None
     cls: Any = field(default=None, compare=False)
+    alias: str | None = field(default=None, compare=False)
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def id(self) -> str:
@@ -300,6 +308,24 @@ class Backend:
     def takes_parameters(self) -> bool:
         """Whether temperature and max_tokens reach the model."""
         return self.endpoint is not None or (self.cls is not None and not self.is_pizzagpt)
+
+    @property
+    def takes_options(self) -> bool:
+        """Whether model options (``-O KEY=VALUE``) reach the model: backends that send a
+        request body of their own making (endpoints: OpenAI-compatible ones and the Messages
+        API)."""
+        return self.endpoint is not None
+
+    def check_options(self, options: Mapping[str, Any] | None) -> None:
+        """A ``ConfigurationError`` when ``options`` are given and this backend takes none."""
+        if not options or self.takes_options:
+            return
+        name = "Pizzagpt" if self.is_pizzagpt else self.provider
+        raise ConfigurationError(
+            f"{name} takes no model options ({', '.join(sorted(options))}); use a backend "
+            "that does (-m ollama:MODEL, -m openai:MODEL, -m anthropic:MODEL, ...), or leave "
+            "them out (nothing was sent)"
+        )
 
     @property
     def streams(self) -> bool:
@@ -370,12 +396,15 @@ class Backend:
         connect_timeout: float | None = None,
         max_retries: int | None = None,
         base_url: str | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[Any]:
         """The provider's async generator for ``messages``: text chunks and response objects.
 
-        ``base_url`` is Pizzagpt's (``$PIZZAGPT_URL``); endpoints have their own.
+        ``base_url`` is Pizzagpt's (``$PIZZAGPT_URL``); endpoints have their own. ``options``
+        (canonical, see ``options``) go into the request body of backends that take them.
         """
         self.check_parameters(temperature, max_tokens)
+        self.check_options(options)
         request: dict[str, Any] = {
             "timeout": timeout,
             "connect_timeout": connect_timeout,
@@ -389,6 +418,7 @@ class Backend:
                 stream=stream,
                 temperature=temperature,
                 max_tokens=max_tokens,
+                options=options,
                 **request,
                 **self._endpoint_options(),
             )
@@ -396,14 +426,14 @@ class Backend:
             return self.cls.create_async_generator(
                 self.model, messages, proxy=proxy, base_url=base_url, **request
             )
-        options: dict[str, Any] = {"stream": stream}
+        keywords: dict[str, Any] = {"stream": stream}
         if temperature is not None:
-            options["temperature"] = temperature
+            keywords["temperature"] = temperature
         if max_tokens is not None:
-            options["max_tokens"] = max_tokens
+            keywords["max_tokens"] = max_tokens
         if proxy:
-            options["proxy"] = proxy
-        return _foreign(self.cls, self.model, messages, options)
+            keywords["proxy"] = proxy
+        return _foreign(self.cls, self.model, messages, keywords)
 
 
 async def _foreign(cls: Any, model: str, messages: Any, options: dict[str, Any]) -> Any:
@@ -438,10 +468,20 @@ _resolved: dict[Any, tuple[Backend, tuple[Endpoint, ...]]] = {}
 
 
 def resolve(model_id: str | None, extra: Mapping[str, Any] | None = None) -> Backend:
-    """The backend a model id names (see the module's docstring).
+    """The backend a model id or a model alias names (see the module's docstring).
 
-    Remembered per model id, endpoint table and registrations, so a question pays for it once.
+    Remembered per model id, endpoint table and registrations, so a question pays for it once;
+    the alias table is read again when its file changes.
     """
+    if model_id:
+        alias = find_alias(model_id)
+        if alias is not None:
+            backend = _resolve_id(alias.model, extra)
+            return replace(backend, alias=alias.name, options=alias.options)
+    return _resolve_id(model_id, extra)
+
+
+def _resolve_id(model_id: str | None, extra: Mapping[str, Any] | None) -> Backend:
     registered = tuple(_registered.values())
     key = (model_id, tuple((k, repr(v)) for k, v in extra.items())) if extra else model_id
     entry = _resolved.get(key)

@@ -46,7 +46,7 @@ def progress_bar(total: int, *, enabled: bool = True, desc: str = "pizza") -> An
 async def ask_many_async(
     prompts: Iterable[Any],
     *,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     errors: str = "raise",
     progress: bool = True,
     ask: Callable[..., Any] | None = None,
@@ -64,7 +64,9 @@ async def ask_many_async(
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
     ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, cache,
-    ...). Identical prompts are asked once, and their answer given to each. With ``schema``
+    ``options``, ``variables``, ...). Identical prompts are asked once, and their answer given
+    to each. A prompt may be a saved prompt (``saved("NAME")``, or ``saved("NAME").fill(...)``
+    for each item); ``concurrency`` is then the saved one when not given (else 8). With ``schema``
     (a concise spec, a JSON Schema dict or a Pydantic model class) each answer is checked
     and repaired as ``ask`` does, and its value (a dict or a model instance) is returned;
     ``answers_frame`` turns the list into a typed DataFrame.
@@ -118,9 +120,11 @@ async def ask_many_async(
             )
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+    items = take_items(prompts)  # an endless generator is refused, not read forever
+    if concurrency is None:
+        concurrency = _saved_concurrency(items) or DEFAULT_CONCURRENCY
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    items = take_items(prompts)  # an endless generator is refused, not read forever
     if batch_api:
         if ask is not None:
             raise ValueError("batch_api=True sends prompts, not items through ask=")
@@ -171,7 +175,17 @@ async def ask_many_async(
 
 #: ``ask_async``'s options that decide how a prompt is made, and those of how it is sent.
 _PROMPT_OPTIONS = frozenset(
-    {"model", "provider", "system", "history", "temperature", "max_tokens", "base_url"}
+    {
+        "model",
+        "provider",
+        "system",
+        "history",
+        "temperature",
+        "max_tokens",
+        "base_url",
+        "options",
+        "variables",
+    }
 )
 _REQUEST_OPTIONS = frozenset({"proxy", "timeout", "connect_timeout", "max_retries"})
 _STORE_OPTIONS = frozenset({"cache", "log", "store"})
@@ -379,6 +393,17 @@ def answers_frame(values: list[Any], schema: Any, *, index: Any = None) -> Any:
     from .engine.assemble import answers_frame as frame
 
     return frame(values, schema, index=index)
+
+
+DEFAULT_CONCURRENCY = 8
+
+
+def _saved_concurrency(items: list[Any]) -> int | None:
+    """The concurrency saved with the batch's saved prompts (the lowest, when they differ)."""
+    from .prompts import SavedPrompt
+
+    found = [i.concurrency for i in items if isinstance(i, SavedPrompt) and i.concurrency]
+    return min(found) if found else None
 
 
 def ask_many(prompts: Iterable[Any], **options: Any) -> Any:

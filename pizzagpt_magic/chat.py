@@ -97,6 +97,7 @@ class Conversation:
         base_url: str | None = None,
         tools: Toolbox | None = None,
         schema: Any = None,
+        options: dict[str, Any] | None = None,
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
         from .schema import as_schema
@@ -106,14 +107,21 @@ class Conversation:
         if settings is not None:
             if settings.refresh:
                 return False
-            parameters = parameters_of(temperature, max_tokens, as_schema(schema))
+            parameters = parameters_of(temperature, max_tokens, as_schema(schema), options)
             if tools is not None:
                 parameters["tools"] = tools.key()
             if from_answer_file(settings, backend, messages, parameters, False):
                 return True
         extra = {"tools": tools.key()} if tools is not None else None
         key = prompt_key(
-            backend, messages, temperature, max_tokens, base_url, as_schema(schema), extra
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            base_url,
+            as_schema(schema),
+            extra,
+            options,
         )
         if settings is None and key in self.cache:
             return True
@@ -138,6 +146,7 @@ class Conversation:
         tool_rounds: int = 5,
         schema: Any = None,
         schema_retries: int = 1,
+        options: dict[str, Any] | None = None,
         **request: Any,
     ) -> Reply:
         """The answer to ``prompt``: from memory, else from the store, else asked for (and then
@@ -150,7 +159,14 @@ class Conversation:
         messages = self.messages(prompt, system=system, chat=chat)
         extra = {"tools": tools.key()} if tools is not None else None
         key = prompt_key(
-            backend, messages, temperature, max_tokens, request.get("base_url"), schema, extra
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            request.get("base_url"),
+            schema,
+            extra,
+            options,
         )
         # With an answer file, it is read first (then the store): every answer reaches it.
         if use_cache and key in self.cache and answers.current() is None:
@@ -178,6 +194,7 @@ class Conversation:
             tool_rounds=tool_rounds,
             schema=schema,
             schema_retries=schema_retries,
+            options=options,
             **request,
         )
         self.cache[key] = dataclasses.replace(completion, cached=False)

@@ -1,6 +1,8 @@
 """The command line: ``pizzagpt`` (or ``python -m pizzagpt_magic``).
 
-``ask``       ask one question; the answer goes to stdout as it arrives
+``ask``       ask one question (or a saved prompt: ``-t NAME``); the answer goes to stdout as
+              it arrives
+``prompts``   the saved prompts: ``list``, ``show NAME``, ``rm NAME``, ``path [NAME]``
 ``models``    list the models of every provider (or of one)
 ``logs``      show or search the log of exchanges; ``--prune`` deletes old ones
 ``cache``     ``info`` (entries, size, path) or ``clear``
@@ -46,13 +48,37 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     ask.add_argument(
-        "prompt", nargs="+", metavar="PROMPT", help="the question; - stands for standard input"
+        "prompt",
+        nargs="*",
+        metavar="PROMPT",
+        help="the question (with -t: the saved prompt's {input}); - stands for standard input",
+    )
+    ask.add_argument(
+        "-t",
+        "--template",
+        metavar="NAME",
+        help="ask the saved prompt NAME (see: pizzagpt prompts list)",
+    )
+    ask.add_argument(
+        "--var",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a value for the saved prompt's placeholder {KEY} (repeatable)",
+    )
+    ask.add_argument(
+        "-O",
+        "--option",
+        action="append",
+        dest="options",
+        metavar="KEY=VALUE",
+        help="any model option, into the request body (repeatable): -O seed=7; a VALUE that "
+        "reads as JSON is that value, else text",
     )
     ask.add_argument(
         "-m",
         "--model",
         help="model id (default gpt-4o-mini): a Pizzagpt model, PROVIDER:MODEL "
-        "(ollama:llama3.2, openai:gpt-4o-mini) or package.module.Provider[:MODEL]",
+        "(ollama:llama3.2, openai:gpt-4o-mini), package.module.Provider[:MODEL] or an alias",
     )
     ask.add_argument("-s", "--system", metavar="TEXT", help="system message")
     ask.add_argument(
@@ -66,8 +92,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "-f",
         "--format",
         choices=FORMATS,
-        default="markdown",
-        help="markdown or text: the answer as sent; code: only its code blocks; "
+        help="markdown (default) or text: the answer as sent; code: only its code blocks; "
         "json: the JSON it holds, pretty-printed",
     )
     ask.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit (default 60)")
@@ -121,6 +146,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "--prune", action="store_true", help="delete exchanges older than --older-than DAYS"
     )
     logs.add_argument("--older-than", type=float, metavar="DAYS", help="with --prune")
+
+    prompts = commands.add_parser(
+        "prompts",
+        help="the saved prompts: list, show, rm, path",
+        description="The prompts saved with %%pizza --save NAME, as TOML files in the config "
+        "folder ($PIZZAGPT_CONFIG, else the user config directory).",
+    )
+    prompts.add_argument(
+        "action",
+        choices=("list", "show", "rm", "path"),
+        help="list them; show NAME's file; rm NAME; the path of the folder, or of NAME's file",
+    )
+    prompts.add_argument("name", nargs="?", metavar="NAME", help="a saved prompt's name")
 
     cache = commands.add_parser(
         "cache",
@@ -272,18 +310,59 @@ def _backend(args: argparse.Namespace) -> Any:
     return Backend("custom", model, endpoint=endpoint)
 
 
+def _variables(items: list[str] | None) -> dict[str, str]:
+    """``--var KEY=VALUE`` values, as text."""
+    from .errors import ConfigurationError
+
+    variables = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigurationError(f"--var takes KEY=VALUE (a placeholder's name), not {item!r}")
+        variables[key] = value
+    return variables
+
+
+def _question(args: argparse.Namespace) -> tuple[str, Any]:
+    """The question asked, and the saved prompt it comes from (or None)."""
+    from .errors import ConfigurationError
+    from .prompts import load_prompt
+
+    if not args.template:
+        if args.var:
+            raise ConfigurationError("--var fills the placeholders of a saved prompt (-t NAME)")
+        return _prompt(args.prompt), None
+    saved = load_prompt(args.template)
+    variables = _variables(args.var)
+    if args.prompt:
+        variables["input"] = _prompt(args.prompt)
+    args.model = args.model or saved.model
+    if args.system is None:
+        args.system = saved.render_system(variables)
+    args.format = args.format or saved.format
+    return saved.render(variables), saved
+
+
 def _ask(args: argparse.Namespace) -> int:
     from .api import build_messages, complete_messages
     from .loop import run_sync
+    from .options import parse_options, sampling_layer, settle
     from .render import Answer
 
     if args.prompt.count("-") > 1:
         print("pizzagpt ask: standard input can be read once; give one '-'", file=sys.stderr)
         return 2
+    prompt, saved = _question(args)
+    args.format = args.format or "markdown"
     schema = _schema(args.schema)
-    prompt = _prompt(args.prompt)
-    backend = _backend(args)
-    backend.check_parameters(args.temperature, args.max_tokens)
+    if schema is None and saved is not None and saved.schema is not None:
+        from .schema import as_schema
+
+        schema = as_schema(saved.schema)
+    question = {**parse_options(args.options), **sampling_layer(args.temperature, args.max_tokens)}
+    backend, temperature, max_tokens, options = settle(
+        _backend(args), saved.options if saved is not None else None, question
+    )
     printing = (
         args.format in ("markdown", "text")
         and backend.streams
@@ -307,8 +386,9 @@ def _ask(args: argparse.Namespace) -> int:
                     backend,
                     build_messages(prompt, system=args.system),
                     stream=backend.streams and not args.no_stream,
-                    temperature=args.temperature,
-                    max_tokens=args.max_tokens,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    options=options,
                     on_text=on_text if printing else None,
                     cache=not args.no_cache,
                     log=not args.no_log,
@@ -341,6 +421,30 @@ def _ask(args: argparse.Namespace) -> int:
         print(text)
     if completion.truncated:
         print("pizzagpt: the answer was cut at the token limit (--max-tokens)", file=sys.stderr)
+    return 0
+
+
+def _prompts(args: argparse.Namespace) -> int:
+    from .prompts import config_dir, list_prompts, load_prompt, prompt_path, remove_prompt
+
+    if args.action in ("show", "rm") and not args.name:
+        print(f"pizzagpt prompts {args.action}: name the saved prompt", file=sys.stderr)
+        return 2
+    if args.action == "path":
+        print(prompt_path(args.name) if args.name else config_dir() / "prompts")
+    elif args.action == "show":
+        load_prompt(args.name)  # an invalid file is a one-line error, not shown
+        sys.stdout.write(prompt_path(args.name).read_text(encoding="utf-8"))
+    elif args.action == "rm":
+        print(f"Removed the saved prompt {args.name!r} ({remove_prompt(args.name)})")
+    else:
+        prompts = list_prompts()
+        if not prompts:
+            print(f"No saved prompts in {config_dir() / 'prompts'}")
+        width = max((len(p.name) for p in prompts), default=0)
+        for saved in prompts:
+            first = saved.prompt.strip().splitlines()[0]
+            print(f"{saved.name:<{width}}  {saved.model or '-'}  {first}")
     return 0
 
 
@@ -571,7 +675,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .emulator import main as emulator_main
 
         return emulator_main(argv[1:])
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "ask" and not args.prompt and not args.template:
+        parser.error("the following arguments are required: PROMPT (or -t NAME)")
     from .errors import PizzagptError
 
     try:
@@ -579,6 +686,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ask(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "prompts":
+            return _prompts(args)
         if args.command == "answers":
             return _answers(args)
         if args.command in ("logs", "cache", "usage", "jobs"):

@@ -339,7 +339,8 @@ class Emulator(MessagesRoutes, BatchRoutes):
         self.response_format = response_format
         self.api_key = api_key
         self.chunk_delay = chunk_delay
-        #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ...}`` each.
+        #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ..., "raw": ...}``
+        #: each (``raw``: the body's bytes).
         self.chat_requests: list[dict[str, Any]] = []
         self.message_requests: list[dict[str, Any]] = []
         self.port = port
@@ -595,7 +596,8 @@ class Emulator(MessagesRoutes, BatchRoutes):
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return _openai_error(400, "'messages' must be a non-empty list", "invalid_messages")
-        self.chat_requests.append({"body": body, "headers": dict(request.headers)})
+        raw = await request.read()  # the bytes as sent: the same request sends the same bytes
+        self.chat_requests.append({"body": body, "headers": dict(request.headers), "raw": raw})
         model = body.get("model")
         if "response_format" in body and not self.response_format:
             return _openai_error(

@@ -4,6 +4,7 @@ The hierarchy::
 
     PizzagptError                      base of everything below
     ├── ConfigurationError (ValueError) a setting or variable (a URL, a proxy) that cannot work
+    │   └── OptionError                a model option that cannot be sent (owned key, credential)
     ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
     │   ├── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     │   └── SchemaSpecError            a schema that cannot be read (nothing is sent)
@@ -62,6 +63,7 @@ __all__ = [
     "InterpolationError",
     "MisuseError",
     "ModelNotFoundError",
+    "OptionError",
     "NonJSONResponseError",
     "PizzagptError",
     "PromptError",
@@ -88,6 +90,11 @@ class PizzagptError(Exception):
 
 class ConfigurationError(PizzagptError, ValueError):
     """A setting or environment variable (a URL, a proxy) cannot work; the message names it."""
+
+
+class OptionError(ConfigurationError):
+    """A model option that cannot be sent: a malformed ``KEY=VALUE``, a key the package sets
+    itself, a key that names a credential, or a value JSON cannot hold."""
 
 
 class PromptError(PizzagptError, ValueError):

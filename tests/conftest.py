@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import tempfile
 import types
 from collections.abc import Iterator
 
@@ -16,6 +17,9 @@ from keys import API_KEY
 # The store is off unless a test turns it on with a file of its own: the suite must neither
 # read nor write the user's store (kernels and commands the tests start inherit this).
 os.environ["PIZZAGPT_STORE"] = ""
+# Nor the user's saved prompts and aliases: a folder of the run's own (a test that saves some
+# points PIZZAGPT_CONFIG at a folder of its own).
+os.environ["PIZZAGPT_CONFIG"] = tempfile.mkdtemp(prefix="pizzagpt-config-")
 # Request counts in the tests mean one request a distinct prompt, unless a test asks for packing
 # (pack="auto", or PIZZAGPT_PACK set to "auto" or "" in its kernel): the package's default is
 # "auto" (see test_packed.test_the_default_is_auto).

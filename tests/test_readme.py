@@ -42,6 +42,18 @@ def readme_store(tmp_path_factory):
     return str(tmp_path_factory.mktemp("readme") / "store.sqlite3")
 
 
+@pytest.fixture(scope="module")
+def readme_config_folder(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("readme-config"))
+
+
+@pytest.fixture(autouse=True)
+def readme_config(readme_config_folder, monkeypatch):
+    """One config folder for the README's examples, in order: the prompts and aliases the
+    cells save, the Python examples and the commands use."""
+    monkeypatch.setenv("PIZZAGPT_CONFIG", readme_config_folder)
+
+
 @pytest.fixture
 def with_store(readme_store, monkeypatch):
     from pizzagpt_magic import store

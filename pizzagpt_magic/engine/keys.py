@@ -2,9 +2,9 @@
 and whatever sends prompts in packs, jobs or on other workers).
 
 A key is a hash of what changes the answer, and of nothing else: the backend and the server it
-answers from (``provider@origin``), the model, the parameters (temperature, max tokens, the
-schema as canonical JSON) and the messages (images by their own hash). Never the row a prompt
-came from, the request that carried it, the pack, the job or the partition.
+answers from (``provider@origin``), the model, the parameters (temperature, max tokens, the schema
+and the model options as canonical JSON) and the messages (images by their own hash). Never the row
+a prompt came from, the request that carried it, the pack, the job or the partition.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import store as stores
 from ..errors import PizzagptError
+from ..options import merge
 
 if TYPE_CHECKING:
     from ..backends import Backend
@@ -37,10 +38,13 @@ def origin_of(backend: Backend, base_url: str | None = None) -> str:
 
 
 def parameters_of(
-    temperature: float | None, max_tokens: int | None, schema: Schema | None = None
+    temperature: float | None,
+    max_tokens: int | None,
+    schema: Schema | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The parameters given (None means the backend's default, and is left out); a schema as
-    its JSON Schema, as the log records it."""
+    its JSON Schema, and model options in canonical form, as the log records them."""
     parameters: dict[str, Any] = {}
     if temperature is not None:
         parameters["temperature"] = temperature
@@ -48,6 +52,8 @@ def parameters_of(
         parameters["max_tokens"] = max_tokens
     if schema is not None:
         parameters["schema"] = schema.json_schema
+    if options:
+        parameters["options"] = merge(options)
     return parameters
 
 
@@ -59,6 +65,7 @@ def prompt_key(
     base_url: str | None = None,
     schema: Schema | None = None,
     extra: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
     """The cache key of a request (see the module's docstring). A request without a schema
     has the key it had before schemas existed, so stores written then still answer. ``extra``
@@ -72,6 +79,8 @@ def prompt_key(
         parameters["schema"] = schema.key
     if extra:
         parameters.update(extra)
+    if options:  # canonical: keys sorted at every level, so its JSON text is one
+        parameters["options"] = merge(options)
     return stores.request_key(
         f"{backend.provider}@{origin_of(backend, base_url)}", backend.model, parameters, messages
     )

@@ -1,10 +1,10 @@
 """Prompts: what is asked, with everything that changes its answer, and its cache key.
 
-A ``Prompt`` holds the backend, the messages, the parameters (temperature, max tokens, schema)
-and Pizzagpt's base URL override. Its ``key`` (``keys.prompt_key``) is computed once, when it is
-made. A repair (``repaired``) is a new prompt with the same key: the conversation so far, the
-answer that did not fit and the request to fix it travel as ``follow_up``, which is sent but
-is not part of the key.
+A ``Prompt`` holds the backend, the messages, the parameters (temperature, max tokens, schema, model
+options) and Pizzagpt's base URL override. Its ``key`` (``keys.prompt_key``) is computed once, when
+it is made. A repair (``repaired``) is a new prompt with the same key: the conversation so far, the
+answer that did not fit and the request to fix it travel as ``follow_up``, which is sent but is not
+part of the key.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Prompt:
         "key",
         "max_tokens",
         "messages",
+        "options",
         "schema",
         "temperature",
     )
@@ -50,18 +51,21 @@ class Prompt:
         key: str | None = None,
         follow_up: Messages | None = None,
         attempt: int = 0,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.backend = backend
         self.messages = messages
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.schema = schema
+        #: Model options, canonical (``options.settle`` made them).
+        self.options: Mapping[str, Any] = options or {}
         self.base_url = base_url
         self.follow_up: Messages = follow_up or []
         #: How many repairs came before this one (0: the first ask).
         self.attempt = attempt
         self.key: str = key or prompt_key(
-            backend, messages, temperature, max_tokens, base_url, schema
+            backend, messages, temperature, max_tokens, base_url, schema, None, self.options
         )
 
     def __repr__(self) -> str:
@@ -70,7 +74,7 @@ class Prompt:
     @property
     def parameters(self) -> dict[str, Any]:
         """The parameters as the log and ``Completion.parameters`` record them."""
-        return parameters_of(self.temperature, self.max_tokens, self.schema)
+        return parameters_of(self.temperature, self.max_tokens, self.schema, self.options)
 
     def sent_messages(self, schema_in_prompt: bool = False) -> Messages:
         """The messages a request sends: the prompt's, its follow-up, and, when the schema
@@ -111,6 +115,7 @@ class Prompt:
             key=self.key,
             follow_up=follow_up,
             attempt=self.attempt + 1,
+            options=self.options,
         )
 
 
@@ -125,21 +130,36 @@ def make_prompt(
     max_tokens: int | None = None,
     schema: Any = None,
     base_url: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> Prompt:
-    """The ``Prompt`` of a question as ``ask`` takes it: text (or content parts) with the
-    model id (or a provider class), a system message, earlier messages, parameters and a
-    schema in any of its forms. A prompt that cannot be sent is a ``PromptError`` (or a
+    """The ``Prompt`` of a question as ``ask`` takes it: text (or content parts), or a saved
+    prompt with ``variables`` for its placeholders, with the model id or alias (or a provider
+    class), a system message, earlier messages, parameters, model options and a schema in any
+    of its forms. A prompt that cannot be sent is a ``PromptError`` (or a
     ``SchemaSpecError``, a ``ConfigurationError``) here, before anything is sent."""
     from ..api import _prepare
     from ..schema import as_schema
 
-    backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
-    backend.check_images(messages)
+    question = _prepare(
+        prompt,
+        model,
+        provider,
+        system,
+        history,
+        temperature,
+        max_tokens,
+        options,
+        variables,
+        schema,
+    )
+    question.backend.check_images(question.messages)
     return Prompt(
-        backend,
-        messages,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        schema=as_schema(schema),
+        question.backend,
+        question.messages,
+        temperature=question.temperature,
+        max_tokens=question.max_tokens,
+        schema=as_schema(question.schema),
         base_url=base_url,
+        options=question.options,
     )

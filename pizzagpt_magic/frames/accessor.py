@@ -29,9 +29,12 @@ class _Pizza:
         ``temperature``, ``max_tokens``, ``concurrency``, ``cache``, ``progress``, ...),
         ``batch_api=True`` (the provider's batch jobs, waited for, picked up again by the same
         call after a restart; every operation takes it) and ``dry_run=True``, which returns
-        the ``estimate`` and sends nothing."""
+        the ``estimate`` and sends nothing. ``template`` may be a saved prompt
+        (``saved("NAME")``): its text, with its settings below the call's."""
         from .map import map_rows
+        from .options import with_saved
 
+        template, options, schema = with_saved(template, options, schema)
         return map_rows(self._data, template, schema, options)
 
     def filter(self, condition: str, *, mask: bool = False, **options: Any) -> Any:
@@ -39,7 +42,9 @@ class _Pizza:
         never read from prose); with ``mask=True`` the ``boolean`` mask itself (``<NA>``
         where the answer failed)."""
         from .filter import filter_rows
+        from .options import with_saved
 
+        condition, options, _ = with_saved(condition, options)
         return filter_rows(self._data, condition, mask, options)
 
     def mask(self, condition: str, **options: Any) -> Any:
@@ -51,14 +56,18 @@ class _Pizza:
         categories (an answer outside them is repaired when it plainly means one, else asked
         again, else ``<NA>``)."""
         from .classify import classify_rows
+        from .options import with_saved
 
+        template, options, _ = with_saved(template, options)
         return classify_rows(self._data, template, labels, options)
 
     def extract(self, template: str, schema: Any, **options: Any) -> Any:
         """The fields of ``schema`` (a concise spec, a JSON Schema or a Pydantic model) for
         each row, as typed columns on the same index with ``_error``, ready to ``join``."""
         from .extract import extract_rows
+        from .options import with_saved
 
+        template, options, schema = with_saved(template, options, schema)
         return extract_rows(self._data, template, schema, options)
 
     def agg(self, question: str, template: str | None = None, **options: Any) -> Any:

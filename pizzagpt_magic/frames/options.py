@@ -2,9 +2,13 @@
 defaults come from.
 
 In a shell where ``%load_ext pizzagpt_magic`` ran, a default is ``PizzaMagics``' setting (model,
-endpoints, system message, temperature, max tokens, concurrency, cache, log, store, progress,
-time limits, proxy, value budget, longest prompt), so that a method call asks exactly what
-``%%pizza --each`` would and shares its answers; elsewhere it is the Python API's.
+endpoints, system message, temperature, max tokens, model options, concurrency, cache, log,
+store, progress, time limits, proxy, value budget, longest prompt), so that a method call asks
+exactly what ``%%pizza --each`` would and shares its answers; elsewhere it is the Python API's.
+
+``options`` are model options (``{"seed": 7}``); with an alias's and the settings' they are
+merged as everywhere (``options.settle``): the call's own first, then the alias's, then the
+settings'. ``saved_options`` come from a saved prompt given as the template.
 """
 
 from __future__ import annotations
@@ -53,12 +57,19 @@ class Options:
     batch_max_requests: int | None = None
     batch_poll: float | None = None
     dry_run: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
     #: Entered around each request (an async context manager factory): a limit shared with
     #: other processes, such as a Dask cluster's (see ``distributed``).
     gate: Any = None
     #: Most the operation may spend, in USD (see ``estimates``); None: no limit of its own.
     max_cost: float | None = None
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
+    #: The names the call gave (the rest are defaults: the settings' layer of options).
+    given: frozenset[str] = frozenset()
+    #: ``PizzaMagics.options``: the lowest layer of model options.
+    settings_options: dict[str, Any] = field(default_factory=dict)
+    #: A saved prompt's options, between the alias's and the call's.
+    saved_options: dict[str, Any] = field(default_factory=dict)
     #: The shell's ``PizzaMagics`` (its ``budget`` holds here too, its ``spent`` counts this).
     magics: Any = None
     #: The operation's cost limits once made (``estimates.Limits``): one for all its batches.
@@ -79,6 +90,9 @@ class Options:
 _NAMES = frozenset(f.name for f in dataclasses.fields(Options)) - {
     "endpoints",
     "context",
+    "given",
+    "settings_options",
+    "saved_options",
     "magics",
     "limits",
 }
@@ -124,6 +138,7 @@ def _defaults() -> Options:
         batch_max_requests=getattr(magics, "batch_max_requests", None),
         batch_poll=getattr(magics, "batch_poll", None),
         context=magics._context() | {"source": "frame"},
+        settings_options=dict(getattr(magics, "options", {})),
         magics=magics,
     )
 
@@ -131,6 +146,8 @@ def _defaults() -> Options:
 def options_of(given: dict[str, Any]) -> Options:
     """The options in effect: ``given`` over the defaults; an unknown name is a TypeError
     naming it, before anything is sent."""
+    given = dict(given)
+    saved = given.pop("_saved", None)
     unknown = sorted(set(given) - _NAMES)
     if unknown:
         raise TypeError(
@@ -140,6 +157,9 @@ def options_of(given: dict[str, Any]) -> Options:
     options = _defaults()
     for name, value in given.items():
         setattr(options, name, value)
+    options.given = frozenset(given)
+    if saved is not None:
+        options.saved_options = dict(saved.options)
     if options.concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if options.max_prompt_chars < 1:
@@ -147,3 +167,20 @@ def options_of(given: dict[str, Any]) -> Options:
     if options.max_cost is not None and not options.max_cost >= 0:
         raise ValueError("max_cost must be 0 or more dollars")
     return options
+
+
+def with_saved(template: Any, given: dict[str, Any], schema: Any = None) -> tuple[Any, dict, Any]:
+    """``(template, given, schema)`` of a call whose template may be a saved prompt
+    (``saved("NAME")``): its text, its model, system message and concurrency where the call
+    gives none, its schema when the call gives none, and its options (in ``saved_options``)."""
+    from ..prompts import SavedPrompt
+
+    if not isinstance(template, SavedPrompt):
+        return template, given, schema
+    merged = dict(given)
+    for name in ("model", "system", "concurrency"):
+        value = getattr(template, name)
+        if value is not None and name not in merged:
+            merged[name] = value
+    merged["_saved"] = template
+    return template.prompt, merged, template.schema if schema is None else schema

@@ -98,15 +98,30 @@ class Outcomes:
 
 
 def _backend(options: Options) -> Any:
+    """The backend of ``options.model`` (a model id or an alias); the temperature, max tokens
+    and model options in ``options`` become what is sent, merged as everywhere: the call's
+    own, a saved prompt's, the alias's, then the settings'."""
     from ..backends import provider_of, resolve
+    from ..options import settle
     from ..providers.pizzagpt import Pizzagpt
 
     if options.provider is None or options.provider is Pizzagpt:
         backend = resolve(options.model, options.endpoints or None)
     else:
         backend = provider_of(options.provider, options.model)
-    if options.temperature is not None or options.max_tokens is not None:
-        backend.check_parameters(options.temperature, options.max_tokens)
+    sampling = ("temperature", "max_tokens")
+    call = {
+        name: value
+        for name in sampling
+        if name in options.given and (value := getattr(options, name)) is not None
+    }
+    settings = {name: getattr(options, name) for name in sampling if name not in options.given}
+    backend, options.temperature, options.max_tokens, options.options = settle(
+        backend,
+        options.saved_options,
+        {**options.options, **call},
+        settings={**options.settings_options, **settings},
+    )
     return backend
 
 
@@ -133,6 +148,7 @@ class _Prepared:
                     max_tokens=options.max_tokens,
                     schema=schema,
                     base_url=options.base_url,
+                    options=options.options,
                 )
             prompts.append(prompt)
         self.batch = Batch(

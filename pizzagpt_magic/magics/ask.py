@@ -46,6 +46,7 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             base_url=magics.base_url,
             tools=toolbox,
             schema=args.schema,
+            options=args.model_options,
         )
     )
     if not cached:

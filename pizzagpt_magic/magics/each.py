@@ -81,6 +81,7 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             max_tokens=args.max_tokens,
             schema=args.schema,
             base_url=base_url,
+            options=args.model_options,
         )
         for prompt, system in requests
     ]

@@ -16,8 +16,8 @@ OPTIONS = (
     argument(
         "-m",
         "--model",
-        help="Model to ask: gpt-4o-mini, PROVIDER:MODEL (ollama:llama3.2) or "
-        "package.module.Provider[:MODEL] (see --models).",
+        help="Model to ask: gpt-4o-mini, PROVIDER:MODEL (ollama:llama3.2), "
+        "package.module.Provider[:MODEL] (see --models) or an alias (see --aliases).",
     ),
     argument(
         "-f",
@@ -59,6 +59,16 @@ OPTIONS = (
     ),
     argument("--temperature", type=float, metavar="T", help="Sampling temperature (0 to 2)."),
     argument("--max-tokens", type=int, metavar="N", help="Longest answer in tokens."),
+    argument(
+        "-O",
+        "--option",
+        action="append",
+        dest="options",
+        metavar="KEY=VALUE",
+        help="Any model option, into the request body (repeatable): -O seed=7 -O "
+        "stop='[\"\\n\\n\"]'. A VALUE that reads as JSON is that value, else text; "
+        "KEY=null drops an option an alias or a saved prompt set.",
+    ),
     argument(
         "--no-stream", action="store_true", help="Show the answer when complete, not as it arrives."
     ),
@@ -183,4 +193,26 @@ OPTIONS = (
         help="Also put the answer's code in a new cell below, ready to run: its Python code "
         "blocks (or all its blocks, or all of it when it has none).",
     ),
+    # saved prompts and model aliases (magics/prompts.py, magics/aliases.py)
+    argument(
+        "-t",
+        "--template",
+        metavar="NAME",
+        help="Ask the saved prompt NAME: the question given with the run fills its {input} "
+        "(or is appended), and the options given override the saved ones.",
+    ),
+    argument(
+        "--save",
+        metavar="NAME",
+        help="Save the question (placeholders unexpanded) with its model, system, format, "
+        "schema, temperature, max tokens, -O options and concurrency as NAME; asks nothing.",
+    ),
+    argument("--prompts", action="store_true", help="List the saved prompts."),
+    argument(
+        "--alias",
+        metavar="NAME=MODEL",
+        help="Save a model alias with the -O, --temperature and --max-tokens given; then "
+        "-m NAME uses it. NAME= removes it.",
+    ),
+    argument("--aliases", action="store_true", help="List the model aliases."),
 )

@@ -1,9 +1,10 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``tools``, ``usage``, ``jobs``); this class parses the options, checks
-them, and hands the question to the mode asked for. What the modes share (building the question
-and the system message, the request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``, ``usage``, ``jobs``, ``prompts``, ``aliases``); this class
+parses the options, checks them, and hands the question to the mode asked for. What the modes
+share (building the question and the system message, the request options, the store, the log's
+context) is here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from IPython.core.magic_arguments import magic_arguments
 
 from ..cell_errors import CellErrors
 from ..errors import PizzagptError
+from .aliases import list_aliases, set_or_remove_alias
 from .answers import set_answer_file, using_answer_file
 from .ask import ask_one
 from .each import ask_each
@@ -30,6 +32,7 @@ from .models import list_models
 from .names import CELL_ERRORS, FIGURES
 from .options import OPTIONS
 from .parsing import split_options
+from .prompts import apply_template, list_saved, question_layer, save_question
 from .settings import PizzaSettings
 from .usage import show_usage
 
@@ -145,6 +148,29 @@ class PizzaMagics(PizzaSettings):
         silenced = prompt.endswith(";")
         if silenced:
             prompt = prompt[:-1].rstrip()
+        args.saved_options = None
+        managing = [
+            flag
+            for flag, given in (
+                ("--save", args.save is not None),
+                ("--alias", args.alias is not None),
+                ("--prompts", args.prompts),
+                ("--aliases", args.aliases),
+            )
+            if given
+        ]
+        if managing:
+            if len(managing) > 1:
+                raise UsageError(f"{managing[0]} and {managing[1]} do not go together")
+            if args.save is not None:
+                return save_question(self, args, prompt)
+            if args.alias is not None:
+                return set_or_remove_alias(self, args, prompt)
+            if prompt:
+                raise UsageError(f"{managing[0]} takes no question")
+            return list_saved(self) if args.prompts else list_aliases(self)
+        if args.template:
+            prompt = apply_template(args, prompt)
         self._check_args(args)
         if args.reset:
             forgotten = self.conversation.reset()
@@ -177,8 +203,8 @@ class PizzaMagics(PizzaSettings):
             return set_answer_file(self, args)
         with using_answer_file(self, args):
             if args.each:
-                if cell is None:
-                    raise UsageError("--each works with the %%pizza cell magic")
+                if cell is None and not args.template:  # a saved prompt's question is its own
+                    raise UsageError("--each works with the %%pizza cell magic (or with -t NAME)")
                 if args.insert:
                     raise UsageError(
                         "--insert puts one answer's code in a cell; it does not go with --each"
@@ -198,6 +224,11 @@ class PizzaMagics(PizzaSettings):
     # -- what the modes share -------------------------------------------------------------------
 
     def _check_args(self, args: Any) -> None:
+        if args.output is not None and "=" in args.output:
+            raise UsageError(
+                f"-o/--output names a variable for the answer, not {args.output!r}; for a "
+                "model option use -O KEY=VALUE (capital O)"
+            )
         if args.output is not None and (
             not args.output.isidentifier() or keyword.iskeyword(args.output)
         ):
@@ -221,29 +252,40 @@ class PizzaMagics(PizzaSettings):
             raise UsageError("--estimate and --max-cost go with --each (a batch)")
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError("--max-tokens must be at least 1")
-        if args.temperature is None:
-            args.temperature = self.temperature
-        if args.max_tokens is None:
-            args.max_tokens = self.max_tokens
         from ..backends import resolve
+        from ..options import settle
 
+        layer = question_layer(args)
+        args.model_options = {}
         try:
             args.backend = resolve(args.model or self.model, self.endpoints)
             if args.models is None and not args.history:
-                args.backend.check_parameters(args.temperature, args.max_tokens)
+                # Highest first: this question's, the saved prompt's, the alias's, the settings.
+                args.backend, args.temperature, args.max_tokens, args.model_options = settle(
+                    args.backend,
+                    args.saved_options,
+                    layer,
+                    settings=self._settings_layer(),
+                )
         except PizzagptError as exc:
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
         args.format = args.format or self.format.lower()
         args.schema = self._schema(args.schema)
 
-    def _schema(self, given: str | None) -> Any:
+    def _schema(self, given: Any) -> Any:
         """The ``Schema`` of ``--schema``: a spec, or ``{name}`` naming a JSON Schema dict or a
-        Pydantic model class in the namespace."""
+        Pydantic model class in the namespace; or a saved prompt's schema (a spec or a JSON
+        Schema dict)."""
         if given is None:
             return None
         from ..schema import as_schema
 
+        if not isinstance(given, str):
+            try:
+                return as_schema(given)
+            except PizzagptError as exc:
+                raise UsageError(f"--schema: {exc}") from None
         name = re.fullmatch(r"\s*\{\s*([A-Za-z_][\w.]*)\s*\}\s*", given)
         try:
             if name is None:
@@ -255,6 +297,11 @@ class PizzaMagics(PizzaSettings):
             return as_schema(value)
         except PizzagptError as exc:
             raise UsageError(f"--schema: {exc}") from None
+
+    def _settings_layer(self) -> dict[str, Any]:
+        """The lowest layer of a question's options: ``options``, ``temperature`` and
+        ``max_tokens`` of these settings (None: not set)."""
+        return {**self.options, "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
         """A system message (or any text) with its references replaced; no images."""
@@ -345,6 +392,7 @@ class PizzaMagics(PizzaSettings):
                 tool_rounds=self.tool_rounds,
                 schema=args.schema,
                 schema_retries=self.schema_retries,
+                options=args.model_options,
                 **request,
             )
             cost = reply.completion.cost if reply.completion is not None else None

@@ -49,6 +49,10 @@ class PizzaSettings(Magics):
     max_tokens = Int(
         None, allow_none=True, help="Longest answer in tokens; None leaves it to the backend."
     ).tag(config=True)
+    options = Dict(
+        help="Model options sent with every question to backends that take them (OpenAI-"
+        'compatible endpoints), below those of an alias, a saved prompt and -O: {"seed": 7}.',
+    ).tag(config=True)
     stream = Bool(
         True, help="Show answers of backends that stream (the endpoints) as they arrive."
     ).tag(config=True)
@@ -201,9 +205,11 @@ class PizzaSettings(Magics):
         from ..backends import resolve
 
         try:
-            return resolve(proposal.value, self.endpoints).id
+            backend = resolve(proposal.value, self.endpoints)
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
+        # An alias stays an alias: its options apply with it.
+        return proposal.value.strip() if backend.alias else backend.id
 
     @validate("endpoints")
     def _valid_endpoints(self, proposal: Any) -> dict[str, Any]:
@@ -215,6 +221,15 @@ class PizzaSettings(Magics):
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
         return proposal.value
+
+    @validate("options")
+    def _valid_options(self, proposal: Any) -> dict[str, Any]:
+        from ..options import merge
+
+        try:
+            return merge(proposal.value)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
 
     @validate("prices")
     def _valid_prices(self, proposal: Any) -> dict[str, Any]:

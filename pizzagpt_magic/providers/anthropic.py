@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from .._version import __version__
@@ -518,9 +518,12 @@ class Anthropic(AsyncGeneratorProvider):
         temperature: float | None = None,
         max_tokens: int | None = None,
         forced: ForcedTool | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The request body: ``max_tokens`` always, other parameters only when given;
-        ``forced`` is a tool the model must call (``forced_tool``)."""
+        """The request body: ``max_tokens`` always, other parameters only when given, then the
+        model options (``top_k``, ``thinking``, ...; checked and in canonical order, see
+        ``pizzagpt_magic.options``); ``forced`` is a tool the model must call
+        (``forced_tool``)."""
         system, converted = to_messages(messages)
         body: dict[str, Any] = {
             "model": model,
@@ -531,6 +534,8 @@ class Anthropic(AsyncGeneratorProvider):
             body["system"] = system
         if temperature is not None:
             body["temperature"] = temperature
+        if options:
+            body.update(options)
         if forced is not None:
             body["tools"] = [forced.tool]
             body["tool_choice"] = {"type": "tool", "name": forced.name}
@@ -599,13 +604,14 @@ class Anthropic(AsyncGeneratorProvider):
         connect_timeout: float | None,
         max_retries: int | None,
         forced: ForcedTool | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[Any, Target]:
         """The open 2xx response to the request, and where it went."""
         if not model:
             raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
         if not messages:
             raise PromptError("Cannot send an empty message list")
-        body = cls.body(model, messages, stream, temperature, max_tokens, forced)
+        body = cls.body(model, messages, stream, temperature, max_tokens, forced, options)
         target = cls.target(base_url, api_key_env, name, max_retries)
         try:
             response = await send(
@@ -642,6 +648,7 @@ class Anthropic(AsyncGeneratorProvider):
         connect_timeout: float | None = None,
         max_retries: int | None = None,
         response_format: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``(text, finish_reason, usage)`` of one answer asked for without streaming
         (``response_format`` as ``answer`` takes it)."""
@@ -658,6 +665,7 @@ class Anthropic(AsyncGeneratorProvider):
             connect_timeout,
             max_retries,
             response_format,
+            options,
         )
 
     @classmethod
@@ -675,6 +683,7 @@ class Anthropic(AsyncGeneratorProvider):
         connect_timeout: float | None,
         max_retries: int | None,
         response_format: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``complete`` with its arguments in order, as ``OpenAICompatible.answer`` takes them.
 
@@ -697,6 +706,7 @@ class Anthropic(AsyncGeneratorProvider):
             connect_timeout,
             max_retries,
             forced,
+            options,
         )
         try:
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
@@ -742,6 +752,7 @@ class Anthropic(AsyncGeneratorProvider):
         connect_timeout: float | None = None,
         max_retries: int | None = None,
         response_format: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> AsyncResult:
         """Yield the answer's text as it arrives, then ``Usage`` (when reported) and the
@@ -771,6 +782,7 @@ class Anthropic(AsyncGeneratorProvider):
             connect_timeout,
             max_retries,
             forced,
+            options,
         )
         try:
             if response.headers.get("Content-Type", "").startswith("text/event-stream"):

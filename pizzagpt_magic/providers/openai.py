@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from .._version import __version__
@@ -258,13 +259,17 @@ class OpenAICompatible(AsyncGeneratorProvider):
         temperature: float | None = None,
         max_tokens: int | None = None,
         response_format: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The request body: parameters left at None are not sent, as the SDK does."""
+        """The request body: parameters left at None are not sent, as the SDK does; model
+        options (checked and in canonical order, see ``pizzagpt_magic.options``) after them."""
         body: dict[str, Any] = {"model": model, "messages": messages}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        if options:
+            body.update(options)
         if response_format is not None:
             body["response_format"] = response_format
         if stream:
@@ -341,6 +346,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         max_retries: int | None,
         response_format: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[Any, Target]:
         """The open 2xx response to the request, and where it went; ``response_format`` asks
         for a schema, and ``extra`` adds to the body (``tools``)."""
@@ -349,7 +355,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         if not messages:
             raise PromptError("Cannot send an empty message list")
         target = cls.target(base_url, api_key_env, name, max_retries)
-        body = cls.body(model, messages, stream, temperature, max_tokens, response_format)
+        body = cls.body(model, messages, stream, temperature, max_tokens, response_format, options)
         if extra:
             body.update(extra)
         try:
@@ -390,6 +396,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         max_retries: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> AsyncResult:
         """One turn of a conversation with ``tools`` offered (the ``tools`` list of the Chat
         Completions API): the answer's text as it arrives, then ``ToolCalls`` when the model
@@ -414,6 +421,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             connect_timeout,
             max_retries,
             extra={"tools": tools},
+            options=options,
         )
         shown_url, secrets = target.shown_url, target.policy.secrets
         try:
@@ -519,6 +527,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         max_retries: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``(text, finish_reason, usage)`` of one answer asked for without streaming."""
         return await cls.answer(
@@ -533,6 +542,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            None,
+            options,
         )
 
     @classmethod
@@ -550,6 +561,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         connect_timeout: float | None,
         max_retries: int | None,
         response_format: dict[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``complete`` with its arguments in order (the package's own callers pass them so,
         which costs less than matching keywords at every call)."""
@@ -569,6 +581,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
             connect_timeout,
             max_retries,
             response_format,
+            None,
+            options,
         )
         secrets = target.policy.secrets
         try:
@@ -619,14 +633,15 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None = None,
         connect_timeout: float | None = None,
         max_retries: int | None = None,
+        options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> AsyncResult:
         """Yield the answer's text as it arrives, then ``Usage`` (when reported) and the
         ``FinishReason``.
 
         ``base_url`` ends in ``/v1`` (``http://localhost:11434/v1``); the key is read from
-        ``$api_key_env``; ``name`` names the endpoint in messages. Other keyword arguments are
-        accepted and ignored, as in gpt4free.
+        ``$api_key_env``; ``name`` names the endpoint in messages; ``options`` go into the
+        request body. Other keyword arguments are accepted and ignored, as in gpt4free.
         """
         name = name or cls.label
         timeout = cls.timeout if timeout is None else timeout
@@ -643,6 +658,9 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            None,
+            None,
+            options,
         )
         shown_url, policy = target.shown_url, target.policy
         try:

@@ -182,6 +182,8 @@ async def fetch(prompt: Prompt, request: Mapping[str, Any]) -> Completion:
             prompt.max_tokens,
             None,
             options,
+            None,
+            prompt.options,
         )
     else:
         endpoint = backend.endpoint
@@ -196,6 +198,7 @@ async def fetch(prompt: Prompt, request: Mapping[str, Any]) -> Completion:
                     None,
                     options,
                     schema.response_format(),
+                    prompt.options,
                 )
             except ResponseFormatRefused:
                 refuse_response_format(endpoint.url)
@@ -208,6 +211,8 @@ async def fetch(prompt: Prompt, request: Mapping[str, Any]) -> Completion:
                 prompt.max_tokens,
                 None,
                 options,
+                None,
+                prompt.options,
             )
     assert completion is not None
     completion.parameters = prompt.parameters

@@ -156,6 +156,7 @@ def _group_of(prompt: Prompt) -> tuple[Any, ...] | None:
         prompt.max_tokens,
         prompt.schema.key if prompt.schema is not None else None,
         system,
+        json.dumps(prompt.options, ensure_ascii=False) if prompt.options else None,
     )
 
 
@@ -403,6 +404,7 @@ class Packed:
             schema=schema,
             base_url=first.base_url,
             key=f"pack:{first.key}",
+            options=first.options,
         )
 
     async def _ask(

@@ -44,6 +44,7 @@ class AnthropicBatches(BatchClient):
             prompt.temperature,
             prompt.max_tokens,
             forced,
+            prompt.options,
         )
         if forced is not None:
             self._forced[prompt.key] = forced

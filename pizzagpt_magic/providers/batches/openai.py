@@ -39,6 +39,7 @@ class OpenAIBatches(BatchClient):
             prompt.temperature,
             prompt.max_tokens,
             response_format,
+            prompt.options,
         )
         record = {"custom_id": prompt.key, "method": "POST", "url": CHAT_PATH, "body": body}
         data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
