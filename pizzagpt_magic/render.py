@@ -707,26 +707,34 @@ def escape(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-class Answer:
-    """A model's answer, shown in the chosen format.
+class Answer(str):
+    """A model's answer: a ``str`` (its text as the service sent it) that shows itself in the
+    chosen format and keeps where it came from.
 
-    ``text`` is the answer as the service sent it; ``value`` is what the format makes of it: the
-    text (markdown, text), the code (code) or the parsed value (json). ``code`` is the answer's
-    code whatever the format: its code blocks joined, or all of it when it has none.
+    Every string method works on it (``x.upper()``, ``isinstance(x, str)``); ``value`` is what
+    the format makes of it: the text (markdown, text), the code (code) or the parsed value
+    (json). ``code`` is the answer's code whatever the format: its code blocks joined, or all of
+    it when it has none.
     """
 
-    def __init__(
-        self,
+    format: str
+    model: str
+    cached: bool
+    completion: Any
+    data: Any
+
+    def __new__(
+        cls,
         text: str,
         *,
         format: str = "markdown",
         model: str = "",
         cached: bool = False,
         completion: Any = None,
-    ) -> None:
+    ) -> Answer:
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-        self.text = text
+        self = super().__new__(cls, text)
         self.format = format
         self.model = model
         self.cached = cached
@@ -734,6 +742,12 @@ class Answer:
         #: seconds, token usage, finish reason; None for an answer made from text alone.
         self.completion = completion
         self.data = extract_json(text) if format == "json" else None
+        return self
+
+    @property
+    def text(self) -> str:
+        """The answer's text, as a plain ``str``."""
+        return str.__str__(self)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -820,18 +834,17 @@ class Answer:
             return self.bundle()
         return self.bundle(), {"pizzagpt_magic": self.metadata}
 
-    def __str__(self) -> str:
-        return self.text
-
     def __repr__(self) -> str:
         return str(self.bundle()["text/plain"])
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Answer):
-            return (self.text, self.format) == (other.text, other.format)
-        return NotImplemented
+    def __reduce__(self) -> Any:
+        # Pickled (multiprocessing, a cache) as the text with its format: the completion may
+        # hold what does not pickle.
+        return (_answer, (self.text, self.format, self.model, self.cached))
 
-    __hash__ = None  # type: ignore[assignment]
+
+def _answer(text: str, format: str, model: str, cached: bool) -> Answer:
+    return Answer(text, format=format, model=model, cached=cached)
 
 
 class PrintedAnswer(Answer):
