@@ -586,7 +586,9 @@ class StreamRenderer:
         self._stable = ""
         self._stable_html = ""
 
-    def render(self, text: str, note: str = "") -> dict[str, str]:
+    def render(self, text: str, note: str = "", arriving: str = "") -> dict[str, str]:
+        """The bundle of ``text`` so far; ``note`` (a stop) goes under it, and ``arriving``
+        (this package's marker HTML) ends the answer while more is to come."""
         end = _stable_end(text)
         if end and text[:end] != self._stable:
             if not text.startswith(self._stable):
@@ -595,8 +597,14 @@ class StreamRenderer:
             self._stable_html += render_markdown(text[len(self._stable) : end], wrap=False)
             self._stable = text[:end]
         tail = render_markdown(text[len(self._stable) :], wrap=False)
-        extra = f"<p><small><em>{escape(note)}</em></small></p>" if note else ""
-        return {"text/html": _wrap(self._stable_html + tail) + extra, "text/plain": text}
+        html_ = _wrap(self._stable_html + tail + (note_html(note) if note else arriving))
+        return {"text/html": html_, "text/plain": text}
+
+
+def note_html(note: str) -> str:
+    """A line under an answer (its model and tokens, why it stopped), in the theme's quieter
+    text colour; put inside the answer's wrapper."""
+    return f'<p style="color: var(--jp-ui-font-color2, #616161)"><em>{escape(note)}</em></p>'
 
 
 def render_code(blocks: list[tuple[str, str]], *, default_language: str = "python") -> str:
@@ -807,8 +815,8 @@ class Answer(str):
                 bundle["application/json"] = self.data
         else:
             bundle = {"text/html": render_markdown(self.text), "text/plain": self.text}
-        if note:
-            bundle["text/html"] += f"<p><small><em>{escape(note)}</em></small></p>"
+        if note:  # inside the wrapper, before its closing tag
+            bundle["text/html"] = bundle["text/html"][: -len("</div>")] + note_html(note) + "</div>"
         return bundle
 
     def _note(self) -> str:

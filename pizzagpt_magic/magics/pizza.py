@@ -132,6 +132,7 @@ class PizzaMagics(PizzaSettings):
         silenced = prompt.endswith(";")
         if silenced:
             prompt = prompt[:-1].rstrip()
+        args.silenced = silenced
         self._check_args(args)
         if args.reset:
             forgotten = self.conversation.reset()
