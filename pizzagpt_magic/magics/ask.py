@@ -48,7 +48,8 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
     # silenced question (a trailing ";") shows none of them.
     live = LiveOutput() if notebook and not cached and not getattr(args, "silenced", False) else None
     view: StreamView | None = None
-    if magics.stream and not args.no_stream and args.backend.streams and not cached:
+    shows_stream = not cached and (live is not None or not notebook)  # a terminal prints it
+    if magics.stream and not args.no_stream and args.backend.streams and shows_stream:
         view = StreamView(notebook=notebook, output=live)
     progress = Progress(args.model, live)
 
