@@ -780,6 +780,17 @@ class Answer(str):
         return _join(self.blocks)
 
     @property
+    def has_code(self) -> bool:
+        """Whether the answer holds code: a code block, or text that is all Python."""
+        if _code_blocks(self.text):
+            return True
+        try:
+            compile(self.text, "<answer>", "exec")
+        except (SyntaxError, ValueError):
+            return False
+        return bool(self.text.strip())
+
+    @property
     def cell_code(self) -> str:
         """The code for a new notebook cell: the Python blocks (labelled so, or unlabelled)
         when the answer mixes them with others (a shell line to install something, say), else

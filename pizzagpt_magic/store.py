@@ -54,7 +54,9 @@ BUSY_TIMEOUT = 10.0
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
+#: Each schema version's statements. A number may be missing (another line of work adds it):
+#: the migration skips it.
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE cache (
@@ -89,6 +91,17 @@ MIGRATIONS: dict[int, list[str]] = {
             cell INTEGER
         )""",
         "CREATE INDEX log_time ON log (time)",
+    ],
+    # 3: the code cells --insert and --fix opened, so that a cell run again (Restart and Run
+    # All) does not open the same code again below itself. The code is kept as its hash.
+    3: [
+        """CREATE TABLE inserted (
+            notebook TEXT NOT NULL,
+            cell TEXT NOT NULL,
+            code TEXT NOT NULL,
+            time REAL NOT NULL,
+            PRIMARY KEY (notebook, cell, code)
+        )""",
     ],
 }
 FTS_SCHEMA = [
@@ -232,7 +245,7 @@ class Store:
         try:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target]:
+                for statement in MIGRATIONS.get(target, ()):
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
             try:
@@ -398,6 +411,37 @@ class Store:
             dropped += size
             if dropped >= excess:
                 break
+
+    # -- inserted cells ---------------------------------------------------------------------
+
+    def was_inserted(self, notebook: str, cell: str, code: str) -> bool:
+        """Whether ``code`` (its hash) was opened as a new cell below ``cell`` of
+        ``notebook`` before."""
+        if self.failed is not None:
+            return False
+        try:
+            row = (
+                self._reader()
+                .execute(
+                    "SELECT 1 FROM inserted WHERE notebook = ? AND cell = ? AND code = ?",
+                    (notebook, cell, code),
+                )
+                .fetchone()
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return False
+        return row is not None
+
+    def mark_inserted(self, notebook: str, cell: str, code: str) -> None:
+        """Remember that ``code`` (its hash) was opened below ``cell`` of ``notebook``."""
+        now = time.time()
+        self._submit(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO inserted (notebook, cell, code, time) VALUES (?, ?, ?, ?)",
+                (notebook, cell, code, now),
+            )
+        )
 
     def clear_cache(self) -> int:
         """Forget every cached answer; returns how many there were."""

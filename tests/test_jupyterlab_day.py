@@ -60,3 +60,60 @@ def json_round_trip(value):
     import json
 
     return json.loads(json.dumps(value))
+
+
+# -- 1. Restart and Run All opens no cell twice --------------------------------------------------
+
+INSERT = "%%pizza --insert\n[[echo]]Count them:\n\n```python\nsales.size\n```\n[[/echo]]"
+
+
+def run_in_cell(kernel, code: str, cell_id: str) -> dict:
+    """Run ``code`` as JupyterLab runs a notebook cell (with its id); the execute_reply."""
+    client = kernel.client
+    message = client.session.msg(
+        "execute_request",
+        {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+         "allow_stdin": False, "stop_on_error": True},
+        metadata={"cellId": cell_id},
+    )
+    client.shell_channel.send(message)
+    kernel.collect([message["header"]["msg_id"]])
+    return kernel.reply(message["header"]["msg_id"])
+
+
+def inserted(reply: dict) -> list[str]:
+    return [p["text"] for p in reply.get("payload", []) if p["source"] == "set_next_input"]
+
+
+@pytest.mark.kernel
+def test_a_cell_run_again_does_not_insert_its_code_again(emulator, tmp_path):
+    from kernel_helpers import Kernel
+
+    env = {
+        "PIZZAGPT_URL": emulator.url,
+        "PIZZAGPT_STORE": str(tmp_path / "store.sqlite"),
+        "JPY_SESSION_NAME": str(tmp_path / "analysis.ipynb"),
+    }
+    for restart in range(2):  # the second kernel is "Restart and Run All"
+        kernel = Kernel(env)
+        try:
+            run_in_cell(kernel, "%load_ext pizzagpt_magic", "cell-load")
+            first = run_in_cell(kernel, INSERT, "cell-ask")
+            assert inserted(first) == ([] if restart else ["sales.size"])
+            assert inserted(run_in_cell(kernel, INSERT, "cell-ask")) == []
+            # Another cell asking the same opens its own cell.
+            other = run_in_cell(kernel, INSERT, "cell-other")
+            assert inserted(other) == ([] if restart else ["sales.size"])
+            changed = run_in_cell(kernel, INSERT.replace("sales.size", "sales.shape"), "cell-ask")
+            assert inserted(changed) == ([] if restart else ["sales.shape"])
+            run_in_cell(kernel, "import pizzagpt_magic.store as s; s.get_store().flush()", "f")
+        finally:
+            kernel.shutdown()
+
+
+def test_an_answer_without_code_inserts_nothing_but_a_note(shell, emu, capsys):
+    shell.set_next_input = lambda *a, **k: pytest.fail("nothing is to be inserted")
+    cell(shell, "%pizza --insert [[echo]]Sorry, I cannot tell without the data.[[/echo]]")
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "The answer holds no code: no cell was inserted."
+    assert Answer("x = 1\nprint(x)").has_code and not Answer("Just prose, here.").has_code

@@ -133,5 +133,26 @@ def cut_reason(exc: PizzagptError) -> str:
 
 
 def insert_code(magics: PizzaMagics, answer: Answer) -> None:
-    """The answer's code in a new cell below (Jupyter) or the next prompt (terminal)."""
-    magics.ipython.set_next_input(answer.cell_code.rstrip("\n"), replace=False)
+    """The answer's code in a new cell below (Jupyter) or the next prompt (terminal).
+
+    An answer with no code opens nothing (a one-line note says so). A cell run again (Restart
+    and Run All) does not open the same code again: the store remembers which code was opened
+    below which cell of which notebook (the kernel knows its notebook through its session, and
+    the cell by the id JupyterLab sends with it)."""
+    import hashlib
+
+    if not answer.has_code:
+        print("The answer holds no code: no cell was inserted.")
+        return
+    code = answer.cell_code.rstrip("\n")
+    where = magics._where()
+    if where is not None:
+        digest = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+        seen = (*where, digest)
+        store = magics._store()
+        if seen in magics.inserted or (store is not None and store.was_inserted(*seen)):
+            return  # opened below this cell by an earlier run
+        magics.inserted.add(seen)
+        if store is not None:
+            store.mark_inserted(*seen)
+    magics.ipython.set_next_input(code, replace=False)

@@ -64,6 +64,9 @@ class PizzaMagics(PizzaSettings):
         #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
         self.figures = DisplayedImages()
         self.figure_hook = self.figures.hook(lambda: getattr(shell, "execution_count", None))
+        #: (notebook, cell id, code hash) of the cells --insert and --fix opened (the store
+        #: keeps them across kernels).
+        self.inserted: set[tuple[str, str, str]] = set()
 
     @property
     def ipython(self) -> InteractiveShell:
@@ -310,6 +313,22 @@ class PizzaMagics(PizzaSettings):
             number = getattr(history, "session_number", None)
             session = f"ipython-{number}" if number else None
         return {"source": "magic", "session": session, "cell": shell.execution_count}
+
+    def _where(self) -> tuple[str, str] | None:
+        """The notebook (its path, from the kernel's session) and the id of the cell running,
+        when a Jupyter frontend said them; else None."""
+        import os
+
+        kernel = getattr(self.ipython, "kernel", None)
+        notebook = self.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+        get_parent = getattr(kernel, "get_parent", None)
+        if not notebook or get_parent is None:
+            return None
+        try:
+            cell = (get_parent("shell") or {}).get("metadata", {}).get("cellId")
+        except Exception:  # noqa: BLE001 - an older kernel's signature: no cell id
+            return None
+        return (str(notebook), str(cell)) if cell else None
 
     def _check_size(self, prompt: Any, system: str | None, chat: bool) -> None:
         from ..images import content_text
