@@ -35,6 +35,11 @@ _MACHINERY = (
 )
 
 
+def is_machinery(filename: str) -> bool:
+    """Whether code of ``filename`` is the machinery around a cell (IPython, this package)."""
+    return filename.startswith(_MACHINERY)
+
+
 class NoErrorRecorded(KeyError):
     """``Err[n]`` for a cell with no recorded error; its text reads as a sentence (a plain
     ``KeyError`` would show it quoted)."""

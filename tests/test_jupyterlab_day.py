@@ -117,3 +117,41 @@ def test_an_answer_without_code_inserts_nothing_but_a_note(shell, emu, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "The answer holds no code: no cell was inserted."
     assert Answer("x = 1\nprint(x)").has_code and not Answer("Just prose, here.").has_code
+
+
+# -- 8. an interrupt is one short KeyboardInterrupt ----------------------------------------------
+
+
+@pytest.mark.kernel
+def test_an_interrupt_shows_one_short_keyboard_interrupt(emulator):
+    import re
+    import time
+
+    from kernel_helpers import Kernel, error_of
+
+    kernel = Kernel({"PIZZAGPT_URL": emulator.url})
+    try:
+        kernel.execute("%load_ext pizzagpt_magic\nitems = [1, 2]")
+        for code in (
+            "%pizza --no-cache [[fault:latency=5]] never answered",
+            "%%pizza --no-cache --each items\n[[fault:latency=5]] about {item}",
+        ):
+            msg_id = kernel.submit(code)
+            deadline = time.monotonic() + 20
+            while not emulator.in_flight and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            kernel.manager.interrupt_kernel()
+            messages = kernel.collect([msg_id], timeout=30)[msg_id]
+            error = error_of(messages)
+            assert error["ename"] == "KeyboardInterrupt"
+            shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
+            lines = [line for line in shown.splitlines() if line.strip()]
+            assert len(lines) <= 6, shown  # as an interrupted time.sleep: a few lines
+            assert "pizzagpt_magic" not in shown and "asyncio" not in shown
+            assert "selectors" not in shown and lines[-1].startswith("KeyboardInterrupt")
+            kernel.reply(msg_id)
+            while emulator.in_flight:
+                time.sleep(0.05)
+    finally:
+        kernel.shutdown()

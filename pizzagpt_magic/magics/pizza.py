@@ -23,6 +23,7 @@ from .ask import ask_one
 from .each import ask_each
 from .fix import fix_question
 from .history import show_history
+from .interrupt import KeyboardInterrupt as ShortInterrupt
 from .log import show_log
 from .models import list_models
 from .names import CELL_ERRORS, FIGURES
@@ -152,6 +153,15 @@ class PizzaMagics(PizzaSettings):
             if args.each:
                 raise UsageError("--fix asks about one error; it does not go with --each")
             prompt = fix_question(self, prompt, args)
+        try:
+            result = self._dispatch(args, prompt, cell)
+        except KeyboardInterrupt:
+            # One short KeyboardInterrupt, as an interrupted time.sleep shows (the notes of
+            # what was kept are shown already).
+            raise ShortInterrupt from None
+        return None if silenced else result
+
+    def _dispatch(self, args: Any, prompt: str, cell: str | None) -> Any:
         if args.each:
             if cell is None:
                 raise UsageError("--each works with the %%pizza cell magic")
@@ -159,14 +169,12 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(
                     "--insert puts one answer's code in a cell; it does not go with --each"
                 )
-            result = ask_each(self, args, prompt)
-        elif not prompt:
+            return ask_each(self, args, prompt)
+        if not prompt:
             raise UsageError(
                 "Nothing to ask: the question is empty. Usage: %pizza [options] question"
             )
-        else:
-            result = ask_one(self, args, prompt)
-        return None if silenced else result
+        return ask_one(self, args, prompt)
 
     # -- helpers --------------------------------------------------------------------------------
 
