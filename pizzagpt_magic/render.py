@@ -884,11 +884,24 @@ class BatchSummary:
 
     SHOWN = 3
 
-    def __init__(self, labels: list[Any], results: list[Any], elapsed: float, model: str) -> None:
+    def __init__(
+        self,
+        labels: list[Any],
+        results: list[Any],
+        elapsed: float,
+        model: str,
+        *,
+        format: str = "markdown",
+        cached: int = 0,
+    ) -> None:
         self.labels = labels
         self.results = results
         self.elapsed = elapsed
         self.model = model
+        #: The answers' format: json values and code are shown as code, not read as Markdown.
+        self.format = format
+        #: How many answers came from the cache.
+        self.cached = cached
         self.failures = {
             label: r for label, r in zip(labels, results) if isinstance(r, BaseException)
         }
@@ -900,10 +913,15 @@ class BatchSummary:
         return f"{len(self.failures)} of {len(self.results)} prompts failed ({listed}{more})"
 
     def _headline(self) -> str:
-        return (
-            f"{len(self.results)} answers from {self.model} in {self.elapsed:.1f} s, "
-            f"{len(self.failures)} failed"
-        )
+        count = len(self.results)
+        answers = f"{count} answer{'' if count == 1 else 's'}"
+        if self.cached and self.cached == count:
+            source = f"{answers} of {self.model}, all from the cache,"
+        elif self.cached:
+            source = f"{answers} from {self.model} ({self.cached} from the cache)"
+        else:
+            source = f"{answers} from {self.model}"
+        return f"{source} in {self.elapsed:.1f} s, {len(self.failures)} failed"
 
     def display(self) -> SafeMarkdown:
         answered = [
@@ -913,13 +931,18 @@ class BatchSummary:
         ]
         parts: list[Any] = [Markup(f"<p><strong>{escape(self._headline())}</strong></p><ul>")]
         plain = [self._headline()]
+        as_code = self.format in ("json", "code")
         for label, value in answered[: self.SHOWN]:
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if self.format == "json":  # the value as JSON, escapes and all
+                text = json.dumps(value, ensure_ascii=False)
+            else:
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             first = text.strip().splitlines()[0] if text.strip() else ""
             first = first if len(first) <= 200 else first[:199] + "…"
             # Each answer's line is rendered on its own: it cannot open a block that swallows
-            # what follows.
-            parts += [Markup(f"<li><code>{escape(label)}</code>: "), first, Markup("</li>")]
+            # what follows. JSON and code are shown as they are, in code style.
+            shown = Markup(f"<code>{escape(first)}</code>") if as_code else first
+            parts += [Markup(f"<li><code>{escape(label)}</code>: "), shown, Markup("</li>")]
             plain.append(f"[{label}] {first}")
         parts.append(Markup("</ul>"))
         if len(self.results) > self.SHOWN:

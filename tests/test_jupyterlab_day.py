@@ -155,3 +155,35 @@ def test_an_interrupt_shows_one_short_keyboard_interrupt(emulator):
                 time.sleep(0.05)
     finally:
         kernel.shutdown()
+
+
+# -- 3. the --each -f json summary shows JSON ----------------------------------------------------
+
+
+def test_each_json_summary_shows_valid_json_in_code_style(shell, emu):
+    import json
+    import re
+
+    shell.user_ns["names"] = ["a"]
+    answer = r'{"path": "C:\\temp\\x", "quote": "say \"hi\"", "n": [1, 2]}'
+    summary = cell(shell, "%%pizza --each names -f json\n[[echo]]" + answer + "[[/echo]] {item}")
+    html = summary._repr_mimebundle_()["text/html"]
+    (shown,) = re.findall(r"<li><code>0</code>: <code>(.*?)</code></li>", html)
+    import html as html_module
+
+    assert json.loads(html_module.unescape(shown)) == json.loads(answer)
+    assert json.loads(repr(summary).splitlines()[1].split("] ", 1)[1]) == json.loads(answer)
+
+
+# -- 11. a batch replayed from the cache says so -------------------------------------------------
+
+
+def test_a_batch_replayed_from_the_cache_says_so(shell, emu):
+    shell.user_ns["names"] = ["a", "b"]
+    first = repr(cell(shell, "%%pizza --each names\nhello {item}"))
+    assert "cache" not in first.splitlines()[0]
+    again = repr(cell(shell, "%%pizza --each names\nhello {item}"))
+    assert again.startswith("2 answers of gpt-4o-mini, all from the cache, in ")
+    shell.user_ns["names"] = ["a", "c"]
+    mixed = repr(cell(shell, "%%pizza --each names\nhello {item}"))
+    assert "(1 from the cache)" in mixed.splitlines()[0]

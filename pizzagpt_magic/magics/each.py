@@ -63,8 +63,12 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         magics._check_size(prompt, system, args.chat)
     ask_prompt = magics._asker(args)
 
+    cached = [0]
+
     async def ask_one(request: tuple[str, str | None]) -> str:
-        return (await ask_prompt(*request)).text
+        reply = await ask_prompt(*request)
+        cached[0] += reply.cached
+        return reply.text
 
     started = time.monotonic()
     received: list[Any] = [None] * len(requests)
@@ -99,7 +103,14 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             result if isinstance(result, BaseException) else _value_of(result, args.format)
             for result in results
         ]
-    summary = BatchSummary(labels, results, time.monotonic() - started, args.model)
+    summary = BatchSummary(
+        labels,
+        results,
+        time.monotonic() - started,
+        args.model,
+        format=args.format,
+        cached=cached[0],
+    )
     answers = batch_values([None if isinstance(r, BaseException) else r for r in results], source)
     summary.answers = answers
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
