@@ -92,8 +92,8 @@ class DisplayedImages:
             return self._images[index]
         except IndexError:
             raise IndexError(
-                f"Fig holds {len(self._images)} images (the newest 5 are kept); "
-                f"Fig[{index}] is not one of them"
+                f"Fig holds {len(self._images)} image{'' if len(self._images) == 1 else 's'} "
+                f"(the newest 5 are kept); Fig[{index}] is not one of them"
             ) from None
 
     def __len__(self) -> int:

@@ -187,3 +187,40 @@ def test_a_batch_replayed_from_the_cache_says_so(shell, emu):
     shell.user_ns["names"] = ["a", "c"]
     mixed = repr(cell(shell, "%%pizza --each names\nhello {item}"))
     assert "(1 from the cache)" in mixed.splitlines()[0]
+
+
+# -- 10. %pizza --log is a compact table ---------------------------------------------------------
+
+
+@pytest.fixture
+def store_file(tmp_path, monkeypatch):
+    import pizzagpt_magic.store as stores
+
+    path = tmp_path / "store.sqlite3"
+    monkeypatch.setenv("PIZZAGPT_STORE", str(path))
+    yield path
+    stores.forget_stores()
+
+
+def test_log_is_a_compact_table_and_full_shows_everything(store_file, shell, emu):
+    from test_render import audit
+
+    long_answer = "First line of the answer.\n\n" + "\n".join(f"line {i}" for i in range(50))
+    cell(shell, "%%pizza\nA question\nwith a second line [[echo]]" + long_answer + "[[/echo]]")
+    cell(shell, "%%pizza\nA question\nwith a second line [[echo]]" + long_answer + "[[/echo]]")
+    failing(shell, "%pizza --no-cache [[fault:status=500]] broken")
+    table = cell(shell, "%pizza --log 3")
+    lines = repr(table).splitlines()
+    assert lines[0].split() == ["time", "cell", "model", "s", "tokens", "cached", "question",
+                                "answer"]
+    assert len(lines) == 4  # one line an exchange: the first lines only
+    assert "gpt-4o-mini" in lines[1] and "A question" in lines[1]
+    assert "First line of the answer." in lines[1] and "line 49" not in repr(table)
+    assert " yes " in lines[2] and " yes " not in lines[1]  # the second came from the cache
+    assert "failed: HTTPStatusError: HTTP 500" in lines[3]
+    assert all(line.split()[1].startswith("[") for line in lines[1:])  # the cell
+    html = table._repr_mimebundle_()["text/html"]
+    assert audit(html) == [] and html.count("<tr>") == 4
+    full = repr(cell(shell, "%pizza --log 2 --full"))
+    assert "line 49" in full and "with a second line" in full
+    assert "--full goes with --log" in failing(shell, "%pizza --full")

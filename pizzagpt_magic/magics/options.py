@@ -65,8 +65,10 @@ OPTIONS = (
         type=int,
         metavar="N",
         dest="show_log",
-        help="Show the newest N logged exchanges (default 10).",
+        help="Show the newest N logged exchanges (default 10) as a table: time, cell, model, "
+        "seconds, tokens, cached, and the first line of question and answer.",
     ),
+    argument("--full", action="store_true", help="With --log: each exchange whole."),
     argument(
         "--no-interpolate",
         action="store_true",

@@ -143,11 +143,13 @@ class PizzaMagics(PizzaSettings):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
+        if args.full and args.show_log is None:
+            raise UsageError("--full goes with --log: %pizza --log N --full")
         if args.models is not None or args.history or args.show_log is not None:
             if prompt:
                 raise UsageError("--models, --history and --log take no question")
             if args.show_log is not None:
-                return show_log(self, args.show_log)
+                return show_log(self, args.show_log, args.full)
             return list_models(self, args) if args.models is not None else show_history(self)
         if args.fix:
             if args.each:
