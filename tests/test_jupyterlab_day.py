@@ -224,3 +224,43 @@ def test_log_is_a_compact_table_and_full_shows_everything(store_file, shell, emu
     full = repr(cell(shell, "%pizza --log 2 --full"))
     assert "line 49" in full and "with a second line" in full
     assert "--full goes with --log" in failing(shell, "%pizza --full")
+
+
+# -- 6. --each progress in a notebook: one display, in place, then the summary ------------------
+
+
+@pytest.mark.kernel
+def test_each_progress_is_a_display_in_place_that_becomes_the_summary(emulator):
+    from kernel_helpers import Kernel, error_of, of_type, stderr_of
+
+    kernel = Kernel({"PIZZAGPT_URL": emulator.url})
+    try:
+        kernel.execute("%load_ext pizzagpt_magic\nitems = list(range(12))")
+        messages = kernel.execute(
+            "%%pizza --each items --concurrency 2 --no-cache\n[[fault:latency=0.15]] about {item}"
+        )
+        assert error_of(messages) is None
+        assert stderr_of(messages) == ""  # no tqdm text in the error box
+        (shown,) = of_type(messages, "display_data")
+        updates = of_type(messages, "update_display_data")
+        progress = [shown, *updates[:-1]]
+        assert len(progress) >= 3 and "answered" in progress[-1]["content"]["data"]["text/plain"]
+        assert all(m["content"]["transient"] == shown["content"]["transient"] for m in updates)
+        summary = updates[-1]["content"]["data"]
+        assert summary["text/plain"].startswith("12 answers from gpt-4o-mini")
+        assert "text/html" in summary and not of_type(messages, "execute_result")
+        # A failing batch: the summary shows, the cell fails with one line.
+        failed = kernel.execute(
+            "%%pizza --each items --no-cache\n[[fault:status=500;times=1]] again {item}"
+        )
+        assert error_of(failed)["ename"] == "UsageError"
+        last = of_type(failed, "display_data", "update_display_data")[-1]["content"]["data"]
+        assert "1 failed" in last["text/plain"]
+    finally:
+        kernel.shutdown()
+
+
+def test_each_progress_in_a_terminal_stays_text(shell, emu, capsys):
+    shell.user_ns["items"] = [1, 2, 3]
+    cell(shell, "%%pizza --each items --no-cache\nabout {item}")
+    assert "3/3" in capsys.readouterr().err  # tqdm's bar

@@ -64,10 +64,20 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     ask_prompt = magics._asker(args)
 
     cached = [0]
+    # In a notebook the progress is one display updated in place, which the summary replaces;
+    # a terminal gets tqdm's text bar.
+    live = BatchProgress(len(requests), args.model) if magics._showing_progress() else None
 
     async def ask_one(request: tuple[str, str | None]) -> str:
-        reply = await ask_prompt(*request)
+        try:
+            reply = await ask_prompt(*request)
+        except Exception:
+            if live is not None:
+                live.advance(failed=True)
+            raise
         cached[0] += reply.cached
+        if live is not None:
+            live.advance()
         return reply.text
 
     started = time.monotonic()
@@ -78,7 +88,7 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
                 requests,
                 concurrency=args.concurrency or magics.concurrency,
                 errors="return",
-                progress=magics.progress,
+                progress=magics.progress and live is None,
                 ask=ask_one,
                 into=received,
             )
@@ -86,6 +96,8 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     except KeyboardInterrupt:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
+        if live is not None:
+            live.interrupted()
         kept = [None if isinstance(r, BaseException) else r for r in received]
         target = args.output or BATCH_ANSWERS
         magics.user_ns[target] = batch_values(kept, source)
@@ -116,9 +128,58 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
         magics.user_ns[target] = answers
+    if live is not None:
+        live.end_with(summary, magics.ipython.events, failed=bool(summary.failures))
     if summary.failures:
         raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
     return summary
+
+
+class BatchProgress:
+    """A batch's progress in a notebook: one output, updated in place (at most five times a
+    second), that the summary takes the place of when the batch ends."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int, model: str, interval: float = 0.2) -> None:
+        from ..streaming import LiveOutput
+
+        self.total = total
+        self.model = model
+        self.interval = interval
+        self.done = self.failed = 0
+        self.output = LiveOutput()
+        self.started = time.monotonic()
+        self._shown_at = 0.0
+
+    def line(self) -> str:
+        filled = round(self.WIDTH * self.done / self.total)
+        bar = "█" * filled + "░" * (self.WIDTH - filled)
+        failed = f" · {self.failed} failed" if self.failed else ""
+        seconds = time.monotonic() - self.started
+        return f"{self.model}: {bar} {self.done}/{self.total} answered{failed} · {seconds:.1f} s"
+
+    def advance(self, failed: bool = False) -> None:
+        self.done += 1
+        self.failed += failed
+        now = time.monotonic()
+        if now - self._shown_at >= self.interval or self.done == self.total:
+            self._shown_at = now
+            self.output.show({"text/plain": self.line()})
+
+    def interrupted(self) -> None:
+        self.output.note(f"interrupted: {self.done} of {self.total} answered")
+
+    def end_with(self, summary: Any, events: Any, failed: bool) -> None:
+        """The summary takes the progress's place: as the cell's result, or (when the cell
+        fails for the failed items) at once."""
+        if not self.output.shown:
+            return
+        if failed:
+            bundle = summary._repr_mimebundle_()
+            self.output.show(bundle)
+        else:
+            self.output.end_with(summary, events)
 
 
 def batch_values(answers: list[Any], source: Any) -> Any:
