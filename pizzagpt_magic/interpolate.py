@@ -107,7 +107,10 @@ def interpolate(
             open_escapes -= 1
             pos = brace + 2
         elif template[brace] == "{" and (match := _REFERENCE.match(template, brace)):
-            value = _resolve(match["name"], match["chain"], namespace, match.group(0))
+            try:
+                value = _resolve(match["name"], match["chain"], namespace, match.group(0))
+            except InterpolationError as exc:
+                raise _with_hint(exc, template, brace, match.group(0)) from exc.__cause__
             replaced = on_reference(value, match.group(0)) if on_reference else None
             out.append(to_text(value) if replaced is None else replaced)
             pos = match.end()
@@ -115,6 +118,37 @@ def interpolate(
             out.append(template[brace])
             pos = brace + 1
     return "".join(out)
+
+
+_FENCE_LINE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.M)
+
+
+def _literal_place(template: str, position: int) -> str | None:
+    """What holds ``position`` where braces are usually literal: "a code block" (inside a
+    fence), "math" (between ``$$``, or ``$`` in one paragraph), else None."""
+    before = template[:position]
+    if len(_FENCE_LINE.findall(before)) % 2:
+        return "a code block"
+    if before.count("$$") % 2:
+        return "math"
+    paragraph = before[before.rfind("\n\n") + 1 :].replace("$$", "").replace("\\$", "")
+    return "math" if paragraph.count("$") % 2 else None
+
+
+def _with_hint(
+    exc: InterpolationError, template: str, position: int, whole: str
+) -> InterpolationError:
+    """``exc`` for an undefined name, with how to keep the braces when they are in math or
+    code (where ``{n}`` is most likely meant as it is)."""
+    place = _literal_place(template, position)
+    if place is None or "is not defined" not in str(exc):
+        return exc
+    literal = "{" + whole + "}"
+    return InterpolationError(
+        f"{exc} (it is inside {place}: write {literal} to keep the braces, or send the text as "
+        "it is with --no-interpolate)",
+        exc.name,
+    )
 
 
 def _next_brace(text: str, start: int) -> int:

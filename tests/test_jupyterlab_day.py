@@ -264,3 +264,25 @@ def test_each_progress_in_a_terminal_stays_text(shell, emu, capsys):
     shell.user_ns["items"] = [1, 2, 3]
     cell(shell, "%%pizza --each items --no-cache\nabout {item}")
     assert "3/3" in capsys.readouterr().err  # tqdm's bar
+
+
+# -- 14. {n} in math or code says how to keep the braces -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "%pizza Simplify $x^{n} + 1$",
+        "%%pizza\nWhat does this print?\n\n```python\nprint(f'{n}')\n```",
+        "%%pizza\nSolve\n\n$$\n\\\\frac{n}{2}\n$$",
+    ],
+)
+def test_an_undefined_name_in_math_or_code_says_how_to_keep_the_braces(shell, emu, question):
+    message = failing(shell, question)
+    assert message.startswith("Name 'n' in {n} is not defined (it is inside ")
+    assert "write {{n}} to keep the braces" in message and "--no-interpolate" in message
+    assert emu.requests == 0
+
+
+def test_an_undefined_name_in_prose_has_no_hint(shell, emu):
+    assert failing(shell, "%pizza Tell me about {n} and $5") == "Name 'n' in {n} is not defined"
