@@ -122,16 +122,15 @@ def make_endpoint(name: str, spec: Any) -> Endpoint:
     return Endpoint(_check_name(name), url, key_env or None)
 
 
-def register_endpoint(name: str, base_url: str, api_key_env: str | None = None) -> Endpoint:
+def register_endpoint(name: str, base_url: str, api_key_env: str | None = None) -> None:
     """Add an OpenAI-compatible endpoint (a same name replaces a preset): then
     ``ask(..., model="NAME:MODEL")`` and ``%pizza -m NAME:MODEL`` use it.
 
     ``api_key_env`` names the environment variable holding its key; the key itself is never
     taken as an argument, so it cannot end up in a notebook.
     """
-    endpoint = make_endpoint(name, {"base_url": base_url, "api_key_env": api_key_env})
-    _registered[name] = endpoint
-    return endpoint
+    # Nothing is returned: a notebook cell ending with the call shows no stray Out.
+    _registered[name] = make_endpoint(name, {"base_url": base_url, "api_key_env": api_key_env})
 
 
 @functools.lru_cache(maxsize=1)
@@ -414,6 +413,11 @@ def _resolve(model_id: str | None, extra: Mapping[str, Any] | None) -> Backend:
         cls = import_provider(prefix)
         model = rest or getattr(cls, "default_model", "") or ""
         return Backend(prefix, model, cls=cls)
+    if sep and _NAME.fullmatch(prefix) and "." not in prefix:
+        raise ConfigurationError(
+            f"unknown provider {prefix!r}; providers: {', '.join([PIZZAGPT, *table])} "
+            "(or package.module.ProviderClass; register_endpoint adds one)"
+        )
     return _pizzagpt(text)
 
 

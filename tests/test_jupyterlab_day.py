@@ -72,8 +72,14 @@ def run_in_cell(kernel, code: str, cell_id: str) -> dict:
     client = kernel.client
     message = client.session.msg(
         "execute_request",
-        {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-         "allow_stdin": False, "stop_on_error": True},
+        {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
         metadata={"cellId": cell_id},
     )
     client.shell_channel.send(message)
@@ -211,8 +217,16 @@ def test_log_is_a_compact_table_and_full_shows_everything(store_file, shell, emu
     failing(shell, "%pizza --no-cache [[fault:status=500]] broken")
     table = cell(shell, "%pizza --log 3")
     lines = repr(table).splitlines()
-    assert lines[0].split() == ["time", "cell", "model", "s", "tokens", "cached", "question",
-                                "answer"]
+    assert lines[0].split() == [
+        "time",
+        "cell",
+        "model",
+        "s",
+        "tokens",
+        "cached",
+        "question",
+        "answer",
+    ]
     assert len(lines) == 4  # one line an exchange: the first lines only
     assert "gpt-4o-mini" in lines[1] and "A question" in lines[1]
     assert "First line of the answer." in lines[1] and "line 49" not in repr(table)

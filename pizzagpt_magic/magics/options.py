@@ -83,7 +83,10 @@ OPTIONS = (
     argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each."),
     argument(
         "--fix",
-        action="store_true",
+        nargs="?",
+        const=-1,
+        type=int,
+        metavar="N",
         help="Ask about the newest error (or cell N's: --fix N): the failing cell's code and "
         "its error go with an instruction to explain it and correct the cell, which opens "
         "below. Text after it is added to the question.",

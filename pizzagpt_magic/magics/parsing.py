@@ -36,9 +36,17 @@ def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
             action = option_actions.get(token[:2])
             has_value = has_value or len(token) > 2
         if action is not None and action.nargs != 0 and not has_value:
-            expect_value = True
+            # An optional number (--fix [N], --log [N]) takes the next word only when it is one.
+            expect_value = action.nargs != "?" or action.type is not int or _next_is_int(
+                line, match.end()
+            )
         end = match.end()
     return line[:end], line[end:].strip()
+
+
+def _next_is_int(line: str, position: int) -> bool:
+    following = _TOKEN.search(line, position)
+    return following is not None and re.fullmatch(r"-?\d+", following.group(0)) is not None
 
 
 _QUESTION_LINE = re.compile(

@@ -151,7 +151,7 @@ class PizzaMagics(PizzaSettings):
             if args.show_log is not None:
                 return show_log(self, args.show_log, args.full)
             return list_models(self, args) if args.models is not None else show_history(self)
-        if args.fix:
+        if args.fix is not None:
             if args.each:
                 raise UsageError("--fix asks about one error; it does not go with --each")
             prompt = fix_question(self, prompt, args)

@@ -57,9 +57,11 @@ class PizzaSettings(Magics):
         config=True
     )
     connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
-    retries = Int(3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10).").tag(
-        config=True
-    )
+    retries = Int(
+        3,
+        help="Retries of a request on 429, 502, 503, 504 and connection failures "
+        "(OpenAI-compatible endpoints also on 408, 409 and 500), 0 to 10.",
+    ).tag(config=True)
     proxy = Unicode(
         None,
         allow_none=True,
