@@ -172,8 +172,23 @@ def _is_pandas(value: Any, kind: str) -> bool:
     return cls.__name__ == kind and cls.__module__.startswith("pandas")
 
 
+def _number(value: Any) -> str | None:
+    """A float (Python's or NumPy's) at a readable precision: at most 4 decimals, trailing
+    zeros dropped, very large or small ones in exponent form; None for anything else."""
+    if not isinstance(value, float) and getattr(getattr(value, "dtype", None), "kind", "") != "f":
+        return None
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        return str(number)
+    if number and not 1e-4 <= abs(number) < 1e15:
+        return f"{number:.4g}"
+    text = f"{number:.4f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 def _cell(value: Any, width: int = 40) -> str:
-    text = " ".join(str(value).split()).replace("|", "\\|")
+    shown = _number(value)
+    text = " ".join((str(value) if shown is None else shown).split()).replace("|", "\\|")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -209,8 +224,10 @@ def describe_table(frame: Any, budget: int = DEFAULT_BUDGET, max_rows: int = 10)
         ]
         for index, row in zip(part.index, part.itertuples(index=False)):
             lines.append("| " + " | ".join([_cell(index)] + [_cell(v) for v in row]) + " |")
-        more = f"\n… {rows - count:,} more rows" if rows > count else ""
-        text = f"{head}\nFirst {count} rows:\n" + "\n".join(lines) + more
+        # A blank line ends the table, so that text after it (the question goes on after
+        # {df}) is not read as one more row.
+        more = f"\n… {rows - count:,} more rows\n" if rows > count else ""
+        text = f"{head}\nFirst {count} rows:\n" + "\n".join(lines) + "\n" + more + "\n"
         if len(text) <= budget:
             return text
     return _cut(head, budget)  # pragma: no cover - the loop returns

@@ -831,7 +831,8 @@ class Answer(str):
         return bundle
 
     def _note(self) -> str:
-        """The line under the answer: token counts when known, a cut at the token limit."""
+        """The line under the answer: its model, token counts when known, a cut at the token
+        limit."""
         if self.completion is None:
             return ""
         notes = []
@@ -844,8 +845,7 @@ class Answer(str):
             )
         elif "total_tokens" in usage:
             notes.append(f"{usage['total_tokens']:,} tokens")
-        if not notes:
-            return ""
+        # Every backend's answer names its model (Pizzagpt reports no tokens).
         return " · ".join([self.completion.model_id, *notes])
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:

@@ -22,9 +22,7 @@ __all__ = ["ARRIVING", "LiveOutput", "StreamView"]
 
 #: The marker under an answer still arriving: quiet, in the theme's secondary text colour
 #: (inside the answer's wrapper, so MathJax skips it like the rest).
-ARRIVING = (
-    '<p style="color: var(--jp-ui-font-color2, #616161)"><em>▍ still arriving…</em></p>'
-)
+ARRIVING = '<p style="color: var(--jp-ui-font-color2, #616161)"><em>▍ still arriving…</em></p>'
 
 
 class LiveOutput:

@@ -300,3 +300,56 @@ def test_an_undefined_name_in_math_or_code_says_how_to_keep_the_braces(shell, em
 
 def test_an_undefined_name_in_prose_has_no_hint(shell, emu):
     assert failing(shell, "%pizza Tell me about {n} and $5") == "Name 'n' in {n} is not defined"
+
+
+# -- 11. smaller things --------------------------------------------------------------------------
+
+
+def test_fix_sends_the_users_frames_and_the_error_only(shell, emu):
+    shell.run_cell("import json\njson.loads('{broken')", store_history=True)
+    shell.set_next_input = lambda *a, **k: None
+    cell(shell, "%pizza -f text --fix")
+    sent = emu.questions[-1]
+    assert "json.loads('{broken')" in sent and "JSONDecodeError" in sent
+    assert "decoder.py" not in sent and "site-packages" not in sent
+    assert "/lib/python" not in sent and "frames inside libraries" in sent
+
+
+def test_help_shows_fix_with_its_optional_number(shell, capsys):
+    shell.run_line_magic("pinfo", "%pizza")
+    assert "[--fix [N]]" in capsys.readouterr().out
+
+
+def test_a_table_in_a_question_rounds_floats_and_ends_with_a_blank_line(shell, emu):
+    pd = pytest.importorskip("pandas")
+    shell.user_ns["df"] = pd.DataFrame({"share": [0.1 + 0.2, 2 / 3], "n": [1, 2]})
+    sent = str(cell(shell, "%pizza -f text {df} Which is larger?"))
+    assert "| 0.3 |" in sent and "| 0.6667 |" in sent and "0.30000000000000004" not in sent
+    assert "| 1 | 0.6667 | 2 |\n> \n>  Which is larger?" in sent  # not read as a row
+
+
+def test_pizzagpt_answers_name_their_model_under_them(shell, emu):
+    bundle, _ = cell(shell, "%pizza hello")._repr_mimebundle_()
+    assert "<em>gpt-4o-mini</em>" in bundle["text/html"]
+
+
+def test_register_endpoint_returns_nothing(monkeypatch):
+    from pizzagpt_magic import backends
+
+    monkeypatch.setattr(backends, "_registered", {})
+    assert backends.register_endpoint("local", "http://127.0.0.1:9/v1") is None
+    assert backends.resolve("local:m").endpoint.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_an_unknown_provider_is_named(shell):
+    message = failing(shell, "%pizza -m nosuch:model hi")
+    assert message.startswith("unknown provider 'nosuch'; providers: pizzagpt, openai")
+
+
+def test_fig_counts_one_image(shell):
+    from pizzagpt_magic.images import DisplayedImages
+
+    figures = DisplayedImages()
+    figures.add(b"\x89PNG\r\n\x1a\n", "image/png", 1)
+    with pytest.raises(IndexError, match="Fig holds 1 image "):
+        figures[-2]

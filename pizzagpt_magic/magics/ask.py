@@ -46,7 +46,9 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
     notebook = magics._showing_progress()
     # One output shows the wait, the answer as it arrives and the finished answer; a
     # silenced question (a trailing ";") shows none of them.
-    live = LiveOutput() if notebook and not cached and not getattr(args, "silenced", False) else None
+    live = (
+        LiveOutput() if notebook and not cached and not getattr(args, "silenced", False) else None
+    )
     view: StreamView | None = None
     shows_stream = not cached and (live is not None or not notebook)  # a terminal prints it
     if magics.stream and not args.no_stream and args.backend.streams and shows_stream:

@@ -37,8 +37,8 @@ def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
             has_value = has_value or len(token) > 2
         if action is not None and action.nargs != 0 and not has_value:
             # An optional number (--fix [N], --log [N]) takes the next word only when it is one.
-            expect_value = action.nargs != "?" or action.type is not int or _next_is_int(
-                line, match.end()
+            expect_value = (
+                action.nargs != "?" or action.type is not int or _next_is_int(line, match.end())
             )
         end = match.end()
     return line[:end], line[end:].strip()
