@@ -66,6 +66,7 @@ _ATTRIBUTES = {
     "td": {"style"},
     "th": {"style"},
     "span": {"style"},
+    "code": {"style"},
     "math": {"display"},
     "mo": {
         "stretchy",
@@ -97,9 +98,19 @@ _ATTRIBUTES = {
     "menclose": {"notation"},
     "annotation": {"encoding"},
 }
-#: CSS properties kept in ``style``: Pygments' and TeX's colours, and alignment in table
-#: cells and math arrays.
-_STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align"}
+#: CSS properties kept in ``style``: the code tokens' and TeX's colours, alignment in table
+#: cells and math arrays, and ``display`` (a formula's MathML and its TeX source, one shown
+#: live and the other in a notebook reopened untrusted).
+_STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align", "display"}
+#: A code block's spacing, as JupyterLab's own rendered Markdown gives it (its rule reaches only
+#: a ``pre`` that is a direct child of the output, and answers are wrapped).
+_PRE = '<pre style="margin: 1.5em 2em">'
+#: A formula is written twice: as MathML (shown live and in a trusted notebook) and as its TeX
+#: source (shown in a notebook reopened untrusted, whose sanitiser drops MathML elements and
+#: keeps their text, glyphs run together). The sanitiser keeps ``display: none`` and drops any
+#: declaration with ``var()``, so each part is shown in exactly one of the two.
+_LIVE_ONLY = "display: none; display: var(--pizzagpt-live, contents)"
+_UNTRUSTED_ONLY = "display: var(--pizzagpt-live, none)"
 _EMPTY_MATH = re.compile(r"^\s*$")
 
 
@@ -121,7 +132,9 @@ def _cleaner() -> Any:
 
 def clean_html(fragment: str) -> str:
     """``fragment`` through the allow-list sanitiser: what any answer HTML passes last."""
-    return str(_cleaner().clean(fragment))
+    # A <pre> the sanitiser lets through is a code block this module wrote (an answer's own
+    # HTML is text by then): it gets Markdown's spacing.
+    return str(_cleaner().clean(fragment)).replace("<pre>", _PRE)
 
 
 def _wrap(inner: str) -> str:
@@ -170,9 +183,13 @@ def _math(tex: str, delimiter: str) -> str:
     from math_core import LatexError
 
     try:
-        return str(_tex().convert_with_local_state(tex, displaystyle=delimiter != "$"))
+        mathml = str(_tex().convert_with_local_state(tex, displaystyle=delimiter != "$"))
     except LatexError:
         return _source(tex, delimiter)
+    source = html.escape(f"{delimiter}{tex}{delimiter}")
+    return (
+        f'<span style="{_LIVE_ONLY}">{mathml}</span><code style="{_UNTRUSTED_ONLY}">{source}</code>'
+    )
 
 
 def _formulas(formulas: list[tuple[str, str]]) -> list[str]:
@@ -205,17 +222,75 @@ def _formulas(formulas: list[tuple[str, str]]) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _highlight(code: str, language: str) -> str:
-    """``<pre><code>`` with Pygments' inline colours; the language (a fence's first word)
-    only picks the lexer.
+    """``<pre><code>`` with each token coloured by the theme; the language (a fence's first
+    word) only picks the lexer.
 
     Cached: a streamed answer is rendered again as it grows, with the same finished blocks."""
-    from pygments import highlight
-
     lexer = _lexer(language.lower())
     if lexer is None:
         return f"<pre><code>{html.escape(code)}</code></pre>\n"
-    body = highlight(code, lexer, _formatter())
-    return f"<pre><code>{body}</code></pre>\n"
+    out = []
+    runs: list[tuple[str, str]] = []  # adjacent tokens of one style make one span
+    for token, text in lexer.get_tokens(code):
+        style = _token_style(token)
+        if runs and runs[-1][0] == style:
+            runs[-1] = (style, runs[-1][1] + text)
+        else:
+            runs.append((style, text))
+    for style, text in runs:
+        escaped = html.escape(text, quote=False)
+        out.append(f'<span style="{style}">{escaped}</span>' if style else escaped)
+    return f"<pre><code>{''.join(out)}</code></pre>\n"
+
+
+#: How each kind of token is shown: JupyterLab's own colours for code (its CodeMirror theme's
+#: ``--jp-mirror-editor-*`` variables, so both the light and the dark theme apply), bold and
+#: italic as JupyterLab's highlighter gives them. Where the theme's own colour for a kind is
+#: under 4.5:1 on the page in a theme (comments, decorators, HTML attributes, constants), a
+#: colour of the same theme that reads is used. The fallback (``currentColor``) is the text's
+#: colour: where JupyterLab's variables are not defined, code is plain.
+_TOKEN_COLOURS = {
+    "Comment": ("--jp-content-font-color2", "font-style: italic"),
+    "Keyword": ("--jp-mirror-editor-keyword-color", "font-weight: bold"),
+    "Operator.Word": ("--jp-mirror-editor-keyword-color", "font-weight: bold"),
+    "Operator": ("--jp-mirror-editor-operator-color", "font-weight: bold"),
+    "Punctuation": ("--jp-mirror-editor-punctuation-color", ""),
+    "Literal.Number": ("--jp-mirror-editor-number-color", ""),
+    "Literal.String.Escape": ("--jp-mirror-editor-string-2-color", ""),
+    "Literal.String.Interpol": ("--jp-mirror-editor-string-2-color", ""),
+    "Literal.String.Affix": ("--jp-mirror-editor-keyword-color", ""),
+    "Literal.String": ("--jp-mirror-editor-string-color", ""),
+    "Name.Builtin.Pseudo": ("--jp-mirror-editor-variable-2-color", ""),
+    "Name.Builtin": ("--jp-mirror-editor-builtin-color", ""),
+    "Name.Function.Magic": ("--jp-mirror-editor-builtin-color", ""),
+    "Name.Function": ("--jp-mirror-editor-def-color", ""),
+    "Name.Class": ("--jp-mirror-editor-def-color", "font-weight: bold"),
+    "Name.Decorator": ("--jp-mirror-editor-variable-2-color", ""),
+    "Name.Exception": ("--jp-mirror-editor-builtin-color", ""),
+    "Name.Tag": ("--jp-mirror-editor-tag-color", ""),
+    "Name.Attribute": ("--jp-mirror-editor-property-color", ""),
+    "Name.Constant": ("--jp-mirror-editor-keyword-color", ""),
+    "Generic.Heading": ("--jp-mirror-editor-header-color", "font-weight: bold"),
+    "Generic.Subheading": ("--jp-mirror-editor-header-color", "font-weight: bold"),
+    "Generic.Deleted": ("--jp-mirror-editor-string-color", ""),
+    "Generic.Inserted": ("--jp-mirror-editor-keyword-color", ""),
+    "Generic.Prompt": ("--jp-mirror-editor-variable-2-color", "font-weight: bold"),
+    "Generic.Emph": ("", "font-style: italic"),
+    "Generic.Strong": ("", "font-weight: bold"),
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _token_style(token: Any) -> str:
+    """The inline style of a Pygments token type: its own entry, or its nearest parent's."""
+    while token is not None and len(token):
+        entry = _TOKEN_COLOURS.get(".".join(token))
+        if entry is not None:
+            variable, extra = entry
+            colour = f"color: var({variable}, currentColor)" if variable else ""
+            return "; ".join(part for part in (colour, extra) if part)
+        token = token.parent
+    return ""
 
 
 @functools.lru_cache(maxsize=64)
@@ -227,13 +302,6 @@ def _lexer(name: str) -> Any:
         return get_lexer_by_name(name) if name else None
     except ClassNotFound:
         return None
-
-
-@functools.lru_cache(maxsize=1)
-def _formatter() -> Any:
-    from pygments.formatters import HtmlFormatter
-
-    return HtmlFormatter(nowrap=True, noclasses=True, style="default")
 
 
 @functools.lru_cache(maxsize=1)
