@@ -101,16 +101,26 @@ _ATTRIBUTES = {
 #: CSS properties kept in ``style``: the code tokens' and TeX's colours, alignment in table
 #: cells and math arrays, and ``display`` (a formula's MathML and its TeX source, one shown
 #: live and the other in a notebook reopened untrusted).
-_STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align", "display"}
+_STYLE_PROPERTIES = {
+    "color",
+    "font-weight",
+    "font-style",
+    "text-align",
+    "display",
+    "--pizzagpt-live",
+}
 #: A code block's spacing, as JupyterLab's own rendered Markdown gives it (its rule reaches only
 #: a ``pre`` that is a direct child of the output, and answers are wrapped).
 _PRE = '<pre style="margin: 1.5em 2em">'
 #: A formula is written twice: as MathML (shown live and in a trusted notebook) and as its TeX
 #: source (shown in a notebook reopened untrusted, whose sanitiser drops MathML elements and
-#: keeps their text, glyphs run together). The sanitiser keeps ``display: none`` and drops any
-#: declaration with ``var()``, so each part is shown in exactly one of the two.
+#: keeps their text, glyphs run together). That sanitiser keeps ``display: none``, drops
+#: ``display: var(...)`` unless its text holds a display keyword, and drops every custom
+#: property: so the MathML is hidden by ``display: none`` unless a ``var()`` (with a fallback
+#: that holds no keyword) overrides it, and the TeX is hidden by a custom property of its own
+#: element, which only a live or trusted output keeps. Each part shows in exactly one of the two.
 _LIVE_ONLY = "display: none; display: var(--pizzagpt-live, contents)"
-_UNTRUSTED_ONLY = "display: var(--pizzagpt-live, none)"
+_UNTRUSTED_ONLY = "--pizzagpt-live: none; display: var(--pizzagpt-live)"
 _EMPTY_MATH = re.compile(r"^\s*$")
 
 

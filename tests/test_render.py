@@ -42,6 +42,7 @@ MATHML_TAGS = set(
 )
 SAFE_SCHEMES = {"http", "https", "mailto"}
 STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align", "display"}
+STYLE_PROPERTIES |= {"--pizzagpt-live"}  # a formula's TeX source, hidden while trusted
 #: The one style this package writes besides those: a code block's spacing.
 PRE_STYLE = "margin: 1.5em 2em"
 
@@ -568,7 +569,8 @@ def test_a_formula_is_mathml_live_and_its_tex_untrusted():
     html = render_markdown(r"Growth: $\frac{x_t - x_{t-1}}{x_{t-1}}$.")
     assert '<span style="display:none;display:var(--pizzagpt-live, contents)"><math>' in html
     source = (
-        '<code style="display:var(--pizzagpt-live, none)">$\\frac{x_t - x_{t-1}}{x_{t-1}}$</code>'
+        '<code style="--pizzagpt-live:none;display:var(--pizzagpt-live)">'
+        "$\\frac{x_t - x_{t-1}}{x_{t-1}}$</code>"
     )
     assert source in html
     assert audit(html) == []
