@@ -101,8 +101,8 @@ def bench_load_ext(trials: int) -> dict[str, Any]:
         "figure": "%load_ext pizzagpt_magic, fresh interpreter",
         "measured": f"{ms(ours)} (IPython's autoreload: {ms(reference)}; "
         f"aiohttp imported: {'yes' if heavy else 'no'})",
-        "target": "<= 20 ms",
-        "ok": ours <= 0.020 and not heavy,
+        "target": "<= 10 ms",
+        "ok": ours <= 0.010 and not heavy,
     }
 
 

@@ -31,6 +31,7 @@ import threading
 from typing import Any
 
 from .errors import AnswerFormatError
+from .formats import FORMATS
 
 __all__ = [
     "FORMATS",
@@ -45,7 +46,6 @@ __all__ = [
     "render_markdown",
 ]
 
-FORMATS = ("markdown", "text", "code", "json")
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 #: The wrapper of every rendered answer: MathJax skips what is inside it.
 WRAPPER_CLASSES = "pizzagpt-answer tex2jax_ignore mathjax_ignore"
@@ -803,7 +803,8 @@ class Answer(str):
     it when it has none.
     """
 
-    format: str
+    #: The format it is shown in (``format`` itself stays ``str.format``).
+    shown_as: str
     model: str
     cached: bool
     completion: Any
@@ -821,7 +822,7 @@ class Answer(str):
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         self = super().__new__(cls, text)
-        self.format = format
+        self.shown_as = format
         self.model = model
         self.cached = cached
         #: Where the answer came from (``api.Completion``): provider, model, parameters,
@@ -878,23 +879,23 @@ class Answer(str):
 
     @property
     def value(self) -> Any:
-        if self.format == "code":
+        if self.shown_as == "code":
             return self.code
-        if self.format == "json":
+        if self.shown_as == "json":
             return self.data
         return self.text
 
     def bundle(self) -> dict[str, Any]:
         """The mimebundle the answer shows as."""
         note = self._note()
-        if self.format == "text":
+        if self.shown_as == "text":
             return {"text/plain": self.text + (f"\n\n[{note}]" if note else "")}
-        if self.format == "code":
+        if self.shown_as == "code":
             bundle: dict[str, Any] = {
                 "text/html": render_code(self.blocks),
                 "text/plain": self.code,
             }
-        elif self.format == "json":
+        elif self.shown_as == "json":
             pretty = json.dumps(self.data, indent=2, ensure_ascii=False)
             bundle = {
                 "text/html": render_code([("json", pretty + "\n")]),
@@ -937,7 +938,7 @@ class Answer(str):
     def __reduce__(self) -> Any:
         # Pickled (multiprocessing, a cache) as the text with its format: the completion may
         # hold what does not pickle.
-        return (_answer, (self.text, self.format, self.model, self.cached))
+        return (_answer, (self.text, self.shown_as, self.model, self.cached))
 
 
 def _answer(text: str, format: str, model: str, cached: bool) -> Answer:

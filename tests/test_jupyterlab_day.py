@@ -39,14 +39,14 @@ def test_the_answer_is_a_str_that_keeps_its_display_and_metadata(shell, emu):
     cell(shell, "x = %pizza What is 6 times 7?")
     x = shell.user_ns["x"]
     assert isinstance(x, str) and isinstance(x, Answer)
-    assert x.upper() == x.text.upper() and "6 times 7" in x
+    assert x.upper() == x.text.upper() and "6 times 7" in x and x.format() == x.text
     assert x == x.text and hash(x) == hash(x.text)
     assert type(str(x)) is str and str(x) == x.text
     bundle, metadata = x._repr_mimebundle_()
     assert "text/html" in bundle and metadata["pizzagpt_magic"]["model"] == "gpt-4o-mini"
     assert json_round_trip(x) == x.text
     again = pickle.loads(pickle.dumps(x))
-    assert again == x and again.format == "markdown"
+    assert again == x and again.shown_as == "markdown"
 
 
 def test_output_still_holds_the_value_of_the_format(shell, emu):
@@ -353,3 +353,24 @@ def test_fig_counts_one_image(shell):
     figures.add(b"\x89PNG\r\n\x1a\n", "image/png", 1)
     with pytest.raises(IndexError, match="Fig holds 1 image "):
         figures[-2]
+
+
+# -- speed: %load_ext loads only what parses the options -----------------------------------------
+
+
+def test_load_ext_loads_no_mode_renderer_or_image_code():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "InteractiveShell.instance().run_line_magic('load_ext', 'pizzagpt_magic')\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('pizzagpt_magic'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for module in ("render", "images", "errors", "magics.ask", "magics.each", "magics.log"):
+        assert f"pizzagpt_magic.{module}" not in out
+    assert "pizzagpt_magic.figures" in out  # Fig is hooked from the start

@@ -129,7 +129,7 @@ def test_insert_puts_the_code_in_the_next_cell(shell, emu):
         "and\n\n```python\nprint(x)\n```\n[[/echo]]",
     )
     assert shell.rl_next_input == "x = 1\nprint(x)"
-    assert answer.format == "markdown" and shell.user_ns["reply"].startswith("Run:")
+    assert answer.shown_as == "markdown" and shell.user_ns["reply"].startswith("Run:")
     cell(shell, "%pizza --insert -f code [[echo]]SELECT 1[[/echo]]")  # bare code: all of it
     assert shell.rl_next_input == "SELECT 1"
     mixed = "Install it:\n\n```bash\npip install plotly\n```\n\n"

@@ -143,7 +143,7 @@ def insert_code(magics: PizzaMagics, answer: Answer) -> None:
     the cell by the id JupyterLab sends with it)."""
     import hashlib
 
-    if not answer.has_code and answer.format != "code":  # -f code: all of it is code
+    if not answer.has_code and answer.shown_as != "code":  # -f code: all of it is code
         print("The answer holds no code: no cell was inserted.")
         return
     code = answer.cell_code.rstrip("\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from IPython.core.magic_arguments import argument
 
-from ..render import FORMATS
+from ..formats import FORMATS
 
 __all__ = ["OPTIONS"]
 

@@ -18,19 +18,14 @@ from IPython.core.magic import line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import magic_arguments
 
 from ..cell_errors import CellErrors
-from ..errors import PizzagptError
-from .ask import ask_one
-from .each import ask_each
-from .fix import fix_question
-from .history import show_history
 from .interrupt import KeyboardInterrupt as ShortInterrupt
-from .log import show_log
-from .models import list_models
 from .names import CELL_ERRORS, FIGURES
 from .options import OPTIONS
 from .parsing import split_options
 from .settings import PizzaSettings
 
+# Each mode's module is imported when the mode is first used: %load_ext loads only what
+# parses the options.
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -60,7 +55,7 @@ class PizzaMagics(PizzaSettings):
             code_name=getattr(getattr(shell, "compile", None), "format_code_name", None)
         )
         self.observe(self._resize, names=["history_length", "cache_size"])
-        from ..images import DisplayedImages
+        from ..figures import DisplayedImages
 
         #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
         self.figures = DisplayedImages()
@@ -149,11 +144,21 @@ class PizzaMagics(PizzaSettings):
             if prompt:
                 raise UsageError("--models, --history and --log take no question")
             if args.show_log is not None:
+                from .log import show_log
+
                 return show_log(self, args.show_log, args.full)
-            return list_models(self, args) if args.models is not None else show_history(self)
+            if args.models is not None:
+                from .models import list_models
+
+                return list_models(self, args)
+            from .history import show_history
+
+            return show_history(self)
         if args.fix is not None:
             if args.each:
                 raise UsageError("--fix asks about one error; it does not go with --each")
+            from .fix import fix_question
+
             prompt = fix_question(self, prompt, args)
         try:
             result = self._dispatch(args, prompt, cell)
@@ -171,11 +176,15 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(
                     "--insert puts one answer's code in a cell; it does not go with --each"
                 )
+            from .each import ask_each
+
             return ask_each(self, args, prompt)
         if not prompt:
             raise UsageError(
                 "Nothing to ask: the question is empty. Usage: %pizza [options] question"
             )
+        from .ask import ask_one
+
         return ask_one(self, args, prompt)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -183,6 +192,8 @@ class PizzaMagics(PizzaSettings):
     # -- what the modes share -------------------------------------------------------------------
 
     def _check_args(self, args: Any) -> None:
+        from ..errors import PizzagptError
+
         if args.output is not None and (
             not args.output.isidentifier() or keyword.iskeyword(args.output)
         ):
@@ -229,6 +240,7 @@ class PizzaMagics(PizzaSettings):
         ``image_url``) when a reference is an image, each image where it stood."""
         if args.no_interpolate or not self.interpolate:
             return template
+        from ..errors import PizzagptError
         from ..images import is_image, prepare
         from ..interpolate import format_value, interpolate
 
@@ -341,6 +353,7 @@ class PizzaMagics(PizzaSettings):
         return (str(notebook), str(cell)) if cell else None
 
     def _check_size(self, prompt: Any, system: str | None, chat: bool) -> None:
+        from ..errors import PizzagptError
         from ..images import content_text
 
         try:

@@ -11,8 +11,7 @@ from typing import Any
 from IPython.core.magic import Magics
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
 
-from ..errors import PizzagptError
-from ..render import FORMATS
+from ..formats import FORMATS
 
 __all__ = ["PizzaSettings"]
 
@@ -117,6 +116,7 @@ class PizzaSettings(Magics):
     @validate("model")
     def _valid_model(self, proposal: Any) -> str:
         from ..backends import resolve
+        from ..errors import PizzagptError
 
         try:
             return resolve(proposal.value, self.endpoints).id
@@ -126,6 +126,7 @@ class PizzaSettings(Magics):
     @validate("endpoints")
     def _valid_endpoints(self, proposal: Any) -> dict[str, Any]:
         from ..backends import make_endpoint
+        from ..errors import PizzagptError
 
         try:
             for name, spec in proposal.value.items():
@@ -148,6 +149,7 @@ class PizzaSettings(Magics):
 
     @validate("base_url", "proxy")
     def _valid_url(self, proposal: Any) -> str | None:
+        from ..errors import PizzagptError
         from ..transport import check_url
 
         if proposal.value is None:
