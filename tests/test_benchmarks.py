@@ -16,7 +16,7 @@ def test_quick_run_prints_the_table():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 13  # the header and twelve figures
+    assert len(rows) == 14  # the header and thirteen figures
     for words in (
         "%load_ext",
         "overhead",
@@ -29,6 +29,7 @@ def test_quick_run_prints_the_table():
         "the store's cost",
         "a cache hit from the store",
         "batch with the store on",
+        "whole processes",
     ):
         assert any(words in row for row in rows), words
     assert "0 requests sent" in result.stdout
