@@ -382,6 +382,87 @@ def bench_batch(
     }
 
 
+# -- 4a. typed answers ---------------------------------------------------------------------------
+
+TYPED_SPEC = "sentiment pos|neg|neu, score int: 1 to 5, day date, ok bool, reason"
+
+
+def bench_typed_batch(
+    url: str, trials: int, count: int = 1000, concurrency: int = 32, latency: float = 0.05
+) -> dict[str, Any]:
+    """A batch with a schema through an OpenAI-compatible endpoint (``response_format``):
+    checked, typed into a DataFrame, against the ideal of its latency and concurrency."""
+    from pizzagpt_magic import answers_frame, ask_many, register_endpoint
+
+    register_endpoint("bench", f"{url}/v1")
+    words = ("pos", "neg", "neu")
+    prompts = [
+        f"{words[i % 3]}, {i % 5 + 1} stars: review {i} on 2024-05-{i % 28 + 1:02d}"
+        for i in range(count)
+    ]
+    options = {"model": "bench:emu-mini", "progress": False, "concurrency": concurrency}
+    # open the pool, compile the validator, import pandas
+    answers_frame(ask_many(prompts[:concurrency], schema=TYPED_SPEC, **options), TYPED_SPEC)
+    times, untyped = [], []
+    for trial in range(trials):
+        # Side by side, round by round: the same batch without a schema shows what the
+        # machine and the emulator allow.
+        started = time.perf_counter()
+        ask_many([f"{p} (plain {trial})" for p in prompts], **options)
+        untyped.append(time.perf_counter() - started)
+        asked = [f"{p} (trial {trial})" for p in prompts]
+        started = time.perf_counter()
+        values = ask_many(asked, schema=TYPED_SPEC, **options)
+        frame = answers_frame(values, TYPED_SPEC)
+        times.append(time.perf_counter() - started)
+        assert len(frame) == count and frame["_error"].isna().all()
+    ideal = count / concurrency * latency
+    ratio = statistics.median(times) / ideal
+    plain = statistics.median(untyped) / ideal
+    return {
+        "figure": f"typed batch: {count} rows with a schema, {latency * 1000:.0f} ms latency, "
+        f"concurrency {concurrency}",
+        "measured": f"{ratio:.2f}x the ideal ({statistics.median(times):.2f} s vs {ideal:.2f} s;"
+        f" without a schema {plain:.2f}x)",
+        "target": "<= 1.2x",
+        "ok": ratio <= 1.2,
+    }
+
+
+def bench_typing(trials: int, count: int = 1000) -> dict[str, Any]:
+    """What checking and typing cost a row: parse, validate and build the DataFrame, side by
+    side with what ``-f json`` does to an answer (find its JSON)."""
+    from pizzagpt_magic.emulator import conforming
+    from pizzagpt_magic.engine.assemble import answers_frame
+    from pizzagpt_magic.render import Answer
+    from pizzagpt_magic.schema import as_schema
+
+    schema = as_schema(TYPED_SPEC)
+    assert schema is not None
+    texts = [
+        json.dumps(conforming(schema.strict, f"neu, {i % 5 + 1} stars, row {i} on 2024-05-03"))
+        for i in range(count)
+    ]
+    schema.parse(texts[0])  # the validator compiled, as after a batch's first answer
+    typed, untyped = [], []
+    for _ in range(trials):
+        started = time.perf_counter()
+        answers_frame([schema.parse(t) for t in texts], schema)
+        typed.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        [Answer(t, format="json").value for t in texts]
+        untyped.append(time.perf_counter() - started)
+    per_row = statistics.median(typed) / count
+    json_row = statistics.median(untyped) / count
+    return {
+        "figure": f"checking and typing a row with a schema ({count} rows, into a DataFrame)",
+        "measured": f"{per_row * 1e3:.3f} ms a row ({per_row / json_row:.2f}x -f json's "
+        f"{json_row * 1e3:.3f} ms)",
+        "target": "<= 0.2 ms a row",
+        "ok": per_row <= 0.0002,
+    }
+
+
 # -- 4b. rendering an answer ---------------------------------------------------------------------
 
 ANSWER_PARTS = (
@@ -836,6 +917,178 @@ def bench_memory(url: str, calls: int) -> dict[str, Any]:
     }
 
 
+ANTHROPIC_SCRIPT = """
+import asyncio, itertools, json, os, statistics, sys, time
+os.environ["PIZZAGPT_STORE"] = ""  # the request path itself, never answered from a store
+import aiohttp, anthropic
+from pizzagpt_magic import api, backends
+from pizzagpt_magic.providers.anthropic import Anthropic
+url, count, trials = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.environ["BENCH_KEY"] = "sk-ant-bench"
+backends.register_endpoint("bench", url, api_key_env="BENCH_KEY", api="anthropic")
+messages = [{"role": "user", "content": "Hello, world!"}]
+
+async def package():
+    return await api.ask_async("Hello, world!", model="bench:emu-claude", stream=False)
+
+async def provider():
+    answer = await Anthropic.complete(
+        "emu-claude", messages, base_url=url, api_key_env="BENCH_KEY", name="bench"
+    )
+    return answer[0]
+
+state = {}
+
+async def raw_aiohttp():
+    # The floor: one reused aiohttp session, the same request, the JSON read, nothing else.
+    if "session" not in state:
+        state["session"] = aiohttp.ClientSession()
+    headers = {
+        "x-api-key": "sk-ant-bench",
+        "anthropic-version": "2023-06-01",
+        "Content-Type": "application/json",
+    }
+    body = {"model": "emu-claude", "messages": messages, "max_tokens": 4096}
+    async with state["session"].post(f"{url}/v1/messages", json=body, headers=headers) as r:
+        r.raise_for_status()
+        return (await r.json())["content"][0]["text"]
+
+async def anthropic_sdk():
+    # The official SDK, one reused client.
+    if "client" not in state:
+        state["client"] = anthropic.AsyncAnthropic(
+            base_url=url, api_key="sk-ant-bench", max_retries=0
+        )
+    result = await state["client"].messages.create(
+        model="emu-claude", messages=messages, max_tokens=4096
+    )
+    return result.content[0].text
+
+async def main():
+    sides = (package, provider, raw_aiohttp, anthropic_sdk)
+    for _ in range(50):  # warm up every path (and open its connection)
+        for question in sides:
+            await question()
+    # Paired rounds taking the sides in every order in turn, as for the OpenAI-compatible figure.
+    orders = list(itertools.permutations(sides))
+    out = []
+    for trial in range(trials):
+        times = {question.__name__: [] for question in sides}
+        for round in range(count):
+            for question in orders[round % len(orders)]:
+                started = time.perf_counter()
+                await question()
+                times[question.__name__].append(time.perf_counter() - started)
+        out.append({name: statistics.median(values) * count for name, values in times.items()})
+    await state["session"].close()
+    await state["client"].close()
+    from pizzagpt_magic.session import close_session
+    await close_session()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def bench_anthropic_request(count: int, trials: int) -> dict[str, Any]:
+    with emulator() as url:
+        out = subprocess.run(
+            [sys.executable, "-c", ANTHROPIC_SCRIPT, url, str(count), str(trials)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    trials_out = json.loads(out)
+    to_raw = statistics.median(t["package"] / t["raw_aiohttp"] for t in trials_out)
+    to_sdk = statistics.median(t["anthropic_sdk"] / t["package"] for t in trials_out)
+    provider = statistics.median(t["provider"] / t["raw_aiohttp"] for t in trials_out)
+    per = statistics.median(t["package"] for t in trials_out) / count
+    return {
+        "figure": f"Messages API request, not streamed, {count} paired rounds over loopback",
+        "measured": f"{to_raw:.2f}x raw aiohttp on a reused session ({ms(per)} per request; "
+        f"the provider class alone: {provider:.2f}x); {to_sdk:.2f}x faster than "
+        "anthropic.AsyncAnthropic",
+        "target": "<= 1.1x raw aiohttp, faster than the SDK",
+        "ok": to_raw <= 1.1 and to_sdk > 1,
+    }
+
+
+# -- 8. one tool round ---------------------------------------------------------------------------
+
+
+def bench_tool_round(rows: int, trials: int) -> dict[str, Any]:
+    """The package's cost of one tool round on a large DataFrame (running the call, cutting
+    its result, building the next request's body) beside pandas' own time for the same
+    operation, and the content hash that keys the cache."""
+    import numpy as np
+    import pandas as pd
+
+    from pizzagpt_magic.providers.openai import OpenAICompatible
+    from pizzagpt_magic.providers.tool_calls import ToolCall, assistant_message, tool_message
+    from pizzagpt_magic.tools import Toolbox
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "price": rng.normal(20, 5, rows),
+            "units": rng.integers(0, 100, rows),
+            "region": rng.choice(["north", "south", "east", "west"], rows),
+        }
+    )
+    frame.loc[frame.index % 17 == 0, "price"] = None
+    box = Toolbox({"sales": frame})
+    question = [{"role": "user", "content": "What about sales?"}]
+    operations = {
+        "describe": (
+            '{"name": "sales"}',
+            lambda: (frame.describe(include="all"), frame.dtypes, frame.isna().sum()),
+        ),
+        "value_counts": (
+            '{"name": "sales", "column": "region"}',
+            lambda: frame["region"].value_counts(dropna=False),
+        ),
+        "missing": ('{"name": "sales"}', lambda: frame.isna().sum()),
+    }
+
+    def one_round(name: str, arguments: str) -> None:
+        call = ToolCall("call_1", name, arguments)
+        (result,), _ = box.run_all([call])
+        messages = [*question, assistant_message("", [call]), tool_message(call.id, result)]
+        body = OpenAICompatible.body("m", messages, True)
+        body["tools"] = box.specs()
+        json.dumps(body)
+
+    parts = []
+    ratios = []
+    for name, (arguments, own) in operations.items():
+        ours, theirs = [], []
+        for _ in range(trials):  # side by side, alternating
+            started = time.perf_counter()
+            one_round(name, arguments)
+            ours.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            own()
+            theirs.append(time.perf_counter() - started)
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        ratios.append(ratio)
+        parts.append(
+            f"{name} {ms(statistics.median(ours))} vs pandas {ms(statistics.median(theirs))} "
+            f"({ratio:.2f}x)"
+        )
+    hashes = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        Toolbox({"sales": frame}).key()
+        hashes.append(time.perf_counter() - started)
+    parts.append(f"cache key (content hash) {ms(statistics.median(hashes))}")
+    return {
+        "figure": f"one tool round on a {rows:,}-row DataFrame",
+        "measured": "; ".join(parts),
+        "target": "<= 1.2x pandas' own",
+        "ok": max(ratios) <= 1.2,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few trials: a smoke test")
@@ -855,9 +1108,13 @@ def main() -> int:
     rows.append(bench_keepalive_processes(60, 1 if quick else 5))
     rows.append(bench_render(3 if quick else 30))
     rows.append(bench_openai_request(20 if quick else 200, 1 if quick else 9))
+    rows.append(bench_anthropic_request(20 if quick else 200, 1 if quick else 9))
     rows.append(bench_stream(1 if quick else 5))
     with emulator("--latency", "0.1") as url:
         rows.append(bench_batch(url, 1 if quick else 3))
+    with emulator("--latency", "0.05") as url:
+        rows.append(bench_typed_batch(url, 1 if quick else 3, 200 if quick else 1000))
+    rows.append(bench_typing(1 if quick else 5))
     with emulator() as url:
         rows.extend(bench_store(url, 100 if quick else 2000, 2_000 if quick else 100_000))
     with emulator("--latency", "0.05") as url:
@@ -865,6 +1122,7 @@ def main() -> int:
     rows.append(bench_cache(50 if quick else 1000))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))
+    rows.append(bench_tool_round(1_000_000, 2 if quick else 9))
 
     machine = (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "

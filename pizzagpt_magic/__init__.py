@@ -2,7 +2,8 @@
 
 ``%load_ext pizzagpt_magic`` registers the ``%pizza`` line magic and the ``%%pizza`` cell magic.
 The same backends serve Python code through ``ask``, ``ask_async``, ``complete``, ``ask_many`` and
-``ask_many_async``: Pizzagpt by default, any OpenAI-compatible endpoint (``ollama:llama3.2``,
+``ask_many_async``: Pizzagpt by default, Claude through Anthropic's Messages API
+(``anthropic:claude-sonnet-4-5``), any OpenAI-compatible endpoint (``ollama:llama3.2``,
 ``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class.
 
 Importing the package is cheap: the public names load their modules (and aiohttp) on first use.
@@ -24,6 +25,7 @@ _EXPORTS = {
     "format_prompt": "providers.base",
     "Pizzagpt": "providers.pizzagpt",
     "OpenAICompatible": "providers.openai",
+    "Anthropic": "providers.anthropic",
     "Usage": "providers.base",
     "Completion": "api",
     "Endpoint": "backends",
@@ -36,6 +38,7 @@ _EXPORTS = {
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
+    "answers_frame": "batch",
     "AnswerFormatError": "errors",
     "AuthenticationError": "errors",
     "ProviderError": "errors",
@@ -55,7 +58,12 @@ _EXPORTS = {
     "RequestTimeoutError": "errors",
     "ResponseError": "errors",
     "ResponseShapeError": "errors",
+    "SchemaError": "errors",
+    "SchemaSpecError": "errors",
     "TransportError": "errors",
+    "ToolError": "errors",
+    "ToolRoundsError": "errors",
+    "Toolbox": "tools",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
@@ -63,7 +71,7 @@ __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_i
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
-    from .batch import ask_many, ask_many_async
+    from .batch import answers_frame, ask_many, ask_many_async
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
@@ -84,8 +92,13 @@ if TYPE_CHECKING:  # pragma: no cover
         RequestTimeoutError,
         ResponseError,
         ResponseShapeError,
+        SchemaError,
+        SchemaSpecError,
+        ToolError,
+        ToolRoundsError,
         TransportError,
     )
+    from .providers.anthropic import Anthropic
     from .providers.base import (
         AsyncGeneratorProvider,
         AsyncResult,
@@ -98,6 +111,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
     from .store import Store, StoreWarning, logs
+    from .tools import Toolbox
 
 
 def __getattr__(name: str) -> Any:

@@ -11,16 +11,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import store as stores
 from .backends import Backend, provider_of, resolve
-from .errors import EmptyAnswerError, PizzagptError, PromptError, ProviderError
-from .providers.base import FinishReason, Messages, Usage
+from .engine.keys import parameters_of, prompt_key
+from .errors import (
+    ConfigurationError,
+    EmptyAnswerError,
+    PizzagptError,
+    PromptError,
+    ProviderError,
+    ToolRoundsError,
+)
+from .providers.base import USAGE_COUNTS, FinishReason, Messages, Usage
 from .providers.openai import OpenAICompatible
 from .providers.pizzagpt import Pizzagpt
 
-__all__ = ["Completion", "ask", "ask_async", "build_messages", "complete", "complete_messages"]
+if TYPE_CHECKING:
+    from .tools import Toolbox
+
+__all__ = [
+    "Completion",
+    "ask",
+    "ask_async",
+    "build_messages",
+    "complete",
+    "complete_messages",
+    "complete_with_tools",
+    "toolbox_for",
+]
 
 
 def build_messages(
@@ -62,6 +82,10 @@ class Completion:
     usage: dict[str, int] | None = None
     seconds: float = 0.0
     cached: bool = False
+    #: The tool calls made on the way to the answer (``tools.ToolRecord.as_dict`` each).
+    tool_calls: list[dict[str, Any]] | None = None
+    #: What the answer means: its text, or with a schema the dict or model instance.
+    value: Any = None
 
     @property
     def model_id(self) -> str:
@@ -87,6 +111,8 @@ class Completion:
             meta["finish_reason"] = self.finish_reason
         if self.usage:
             meta["usage"] = dict(self.usage)
+        if self.tool_calls is not None:
+            meta["tool_calls"] = list(self.tool_calls)
         return meta
 
 
@@ -100,37 +126,16 @@ def _is_kind(chunk: Any, kind: type, attribute: str) -> bool:
 
 
 def _usage_of(chunk: Any) -> dict[str, int] | None:
-    names = ("prompt_tokens", "completion_tokens", "total_tokens")
-    counts = {n: v for n in names if isinstance(v := getattr(chunk, n, None), int)}
+    counts = {n: v for n in USAGE_COUNTS if isinstance(v := getattr(chunk, n, None), int)}
     return counts or None
 
+
+#: Rounds of tool calls a question may take before its answer (``PizzaMagics.tool_rounds``).
+DEFAULT_TOOL_ROUNDS = 5
 
 #: The store the API uses when none is given: ``store.get_store()`` (``$PIZZAGPT_STORE``, else
 #: the default location).
 DEFAULT_STORE: Any = "default"
-
-
-def origin_of(backend: Backend, base_url: str | None = None) -> str:
-    """Where a backend's answers come from (an endpoint's or Pizzagpt's URL, a class's path):
-    part of the cache key, so answers of one server never stand in for another's."""
-    if backend.endpoint is not None:
-        return backend.endpoint.url
-    if backend.is_pizzagpt:
-        try:
-            return str(backend.cls.base_url(base_url))
-        except PizzagptError:
-            return ""
-    return backend.provider
-
-
-def parameters_of(temperature: float | None, max_tokens: int | None) -> dict[str, Any]:
-    """The sampling parameters given (None means the backend's default, and is left out)."""
-    parameters: dict[str, Any] = {}
-    if temperature is not None:
-        parameters["temperature"] = temperature
-    if max_tokens is not None:
-        parameters["max_tokens"] = max_tokens
-    return parameters
 
 
 def store_key(
@@ -139,14 +144,14 @@ def store_key(
     temperature: float | None = None,
     max_tokens: int | None = None,
     base_url: str | None = None,
+    schema: Any = None,
+    tools: Toolbox | None = None,
 ) -> str:
-    """The store's cache key of a request."""
-    return stores.request_key(
-        f"{backend.provider}@{origin_of(backend, base_url)}",
-        backend.model,
-        parameters_of(temperature, max_tokens),
-        messages,
-    )
+    """The store's cache key of a request (``engine.keys.prompt_key``, the one key function
+    of every path); with ``tools``, the tool set and the visible variables' content hashes
+    too, as ``parameters["tools"]``."""
+    extra = {"tools": tools.key()} if tools is not None else None
+    return prompt_key(backend, messages, temperature, max_tokens, base_url, schema, extra)
 
 
 def _prompt_of(messages: Messages) -> str:
@@ -168,6 +173,10 @@ async def complete_messages(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    tools: Toolbox | None = None,
+    tool_rounds: int = DEFAULT_TOOL_ROUNDS,
+    schema: Any = None,
+    schema_retries: int = 1,
     **request: Any,
 ) -> Completion:
     """Send ``messages`` to ``backend`` and gather the answer, through the store.
@@ -176,9 +185,49 @@ async def complete_messages(
     messages) is answered from the store; every new answer is stored, so ``cache=False`` asks
     again and keeps the new one. With ``log`` the exchange, answered or failed, is appended to
     the store's log; ``context`` says where it was asked (``source``, ``session``, ``cell``).
-    ``store`` is a ``store.Store``, None for none, or the default store.
+    ``store`` is a ``store.Store``, None for none, or the default store. With ``tools`` (a
+    ``tools.Toolbox``) the model may call its tools, at most ``tool_rounds`` rounds (see
+    ``complete_with_tools``).
+
+    With ``schema`` (a spec, a JSON Schema dict or a Pydantic model class) the answer is asked
+    for as JSON of that shape, checked, repaired up to ``schema_retries`` times, and its value
+    is ``Completion.value``; an answer that still does not fit is a ``SchemaError``.
     """
     _check_options(request)
+    if tools is not None and schema is not None:
+        raise ConfigurationError(
+            "A schema and tools do not go together yet: ask with one or the other"
+        )
+    if tools is not None:
+        return await complete_with_tools(
+            backend,
+            messages,
+            tools,
+            tool_rounds=tool_rounds,
+            stream=stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_text=on_text,
+            cache=cache,
+            log=log,
+            store=store,
+            context=context,
+            **request,
+        )
+    if schema is not None:
+        return await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            context,
+            schema,
+            schema_retries,
+            request,
+        )
     return await _complete_messages(
         backend,
         messages,
@@ -196,6 +245,46 @@ async def complete_messages(
 
 #: What ``request`` may hold: how a request is sent (``base_url`` is Pizzagpt's).
 _REQUEST_OPTIONS = frozenset({"proxy", "timeout", "connect_timeout", "max_retries", "base_url"})
+
+
+async def _complete_schema(
+    backend: Backend,
+    messages: Messages,
+    temperature: float | None,
+    max_tokens: int | None,
+    cache: bool,
+    log: bool,
+    store: Any,
+    context: dict[str, Any] | None,
+    schema: Any,
+    schema_retries: int,
+    request: dict[str, Any],
+) -> Completion:
+    """A question with a schema, through the engine (check, repair, record)."""
+    from .engine.batch import complete_prompt
+    from .engine.prompts import Prompt
+    from .schema import as_schema
+
+    backend.check_images(messages)
+    options = dict(request)
+    prompt = Prompt(
+        backend,
+        messages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        schema=as_schema(schema),
+        base_url=options.pop("base_url", None),
+    )
+    completion: Completion = await complete_prompt(
+        prompt,
+        store=store,
+        cache=cache,
+        log=log,
+        context=context,
+        schema_retries=schema_retries,
+        request=options,
+    )
+    return completion
 
 
 def _check_options(request: dict[str, Any]) -> None:
@@ -282,8 +371,12 @@ def log_exchange(
     backend: Backend | None = None,
     error: str | None = None,
     partial: str | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> None:
-    """Append one exchange to ``store``'s log: an answer, or a failure's one-line error."""
+    """Append one exchange to ``store``'s log: an answer, or a failure's one-line error (with
+    the ``parameters`` asked for); ``tool_calls`` are the records of a failed exchange's tool
+    calls."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
     from .images import loggable
 
@@ -305,10 +398,242 @@ def log_exchange(
             usage=completion.usage,
             cached=completion.cached,
         )
+        if completion.tool_calls is not None:
+            record["tool_calls"] = completion.tool_calls
     else:
         assert backend is not None
         record.update(provider=backend.provider, model=backend.model, error=error, answer=partial)
+        if tool_calls is not None:
+            record["tool_calls"] = tool_calls
+        if parameters:
+            record["parameters"] = parameters
     store.log(record)
+
+
+def toolbox_for(
+    tools: Any, namespace: Mapping[str, Any] | None, prompt: Any, budget: int = 4000
+) -> Toolbox | None:
+    """The toolbox ``tools`` asks for: None for none (None, False), a ``Toolbox`` as it is,
+    else the tools over ``namespace``: the variables ``prompt`` names (True, ``"question"``)
+    or all of them (``"all"``)."""
+    if tools is None or tools is False:
+        return None
+    from .tools import Toolbox, referenced_names
+
+    if isinstance(tools, Toolbox):
+        return tools
+    if namespace is None:
+        raise ConfigurationError(
+            "tools need namespace=... (globals(), say): the variables the model may look at"
+        )
+    if tools is True or tools == "question":
+        from .images import content_text
+
+        return Toolbox(namespace, referenced_names(content_text(prompt)), budget=budget)
+    if tools == "all":
+        return Toolbox(namespace, None, budget=budget)
+    raise ConfigurationError(f"tools is True, 'all' or a Toolbox, not {tools!r}")
+
+
+async def complete_with_tools(
+    backend: Backend,
+    messages: Messages,
+    tools: Toolbox,
+    *,
+    tool_rounds: int = DEFAULT_TOOL_ROUNDS,
+    stream: bool = True,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    on_text: Callable[[str], Any] | None = None,
+    cache: bool = True,
+    log: bool = True,
+    store: Any = DEFAULT_STORE,
+    context: dict[str, Any] | None = None,
+    **request: Any,
+) -> Completion:
+    """Ask with ``tools`` offered, running the calls the model makes and sending back their
+    results until it answers: at most ``tool_rounds`` rounds of calls, then a
+    ``ToolRoundsError`` (the exchange so far is logged, its text is the error's ``partial``).
+
+    Only OpenAI-compatible endpoints take tools; any other backend is a ``ConfigurationError``
+    before anything is sent. The cache key holds the tool set and the visible variables'
+    content hashes, so a changed DataFrame is asked about again. The text of every round
+    streams to ``on_text``; the answer is that text, rounds apart by a blank line.
+    """
+    _check_options(request)
+    check_tools(backend)
+    if store is DEFAULT_STORE:
+        store = stores.get_store() if (cache or log) else None
+    log = log and store is not None and stores.logging_enabled()
+    parameters = {**parameters_of(temperature, max_tokens), "tools": tools.key()}
+    key = None
+    if store is not None:
+        key = store_key(
+            backend, messages, temperature, max_tokens, request.get("base_url"), tools=tools
+        )
+        hit = store.get(key) if cache else None
+        if hit is not None:
+            meta = hit["meta"]
+            completion = Completion(
+                hit["text"],
+                backend.provider,
+                backend.model,
+                parameters,
+                meta.get("finish_reason"),
+                meta.get("usage"),
+                0.0,
+                cached=True,
+                tool_calls=meta.get("tool_calls") or [],
+            )
+            if log:
+                log_exchange(store, completion, messages, context=context)
+            return completion
+    started = time.monotonic()
+    records: list[Any] = []
+    try:
+        text, finish, usage = await _tool_loop(
+            backend,
+            messages,
+            tools,
+            tool_rounds,
+            stream,
+            temperature,
+            max_tokens,
+            on_text,
+            request,
+            records,
+        )
+    except PizzagptError as exc:
+        if log:
+            log_exchange(
+                store,
+                None,
+                messages,
+                context=context,
+                backend=backend,
+                error=f"{type(exc).__name__}: {exc}",
+                partial=exc.partial or None,
+                tool_calls=[r.as_dict() for r in records],
+            )
+        raise
+    calls = [r.as_dict() for r in records]
+    completion = Completion(
+        text,
+        backend.provider,
+        backend.model,
+        parameters,
+        finish,
+        usage,
+        time.monotonic() - started,
+        tool_calls=calls,
+    )
+    if store is not None and key is not None:
+        meta = {"finish_reason": finish, "usage": usage, "tool_calls": calls}
+        store.put(key, backend.provider, backend.model, text, meta)
+        if log:
+            log_exchange(store, completion, messages, context=context)
+    return completion
+
+
+def check_tools(backend: Backend) -> None:
+    """A ``ConfigurationError`` when ``backend`` takes no tools (nothing is sent then): only
+    endpoints of the OpenAI-compatible API take them."""
+    api = getattr(backend.endpoint, "api", "openai")
+    if api != "openai":
+        raise ConfigurationError(
+            f"{backend.provider} speaks the {api} API, which takes no tools here yet; ask an "
+            "OpenAI-compatible endpoint (nothing was sent)"
+        )
+    if backend.endpoint is None:
+        name = "Pizzagpt" if backend.is_pizzagpt else backend.provider
+        raise ConfigurationError(
+            f"{name} takes no tools; ask an OpenAI-compatible endpoint (-m openai:MODEL, "
+            "-m ollama:MODEL, ...) to let the model look at variables (nothing was sent)"
+        )
+
+
+async def _tool_loop(
+    backend: Backend,
+    messages: Messages,
+    tools: Toolbox,
+    rounds: int,
+    stream: bool,
+    temperature: float | None,
+    max_tokens: int | None,
+    on_text: Callable[[str], Any] | None,
+    request: dict[str, Any],
+    records: list[Any],
+) -> tuple[str, str | None, dict[str, int] | None]:
+    """``(text, finish_reason, usage)`` of the answer; ``records`` gets each call as it runs."""
+    from .providers.tool_calls import ToolCalls, assistant_message, tool_message
+
+    assert backend.endpoint is not None
+    specs = tools.specs()
+    sent = list(messages)
+    texts: list[str] = []
+    usage: dict[str, int] = {}
+    finish: str | None = None
+    for number in range(rounds + 1):
+        chunks: list[str] = []
+        calls: list[Any] = []
+        agen: Any = OpenAICompatible.create_tool_generator(
+            backend.model,
+            sent,
+            specs,
+            request.get("proxy"),
+            base_url=backend.endpoint.url,
+            api_key_env=backend.endpoint.api_key_env,
+            name=backend.provider,
+            stream=stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=request.get("timeout"),
+            connect_timeout=request.get("connect_timeout"),
+            max_retries=request.get("max_retries"),
+        )
+        try:
+            async for chunk in agen:
+                if isinstance(chunk, str):
+                    if not chunk:
+                        continue
+                    if not chunks and texts and on_text is not None:
+                        on_text("\n\n")
+                    chunks.append(chunk)
+                    if on_text is not None:
+                        on_text(chunk)
+                elif isinstance(chunk, ToolCalls):
+                    calls = chunk.calls
+                elif isinstance(chunk, FinishReason):
+                    finish = chunk.reason
+                elif isinstance(chunk, Usage):
+                    for name, count in chunk.as_dict().items():
+                        usage[name] = usage.get(name, 0) + count
+        except PizzagptError as exc:
+            exc.partial = "\n\n".join([*texts, "".join(chunks)]).strip()
+            raise
+        finally:
+            await agen.aclose()
+        text = "".join(chunks)
+        if text.strip():
+            texts.append(text)
+        if not calls:
+            answer = "\n\n".join(texts)
+            if not answer.strip():
+                raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
+            return answer, finish or "stop", usage or None
+        if number == rounds:
+            error = ToolRoundsError(
+                f"The model still called tools after {rounds} round{'s' * (rounds != 1)} "
+                "(PizzaMagics.tool_rounds); it gave no answer",
+                list(records),
+            )
+            error.partial = "\n\n".join(texts)
+            raise error
+        results, ran = tools.run_all(calls)
+        records.extend(ran)
+        sent.append(assistant_message(text, calls))
+        sent.extend(tool_message(call.id, result) for call, result in zip(calls, results))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 async def _fetch(
@@ -319,8 +644,10 @@ async def _fetch(
     max_tokens: int | None,
     on_text: Callable[[str], Any] | None,
     request: dict[str, Any],
+    response_format: dict[str, Any] | None = None,
 ) -> Completion:
-    """Send ``messages`` to ``backend`` and gather the answer.
+    """Send ``messages`` to ``backend`` and gather the answer (``response_format`` goes to an
+    endpoint's request as it is, and only there; it implies no streaming).
 
     Text chunks (``str``) are joined, and each is passed to ``on_text`` as it arrives; a finish
     reason and a token usage among the other chunks go to the ``Completion``; anything else a
@@ -329,9 +656,10 @@ async def _fetch(
     started = time.monotonic()
     parameters = parameters_of(temperature, max_tokens)
     endpoint = backend.endpoint
-    if endpoint is not None and not stream:  # an endpoint's one JSON answer: the shortest path
+    if endpoint is not None and (not stream or response_format is not None):
+        # An endpoint's one JSON answer: the shortest path.
         get = request.get
-        text, finish, used = await OpenAICompatible.answer(
+        text, finish, used = await endpoint.provider.answer(
             endpoint.url,
             endpoint.api_key_env,
             backend.provider,
@@ -343,6 +671,7 @@ async def _fetch(
             get("timeout"),
             get("connect_timeout"),
             get("max_retries"),
+            response_format,
         )
         if not text.strip():
             raise EmptyAnswerError(f"{backend.provider} sent an empty answer")
@@ -431,16 +760,59 @@ async def complete(
     log: bool = True,
     store: Any = DEFAULT_STORE,
     context: dict[str, Any] | None = None,
+    tools: Any = None,
+    namespace: Mapping[str, Any] | None = None,
+    tool_rounds: int = DEFAULT_TOOL_ROUNDS,
+    schema: Any = None,
+    schema_retries: int = 1,
     **request: Any,
 ) -> Completion:
     """Ask one question; the answer with its metadata (see ``Completion``).
 
     ``model`` is a model id; ``on_text`` gets each piece of text as it arrives; ``cache``,
     ``log``, ``store`` and ``context`` are ``complete_messages``'s. ``request``: ``proxy``,
-    ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's).
+    ``timeout``, ``connect_timeout``, ``max_retries``, ``base_url`` (Pizzagpt's). ``tools``
+    (True, ``"all"`` or a ``tools.Toolbox``) lets the model look at ``namespace``'s variables
+    (see ``toolbox_for``). ``schema`` and ``schema_retries`` are
+    ``complete_messages``'s (with a schema, ``Completion.value`` is the answer's value).
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     _check_options(request)
+    toolbox = toolbox_for(tools, namespace, prompt)
+    if toolbox is not None and schema is not None:
+        raise ConfigurationError(
+            "A schema and tools do not go together yet: ask with one or the other"
+        )
+    if toolbox is not None:
+        return await complete_with_tools(
+            backend,
+            messages,
+            toolbox,
+            tool_rounds=tool_rounds,
+            stream=stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_text=on_text,
+            cache=cache,
+            log=log,
+            store=store,
+            context=context,
+            **request,
+        )
+    if schema is not None:
+        return await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            context,
+            schema,
+            schema_retries,
+            request,
+        )
     return await _complete_messages(
         backend,
         messages,
@@ -475,8 +847,13 @@ async def ask_async(
     cache: bool = True,
     log: bool = True,
     store: Any = DEFAULT_STORE,
-) -> str:
-    """Ask one question and return the answer's text.
+    tools: Any = None,
+    namespace: Mapping[str, Any] | None = None,
+    tool_rounds: int = DEFAULT_TOOL_ROUNDS,
+    schema: Any = None,
+    schema_retries: int = 1,
+) -> Any:
+    """Ask one question and return the answer's text (with ``schema``, its value).
 
     ``model`` is a model id (``gpt-4o-mini``, ``ollama:llama3.2``, ``openai:gpt-4o-mini``, a
     provider class path); ``history`` is earlier ``{"role", "content"}`` messages (a chat);
@@ -484,7 +861,16 @@ async def ask_async(
     ``temperature`` and ``max_tokens`` go to backends that take them; ``on_text`` gets the text
     as it arrives. An identical earlier request is answered from the store unless ``cache`` is
     False; every exchange goes to the store's log unless ``log`` is False. ``store`` is a
+    ``store.Store`` to use instead of the default one (None: no store). ``tools=True`` lets
+    the model look at the variables of ``namespace`` the question names (``tools="all"``: at
+    all of them) through read-only tools, for at most ``tool_rounds`` rounds; OpenAI-compatible
+    endpoints only.
     ``store.Store`` to use instead of the default one (None: no store).
+
+    ``schema`` (a concise spec such as ``"sentiment pos|neg|neu, score int"``, a JSON Schema
+    dict or a Pydantic model class) asks for JSON of that shape: the answer is checked, asked
+    again once with the error when it does not fit (``schema_retries``), and returned as a dict
+    (a model instance for a model); one that still does not fit is a ``SchemaError``.
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     request = {
@@ -494,6 +880,43 @@ async def ask_async(
         "max_retries": max_retries,
         "base_url": base_url,
     }
+    toolbox = toolbox_for(tools, namespace, prompt)
+    if toolbox is not None and schema is not None:
+        raise ConfigurationError(
+            "A schema and tools do not go together yet: ask with one or the other"
+        )
+    if toolbox is not None:
+        completion = await complete_with_tools(
+            backend,
+            messages,
+            toolbox,
+            tool_rounds=tool_rounds,
+            stream=stream,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            on_text=on_text,
+            cache=cache,
+            log=log,
+            store=store,
+            context=_API_CONTEXT,
+            **request,
+        )
+        return completion.text
+    if schema is not None:
+        answered = await _complete_schema(
+            backend,
+            messages,
+            temperature,
+            max_tokens,
+            cache,
+            log,
+            store,
+            _API_CONTEXT,
+            schema,
+            schema_retries,
+            request,
+        )
+        return answered.value
     completion = await _complete_messages(
         backend,
         messages,
@@ -513,7 +936,7 @@ async def ask_async(
 _API_CONTEXT = {"source": "api"}
 
 
-def ask(prompt: str, **options: Any) -> str:
+def ask(prompt: str, **options: Any) -> Any:
     """Ask one question synchronously; safe inside a running loop such as a notebook's.
 
     Takes the options of ``ask_async``.

@@ -1,15 +1,15 @@
-"""Backends: which provider answers a model id, and the OpenAI-compatible endpoints known.
+"""Backends: which provider answers a model id, and the endpoints known.
 
 A model id is ``MODEL`` (a Pizzagpt model, ``gpt-4o-mini``), ``PROVIDER:MODEL`` (split at the first
 ``:`` only when the part before it names a provider, so ``ollama:llama3.2:1b`` and
 ``openrouter:meta-llama/llama-3.1-8b-instruct`` work as typed) or ``package.module.Class[:MODEL]``
 (any gpt4free-style provider class; its default model without ``:MODEL``).
 
-Providers are ``pizzagpt``, the endpoint presets (``openai``, ``ollama``, ``lmstudio``,
-``llamacpp``, ``openrouter``), endpoints added with ``register_endpoint`` or
-``PizzaMagics.endpoints``, and what installed packages declare in the entry point group
-``pizzagpt_magic.providers`` (a provider class, or an endpoint as a dict with ``base_url`` and
-``api_key_env``).
+Providers are ``pizzagpt``, the endpoint presets (``PRESETS``: ``anthropic`` speaks Anthropic's
+Messages API, the others the OpenAI-compatible Chat Completions API), endpoints added with
+``register_endpoint`` or ``PizzaMagics.endpoints``, and what installed packages declare in the
+entry point group ``pizzagpt_magic.providers`` (a provider class, or an endpoint as a dict with
+``base_url``, ``api_key_env`` and optionally ``api``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError, ModelNotFoundError, ProviderError
+from .providers.anthropic import Anthropic
 from .providers.openai import OpenAICompatible
 from .transport import _getenv
 
 __all__ = [
+    "APIS",
     "PRESETS",
     "Backend",
     "Endpoint",
@@ -43,6 +45,10 @@ _DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _NAME = re.compile(r"[A-Za-z][\w.-]*")
 
 
+#: The wire APIs an endpoint may speak, and the provider class that speaks each.
+APIS: dict[str, Any] = {"openai": OpenAICompatible, "anthropic": Anthropic}
+
+
 def model_id(provider: str, model: str) -> str:
     """The model id of ``model`` at ``provider`` (a Pizzagpt model stands alone)."""
     return model if provider == PIZZAGPT else f"{provider}:{model}"
@@ -50,13 +56,21 @@ def model_id(provider: str, model: str) -> str:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An OpenAI-compatible endpoint: its base URL (ending in ``/v1``), the variable holding
-    its key (None: no key), and a variable that overrides the base URL."""
+    """An endpoint: its base URL, the variable holding its key (None: no key), a variable that
+    overrides the base URL, and the API it speaks (``APIS``): ``"openai"``, the Chat
+    Completions API under a base URL that most often ends in ``/v1``, or ``"anthropic"``, the
+    Messages API under the service's root."""
 
     name: str
     base_url: str
     api_key_env: str | None = None
     base_url_env: str | None = None
+    api: str = "openai"
+
+    @property
+    def provider(self) -> Any:
+        """The provider class that speaks this endpoint's API."""
+        return APIS[self.api]
 
     @property
     def url(self) -> str:
@@ -83,6 +97,21 @@ PRESETS: dict[str, Endpoint] = {
         Endpoint("lmstudio", "http://localhost:1234/v1"),
         Endpoint("llamacpp", "http://localhost:8080/v1"),
         Endpoint("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+        Endpoint(
+            "anthropic",
+            "https://api.anthropic.com",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            api="anthropic",
+        ),
+        Endpoint(
+            "gemini", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"
+        ),
+        Endpoint("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+        Endpoint("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+        Endpoint("deepseek", "https://api.deepseek.com", "DEEPSEEK_API_KEY"),
+        Endpoint("together", "https://api.together.ai/v1", "TOGETHER_API_KEY"),
+        Endpoint("vllm", "http://localhost:8000/v1"),
     )
 }
 
@@ -99,7 +128,8 @@ def _check_name(name: str) -> str:
 
 
 def make_endpoint(name: str, spec: Any) -> Endpoint:
-    """An ``Endpoint`` from a dict ``{"base_url": ..., "api_key_env": ...}`` (or an Endpoint)."""
+    """An ``Endpoint`` from a dict ``{"base_url": ..., "api_key_env": ..., "api": ...}`` (or an
+    Endpoint); ``api`` is ``"openai"`` when not given."""
     from .transport import check_url
 
     if isinstance(spec, Endpoint):
@@ -108,7 +138,7 @@ def make_endpoint(name: str, spec: Any) -> Endpoint:
         raise ConfigurationError(
             f"endpoint {name!r} needs a dict with 'base_url' (and optionally 'api_key_env')"
         )
-    unknown = set(spec) - {"base_url", "api_key_env"}
+    unknown = set(spec) - {"base_url", "api_key_env", "api"}
     if unknown:
         raise ConfigurationError(
             f"endpoint {name!r} has unknown keys: {', '.join(sorted(unknown))}"
@@ -118,19 +148,28 @@ def make_endpoint(name: str, spec: Any) -> Endpoint:
         raise ConfigurationError(
             f"endpoint {name!r}: api_key_env names an environment variable, not {key_env!r}"
         )
+    api = spec.get("api") or "openai"
+    if api not in APIS:
+        raise ConfigurationError(
+            f"endpoint {name!r}: api is one of {', '.join(map(repr, APIS))}, not {api!r}"
+        )
     url = check_url(spec["base_url"], f"the base_url of endpoint {name!r}")
-    return Endpoint(_check_name(name), url, key_env or None)
+    return Endpoint(_check_name(name), url, key_env or None, api=api)
 
 
-def register_endpoint(name: str, base_url: str, api_key_env: str | None = None) -> None:
-    """Add an OpenAI-compatible endpoint (a same name replaces a preset): then
-    ``ask(..., model="NAME:MODEL")`` and ``%pizza -m NAME:MODEL`` use it.
+def register_endpoint(
+    name: str, base_url: str, api_key_env: str | None = None, api: str = "openai"
+) -> None:
+    """Add an endpoint (a same name replaces a preset): then ``ask(..., model="NAME:MODEL")``
+    and ``%pizza -m NAME:MODEL`` use it.
 
     ``api_key_env`` names the environment variable holding its key; the key itself is never
-    taken as an argument, so it cannot end up in a notebook.
+    taken as an argument, so it cannot end up in a notebook. ``api`` is the API it speaks:
+    ``"openai"`` (Chat Completions) or ``"anthropic"`` (Messages).
     """
     # Nothing is returned: a notebook cell ending with the call shows no stray Out.
-    _registered[name] = make_endpoint(name, {"base_url": base_url, "api_key_env": api_key_env})
+    spec = {"base_url": base_url, "api_key_env": api_key_env, "api": api}
+    _registered[name] = make_endpoint(name, spec)
 
 
 @functools.lru_cache(maxsize=1)
@@ -178,8 +217,10 @@ async def list_providers(
     is a ``ConfigurationError`` listing the providers."""
     import asyncio
 
-    from .providers.openai import list_models
+    from .providers import anthropic, openai
     from .providers.pizzagpt import Pizzagpt
+
+    listers = {"openai": openai.list_models, "anthropic": anthropic.list_models}
 
     table = endpoints(extra)
     names = [which] if which else [PIZZAGPT, *table]
@@ -190,7 +231,10 @@ async def list_providers(
         )
     asked = [n for n in names if n != PIZZAGPT]
     found = await asyncio.gather(
-        *(list_models(table[n].url, table[n].api_key_env, name=n, proxy=proxy) for n in asked)
+        *(
+            listers[table[n].api](table[n].url, table[n].api_key_env, name=n, proxy=proxy)
+            for n in asked
+        )
     )
     listed: dict[str, list[str] | str] = {}
     if PIZZAGPT in names:
@@ -253,7 +297,8 @@ class Backend:
 
     @property
     def takes_images(self) -> bool:
-        """Whether images in a question reach the model (OpenAI-compatible endpoints)."""
+        """Whether images in a question reach the model (endpoints: OpenAI-compatible ones and
+        the Messages API)."""
         return self.endpoint is not None
 
     def check_images(self, messages: list[dict[str, Any]], references: str = "") -> None:
@@ -268,8 +313,8 @@ class Backend:
         what = f"{references} is an image" if references else "The question holds an image"
         name = "Pizzagpt" if self.is_pizzagpt else self.provider
         raise PromptError(
-            f"{what}, and {name} takes text only; ask a backend that takes images: an "
-            "OpenAI-compatible endpoint such as -m openai:gpt-4o-mini or -m ollama:llava "
+            f"{what}, and {name} takes text only; ask a backend that takes images, such as "
+            "-m openai:gpt-4o-mini, -m anthropic:claude-sonnet-4-5 or -m ollama:llava "
             "(nothing was sent)"
         )
 
@@ -320,7 +365,7 @@ class Backend:
             "max_retries": max_retries,
         }
         if self.endpoint is not None:
-            return OpenAICompatible.create_async_generator(
+            return self.endpoint.provider.create_async_generator(
                 self.model,
                 messages,
                 proxy=proxy,

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .api import Completion, build_messages, complete_messages, log_exchange, parameters_of
+from .api import Completion, build_messages, complete_messages, log_exchange
+from .engine.keys import prompt_key
 from .providers.base import Messages
 
 if TYPE_CHECKING:
     from .backends import Backend
+    from .tools import Toolbox
 
 __all__ = ["Conversation", "Exchange", "Reply"]
 
@@ -56,7 +58,8 @@ class Conversation:
 
         # A deque with maxlen 0 keeps nothing, so 0 means "no history" with no special case.
         self.exchanges: deque[Exchange] = deque(maxlen=max_exchanges)
-        self.cache: LRUCache[tuple[Any, ...], Completion] = LRUCache(maxsize=max(1, cache_size))
+        # Keyed by the engine's cache key, as the store is: a batch and a question share it.
+        self.cache: LRUCache[str, Completion] = LRUCache(maxsize=max(1, cache_size))
 
     def resize(self, *, max_exchanges: int | None = None, cache_size: int | None = None) -> None:
         from cachetools import LRUCache
@@ -64,7 +67,7 @@ class Conversation:
         if max_exchanges is not None and max_exchanges != self.exchanges.maxlen:
             self.exchanges = deque(self.exchanges, maxlen=max_exchanges)
         if cache_size is not None and cache_size != self.cache.maxsize:
-            cache: LRUCache[tuple[Any, ...], Completion] = LRUCache(maxsize=max(1, cache_size))
+            cache: LRUCache[str, Completion] = LRUCache(maxsize=max(1, cache_size))
             cache.update(self.cache)
             self.cache = cache
 
@@ -80,13 +83,6 @@ class Conversation:
         """The messages a request for ``prompt`` sends."""
         return build_messages(prompt, system=system, history=self.history() if chat else ())
 
-    @staticmethod
-    def _key(backend: Backend, parameters: dict[str, Any], messages: Messages) -> tuple[Any, ...]:
-        from .images import content_key
-
-        sent = tuple((m["role"], content_key(m["content"])) for m in messages)
-        return (backend.provider, backend.model, tuple(sorted(parameters.items())), sent)
-
     def lookup(
         self,
         prompt: Any,
@@ -98,17 +94,20 @@ class Conversation:
         max_tokens: int | None = None,
         store: Any = None,
         base_url: str | None = None,
+        tools: Toolbox | None = None,
+        schema: Any = None,
     ) -> bool:
         """Whether this request has an answer kept, in memory or in ``store``."""
+        from .schema import as_schema
+
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
+        extra = {"tools": tools.key()} if tools is not None else None
+        key = prompt_key(
+            backend, messages, temperature, max_tokens, base_url, as_schema(schema), extra
+        )
         if key in self.cache:
             return True
-        if store is None:
-            return False
-        from .api import store_key
-
-        return store.has(store_key(backend, messages, temperature, max_tokens, base_url))
+        return store is not None and store.has(key)
 
     async def ask(
         self,
@@ -125,13 +124,24 @@ class Conversation:
         store: Any = None,
         log: bool = True,
         context: dict[str, Any] | None = None,
+        tools: Toolbox | None = None,
+        tool_rounds: int = 5,
+        schema: Any = None,
+        schema_retries: int = 1,
         **request: Any,
     ) -> Reply:
         """The answer to ``prompt``: from memory, else from the store, else asked for (and then
         kept in both). ``use_cache`` False asks again whatever is kept. With ``log`` the
-        exchange goes to ``store``'s log."""
+        exchange goes to ``store``'s log. With ``schema`` the reply's completion holds the
+        answer's value (``Completion.value``)."""
+        from .schema import as_schema
+
+        schema = as_schema(schema)
         messages = self.messages(prompt, system=system, chat=chat)
-        key = self._key(backend, parameters_of(temperature, max_tokens), messages)
+        extra = {"tools": tools.key()} if tools is not None else None
+        key = prompt_key(
+            backend, messages, temperature, max_tokens, request.get("base_url"), schema, extra
+        )
         if use_cache and key in self.cache:
             hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
             if log and store is not None:
@@ -151,6 +161,10 @@ class Conversation:
             log=log,
             store=store,
             context=context,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            schema=schema,
+            schema_retries=schema_retries,
             **request,
         )
         self.cache[key] = dataclasses.replace(completion, cached=False)

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
@@ -52,6 +53,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "(ollama:llama3.2, openai:gpt-4o-mini) or package.module.Provider[:MODEL]",
     )
     ask.add_argument("-s", "--system", metavar="TEXT", help="system message")
+    ask.add_argument(
+        "--schema",
+        metavar="SPEC",
+        help="answer as JSON of this shape, checked (and repaired once): a spec such as "
+        "'sentiment pos|neg|neu, score int: 1 to 5, reason' (types str, int, float, bool, "
+        "date, a|b|c), a JSON Schema, or @FILE holding one",
+    )
     ask.add_argument(
         "-f",
         "--format",
@@ -186,11 +194,14 @@ def _backend(args: argparse.Namespace) -> Any:
             return dataclasses.replace(backend, endpoint=endpoint)
         return backend  # Pizzagpt or a provider class: --base-url is passed on as it is
     model = args.model or ""
+    api = "openai"
     if backend is not None and backend.endpoint is not None:
-        model = backend.model
+        # The endpoint named speaks its own API at the new address (anthropic: Messages).
+        model, api = backend.model, backend.endpoint.api
     if not model:
         raise ConfigurationError("Name the model to ask the --base-url endpoint with -m")
-    endpoint = Endpoint("custom", check_url(args.base_url, "--base-url"), args.api_key_env)
+    url = check_url(args.base_url, "--base-url")
+    endpoint = Endpoint("custom", url, args.api_key_env, api=api)
     return Backend("custom", model, endpoint=endpoint)
 
 
@@ -202,10 +213,16 @@ def _ask(args: argparse.Namespace) -> int:
     if args.prompt.count("-") > 1:
         print("pizzagpt ask: standard input can be read once; give one '-'", file=sys.stderr)
         return 2
+    schema = _schema(args.schema)
     prompt = _prompt(args.prompt)
     backend = _backend(args)
     backend.check_parameters(args.temperature, args.max_tokens)
-    printing = args.format in ("markdown", "text") and backend.streams and not args.no_stream
+    printing = (
+        args.format in ("markdown", "text")
+        and backend.streams
+        and not args.no_stream
+        and schema is None
+    )
     printed: list[str] = []
 
     def on_text(chunk: str) -> None:
@@ -229,6 +246,7 @@ def _ask(args: argparse.Namespace) -> int:
                 proxy=args.proxy,
                 base_url=args.base_url if backend.is_pizzagpt else None,
                 max_retries=args.retries,
+                schema=schema,
             )
         )
     except BaseException:
@@ -236,6 +254,10 @@ def _ask(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         raise
     text = completion.text
+    if schema is not None:
+        data = schema.as_data(completion.value)
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        return 0
     answer = Answer(text, format=args.format)
     if args.format == "json":
         print(json.dumps(answer.data, indent=2, ensure_ascii=False))
@@ -249,6 +271,30 @@ def _ask(args: argparse.Namespace) -> int:
     if completion.truncated:
         print("pizzagpt: the answer was cut at the token limit (--max-tokens)", file=sys.stderr)
     return 0
+
+
+def _schema(given: str | None) -> Any:
+    """The ``Schema`` of ``--schema``: a spec, a JSON Schema (text starting with ``{``), or
+    ``@FILE`` holding one."""
+    if given is None:
+        return None
+    from .errors import SchemaSpecError
+    from .schema import as_schema
+
+    text = given
+    if given.startswith("@"):
+        try:
+            text = Path(given[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SchemaSpecError(f"--schema {given}: {exc.strerror or exc}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            return as_schema(json.loads(text))
+        except ValueError as exc:
+            if isinstance(exc, SchemaSpecError):
+                raise
+            raise SchemaSpecError(f"--schema: the JSON Schema is not JSON ({exc})") from None
+    return as_schema(text)
 
 
 def _models(args: argparse.Namespace) -> int:

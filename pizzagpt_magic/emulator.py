@@ -20,8 +20,16 @@ header) or for every request (``--fault SPEC``), where SPEC is ``;``-separated i
 ``invalid-json``         a truncated JSON body
 ``html``                 an HTML block page with status 200
 ``large=BYTES``          an answer of about that size
+``badjson``              with a schema: JSON that breaks it (a field of the wrong type)
 ``drop``                 send part of the body, then close the connection
 ``times=N``              apply the fault to the first N requests carrying this SPEC only
+
+Schemas: a request with ``response_format`` ``{"type": "json_schema", ...}`` on ``/v1``, or a
+question holding the package's schema instructions (a JSON Schema in a fenced block after "Answer
+with one JSON object ..."), on either route, is answered with JSON that fits the schema, made
+from the question: a label the question names (else one picked by its hash), the first number
+in it, a date in it, a piece of its text. ``--no-response-format`` makes ``/v1`` refuse
+``response_format`` with a 400 naming it, as some servers do.
 
 The same server speaks the OpenAI-compatible Chat Completions API under ``/v1``:
 ``POST /v1/chat/completions`` (streamed as server-sent events with ``"stream": true``) and
@@ -34,6 +42,19 @@ the same deterministic text, for the last user message; an unknown model is a 40
 ``chunk-delay=SECONDS``  pause between streamed chunks
 ``cut``                  close the stream halfway, without ``[DONE]``
 ``stream-error``         send an error event halfway
+
+The same server speaks Anthropic's Messages API too: ``POST /v1/messages`` (streamed as the
+Messages server-sent events with ``"stream": true``) and ``GET /v1/models`` in that API's form for a
+request that sends ``anthropic-version``; with ``--api-key KEY`` they want ``x-api-key: KEY``. The
+same answers and faults (``emulator_messages`` has the details), and two more:
+
+``cache-read=N``         report N prompt tokens read from the prompt cache
+``cache-write=N``        report N prompt tokens written to the prompt cache
+Tools (a request with ``tools``): a question holding ``[[tool:NAME(JSON args)]]`` markers makes
+the emulator call those tools, all in its first answer (``finish_reason: tool_calls``, streamed
+as ``delta.tool_calls`` pieces with ``"stream": true``); once the results came back as ``role:
+tool`` messages, it answers quoting each result it received, verbatim. With
+``[[tool-repeat]]`` in the question it calls them again in every answer and never answers.
 
 ``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
 ``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
@@ -50,6 +71,7 @@ import ssl
 import statistics
 import sys
 import threading
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,7 +79,9 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Emulator", "EmulatorThread", "make_answer", "parse_fault", "serve"]
+from .emulator_messages import MessagesRoutes
+
+__all__ = ["Emulator", "EmulatorThread", "conforming", "make_answer", "parse_fault", "serve"]
 
 MISUSE_TEXT = (
     "Misuse detected. Please get in touch, we can come up with a solution for your use case."
@@ -73,6 +97,7 @@ OPENAI_MODELS = ("emu-mini", "emu-large", "llama3.2:1b")
 
 _FAULT_MARKER = re.compile(r"\[\[fault:([^\]]*)\]\]")
 _ECHO = re.compile(r"\[\[echo\]\](.*?)\[\[/echo\]\]", re.S)
+_TOOL_MARKER = re.compile(r"\[\[tool:([A-Za-z_][\w.]*)\((.*?)\)\]\]", re.S)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])")
 _RANDOM_FAULTS = ("status=500", "status=502", "status=503", "status=429;retry-after=0", "drop")
 
@@ -83,7 +108,7 @@ def parse_fault(spec: str) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in spec.split(";"))):
         key, _, value = item.partition("=")
         key = key.strip().lower()
-        if key in {"status", "large", "times", "chunk-size"}:
+        if key in {"status", "large", "times", "chunk-size", "cache-read", "cache-write"}:
             fault[key] = int(value)
         elif key in {"latency", "retry-after", "chunk-delay"}:
             fault[key] = float(value)
@@ -96,6 +121,7 @@ def parse_fault(spec: str) -> dict[str, Any]:
             "drop",
             "cut",
             "stream-error",
+            "badjson",
         }:
             fault[key] = True
         else:
@@ -115,11 +141,114 @@ def _table_summary(text: str) -> str | None:
     )
 
 
-def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
+_SCHEMA_INTRO = "Answer with one JSON object, and nothing else, that fits this JSON Schema:"
+_SCHEMA_BLOCK = re.compile(re.escape(_SCHEMA_INTRO) + r"\s*```json\s*\n(.*?)\n```", re.S)
+_REPAIR = "Your answer cannot be used."
+_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+
+
+def schema_in(question: str) -> tuple[dict[str, Any] | None, str]:
+    """The JSON Schema a question asks for in its text (the package's instructions), and the
+    question without it."""
+    match = _SCHEMA_BLOCK.search(question)
+    if match is None:
+        return None, question
+    try:
+        schema = json.loads(match.group(1))
+    except ValueError:
+        return None, question
+    # The instructions follow the question: what comes after them (an answer that did not
+    # fit, the request to repair it) is not the question.
+    return schema if isinstance(schema, dict) else None, question[: match.start()]
+
+
+def _stable(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8", "replace"))
+
+
+def conforming(schema: Any, question: str, bad: bool = False) -> Any:
+    """A value that fits ``schema``, made from ``question`` (see the module's docstring); with
+    ``bad``, one that breaks it."""
+    question = _FAULT_MARKER.sub("", question).strip()
+    value = _value(schema, question, schema if isinstance(schema, dict) else {}, "")
+    if bad:
+        if isinstance(value, dict) and value:
+            name = next(iter(value))
+            wrong = value[name]
+            value[name] = 12345 if isinstance(wrong, str) else "not the right type"
+        else:
+            value = ["not", "the", "right", "shape"]
+    return value
+
+
+def _value(node: Any, text: str, root: dict[str, Any], name: str) -> Any:
+    for _ in range(8):
+        if not isinstance(node, dict):
+            return None
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target: Any = root
+            for part in ref[2:].split("/"):
+                target = target.get(part, {}) if isinstance(target, dict) else {}
+            node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            continue
+        options = node.get("anyOf") or node.get("oneOf")
+        if isinstance(options, list) and options:
+            real = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+            node = (real or options)[0]
+            continue
+        break
+    if not isinstance(node, dict):
+        return None
+    if "const" in node:
+        return node["const"]
+    enum = node.get("enum")
+    if isinstance(enum, list) and enum:
+        lower = text.lower()
+        named = [(lower.find(str(e).lower()), i) for i, e in enumerate(enum)]
+        found = sorted((at, i) for at, i in named if at >= 0)
+        return enum[found[0][1]] if found else enum[_stable(text + name) % len(enum)]
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in node):
+        properties = node.get("properties") or {}
+        return {key: _value(sub, text, root, key) for key, sub in properties.items()}
+    if kind == "array":
+        count = max(1, int(node.get("minItems") or 1))
+        return [_value(node.get("items") or {}, text, root, name) for _ in range(count)]
+    if kind in ("integer", "number"):
+        numbers = [float(n) for n in _NUMBER.findall(text)]
+        low, high = node.get("minimum"), node.get("maximum")
+        if numbers:
+            number = numbers[0]
+        else:
+            number = float(_stable(text + name) % 5 + 1)
+        if isinstance(low, (int, float)):
+            number = max(number, low)
+        if isinstance(high, (int, float)):
+            number = min(number, high)
+        return int(number) if kind == "integer" else number
+    if kind == "boolean":
+        return not re.search(r"\b(no|not|false|never)\b", text, re.I)
+    if kind == "null":
+        return None
+    if node.get("format") in ("date", "date-time"):
+        date = _DATE.search(text)
+        day = date.group(0) if date else f"2024-01-{_stable(text + name) % 28 + 1:02d}"
+        return day if node.get("format") == "date" else f"{day}T00:00:00Z"
+    snippet = " ".join(text.split())[:40] or name
+    return snippet
+
+
+def make_answer(question: str, model: str = "gpt-4o-mini", bad: bool = False) -> str:
     """The deterministic Markdown answer the emulator gives to ``question``."""
     echo = _ECHO.search(question)
     if echo:
         return echo.group(1)
+    schema, rest = schema_in(question)
+    if schema is not None:
+        return json.dumps(conforming(schema, rest, bad), ensure_ascii=False)
     question = _FAULT_MARKER.sub("", question).strip()
     numbers = [float(n) for n in _NUMBER.findall(question)]
     if "json" in question.lower():
@@ -158,7 +287,7 @@ def make_answer(question: str, model: str = "gpt-4o-mini") -> str:
     return "\n".join(lines)
 
 
-class Emulator:
+class Emulator(MessagesRoutes):
     """The server's state and handlers; ``start()`` and ``stop()`` run it on the current loop."""
 
     def __init__(
@@ -174,12 +303,16 @@ class Emulator:
         ssl_context: ssl.SSLContext | None = None,
         api_key: str | None = None,
         chunk_delay: float = 0.0,
+        response_format: bool = True,
     ) -> None:
         self.host = host
+        #: Whether ``/v1`` takes ``response_format`` (else it refuses it with a 400).
+        self.response_format = response_format
         self.api_key = api_key
         self.chunk_delay = chunk_delay
         #: The OpenAI-compatible requests seen: ``{"body": ..., "headers": ...}`` each.
         self.chat_requests: list[dict[str, Any]] = []
+        self.message_requests: list[dict[str, Any]] = []
         self.port = port
         self.fault = parse_fault(fault) if fault else {}
         self.fault_spec = fault or ""
@@ -207,6 +340,7 @@ class Emulator:
         self.requests = 0
         self.questions.clear()
         self.chat_requests.clear()
+        self.message_requests.clear()
         self.peers.clear()
         self.max_in_flight = 0
         self._times.clear()
@@ -216,6 +350,7 @@ class Emulator:
         app.router.add_post(ENDPOINT, self.handle)
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_get("/v1/models", self.handle_models)
+        app.router.add_post("/v1/messages", self.handle_messages)
         app.router.add_get("/", self.handle_index)
         return app
 
@@ -318,7 +453,7 @@ class Emulator:
         elif "large" in fault:
             content = _large(fault["large"])
         else:
-            content = make_answer(question, model)
+            content = make_answer(question, model, bool(fault.get("badjson")))
         if fault.get("string-answer"):
             return web.json_response({"answer": content})
         return web.json_response({"answer": {"content": content, "citations": []}})
@@ -343,6 +478,8 @@ class Emulator:
         return _openai_error(401, "Incorrect API key provided", "invalid_api_key")
 
     async def handle_models(self, request: web.Request) -> web.Response:
+        if request.headers.get("anthropic-version"):
+            return await self.handle_anthropic_models(request)
         refused = self._refuse_key(request)
         if refused is not None:
             return refused
@@ -372,6 +509,13 @@ class Emulator:
             return _openai_error(400, "'messages' must be a non-empty list", "invalid_messages")
         self.chat_requests.append({"body": body, "headers": dict(request.headers)})
         model = body.get("model")
+        if "response_format" in body and not self.response_format:
+            return _openai_error(
+                400,
+                "Invalid parameter: 'response_format' of type "
+                f"{(body['response_format'] or {}).get('type')!r} is not supported by this server",
+                "invalid_request_error",
+            )
         if model not in OPENAI_MODELS:
             return _openai_error(404, f"The model `{model}` does not exist", "model_not_found")
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
@@ -391,10 +535,38 @@ class Emulator:
             return web.Response(text=HTML_PAGE, content_type="text/html")
         if fault.get("drop"):
             return await self._drop(request)
+        markers = _TOOL_MARKER.findall(question) if body.get("tools") else []
+        tool_turn = _tool_turn(messages) if markers else None
+        if tool_turn is not None and (not tool_turn[0] or "[[tool-repeat]]" in question):
+            calls = [
+                {
+                    "id": f"call_{len(tool_turn[0])}_{number}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments.strip() or "{}"},
+                }
+                for number, (name, arguments) in enumerate(markers)
+            ]
+            return await self._tool_calls(request, body, model, calls, everything, fault)
+        asked = body.get("response_format")
+        wanted = asked.get("json_schema") if isinstance(asked, dict) else None
         if fault.get("empty"):
             content = ""
+        elif tool_turn is not None:
+            content = _quote_results(model, *tool_turn)
         elif "large" in fault:
             content = _large(fault["large"])
+        elif isinstance(wanted, dict) and isinstance(wanted.get("schema"), dict):
+            # The question, not a request to repair an answer that came before.
+            asked = [_text_of(m.get("content")) for m in users]
+            while len(asked) > 1 and asked[-1].startswith(_REPAIR):
+                asked.pop()
+            content = json.dumps(
+                conforming(wanted["schema"], asked[-1], bool(fault.get("badjson"))),
+                ensure_ascii=False,
+            )
+        elif schema_in(everything)[0] is not None:
+            schema, rest = schema_in(everything)
+            content = json.dumps(conforming(schema, rest, bool(fault.get("badjson"))))
         else:
             content = make_answer(question, model)
             if len(messages) > 1:
@@ -486,6 +658,106 @@ class Emulator:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    async def _tool_calls(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        model: str,
+        calls: list[dict[str, Any]],
+        everything: str,
+        fault: dict[str, Any],
+    ) -> web.StreamResponse:
+        """An answer that calls tools: whole, or streamed as ``delta.tool_calls`` pieces."""
+        words = sum(len(c["function"]["arguments"].split()) + 1 for c in calls)
+        usage = {"prompt_tokens": len(everything.split()), "completion_tokens": words}
+        usage["total_tokens"] = usage["prompt_tokens"] + words
+        base = {"id": "chatcmpl-emulated", "created": 0, "model": model}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            return web.json_response(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        size = max(1, fault.get("chunk-size", 12))
+        pause = fault.get("chunk-delay", self.chunk_delay)
+
+        async def event(delta: dict[str, Any], finish: str | None = None) -> None:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            data = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+            await response.write(f"data: {json.dumps(data)}\n\n".encode())
+            if pause:
+                await asyncio.sleep(pause)
+
+        for index, call in enumerate(calls):
+            first = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            delta: dict[str, Any] = {"tool_calls": [first]}
+            if index == 0:
+                delta = {"role": "assistant", "content": None, **delta}
+            await event(delta)
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), size):
+                piece = {"index": index, "function": {"arguments": arguments[start : start + size]}}
+                await event({"tool_calls": [piece]})
+        await event({}, "tool_calls")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            data = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            await response.write(f"data: {json.dumps(data)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _tool_turn(messages: list[Any]) -> tuple[list[Any], list[tuple[str, str, str]]]:
+    """Since the last user message: the assistant messages that called tools, and each result
+    received as ``(tool name, arguments, result)``."""
+    last_user = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        default=-1,
+    )
+    later = [m for m in messages[last_user + 1 :] if isinstance(m, dict)]
+    asked = [m for m in later if m.get("role") == "assistant" and m.get("tool_calls")]
+    called: dict[str, tuple[str, str]] = {}
+    for message in asked:
+        for call in message["tool_calls"]:
+            function = call.get("function") or {}
+            called[str(call.get("id"))] = (
+                str(function.get("name")),
+                str(function.get("arguments")),
+            )
+    results = []
+    for message in later:
+        if message.get("role") == "tool":
+            name, arguments = called.get(str(message.get("tool_call_id")), ("?", ""))
+            results.append((name, arguments, _text_of(message.get("content"))))
+    return asked, results
+
+
+def _quote_results(model: str, asked: list[Any], results: list[tuple[str, str, str]]) -> str:
+    """The answer after tool results: each quoted verbatim, in a fence longer than any run of
+    backticks in it."""
+    lines = [
+        f"**Emulated {model} answer** after {len(asked)} round(s) of tool calls and "
+        f"{len(results)} result(s).",
+    ]
+    for name, arguments, result in results:
+        longest = max((len(run) for run in re.findall(r"`+", result)), default=0)
+        fence = "`" * max(3, longest + 1)
+        lines += ["", f"Result of {name}({arguments}):", f"{fence}text", result, fence]
+    return "\n".join(lines)
 
 
 def _large(size: int) -> str:
@@ -613,13 +885,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed for --fail-rate")
     parser.add_argument(
         "--api-key",
-        help="key the OpenAI-compatible routes require as a bearer token (default: none)",
+        help="key the /v1 routes require: a bearer token for the OpenAI-compatible ones, "
+        "x-api-key for the Messages API (default: none)",
     )
     parser.add_argument(
         "--chunk-delay",
         type=float,
         default=0.0,
-        help="seconds between streamed chunks on the OpenAI-compatible routes",
+        help="seconds between streamed chunks on the /v1 routes",
+    )
+    parser.add_argument(
+        "--no-response-format",
+        action="store_true",
+        help="refuse response_format on the OpenAI-compatible routes (a 400 naming it)",
     )
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")
@@ -648,6 +926,7 @@ def main(argv: list[str] | None = None) -> int:
             ssl_context=context,
             api_key=args.api_key,
             chunk_delay=args.chunk_delay,
+            response_format=not args.no_response_format,
         ) as emu:
             print(emu.url, flush=True)
             await asyncio.Event().wait()

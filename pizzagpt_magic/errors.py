@@ -5,7 +5,8 @@ The hierarchy::
     PizzagptError                      base of everything below
     ├── ConfigurationError (ValueError) a setting or variable (a URL, a proxy) that cannot work
     ├── PromptError (ValueError)       nothing to send: no messages, an empty or oversized prompt
-    │   └── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
+    │   ├── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
+    │   └── SchemaSpecError            a schema that cannot be read (nothing is sent)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
     ├── ProviderError                  a provider class failed with an exception of its own
     ├── TransportError                 the request did not get an HTTP answer
@@ -21,7 +22,10 @@ The hierarchy::
     │   ├── EmptyAnswerError           the content is missing, empty or only white space
     │   ├── MisuseError (ValueError)   the service refused the request as misuse
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
-    └── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    │       └── SchemaError            the answer does not fit the schema asked for (``field``)
+    ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    └── ToolError                      a tool call that cannot run (its message goes to the model)
+        └── ToolRoundsError            the model still called tools after the last round allowed
 
 ``MisuseError`` is a ``ValueError`` because the seed provider raised ``ValueError`` for it, and code
 written against that interface catches it so. Messages are single lines meant to be shown as they
@@ -52,6 +56,10 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseError",
     "ResponseShapeError",
+    "SchemaError",
+    "SchemaSpecError",
+    "ToolError",
+    "ToolRoundsError",
     "TransportError",
 ]
 
@@ -201,6 +209,21 @@ class AnswerFormatError(ResponseError, ValueError):
         super().__init__(message)
 
 
+class SchemaError(AnswerFormatError):
+    """The answer is not JSON, or its JSON does not fit the schema, even after the repair asked
+    for; ``field`` names where it went wrong (``""`` for the whole answer), ``text`` is the
+    answer as it came."""
+
+    def __init__(self, message: str, text: str, field: str = "") -> None:
+        self.field = field
+        super().__init__(message, text)
+
+
+class SchemaSpecError(PromptError):
+    """A schema that cannot be read: a concise spec with a bad field, a dict that is not a
+    JSON Schema of an object, or something that is no schema at all. Nothing is sent."""
+
+
 class BatchError(PizzagptError):
     """Some items of a batch failed; the others' answers are in ``results``.
 
@@ -217,3 +240,17 @@ class BatchError(PizzagptError):
         super().__init__(
             f"{len(self.errors)} of {len(self.results)} prompts failed ({listed}{more})"
         )
+
+
+class ToolError(PizzagptError):
+    """A tool call that cannot run: an unknown tool, an argument that is not allowed. Inside the
+    tool loop its one-line message is the call's result, sent back to the model."""
+
+
+class ToolRoundsError(ToolError):
+    """The model was still calling tools when the last round allowed was spent
+    (``PizzaMagics.tool_rounds``); ``calls`` holds the records of every call that ran."""
+
+    def __init__(self, message: str, calls: list[Any] | None = None) -> None:
+        self.calls = list(calls or [])
+        super().__init__(message)

@@ -4,8 +4,9 @@ A value put in a question with ``{name}`` is an image when it is a matplotlib ``
 image, an ``IPython.display.Image`` (PNG or JPEG), PNG or JPEG ``bytes``, or one of the images
 cells displayed (``Fig``). It is downscaled to ``max_side`` pixels on its long side, encoded as
 PNG, and sent as an ``image_url`` part with a ``data:`` URL, where it stood in the question.
-Only backends that take images get them (the OpenAI-compatible endpoints); the cache key and
-the log hold each image's hash and size, never its bytes.
+Only backends that take images get them (the endpoints; the Messages API provider sends each as
+a base64 ``image`` block); the cache key and the log hold each image's hash and size, never its
+bytes.
 """
 
 from __future__ import annotations

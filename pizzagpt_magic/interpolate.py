@@ -187,8 +187,7 @@ def _number(value: Any) -> str | None:
 
 
 def _cell(value: Any, width: int = 40) -> str:
-    shown = _number(value)
-    text = " ".join((str(value) if shown is None else shown).split()).replace("|", "\\|")
+    text = " ".join(str(value).split()).replace("|", "\\|")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -223,7 +222,9 @@ def describe_table(frame: Any, budget: int = DEFAULT_BUDGET, max_rows: int = 10)
             "|" + "---|" * (len(shown_cols) + 1),
         ]
         for index, row in zip(part.index, part.itertuples(index=False)):
-            lines.append("| " + " | ".join([_cell(index)] + [_cell(v) for v in row]) + " |")
+            # Floats at a readable precision: a summary, not the data's every digit.
+            cells = [_cell(index)] + [_cell(_number(v) or v) for v in row]
+            lines.append("| " + " | ".join(cells) + " |")
         # A blank line ends the table, so that text after it (the question goes on after
         # {df}) is not read as one more row.
         more = f"\n… {rows - count:,} more rows\n" if rows > count else ""

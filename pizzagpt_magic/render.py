@@ -28,10 +28,13 @@ import html
 import json
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import AnswerFormatError
 from .formats import FORMATS
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "FORMATS",
@@ -818,7 +821,7 @@ class Answer(str):
         model: str = "",
         cached: bool = False,
         completion: Any = None,
-    ) -> Answer:
+    ) -> Self:
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
         self = super().__new__(cls, text)
@@ -907,7 +910,39 @@ class Answer(str):
             bundle = {"text/html": render_markdown(self.text), "text/plain": self.text}
         if note:  # inside the wrapper, before its closing tag
             bundle["text/html"] = bundle["text/html"][: -len("</div>")] + note_html(note) + "</div>"
+        looked = self.looked_at()
+        if looked:
+            bundle["text/html"] = self._looked_at_html() + bundle["text/html"]
+            if self.shown_as == "markdown":
+                bundle["text/plain"] = f"[{looked}]\n\n{bundle['text/plain']}"
         return bundle
+
+    def looked_at(self) -> str:
+        """``looked at: describe(sales), value_counts(sales, region)``: the tools the model
+        called on the way to the answer ("" when it called none)."""
+        calls = getattr(self.completion, "tool_calls", None)
+        if not calls:
+            return ""
+        from .tools import ToolRecord
+
+        labels = [ToolRecord(**call).label() for call in calls[:8]]
+        more = f", and {len(calls) - 8} more" if len(calls) > 8 else ""
+        return "looked at: " + ", ".join(labels) + more
+
+    def _looked_at_html(self) -> str:
+        """The calls as a collapsed line above the answer, each with its result's size."""
+        from .tools import ToolRecord
+
+        items = []
+        for call in self.completion.tool_calls:
+            record = ToolRecord(**call)
+            outcome = f"failed: {record.error}" if record.error else f"{record.chars:,} characters"
+            items.append(f"<li><code>{escape(record.label())}</code>: {escape(outcome)}</li>")
+        summary = escape(self.looked_at())
+        return (
+            f"<details><summary><small>{summary}</small></summary>"
+            f"<ul>{''.join(items)}</ul></details>"
+        )
 
     def _note(self) -> str:
         """The line under the answer: its model, token counts when known, a cut at the token

@@ -54,7 +54,18 @@ BUSY_TIMEOUT = 10.0
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
-SCHEMA_VERSION = 3
+#: The table of opened cells (schema 3). Made again, if missing, at every open: a store that
+#: went past version 3 before version 3 held it gets it all the same.
+INSERTED_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS inserted (
+        notebook TEXT NOT NULL,
+        cell TEXT NOT NULL,
+        code TEXT NOT NULL,
+        time REAL NOT NULL,
+        PRIMARY KEY (notebook, cell, code)
+    )""",
+]
+SCHEMA_VERSION = 5
 #: Each schema version's statements. A number may be missing (another line of work adds it):
 #: the migration skips it.
 MIGRATIONS: dict[int, list[str]] = {
@@ -92,17 +103,17 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX log_time ON log (time)",
     ],
+    # The prompt cache's share of the prompt tokens, where the backend reports it (Anthropic).
+    2: [
+        "ALTER TABLE log ADD COLUMN cache_read_input_tokens INTEGER",
+        "ALTER TABLE log ADD COLUMN cache_creation_input_tokens INTEGER",
+    ],
     # 3: the code cells --insert and --fix opened, so that a cell run again (Restart and Run
     # All) does not open the same code again below itself. The code is kept as its hash.
-    3: [
-        """CREATE TABLE inserted (
-            notebook TEXT NOT NULL,
-            cell TEXT NOT NULL,
-            code TEXT NOT NULL,
-            time REAL NOT NULL,
-            PRIMARY KEY (notebook, cell, code)
-        )""",
-    ],
+    3: INSERTED_SCHEMA,
+    4: [],
+    # The tool calls made on the way to an answer: name, arguments, result size (JSON).
+    5: ["ALTER TABLE log ADD COLUMN tool_calls TEXT"],
 }
 FTS_SCHEMA = [
     """CREATE VIRTUAL TABLE IF NOT EXISTS log_fts USING fts5(
@@ -248,6 +259,8 @@ class Store:
                 for statement in MIGRATIONS.get(target, ()):
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
+            for statement in INSERTED_SCHEMA:
+                connection.execute(statement)
             try:
                 for statement in FTS_SCHEMA:
                     connection.execute(statement)
@@ -489,12 +502,16 @@ class Store:
             "prompt_tokens",
             "completion_tokens",
             "total_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
             "cached",
             "source",
             "session",
             "cell",
+            "tool_calls",
         )
         usage = record.get("usage") or {}
+        calls = record.get("tool_calls")
         values = (
             record.get("time", time.time()),
             record["provider"],
@@ -509,10 +526,13 @@ class Store:
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
             usage.get("total_tokens"),
+            usage.get("cache_read_input_tokens"),
+            usage.get("cache_creation_input_tokens"),
             int(bool(record.get("cached"))),
             record.get("source", "api"),
             record.get("session"),
             record.get("cell"),
+            None if calls is None else json.dumps(calls, ensure_ascii=False, default=str),
         )
         sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         self._submit(lambda c: c.execute(sql, values))
@@ -564,6 +584,8 @@ class Store:
             record["parameters"] = json.loads(record["parameters"])
             record["messages"] = json.loads(record["messages"])
             record["cached"] = bool(record["cached"])
+            if record.get("tool_calls") is not None:
+                record["tool_calls"] = json.loads(record["tool_calls"])
             out.append(record)
         return out
 

@@ -6,8 +6,8 @@ Every provider that speaks HTTP (Pizzagpt, the OpenAI-compatible endpoints) send
 - one keep-alive session per event loop (``session.get_session``);
 - the proxy from the call, else the standard variables, checked and named in every error;
 - 307 and 308 redirects repeat the POST at the new address (at most 5); 301, 302 and 303,
-  which would turn it into a GET, are a ``RedirectError``; an ``Authorization`` header never
-  follows a redirect to another origin;
+  which would turn it into a GET, are a ``RedirectError``; a key (``Authorization``,
+  ``x-api-key``) never follows a redirect to another origin;
 - 4xx and 5xx answers become the error the provider builds from them; the retryable ones, and
   connection failures, are retried with jittered exponential backoff, at least ``Retry-After``;
   a 429 pauses every request on the loop (``session.pause_requests``);
@@ -65,6 +65,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+#: Headers that carry a key, dropped on a redirect to another origin.
+_KEY_HEADERS = frozenset({"authorization", "x-api-key"})
 #: An error body read to its end (so the connection stays reusable) when it is at most this big.
 SMALL_BODY = 65536
 
@@ -410,7 +412,9 @@ async def send(
                     if headers and _origin(URL(target)) != _origin(URL(first_url)):
                         # A key is for its own endpoint only, never for where it sends us
                         # (the caller's headers are left as they are).
-                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                        headers = {
+                            k: v for k, v in headers.items() if k.lower() not in _KEY_HEADERS
+                        }
                     url = target
                     continue
                 raise RedirectError(status, shown_url, redact(target, *secrets))

@@ -62,11 +62,13 @@ def emu(emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorTh
 @pytest.fixture(autouse=True)
 def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries in tests wait milliseconds, not seconds (Retry-After still counts)."""
+    from pizzagpt_magic.providers.anthropic import Anthropic
     from pizzagpt_magic.providers.openai import OpenAICompatible
     from pizzagpt_magic.providers.pizzagpt import Pizzagpt
 
     monkeypatch.setattr(Pizzagpt, "backoff_base", 0.01)
     monkeypatch.setattr(OpenAICompatible, "backoff_base", 0.01)
+    monkeypatch.setattr(Anthropic, "backoff_base", 0.01)
 
 
 def _current_loop() -> asyncio.AbstractEventLoop | None:
@@ -118,6 +120,16 @@ def endpoint(keyed_emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch) ->
         "emu",
         backends.Endpoint("emu", f"{keyed_emulator.url}/v1", "EMU_API_KEY"),
     )
+    return keyed_emulator
+
+
+@pytest.fixture
+def claude(keyed_emulator: EmulatorThread, monkeypatch: pytest.MonkeyPatch) -> EmulatorThread:
+    """The keyed emulator as the ``anthropic`` preset: ``$ANTHROPIC_BASE_URL`` points at it and
+    ``$ANTHROPIC_API_KEY`` holds its key."""
+    keyed_emulator.reset_stats()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", keyed_emulator.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
     return keyed_emulator
 
 

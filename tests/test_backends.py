@@ -112,6 +112,61 @@ def test_endpoints_presets_overrides_and_registration(monkeypatch):
         backends.register_endpoint("k", "http://x/v1", api_key_env="sk-not-a-name!")
 
 
+def test_the_presets_table():
+    """Every preset's base URL and key variable, as each service documents them."""
+    table = {
+        name: (e.base_url, e.api_key_env, e.base_url_env, e.api)
+        for name, e in backends.PRESETS.items()
+    }
+    assert table == {
+        "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL", "openai"),
+        "ollama": ("http://localhost:11434/v1", None, "OLLAMA_HOST", "openai"),
+        "lmstudio": ("http://localhost:1234/v1", None, None, "openai"),
+        "llamacpp": ("http://localhost:8080/v1", None, None, "openai"),
+        "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", None, "openai"),
+        "anthropic": (
+            "https://api.anthropic.com",
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_BASE_URL",
+            "anthropic",
+        ),
+        "gemini": (
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            "GEMINI_API_KEY",
+            None,
+            "openai",
+        ),
+        "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY", None, "openai"),
+        "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY", None, "openai"),
+        "deepseek": ("https://api.deepseek.com", "DEEPSEEK_API_KEY", None, "openai"),
+        "together": ("https://api.together.ai/v1", "TOGETHER_API_KEY", None, "openai"),
+        "vllm": ("http://localhost:8000/v1", None, None, "openai"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("preset", "url"),
+    [
+        ("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"),
+        ("groq", "https://api.groq.com/openai/v1/chat/completions"),
+        ("mistral", "https://api.mistral.ai/v1/chat/completions"),
+        ("deepseek", "https://api.deepseek.com/chat/completions"),
+        ("together", "https://api.together.ai/v1/chat/completions"),
+    ],
+)
+def test_a_preset_sends_its_key_to_its_documented_url(mocked, monkeypatch, preset, url):
+    variable = backends.PRESETS[preset].api_key_env
+    monkeypatch.setenv(variable, "sk-preset-test-000000")
+    mocked.post(url, payload={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
+    assert api.ask("hi", model=f"{preset}:some-model", stream=False, cache=False) == "ok"
+    (key, calls), *_ = mocked.requests.items()
+    assert str(key[1]) == url
+    assert calls[0].kwargs["headers"]["Authorization"] == "Bearer sk-preset-test-000000"
+    monkeypatch.delenv(variable)
+    with pytest.raises(ConfigurationError, match=f"set the environment variable {variable}"):
+        api.ask("hi", model=f"{preset}:some-model", cache=False)
+
+
 def test_entry_point_providers(monkeypatch):
     class EP:
         def __init__(self, name, value):

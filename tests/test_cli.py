@@ -139,6 +139,19 @@ def test_ask_endpoint_errors(endpoint, capsys, monkeypatch):
     assert "--api-key-env goes with --base-url" in capsys.readouterr().err
 
 
+def test_ask_claude_at_another_address(claude, capsys, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_BASE_URL")
+    monkeypatch.setenv("OTHER_KEY", API_KEY)
+    argv = ["ask", "-m", "anthropic:emu-claude", "--base-url", claude.url, "hi"]
+    assert main(argv) == 0
+    assert "Emulated emu-claude answer" in capsys.readouterr().out
+    # Another key variable: the same API at that address, with that key.
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert main([*argv[:-1], "--api-key-env", "OTHER_KEY", "hi"]) == 0
+    assert "Emulated emu-claude answer" in capsys.readouterr().out
+    assert len(claude.message_requests) == 2
+
+
 def test_models_command(endpoint, capsys, monkeypatch):
     assert main(["models", "emu"]) == 0
     assert capsys.readouterr().out == "emu: emu:emu-large, emu:emu-mini, emu:llama3.2:1b\n"
@@ -146,3 +159,21 @@ def test_models_command(endpoint, capsys, monkeypatch):
     assert main(["models", "openai"]) == 0
     assert "openai: unreachable: openai needs an API key" in capsys.readouterr().out
     assert main(["models", "nope"]) == 2
+
+
+def test_ask_with_a_schema(emu, capsys, tmp_path):
+    pytest.importorskip("jsonschema")
+    capsys.readouterr()
+    assert main(["ask", "--schema", "sentiment pos|neg|neu, score int", "neg", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"sentiment": "neg", "score": 2}
+    shape = tmp_path / "shape.json"
+    shape.write_text(
+        json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    )
+    assert main(["ask", "--schema", f"@{shape}", "seven 7"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 7}
+    assert main(["ask", "--schema", "a, b integer", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pizzagpt: schema spec, field 2") and err.count("\n") == 1
+    assert main(["ask", "--schema", "pos|neg x", "[[fault:badjson]] hi"]) == 1
+    assert len(emu.questions) == 2  # nothing sent for a bad spec

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
 import aiohttp
 import pytest
 
-from pizzagpt_magic.emulator import MISUSE_TEXT, make_answer, parse_fault, serve
+from pizzagpt_magic.emulator import MISUSE_TEXT, EmulatorThread, make_answer, parse_fault, serve
 
 HEADERS = {"x-secret": "Marinara"}
 
@@ -122,3 +123,68 @@ def test_command_line_rejects_bad_fault():
         timeout=30,
     )
     assert result.returncode == 2 and "unknown fault" in result.stderr
+
+
+def test_answers_that_fit_a_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    from pizzagpt_magic.emulator import conforming
+    from pizzagpt_magic.schema import as_schema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "label": {"enum": ["pos", "neg", "neu"]},
+            "n": {"type": "integer", "minimum": 1, "maximum": 5},
+            "x": {"type": "number"},
+            "ok": {"type": "boolean"},
+            "day": {"type": "string", "format": "date"},
+            "maybe": {"anyOf": [{"$ref": "#/$defs/Tag"}, {"type": "null"}]},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            "inner": {"type": "object", "properties": {"k": {"type": "string"}}},
+        },
+        "required": ["label", "n"],
+        "$defs": {"Tag": {"type": "string", "enum": ["a", "b"]}},
+    }
+    question = "I would say neg, 9 out of 10, not great, on 2024-02-29"
+    value = conforming(schema, question)
+    jsonschema.validate(value, schema, format_checker=jsonschema.FormatChecker())
+    assert value["label"] == "neg" and value["n"] == 5 and value["x"] == 9.0
+    assert value["ok"] is False and value["day"] == "2024-02-29" and len(value["tags"]) == 2
+    assert conforming(schema, question) == value  # deterministic
+    bad = conforming(schema, question, bad=True)
+    assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
+    # The schema in the prompt, as the package asks for it on backends without response_format
+    spec = as_schema("sentiment pos|neg|neu, score int")
+    asked = f"Review: neu, 3 stars\n\n{spec.instructions()}"
+    assert json.loads(make_answer(asked)) == {"sentiment": "neu", "score": 3}
+    assert json.loads(make_answer(asked, bad=True))["sentiment"] == 12345
+
+
+def test_response_format_on_v1_and_a_server_that_refuses_it():
+    body = {
+        "model": "emu-mini",
+        "messages": [{"role": "user", "content": "pos 4 [[fault:badjson;times=1]]"}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "a",
+                "strict": True,
+                "schema": {"type": "object", "properties": {"s": {"enum": ["pos", "neg"]}}},
+            },
+        },
+    }
+
+    async def post(url):
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                return response.status, await response.json()
+
+    with EmulatorThread() as emu, EmulatorThread(response_format=False) as old:
+        status, data = asyncio.run(post(emu.url))
+        assert status == 200 and json.loads(data["choices"][0]["message"]["content"]) == {
+            "s": 12345
+        }
+        status, data = asyncio.run(post(emu.url))  # times=1: the fault is spent
+        assert json.loads(data["choices"][0]["message"]["content"]) == {"s": "pos"}
+        status, data = asyncio.run(post(old.url))
+        assert status == 400 and "'response_format'" in data["error"]["message"]

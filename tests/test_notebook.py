@@ -95,6 +95,17 @@ def test_each_over_a_column(executed):
     assert all(region in lengths for region in ("North", "South", "East", "West"))
 
 
+def test_typed_extraction(executed):
+    pytest.importorskip("jsonschema")
+    each = outputs_text(find(executed, "%%pizza --each sales --schema"))
+    assert "8 answers from gpt-4o-mini" in each and "0 failed" in each and "busy" in each
+    dtypes = outputs_text(find(executed, "facts.dtypes"))
+    for line in ("region       category", "units           Int64", "busy          boolean"):
+        assert " ".join(line.split()) in " ".join(dtypes.split())
+    checks = outputs_text(find(executed, 'bool((facts["units"] == sales["units"]).all())'))
+    assert "(True, ['North', 'South', 'East', 'West'])" in checks
+
+
 def test_failure_cell_and_recovery(executed):
     failed = find(executed, "%pizza How did {regoin} do?")
     assert "UsageError: Name 'regoin' in {regoin} is not defined" in outputs_text(failed)
@@ -168,7 +179,7 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[cell 5] %pizza In one paragraph" in result.stdout
     assert "    → > In one paragraph, how should I compare revenue" in result.stdout
-    assert "Done: 15 questions answered by the emulator" in result.stdout
+    assert "Done: 23 questions answered by the emulator" in result.stdout
     executed = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
     assert any(cell.get("outputs") for cell in executed.cells)
 

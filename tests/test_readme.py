@@ -74,6 +74,9 @@ def test_ipython_examples(shell, emu, with_store):
     facts = shell.user_ns["facts"]  # --each -f json: parsed values on the table's index
     assert list(facts.index) == list(shell.user_ns["sales"].index)
     assert all(isinstance(value, dict) for value in facts)
+    typed = shell.user_ns["typed"]  # --each --schema: a typed frame, one request a review
+    assert str(typed["stars"].dtype) == "Int64" and list(typed["stars"]) == [5, 2, 5]
+    assert shell.user_ns["place"] == {"city": "Rome has about 2800000 people.", "people": 2800000}
     assert shell.magics_manager.registry["PizzaMagics"].timeout == 30
 
 
@@ -81,7 +84,8 @@ def test_ipython_examples(shell, emu, with_store):
 def test_python_examples(emu, code):
     namespace = {"get_config": Config, "__name__": "__main__"}
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        exec(compile(code, "README.md", "exec"), namespace)
+        # as a script of its own: without this module's ``from __future__`` imports
+        exec(compile(code, "README.md", "exec", dont_inherit=True), namespace)
     if "get_config" in code:
         assert namespace["c"].PizzaMagics.cache_size == 256
     else:

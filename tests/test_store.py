@@ -430,3 +430,33 @@ def test_the_store_location_follows_the_environment(tmp_path, monkeypatch):
     assert stores.store_path("~/s.db") == tmp_path / "other" / "s.db"
     monkeypatch.setenv("PIZZAGPT_STORE", "")
     assert stores.store_path(str(tmp_path)) is None
+
+
+def test_a_store_of_the_first_schema_gains_the_prompt_cache_columns(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with closing(sqlite3.connect(path)) as connection:
+        for statement in stores.MIGRATIONS[1]:
+            connection.execute(statement)
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute(
+            "INSERT INTO log (time, provider, model, parameters, messages, prompt, answer, "
+            "prompt_tokens, source) VALUES (1, 'openai', 'm', '{}', '[]', 'old', 'a', 3, 'api')"
+        )
+        connection.commit()
+    store = Store(path)
+    store.log(
+        {
+            "provider": "anthropic",
+            "model": "claude",
+            "prompt": "new",
+            "answer": "b",
+            "usage": {"prompt_tokens": 150, "cache_read_input_tokens": 120},
+        }
+    )
+    records = store.records(None)
+    store.close()
+    assert [(r["prompt"], r["prompt_tokens"], r["cache_read_input_tokens"]) for r in records] == [
+        ("new", 150, 120),
+        ("old", 3, None),
+    ]
+    assert rows(path, "PRAGMA user_version") == [(stores.SCHEMA_VERSION,)]

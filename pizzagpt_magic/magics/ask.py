@@ -1,4 +1,5 @@
-"""One question: ``%pizza question`` and ``%%pizza`` without ``--each``.
+"""One question: ``%pizza question`` and ``%%pizza`` without ``--each`` (with ``--tools``, the
+model may look at the kernel's variables on the way: see ``tools``).
 
 The answer streams into the cell when the backend streams; an interrupt keeps what arrived
 in ``_pizza_answer``, and a failure after text arrived keeps that text there too."""
@@ -12,6 +13,7 @@ from IPython.core.error import UsageError
 from ..errors import AnswerFormatError, PizzagptError
 from ..render import Answer, PrintedAnswer
 from .names import ANSWER_TEXT
+from .tools import toolbox_of
 
 if TYPE_CHECKING:
     from ..chat import Reply
@@ -26,6 +28,7 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
     from ..progress import Progress
     from ..streaming import LiveOutput, StreamView
 
+    toolbox = toolbox_of(magics, args, template)
     prompt = magics._question(template, args)
     system = magics._system(args)
     magics._check_size(prompt, system, args.chat)
@@ -41,6 +44,8 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             max_tokens=args.max_tokens,
             store=magics._store(),
             base_url=magics.base_url,
+            tools=toolbox,
+            schema=args.schema,
         )
     )
     notebook = magics._showing_progress()
@@ -50,8 +55,10 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
         LiveOutput() if notebook and not cached and not getattr(args, "silenced", False) else None
     )
     view: StreamView | None = None
+    # An answer with a schema is data: it shows once it is whole and checked.
+    streams = args.backend.streams and args.schema is None
     shows_stream = not cached and (live is not None or not notebook)  # a terminal prints it
-    if magics.stream and not args.no_stream and args.backend.streams and shows_stream:
+    if magics.stream and not args.no_stream and streams and shows_stream:
         view = StreamView(notebook=notebook, output=live)
     progress = Progress(args.model, live)
 
@@ -61,7 +68,7 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             progress.stop()  # the answer itself now shows that it is coming
         view.on_text(chunk)
 
-    ask_prompt = magics._asker(args, on_text if view is not None else None)
+    ask_prompt = magics._asker(args, on_text if view is not None else None, toolbox)
 
     async def ask() -> Reply:
         async with progress:
@@ -75,13 +82,26 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             and bool(view.chunks)
             and args.format in ("markdown", "text")
         )
-        answer = (PrintedAnswer if printed else Answer)(
-            reply.text,
-            format=args.format,
-            model=args.model,
-            cached=reply.cached,
-            completion=reply.completion,
-        )
+        if args.schema is not None:
+            from ..typed import TypedAnswer
+
+            assert reply.completion is not None
+            answer: Answer = TypedAnswer(
+                reply.text,
+                reply.completion.value,
+                args.schema,
+                model=args.model,
+                cached=reply.cached,
+                completion=reply.completion,
+            )
+        else:
+            answer = (PrintedAnswer if printed else Answer)(
+                reply.text,
+                format=args.format,
+                model=args.model,
+                cached=reply.cached,
+                completion=reply.completion,
+            )
     except KeyboardInterrupt:
         if view is not None and view.chunks:
             # What arrived stays: on screen, marked, and in _pizza_answer; the

@@ -1,7 +1,9 @@
 """``%%pizza --each NAME``: the question once per item of an iterable, as a batch.
 
 ``{item}`` and ``{index}`` are bound for each item; answers go to ``-o`` as a list, or a Series
-on a pandas index. An interrupt keeps every answer that arrived."""
+on a pandas index; with ``--schema`` a typed DataFrame (see ``engine.assemble``). The prompts
+go through the batch engine: identical ones are asked once, kept answers are not asked again,
+and an interrupt keeps every answer that arrived."""
 
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def _value_of(text: str, format: str) -> Any:
 def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     from collections import ChainMap
 
-    from ..batch import ask_many_async
+    from ..batch import progress_bar
+    from ..engine import Batch, Prompt, Single
     from ..interpolate import batch_items
     from ..loop import run_sync
 
@@ -61,46 +64,60 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     requests = [(magics._question(template, args, s), magics._system(args, s)) for s in scopes]
     for prompt, system in requests:
         magics._check_size(prompt, system, args.chat)
-    ask_prompt = magics._asker(args)
+    request = magics._request_options(args)
+    base_url = request.pop("base_url")
+    conversation = magics.conversation
+    prompts = [
+        Prompt(
+            args.backend,
+            conversation.messages(prompt, system=system, chat=args.chat),
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            schema=args.schema,
+            base_url=base_url,
+        )
+        for prompt, system in requests
+    ]
+    batch = Batch(
+        prompts,
+        store=magics._store(),
+        cache=magics.cache and not args.no_cache,
+        log=magics.log and not args.no_log,
+        context=magics._context(),
+        memory=conversation.cache,
+        schema_retries=magics.schema_retries,
+        request=request,
+    )
+    # In a notebook the progress is one display updated in place, which the summary takes
+    # the place of; a terminal gets tqdm's text bar.
+    live = BatchProgress(len(prompts), args.model) if magics._showing_progress() else None
+    bar = progress_bar(len(prompts), enabled=magics.progress and live is None)
+    failed = cached = 0
 
-    cached = [0]
-    # In a notebook the progress is one display updated in place, which the summary replaces;
-    # a terminal gets tqdm's text bar.
-    live = BatchProgress(len(requests), args.model) if magics._showing_progress() else None
-
-    async def ask_one(request: tuple[str, str | None]) -> str:
-        try:
-            reply = await ask_prompt(*request)
-        except Exception:
-            if live is not None:
-                live.advance(failed=True)
-            raise
-        cached[0] += reply.cached
+    def arrived(positions: list[int], outcome: Any) -> None:
+        nonlocal failed, cached
+        cached += len(positions) if outcome.cached else 0
+        if outcome.error is not None:
+            failed += len(positions)
         if live is not None:
-            live.advance()
-        return reply.text
+            live.advance(len(positions), failed)
+        if bar is None:
+            return
+        if outcome.error is not None:
+            bar.set_postfix(failed=failed, refresh=False)
+        bar.update(len(positions))
 
     started = time.monotonic()
-    received: list[Any] = [None] * len(requests)
     try:
-        results = run_sync(
-            ask_many_async(
-                requests,
-                concurrency=args.concurrency or magics.concurrency,
-                errors="return",
-                progress=magics.progress and live is None,
-                ask=ask_one,
-                into=received,
-            )
-        )
+        run_sync(batch.run(Single(args.concurrency or magics.concurrency), on_outcome=arrived))
     except KeyboardInterrupt:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
         if live is not None:
             live.interrupted()
-        kept = [None if isinstance(r, BaseException) else r for r in received]
+        kept = [None if isinstance(r, BaseException) else r for r in batch.results()]
         target = args.output or BATCH_ANSWERS
-        magics.user_ns[target] = batch_values(kept, source)
+        magics.user_ns[target] = _answers(kept, source, args.schema)
         count = sum(r is not None for r in kept)
         import sys
 
@@ -110,20 +127,32 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             file=sys.stderr,
         )
         raise
-    if args.format in ("code", "json"):  # each answer becomes its value, or fails
+    finally:
+        if bar is not None:
+            bar.close()
+    results = batch.results()
+    if args.schema is None and args.format in ("code", "json"):
+        # each answer becomes its value, or fails
         results = [
             result if isinstance(result, BaseException) else _value_of(result, args.format)
             for result in results
         ]
-    summary = BatchSummary(
-        labels,
-        results,
-        time.monotonic() - started,
-        args.model,
-        format=args.format,
-        cached=cached[0],
-    )
-    answers = batch_values([None if isinstance(r, BaseException) else r for r in results], source)
+    elapsed = time.monotonic() - started
+    if args.schema is not None:
+        from ..typed import TypedBatchSummary
+
+        answers = _answers(results, source, args.schema)
+        frame = answers if _is_pandas(answers) else None
+        summary: BatchSummary = TypedBatchSummary(
+            labels, results, elapsed, args.model, frame, args.schema
+        )
+    else:
+        summary = BatchSummary(
+            labels, results, elapsed, args.model, format=args.format, cached=cached
+        )
+        answers = batch_values(
+            [None if isinstance(r, BaseException) else r for r in results], source
+        )
     summary.answers = answers
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
@@ -159,11 +188,11 @@ class BatchProgress:
         seconds = time.monotonic() - self.started
         return f"{self.model}: {bar} {self.done}/{self.total} answered{failed} · {seconds:.1f} s"
 
-    def advance(self, failed: bool = False) -> None:
-        self.done += 1
-        self.failed += failed
+    def advance(self, count: int, failed: int) -> None:
+        self.done += count
+        self.failed = failed
         now = time.monotonic()
-        if now - self._shown_at >= self.interval or self.done == self.total:
+        if now - self._shown_at >= self.interval or self.done >= self.total:
             self._shown_at = now
             self.output.show({"text/plain": self.line()})
 
@@ -176,10 +205,23 @@ class BatchProgress:
         if not self.output.shown:
             return
         if failed:
-            bundle = summary._repr_mimebundle_()
-            self.output.show(bundle)
+            self.output.show(summary._repr_mimebundle_())
         else:
             self.output.end_with(summary, events)
+
+
+def _answers(results: list[Any], source: Any, schema: Any) -> Any:
+    """The ``-o`` value: with a schema a typed DataFrame (the values, without pandas), else
+    ``batch_values``."""
+    if schema is None:
+        return batch_values(results, source)
+    from ..engine.assemble import answers_frame
+    from ..errors import ConfigurationError
+
+    try:
+        return answers_frame(results, schema, index=source.index if _is_pandas(source) else None)
+    except ConfigurationError:  # no pandas: the values themselves
+        return [None if isinstance(r, BaseException) else r for r in results]
 
 
 def batch_values(answers: list[Any], source: Any) -> Any:

@@ -38,9 +38,9 @@ def list_models(magics: PizzaMagics, args: Any) -> SafeMarkdown:
     failed = [(n, m) for n, m in listed.items() if isinstance(m, str)]
     for name, models in reachable + failed:
         if isinstance(models, str) and not args.models and table[name] is PRESETS.get(name):
-            why = _absence(models)
+            why = _absence(name, models)
             if why is not None:
-                absent.setdefault(why, []).append(name)
+                absent.setdefault(why[0], []).append(why[1])
                 continue
         where = "" if name == PIZZAGPT else f" ({escape(table[name].url)})"
         parts.append(Markup(f"<p><strong>{escape(name)}</strong>{where}</p>"))
@@ -56,20 +56,21 @@ def list_models(magics: PizzaMagics, args: Any) -> SafeMarkdown:
         plain.append(f"{name}: " + (", ".join(models) or "no models"))
     if absent:
         summary = "Not available: " + "; ".join(
-            f"{', '.join(names)} ({why})" for why, names in absent.items()
+            f"{why}: {', '.join(names)}" for why, names in sorted(absent.items())
         )
         parts.append(Markup(f"<p><em>{escape(summary)}</em></p>"))
         plain.append(summary)
     return SafeMarkdown(parts, "\n".join(plain))
 
 
-def _absence(reason: str) -> str | None:
-    """A preset's reason for not answering, when it is the usual one: no key, no server."""
+def _absence(name: str, reason: str) -> tuple[str, str] | None:
+    """A preset's reason for not answering, when it is the usual one (no key set, no server
+    running), and how it is listed under it; else None."""
     import re
 
     key = re.search(r"environment variable (\w+)", reason)
     if "needs an API key" in reason and key:
-        return f"no API key: set {key.group(1)}"
+        return "no API key set", f"{name} ({key.group(1)})"
     if "Nothing is listening" in reason:
-        return "no server running"
+        return "no server running", name
     return None

@@ -33,6 +33,14 @@ OPTIONS = (
         help="Also store the answer in this variable: the text, or the code (-f code) "
         "or the parsed value (-f json).",
     ),
+    argument(
+        "--schema",
+        metavar="SPEC",
+        help='Answer as data of this shape: a spec such as "sentiment pos|neg|neu, score int: '
+        '1 to 5, reason" (types str, int, float, bool, date, a|b|c), or {name} for a JSON '
+        "Schema dict or a Pydantic model class. -o gets the value; with --each a typed "
+        "DataFrame.",
+    ),
     argument("-s", "--system", metavar="TEXT", help="System message for this question."),
     argument(
         "-c",
@@ -91,6 +99,17 @@ OPTIONS = (
         "its error go with an instruction to explain it and correct the cell, which opens "
         "below. Text after it is added to the question.",
     ),
+    argument(
+        "--tools",
+        nargs="?",
+        const="question",
+        choices=("question", "all"),
+        metavar="all",
+        help="Let the model look at the variables the question names (--tools all: at every "
+        "variable) through read-only tools (describe, head, value_counts, missing, ...), run "
+        "in this kernel; OpenAI-compatible endpoints only. PizzaMagics.tools sets the default.",
+    ),
+    argument("--no-tools", action="store_true", help="No tools for this question."),
     argument(
         "--insert",
         action="store_true",

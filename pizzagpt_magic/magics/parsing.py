@@ -36,10 +36,15 @@ def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
             action = option_actions.get(token[:2])
             has_value = has_value or len(token) > 2
         if action is not None and action.nargs != 0 and not has_value:
-            # An optional number (--fix [N], --log [N]) takes the next word only when it is one.
-            expect_value = (
-                action.nargs != "?" or action.type is not int or _next_is_int(line, match.end())
-            )
+            # An optional value takes the next word only when it is one: a number for an
+            # optional number (--fix [N], --log [N]), one of the choices for set choices
+            # (--tools [all]); otherwise that word starts the question.
+            expect_value = True
+            if action.nargs == "?" and action.choices is not None:
+                following = _TOKEN.search(line, match.end())
+                expect_value = following is not None and following.group(0) in action.choices
+            elif action.nargs == "?" and action.type is int:
+                expect_value = _next_is_int(line, match.end())
         end = match.end()
     return line[:end], line[end:].strip()
 

@@ -1,9 +1,9 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``); this class parses the options, checks them, and hands the question to
-the mode asked for. What the modes share (building the question and the system message, the
-request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``); this class parses the options, checks them, and hands the
+question to the mode asked for. What the modes share (building the question and the system
+message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
@@ -176,6 +176,8 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(
                     "--insert puts one answer's code in a cell; it does not go with --each"
                 )
+            if args.tools is not None:
+                raise UsageError("--tools goes with one question; it does not go with --each")
             from .each import ask_each
 
             return ask_each(self, args, prompt)
@@ -227,6 +229,27 @@ class PizzaMagics(PizzaSettings):
             raise UsageError(str(exc)) from None
         args.model = args.backend.id
         args.format = args.format or self.format.lower()
+        args.schema = self._schema(args.schema)
+
+    def _schema(self, given: str | None) -> Any:
+        """The ``Schema`` of ``--schema``: a spec, or ``{name}`` naming a JSON Schema dict or a
+        Pydantic model class in the namespace."""
+        if given is None:
+            return None
+        from ..errors import PizzagptError
+        from ..schema import as_schema
+
+        name = re.fullmatch(r"\s*\{\s*([A-Za-z_][\w.]*)\s*\}\s*", given)
+        try:
+            if name is None:
+                return as_schema(given)
+            from ..interpolate import _resolve
+
+            first, dot, rest = name.group(1).partition(".")
+            value = _resolve(first, dot + rest, self.user_ns, given.strip())
+            return as_schema(value)
+        except PizzagptError as exc:
+            raise UsageError(f"--schema: {exc}") from None
 
     def _render(self, template: str, args: Any, namespace: Any = None) -> str:
         """A system message (or any text) with its references replaced; no images."""
@@ -290,11 +313,11 @@ class PizzaMagics(PizzaSettings):
         return self._render(template, args, namespace) or None
 
     def _asker(
-        self, args: Any, on_text: Callable[[str], Any] | None = None
+        self, args: Any, on_text: Callable[[str], Any] | None = None, tools: Any = None
     ) -> Callable[[str, str | None], Awaitable[Reply]]:
         """A coroutine function asking one prompt, with a system message, through the
         conversation (and its cache) with these options; ``on_text`` (a stream) gets the text
-        as it arrives."""
+        as it arrives; ``tools`` (a ``tools.Toolbox``) lets the model look at variables."""
         use_cache = self.cache and not args.no_cache
         request = self._request_options(args)
         store = self._store()
@@ -314,6 +337,10 @@ class PizzaMagics(PizzaSettings):
                 store=store,
                 log=self.log and not args.no_log,
                 context=context,
+                tools=tools,
+                tool_rounds=self.tool_rounds,
+                schema=args.schema,
+                schema_retries=self.schema_retries,
                 **request,
             )
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.magic import Magics
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    TraitError,
+    Unicode,
+    Union,
+    validate,
+)
 
 from ..formats import FORMATS
 
@@ -26,9 +36,10 @@ class PizzaSettings(Magics):
         "package.module.ProviderClass[:MODEL].",
     ).tag(config=True)
     endpoints = Dict(
-        help="OpenAI-compatible endpoints added to the presets (openai, ollama, lmstudio, "
-        'llamacpp, openrouter): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
-        '"VARIABLE"}}; a same name replaces a preset. Keys are read from the variables only.',
+        help="Endpoints added to the presets (anthropic, openai, ollama, gemini, ...; "
+        '--models lists them): {"name": {"base_url": "http://host:port/v1", "api_key_env": '
+        '"VARIABLE"}}, with "api": "anthropic" for one that speaks the Messages API; a same '
+        "name replaces a preset. Keys are read from the variables only.",
     ).tag(config=True)
     temperature = Float(
         None, allow_none=True, help="Sampling temperature; None leaves it to the backend."
@@ -37,7 +48,7 @@ class PizzaSettings(Magics):
         None, allow_none=True, help="Longest answer in tokens; None leaves it to the backend."
     ).tag(config=True)
     stream = Bool(
-        True, help="Show answers of backends that stream (OpenAI-compatible) as they arrive."
+        True, help="Show answers of backends that stream (the endpoints) as they arrive."
     ).tag(config=True)
     format = CaselessStrEnum(
         FORMATS,
@@ -59,7 +70,13 @@ class PizzaSettings(Magics):
     retries = Int(
         3,
         help="Retries of a request on 429, 502, 503, 504 and connection failures "
-        "(OpenAI-compatible endpoints also on 408, 409 and 500), 0 to 10.",
+        "(OpenAI-compatible and Anthropic endpoints also on 408, 409 and 500, Anthropic's on "
+        "529), 0 to 10.",
+    ).tag(config=True)
+    schema_retries = Int(
+        1,
+        help="How many times an answer that does not fit its --schema is asked again with the "
+        "validation error (0 to 5).",
     ).tag(config=True)
     proxy = Unicode(
         None,
@@ -104,6 +121,16 @@ class PizzaSettings(Magics):
     ).tag(config=True)
     image_max_bytes = Int(
         4_000_000, help="Largest image (as PNG, after scaling) a question may send, in bytes."
+    ).tag(config=True)
+    tools = Union(
+        [Bool(), CaselessStrEnum(("question", "all"))],
+        default_value=False,
+        help="Let the model look at variables through read-only tools for every question: "
+        "True or 'question' (the variables a question names), 'all' (every variable), False "
+        "(only with --tools). OpenAI-compatible endpoints only.",
+    ).tag(config=True)
+    tool_rounds = Int(
+        5, help="Rounds of tool calls a question may take before its answer (1 to 50)."
     ).tag(config=True)
     fix_prompt = Unicode(
         "This notebook cell failed.\n\nThe cell:\n```python\n{source}\n```\n\n"
@@ -171,6 +198,12 @@ class PizzaSettings(Magics):
             raise TraitError("retries must be from 0 to 10")
         return proposal.value
 
+    @validate("schema_retries")
+    def _valid_schema_retries(self, proposal: Any) -> int:
+        if not 0 <= proposal.value <= 5:
+            raise TraitError("schema_retries must be from 0 to 5")
+        return proposal.value
+
     @validate("fix_prompt")
     def _valid_fix_prompt(self, proposal: Any) -> str:
         try:
@@ -182,6 +215,12 @@ class PizzaSettings(Magics):
             ) from None
         if "{source}" not in proposal.value or "{error}" not in proposal.value:
             raise TraitError("fix_prompt needs both {source} and {error}")
+        return proposal.value
+
+    @validate("tool_rounds")
+    def _valid_tool_rounds(self, proposal: Any) -> int:
+        if not 1 <= proposal.value <= 50:
+            raise TraitError("tool_rounds must be from 1 to 50")
         return proposal.value
 
     @validate("image_max_side", "image_max_bytes")

@@ -20,6 +20,7 @@ __all__ = [
     "Messages",
     "ProviderModelMixin",
     "ResponseType",
+    "USAGE_COUNTS",
     "Usage",
     "format_prompt",
 ]
@@ -54,14 +55,31 @@ class FinishReason(ResponseType):
         return hash((FinishReason, self.reason))
 
 
+#: The counts a ``Usage`` may hold, in the order they are shown.
+USAGE_COUNTS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+
+
 class Usage(ResponseType):
-    """Token counts of one answer, as the backend reported them."""
+    """Token counts of one answer, as the backend reported them.
+
+    ``prompt_tokens`` counts the whole prompt; of those, ``cache_read_input_tokens`` were read
+    from the backend's prompt cache and ``cache_creation_input_tokens`` written to it, when the
+    backend says so (Anthropic's Messages API does).
+    """
 
     def __init__(
         self,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         total_tokens: int | None = None,
+        cache_read_input_tokens: int | None = None,
+        cache_creation_input_tokens: int | None = None,
         **extra: Any,
     ) -> None:
         self.prompt_tokens = prompt_tokens
@@ -69,11 +87,14 @@ class Usage(ResponseType):
         if total_tokens is None and prompt_tokens is not None and completion_tokens is not None:
             total_tokens = prompt_tokens + completion_tokens
         self.total_tokens = total_tokens
+        self.cache_read_input_tokens = cache_read_input_tokens
+        self.cache_creation_input_tokens = cache_creation_input_tokens
 
     def as_dict(self) -> dict[str, int]:
         """The known counts, by name."""
-        names = ("prompt_tokens", "completion_tokens", "total_tokens")
-        return {name: value for name in names if isinstance(value := getattr(self, name), int)}
+        return {
+            name: value for name in USAGE_COUNTS if isinstance(value := getattr(self, name), int)
+        }
 
     def __repr__(self) -> str:
         return f"Usage({', '.join(f'{k}={v}' for k, v in self.as_dict().items())})"

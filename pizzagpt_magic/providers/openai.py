@@ -38,8 +38,18 @@ from ..transport import (
     send,
 )
 from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, Usage
+from .tool_calls import ToolCallDeltas, ToolCalls, parse_tool_calls
 
-__all__ = ["OpenAICompatible", "SSEDecoder", "Target", "list_models", "parse_completion"]
+__all__ = [
+    "OpenAICompatible",
+    "ResponseFormatRefused",
+    "SSEDecoder",
+    "Target",
+    "list_models",
+    "parse_completion",
+    "refuse_response_format",
+    "takes_response_format",
+]
 
 #: Statuses retried, as the official SDK does.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -102,6 +112,25 @@ def _error_text(body: str) -> tuple[str, str]:
         message = error.get("message") or error.get("detail") or json.dumps(error)[:200]
         return " ".join(str(message).split()), str(error.get("code") or error.get("type") or "")
     return " ".join(str(error).split())[:200], ""
+
+
+class ResponseFormatRefused(HTTPStatusError):
+    """The endpoint refused the request's ``response_format`` (a 400 naming it): the caller
+    asks again with the schema in the prompt (see ``refuse_response_format``)."""
+
+
+#: The base URLs of endpoints that refused ``response_format``, for the rest of the process.
+_NO_RESPONSE_FORMAT: set[str] = set()
+
+
+def takes_response_format(base_url: str) -> bool:
+    """Whether an endpoint is asked with ``response_format`` (it has not refused it)."""
+    return base_url not in _NO_RESPONSE_FORMAT
+
+
+def refuse_response_format(base_url: str) -> None:
+    """Remember that the endpoint at ``base_url`` refuses ``response_format``."""
+    _NO_RESPONSE_FORMAT.add(base_url)
 
 
 class _ModelMissing(Exception):
@@ -187,6 +216,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         stream: bool,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The request body: parameters left at None are not sent, as the SDK does."""
         body: dict[str, Any] = {"model": model, "messages": messages}
@@ -194,6 +224,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
             body["max_tokens"] = max_tokens
         if temperature is not None:
             body["temperature"] = temperature
+        if response_format is not None:
+            body["response_format"] = response_format
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -232,6 +264,8 @@ class OpenAICompatible(AsyncGeneratorProvider):
                         "api_key_env naming the variable that holds it"
                     )
                 return AuthenticationError(status, reason, url, text)
+            if status == 400 and "response_format" in f"{message} {body[:2000]}":
+                return ResponseFormatRefused(status, reason, url, retry_after, message)
             if status in (400, 404) and (
                 code == "model_not_found" or _MODEL_MISSING.search(message)
             ):
@@ -264,19 +298,25 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float,
         connect_timeout: float | None,
         max_retries: int | None,
+        response_format: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[Any, Target]:
-        """The open 2xx response to the request, and where it went."""
+        """The open 2xx response to the request, and where it went; ``response_format`` asks
+        for a schema, and ``extra`` adds to the body (``tools``)."""
         if not model:
             raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
         if not messages:
             raise PromptError("Cannot send an empty message list")
         target = cls.target(base_url, api_key_env, name, max_retries)
+        body = cls.body(model, messages, stream, temperature, max_tokens, response_format)
+        if extra:
+            body.update(extra)
         try:
             response = await send(
                 "POST",
                 target.chat_url,
                 target.policy,
-                cls.body(model, messages, stream, temperature, max_tokens),
+                body,
                 target.headers,
                 proxy,
                 timeout,
@@ -289,6 +329,122 @@ class OpenAICompatible(AsyncGeneratorProvider):
                 models = []
             raise ModelNotFoundError(name, model, models, exc.detail) from None
         return response, target
+
+    # -- tools ----------------------------------------------------------------------------------
+
+    @classmethod
+    async def create_tool_generator(
+        cls,
+        model: str,
+        messages: Messages,
+        tools: list[dict[str, Any]],
+        proxy: str | None = None,
+        *,
+        base_url: str,
+        api_key_env: str | None = None,
+        name: str = "",
+        stream: bool = True,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> AsyncResult:
+        """One turn of a conversation with ``tools`` offered (the ``tools`` list of the Chat
+        Completions API): the answer's text as it arrives, then ``ToolCalls`` when the model
+        called any, ``Usage`` (when reported) and the ``FinishReason`` (``"tool_calls"``).
+
+        ``messages`` may hold the assistant's earlier calls and ``role: tool`` results. An
+        answer with calls and no text is a complete answer here, not an empty one.
+        """
+        name = name or cls.label
+        timeout = cls.timeout if timeout is None else timeout
+        response, target = await cls._send(
+            base_url,
+            api_key_env,
+            name,
+            model,
+            messages,
+            proxy,
+            stream,
+            temperature,
+            max_tokens,
+            timeout,
+            connect_timeout,
+            max_retries,
+            extra={"tools": tools},
+        )
+        shown_url, secrets = target.shown_url, target.policy.secrets
+        try:
+            if response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                async for item in cls._tool_events(response, shown_url, timeout, secrets):
+                    yield item
+                return
+            raw = await read_body(response, shown_url, timeout, secrets)
+        finally:
+            response.release()
+        try:
+            data = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            text = raw.decode("utf-8", "replace")
+            raise NonJSONResponseError(response.content_type, text[:200]) from None
+        text, finish, usage = parse_completion(data)
+        message = data["choices"][0].get("message") or {}
+        calls = parse_tool_calls(message.get("tool_calls"))
+        if text:
+            yield text
+        if calls:
+            yield ToolCalls(calls)
+        if usage is not None:
+            yield usage
+        yield FinishReason(finish or ("tool_calls" if calls else "stop"))
+
+    @classmethod
+    async def _tool_events(
+        cls, response: Any, shown_url: str, timeout: float, secrets: tuple[str | None, ...]
+    ) -> AsyncResult:
+        decoder = SSEDecoder()
+        deltas = ToolCallDeltas()
+        finish: str | None = None
+        usage: Usage | None = None
+        done = False
+        async with reading_body(shown_url, timeout, secrets):
+            async for chunk in response.content.iter_any():
+                for data in decoder.feed(chunk):
+                    if data.strip() == "[DONE]":
+                        done = True
+                        break
+                    text, reason, used = _event(data)[:3]
+                    finish = reason or finish
+                    usage = used or usage
+                    if text:
+                        yield text
+                    cls._tool_deltas(data, deltas)
+                if done:
+                    break
+            if not done:
+                done = any(data.strip() == "[DONE]" for data in decoder.close())
+        if not done and not finish:
+            raise ConnectionLostError(
+                f"The answer from {shown_url} was cut off before its end (the stream "
+                "closed without [DONE])"
+            )
+        if deltas:
+            yield ToolCalls(deltas.calls())
+        if usage is not None:
+            yield usage
+        yield FinishReason(finish or ("tool_calls" if deltas else "stop"))
+
+    @staticmethod
+    def _tool_deltas(data: str, deltas: ToolCallDeltas) -> None:
+        """Feed the ``tool_calls`` pieces of one streamed event (already checked as JSON by
+        ``_event``) to ``deltas``."""
+        if "tool_calls" not in data:
+            return
+        choices = json.loads(data).get("choices") or []
+        delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+        if isinstance(delta, dict) and delta.get("tool_calls") is not None:
+            deltas.feed(delta["tool_calls"])
 
     @classmethod
     async def complete(
@@ -335,6 +491,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
         timeout: float | None,
         connect_timeout: float | None,
         max_retries: int | None,
+        response_format: dict[str, Any] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         """``complete`` with its arguments in order (the package's own callers pass them so,
         which costs less than matching keywords at every call)."""
@@ -353,6 +510,7 @@ class OpenAICompatible(AsyncGeneratorProvider):
             timeout,
             connect_timeout,
             max_retries,
+            response_format,
         )
         try:
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)

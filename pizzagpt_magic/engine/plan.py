@@ -1,0 +1,71 @@
+"""Planning: deduplicate prompts by key, answer what the store (or memory) already holds, and
+say what is left to send. A dry run stops here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .check import Outcome, check
+
+if TYPE_CHECKING:
+    from ..api import Completion
+    from .prompts import Prompt
+
+__all__ = ["Plan", "make_plan"]
+
+
+class Plan:
+    """The prompts of a batch by key.
+
+    ``keys`` is each position's key; ``positions`` each key's positions; ``unique`` the first
+    prompt of each key; ``answered`` the outcomes the store or memory gave; ``pending`` the
+    prompts to send, one a key.
+    """
+
+    __slots__ = ("answered", "keys", "pending", "positions", "unique")
+
+    def __init__(self, prompts: Sequence[Prompt]) -> None:
+        self.keys = [p.key for p in prompts]
+        self.positions: dict[str, list[int]] = {}
+        self.unique: dict[str, Prompt] = {}
+        for position, prompt in enumerate(prompts):
+            key = prompt.key
+            found = self.positions.get(key)
+            if found is None:
+                self.positions[key] = [position]
+                self.unique[key] = prompt
+            else:
+                found.append(position)
+        self.answered: dict[str, Outcome] = {}
+        self.pending: list[Prompt] = []
+
+    @property
+    def requests(self) -> int:
+        """How many requests the batch will send at least (repairs may add some)."""
+        return len(self.pending)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Plan: {len(self.keys)} prompts, {len(self.unique)} distinct, "
+            f"{len(self.answered)} answered, {len(self.pending)} to send>"
+        )
+
+
+def make_plan(
+    prompts: Sequence[Prompt],
+    lookup: Callable[[Prompt], Completion | None] | None = None,
+) -> Plan:
+    """The plan of ``prompts``; ``lookup`` gives a kept answer of a prompt's key. A kept answer
+    is checked like a new one (its value made again); one that no longer passes is sent
+    again."""
+    plan = Plan(prompts)
+    for key, prompt in plan.unique.items():
+        hit = lookup(prompt) if lookup is not None else None
+        if hit is not None:
+            outcome = check(prompt, hit, retries=0)
+            if isinstance(outcome, Outcome) and outcome.ok:
+                plan.answered[key] = outcome
+                continue
+        plan.pending.append(prompt)
+    return plan

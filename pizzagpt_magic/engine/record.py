@@ -1,0 +1,107 @@
+"""Recording: every answer goes to the store (cache and log) the moment it is checked, before
+anything is assembled, so an interrupt, a crash or a stop loses nothing that arrived.
+
+Only answers that passed their check are cached (a rerun asks again for the others); every
+outcome, answered or failed, is logged. ``memory`` (a mapping such as a conversation's LRU
+cache) is looked up first and kept up to date, for when the store is off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..api import Completion
+    from .check import Outcome
+    from .prompts import Prompt
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Lookups in, and writes to, the store and ``memory`` for one batch."""
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        cache: bool = True,
+        log: bool = True,
+        context: dict[str, Any] | None = None,
+        memory: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        from .. import store as stores
+        from ..api import DEFAULT_STORE
+
+        if isinstance(store, str) and store == DEFAULT_STORE:
+            store = stores.get_store() if (cache or log) else None
+        self.store = store
+        self.cache = cache
+        self.log = log and store is not None and stores.logging_enabled()
+        self.context = context
+        self.memory = memory
+
+    def lookup(self, prompt: Prompt) -> Completion | None:
+        """The kept answer of ``prompt``'s key (marked as cached), or None."""
+        if not self.cache:
+            return None
+        from ..api import Completion
+
+        if self.memory is not None:
+            hit = self.memory.get(prompt.key)
+            if hit is not None:
+                return dataclasses.replace(hit, cached=True, seconds=0.0)
+        if self.store is None:
+            return None
+        found = self.store.get(prompt.key)
+        if found is None:
+            return None
+        meta = found["meta"]
+        backend = prompt.backend
+        return Completion(
+            found["text"],
+            backend.provider,
+            backend.model,
+            prompt.parameters,
+            meta.get("finish_reason"),
+            meta.get("usage"),
+            0.0,
+            cached=True,
+        )
+
+    def record(self, prompt: Prompt, outcome: Outcome) -> None:
+        """Keep ``outcome``: its answer in the store and ``memory`` when it passed (and was not
+        a cache hit already), and in the log whatever it was."""
+        completion = outcome.completion
+        store = self.store
+        if outcome.ok and completion is not None and not completion.cached:
+            if store is not None:
+                store.put(
+                    prompt.key,
+                    completion.provider,
+                    completion.model,
+                    completion.text,
+                    {"finish_reason": completion.finish_reason, "usage": completion.usage},
+                )
+            if self.memory is not None:
+                self.memory[prompt.key] = dataclasses.replace(completion, cached=False)
+        if not self.log:
+            return
+        from ..api import log_exchange
+
+        if outcome.ok:
+            log_exchange(store, completion, prompt.messages, context=self.context)
+        else:
+            error = outcome.error
+            log_exchange(
+                store,
+                None,
+                prompt.messages,
+                context=self.context,
+                backend=prompt.backend,
+                error=f"{type(error).__name__}: {error}",
+                partial=outcome.text or getattr(error, "partial", None) or None,
+                parameters=prompt.parameters,
+            )
