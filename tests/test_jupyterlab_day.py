@@ -1,5 +1,5 @@
 """A day in JupyterLab: what a notebook user notices first, each checked here (and what shows
-only in a browser, in tests/browser/test_jupyterlab_day.py)."""
+only in a browser, in tests/browser/test_themes.py)."""
 
 from __future__ import annotations
 
