@@ -7,6 +7,8 @@ The same backends serve Python code through ``ask``, ``ask_async``, ``complete``
 ``openai:gpt-4o-mini``, ``register_endpoint``) or gpt4free-style provider class.
 
 Importing the package is cheap: the public names load their modules (and aiohttp) on first use.
+It also gives every pandas DataFrame and Series the ``.pizza`` accessor (``df.pizza.map``,
+``filter``, ``classify``, ``extract``, ``agg``), without importing pandas (see ``frames``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import frames as _frames
 from ._version import __version__
 
 _EXPORTS = {
@@ -112,6 +115,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .providers.pizzagpt import Pizzagpt
     from .store import Store, StoreWarning, logs
     from .tools import Toolbox
+
+
+# ``df.pizza`` and ``s.pizza``: registered now if pandas is imported, else when it is.
+_frames.install()
 
 
 def __getattr__(name: str) -> Any:

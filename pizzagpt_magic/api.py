@@ -126,7 +126,8 @@ def _is_kind(chunk: Any, kind: type, attribute: str) -> bool:
 
 
 def _usage_of(chunk: Any) -> dict[str, int] | None:
-    counts = {n: v for n in USAGE_COUNTS if isinstance(v := getattr(chunk, n, None), int)}
+    # A count is an int of 0 or more: True (an int to Python) and -1 are not counts.
+    counts = {n: v for n in USAGE_COUNTS if type(v := getattr(chunk, n, None)) is int and v >= 0}
     return counts or None
 
 

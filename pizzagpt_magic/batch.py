@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import BatchError
+from .interpolate import take_items
 
 __all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
 
@@ -52,6 +53,7 @@ async def ask_many_async(
     into: list[Any] | None = None,
     schema: Any = None,
     schema_retries: int = 1,
+    pack: int | str | None = None,
     **options: Any,
 ) -> list[Any]:
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
@@ -61,6 +63,11 @@ async def ask_many_async(
     (a concise spec, a JSON Schema dict or a Pydantic model class) each answer is checked
     and repaired as ``ask`` does, and its value (a dict or a model instance) is returned;
     ``answers_frame`` turns the list into a typed DataFrame.
+
+    ``pack`` is how many prompts may share one request: ``1`` sends each on its own, a whole
+    number is the most in one request, ``"auto"`` sizes packs to fit (the default, or
+    ``$PIZZAGPT_PACK``); see ``engine.send.packed``. Answers and cache keys are the same
+    whatever the packing.
 
     ``into``, a list, receives each answer (or exception) at its item's position as it arrives,
     so what arrived before an interrupt stays reachable; every answer is also in the store, so
@@ -72,14 +79,14 @@ async def ask_many_async(
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    items = list(prompts)
+    items = take_items(prompts)  # an endless generator is refused, not read forever
     if ask is not None:
         if schema is not None:
             options["schema"] = schema
         results = await _ask_each(items, ask, concurrency, progress, into, options)
     else:
         results = await _ask_engine(
-            items, concurrency, progress, into, schema, schema_retries, options
+            items, concurrency, progress, into, schema, schema_retries, pack, options
         )
     failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     if failures and errors == "raise":
@@ -104,10 +111,12 @@ async def _ask_engine(
     into: list[Any] | None,
     schema: Any,
     schema_retries: int,
+    pack: int | str | None,
     options: dict[str, Any],
 ) -> list[Any]:
     from .api import _API_CONTEXT, DEFAULT_STORE
-    from .engine import Batch, Single, make_prompt
+    from .engine import Batch, make_prompt
+    from .engine.send.packed import strategy_for
     from .errors import PizzagptError
     from .schema import as_schema
 
@@ -116,15 +125,24 @@ async def _ask_engine(
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
     checked = as_schema(schema)  # a bad schema fails the call, before anything is sent
+    strategy = strategy_for(pack, concurrency)
     made = {k: v for k, v in options.items() if k in _PROMPT_OPTIONS}
     prompts: list[Any] = []
     failed: dict[int, BaseException] = {}
+    # The same item makes the same prompt: a column with few distinct values makes few.
+    made_for: dict[Any, Any] = {}
     for position, item in enumerate(items):
-        try:
-            prompts.append(make_prompt(item, schema=checked, **made))
-        except PizzagptError as exc:  # this item cannot be asked; the others can
-            prompts.append(None)
-            failed[position] = exc
+        prompt = made_for.get(item) if isinstance(item, str) else None
+        if prompt is None:
+            try:
+                prompt = make_prompt(item, schema=checked, **made)
+            except PizzagptError as exc:  # this item cannot be asked; the others can
+                prompts.append(None)
+                failed[position] = exc
+                continue
+            if isinstance(item, str):
+                made_for[item] = prompt
+        prompts.append(prompt)
     batch = Batch(
         prompts,
         store=options.get("store", DEFAULT_STORE),
@@ -154,7 +172,7 @@ async def _ask_engine(
             bar.update(len(positions))
 
     try:
-        await batch.run(Single(concurrency), on_outcome=arrived)
+        await batch.run(strategy, on_outcome=arrived)
     finally:
         if bar is not None:
             bar.close()
@@ -170,6 +188,9 @@ async def _ask_each(
     options: dict[str, Any],
 ) -> list[Any]:
     """Each item through ``ask``, ``concurrency`` at a time."""
+    from .session import widen_pool
+
+    widen_pool(min(concurrency, len(items)))  # as the engine's strategies do
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results

@@ -108,8 +108,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--older-than", type=float, metavar="DAYS", help="with --prune")
 
-    cache = commands.add_parser("cache", help="the store's cache: info or clear")
-    cache.add_argument("action", choices=("info", "clear"), help="show its size, or empty it")
+    cache = commands.add_parser(
+        "cache",
+        help="the store's cache: info, clear, or merge a distributed job's shards",
+        description="info: entries, size and path; clear: empty the cache; merge DIR: copy the "
+        "answers and log of every shard in DIR (a distributed job's $PIZZAGPT_STORE_DIR) into "
+        "the store, once each (idempotent; run it while nothing writes to the shards).",
+    )
+    cache.add_argument(
+        "action", choices=("info", "clear", "merge"), help="show its size, empty it, or merge"
+    )
+    cache.add_argument("directory", nargs="?", metavar="DIR", help="with merge: the shards")
 
     models = commands.add_parser(
         "models",
@@ -316,11 +325,15 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _open_store() -> Any:
+    """The store, for commands that read it or delete from it: one that does not exist yet
+    is not made (an empty one would only hide a wrong path)."""
     from .store import get_store, store_path
 
     path = store_path()
     if path is None:
         raise _StoreOff("the store is off ($PIZZAGPT_STORE is empty)")
+    if not path.exists():
+        raise _StoreOff(f"there is no store at {path.absolute()} (nothing was asked with it)")
     store = get_store()
     if store is None:
         raise _StoreOff(f"the store at {path} cannot be used")
@@ -333,15 +346,22 @@ class _StoreOff(Exception):
 
 def _logs(args: argparse.Namespace) -> int:
     import datetime as dt
+    import math
 
     from .backends import model_id
     from .store import parse_since
 
+    for flag, value in (("-n", args.n), ("--older-than", args.older_than)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            print(
+                f"pizzagpt logs: {flag} takes a number of 0 or more, not {value}", file=sys.stderr
+            )
+            return 2
+    if args.prune and args.older_than is None:
+        print("pizzagpt logs: --prune needs --older-than DAYS", file=sys.stderr)
+        return 2
     store = _open_store()
     if args.prune:
-        if args.older_than is None:
-            print("pizzagpt logs: --prune needs --older-than DAYS", file=sys.stderr)
-            return 2
         print(f"Deleted {store.prune(args.older_than)} exchanges from {store.path}")
         return 0
     try:
@@ -368,6 +388,11 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    if args.action == "merge":
+        return _merge(args)
+    if args.directory is not None:
+        print(f"pizzagpt cache {args.action}: takes no directory", file=sys.stderr)
+        return 2
     store = _open_store()
     if args.action == "clear":
         print(f"Cleared {store.clear_cache()} cached answers from {store.path}")
@@ -380,6 +405,23 @@ def _cache(args: argparse.Namespace) -> int:
     )
     print(f"logged exchanges: {info['log_entries']}")
     print(f"file size: {info['file_bytes'] / 1e6:.2f} MB")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .distributed.shards import merge_shards
+    from .store import store_path
+
+    if args.directory is None or not Path(args.directory).is_dir():
+        print("pizzagpt cache merge: name the directory of shards (DIR)", file=sys.stderr)
+        return 2
+    target = store_path()
+    if target is None:
+        raise _StoreOff("the store is off ($PIZZAGPT_STORE is empty)")
+    added = merge_shards(args.directory, target)
+    print(f"Added {added} answers from {args.directory} to {target}")
     return 0
 
 

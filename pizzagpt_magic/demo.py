@@ -8,6 +8,7 @@ the executed notebook (and an HTML rendering when nbconvert is installed).
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -72,7 +73,9 @@ def run_demo(
     path = Path(notebook) if notebook else default_notebook()
     if not path.is_file():
         raise DemoError(f"no notebook at {path}; pass the path of one")
-    out_dir = Path(output_dir)
+    # Absolute: the kernel runs in the notebook's folder, and a relative path would be read
+    # there, not where it is printed.
+    out_dir = Path(output_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(path, as_version=4)
     previous = os.environ.get("PIZZAGPT_URL")
@@ -134,7 +137,7 @@ def run_demo(
     if store_file is not None:
         print(
             f"Every exchange is logged in {store_file}; to read it: "
-            f"PIZZAGPT_STORE={store_file} pizzagpt logs -n 50",
+            f"PIZZAGPT_STORE={shlex.quote(str(store_file))} pizzagpt logs -n 50",
             flush=True,
         )
     return 0

@@ -33,7 +33,8 @@ in it, a date in it, a piece of its text. ``--no-response-format`` makes ``/v1``
 
 The same server speaks the OpenAI-compatible Chat Completions API under ``/v1``:
 ``POST /v1/chat/completions`` (streamed as server-sent events with ``"stream": true``) and
-``GET /v1/models``; with ``--api-key KEY`` both want ``Authorization: Bearer KEY``. The answer is
+``GET /v1/models``; with ``--api-key KEY`` both want ``Authorization: Bearer KEY``. ``GET /stats``
+gives the server's counters as JSON. The answer is
 the same deterministic text, for the last user message; an unknown model is a 404
 ``model_not_found``; ``max_tokens`` cuts the answer at that many words (finish reason
 ``length``); usage counts words. More faults for these routes:
@@ -50,11 +51,17 @@ same answers and faults (``emulator_messages`` has the details), and two more:
 
 ``cache-read=N``         report N prompt tokens read from the prompt cache
 ``cache-write=N``        report N prompt tokens written to the prompt cache
+
 Tools (a request with ``tools``): a question holding ``[[tool:NAME(JSON args)]]`` markers makes
 the emulator call those tools, all in its first answer (``finish_reason: tool_calls``, streamed
 as ``delta.tool_calls`` pieces with ``"stream": true``); once the results came back as ``role:
 tool`` messages, it answers quoting each result it received, verbatim. With
 ``[[tool-repeat]]`` in the question it calls them again in every answer and never answers.
+
+Packed requests (many rows in one request) are answered row by row as each row would be alone;
+``[[fault:pack=...]]`` markers change a pack's reply (see ``emulator_packs``).
+``--row-latency S`` adds S seconds per answered row, and ``--rate-limit N`` answers at most N
+requests a second, the others with a 429 and ``Retry-After``.
 
 ``--fail-rate P`` injects a random fault (statuses and drops) into that share of requests, and
 ``--jitter S`` adds up to S random seconds to each answer (``--seed`` makes both repeatable).
@@ -72,7 +79,7 @@ import statistics
 import sys
 import threading
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -112,6 +119,8 @@ def parse_fault(spec: str) -> dict[str, Any]:
             fault[key] = int(value)
         elif key in {"latency", "retry-after", "chunk-delay"}:
             fault[key] = float(value)
+        elif key == "pack":  # a packed request's fault (see emulator_packs); alone, none
+            fault[key] = value.strip().lower()
         elif key in {
             "misuse",
             "empty",
@@ -304,8 +313,19 @@ class Emulator(MessagesRoutes):
         api_key: str | None = None,
         chunk_delay: float = 0.0,
         response_format: bool = True,
+        row_latency: float = 0.0,
+        rate_limit: float = 0.0,
     ) -> None:
         self.host = host
+        #: Seconds each answered row adds to an answer (a packed request's rows all count).
+        self.row_latency = row_latency
+        #: Requests a second answered; more get a 429 with ``Retry-After`` (0: no limit).
+        self.rate_limit = rate_limit
+        self._answered_at: deque[float] = deque()
+        #: Packed requests seen, and the rows they carried.
+        self.packs = 0
+        self.packed_rows = 0
+        self._pack_faults: Counter[str] = Counter()
         #: Whether ``/v1`` takes ``response_format`` (else it refuses it with a 400).
         self.response_format = response_format
         self.api_key = api_key
@@ -344,6 +364,10 @@ class Emulator(MessagesRoutes):
         self.peers.clear()
         self.max_in_flight = 0
         self._times.clear()
+        self.packs = 0
+        self.packed_rows = 0
+        self._pack_faults.clear()
+        self._answered_at.clear()
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024**2)
@@ -352,6 +376,7 @@ class Emulator(MessagesRoutes):
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_post("/v1/messages", self.handle_messages)
         app.router.add_get("/", self.handle_index)
+        app.router.add_get("/stats", self.handle_stats)
         return app
 
     async def start(self) -> str:
@@ -373,6 +398,18 @@ class Emulator(MessagesRoutes):
 
     async def handle_index(self, request: web.Request) -> web.Response:
         return web.Response(text="Pizzagpt emulator: POST /api/chatx-completion\n")
+
+    async def handle_stats(self, request: web.Request) -> web.Response:
+        """What the server saw, for tests and benchmarks in other processes (not counted)."""
+        return web.json_response(
+            {
+                "requests": self.requests,
+                "max_in_flight": self.max_in_flight,
+                "connections": self.connections,
+                "packs": self.packs,
+                "packed_rows": self.packed_rows,
+            }
+        )
 
     def _choose_fault(self, request: web.Request, question: str) -> dict[str, Any]:
         spec = request.headers.get("x-pizzagpt-fault", "")
@@ -401,12 +438,49 @@ class Emulator(MessagesRoutes):
         peer = request.transport.get_extra_info("peername") if request.transport else None
         if peer:
             self.peers.add(tuple(peer[:2]))
+        limited = self._rate_limited()
+        if limited is not None:
+            return limited
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await answer(request)
         finally:
             self.in_flight -= 1
+
+    def _rate_limited(self) -> web.Response | None:
+        """A 429 with ``Retry-After`` when ``rate_limit`` requests were answered in the last
+        second; None when this one may be answered."""
+        if not self.rate_limit:
+            return None
+        now = asyncio.get_running_loop().time()
+        answered = self._answered_at
+        while answered and answered[0] <= now - 1.0:
+            answered.popleft()
+        if len(answered) >= self.rate_limit:
+            wait = answered[0] + 1.0 - now
+            return web.json_response(
+                {"error": {"message": "Rate limit reached", "type": "rate_limit_exceeded"}},
+                status=429,
+                headers={"Retry-After": f"{max(wait, 0.001):.3f}"},
+            )
+        answered.append(now)
+        return None
+
+    def _pack(
+        self, text: str, reply_schema: dict[str, Any] | None, model: str
+    ) -> tuple[str, str, int] | None:
+        """A packed request's reply, finish reason and row count; None when ``text`` holds no
+        pack (see ``emulator_packs``)."""
+        from .emulator_packs import find_pack, pack_reply
+
+        document = find_pack(text)
+        if document is None:
+            return None
+        self.packs += 1
+        self.packed_rows += len(document["rows"])
+        content, finish = pack_reply(document, reply_schema, model, self._pack_faults)
+        return content, finish, len(document["rows"])
 
     async def _wait(self, fault: dict[str, Any]) -> None:
         """The latency of this answer: the fault's, else the server's, plus jitter."""
@@ -433,6 +507,7 @@ class Emulator(MessagesRoutes):
         self.questions.append(question)
         fault = self._choose_fault(request, question)
         await self._wait(fault)
+        await asyncio.sleep(self.row_latency)
         if "status" in fault:
             return web.json_response(
                 {"error": f"emulated status {fault['status']}"},
@@ -452,6 +527,9 @@ class Emulator(MessagesRoutes):
             content = ""
         elif "large" in fault:
             content = _large(fault["large"])
+        elif (packed := self._pack(question, schema_in(question)[0], model)) is not None:
+            content, _, rows = packed
+            await asyncio.sleep(self.row_latency * (rows - 1))
         else:
             content = make_answer(question, model, bool(fault.get("badjson")))
         if fault.get("string-answer"):
@@ -524,6 +602,7 @@ class Emulator(MessagesRoutes):
         everything = "\n".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
         fault = self._choose_fault(request, everything)
         await self._wait(fault)
+        await asyncio.sleep(self.row_latency)
         if "status" in fault:
             return _openai_error(
                 fault["status"],
@@ -549,10 +628,17 @@ class Emulator(MessagesRoutes):
             return await self._tool_calls(request, body, model, calls, everything, fault)
         asked = body.get("response_format")
         wanted = asked.get("json_schema") if isinstance(asked, dict) else None
+        reply_schema = wanted.get("schema") if isinstance(wanted, dict) else None
+        finish = "stop"
         if fault.get("empty"):
             content = ""
         elif tool_turn is not None:
             content = _quote_results(model, *tool_turn)
+        elif (
+            packed := self._pack(question, reply_schema or schema_in(question)[0], model)
+        ) is not None:
+            content, finish, rows = packed
+            await asyncio.sleep(self.row_latency * (rows - 1))
         elif "large" in fault:
             content = _large(fault["large"])
         elif isinstance(wanted, dict) and isinstance(wanted.get("schema"), dict):
@@ -574,7 +660,6 @@ class Emulator(MessagesRoutes):
             seen = _images_of(users[-1].get("content") if users else None)
             if seen:
                 content += f"\n\nThe question holds {len(seen)} image(s): {', '.join(seen)}."
-        finish = "stop"
         limit = body.get("max_tokens")
         words = content.split(" ")
         if isinstance(limit, int) and len(words) > limit:
@@ -899,6 +984,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="refuse response_format on the OpenAI-compatible routes (a 400 naming it)",
     )
+    parser.add_argument(
+        "--row-latency",
+        type=float,
+        default=0.0,
+        help="seconds each answered row adds to an answer (every row of a packed request)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="requests a second answered; beyond, a 429 with Retry-After (default: no limit)",
+    )
     parser.add_argument("--cert", help="TLS certificate (PEM); serves HTTPS with --key")
     parser.add_argument("--key", help="TLS private key (PEM)")
     args = parser.parse_args(argv)
@@ -927,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
             api_key=args.api_key,
             chunk_delay=args.chunk_delay,
             response_format=not args.no_response_format,
+            row_latency=args.row_latency,
+            rate_limit=args.rate_limit,
         ) as emu:
             print(emu.url, flush=True)
             await asyncio.Event().wait()

@@ -20,6 +20,7 @@ The hierarchy::
     │   ├── NonJSONResponseError       a body that is not JSON, such as an HTML block page
     │   ├── ResponseShapeError         JSON without a string ``content`` where one belongs
     │   ├── EmptyAnswerError           the content is missing, empty or only white space
+    │   ├── AnswerTooLargeError        one streamed event, or the whole answer, is over its limit
     │   ├── MisuseError (ValueError)   the service refused the request as misuse
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
     │       └── SchemaError            the answer does not fit the schema asked for (``field``)
@@ -38,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "AnswerFormatError",
+    "AnswerTooLargeError",
     "AuthenticationError",
     "ProviderError",
     "ConfigurationError",
@@ -191,7 +193,15 @@ class ResponseShapeError(ResponseError):
 
 
 class EmptyAnswerError(ResponseError):
-    """The answer's content is missing, empty or only white space."""
+    """The answer's content is missing, empty or only white space; ``finish_reason`` is the
+    reason the endpoint gave for ending it (``"tool_calls"``, ``"length"``), when it gave one."""
+
+    finish_reason: str | None = None
+
+
+class AnswerTooLargeError(ResponseError):
+    """One streamed event, or the whole answer, is over its size limit; ``partial`` holds the
+    text that arrived before it."""
 
 
 class MisuseError(ResponseError, ValueError):

@@ -2,8 +2,13 @@
 
 A value put in a question with ``{name}`` is an image when it is a matplotlib ``Figure``, a PIL
 image, an ``IPython.display.Image`` (PNG or JPEG), PNG or JPEG ``bytes``, or one of the images
-cells displayed (``Fig``). It is downscaled to ``max_side`` pixels on its long side, encoded as
-PNG, and sent as an ``image_url`` part with a ``data:`` URL, where it stood in the question.
+cells displayed (``Fig``); GIF and WebP bytes are converted. It is downscaled to ``max_side``
+pixels on its long side, encoded as PNG, and sent as an ``image_url`` part with a ``data:`` URL,
+where it stood in the question.
+
+Its size is checked before it costs anything: a figure's size in inches times its dpi, a
+picture's header. One over ``MAX_PIXELS`` is refused in one line; a large figure is drawn at a
+lower dpi rather than drawn whole and scaled down.
 Only backends that take images get them (the endpoints; the Messages API provider sends each as
 a base64 ``image`` block); the cache key and the log hold each image's hash and size, never its
 bytes.
@@ -14,6 +19,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +28,7 @@ from .errors import PromptError
 from .figures import DisplayedImage, DisplayedImages
 
 __all__ = [
+    "MAX_PIXELS",
     "DisplayedImages",
     "ImagePart",
     "content_key",
@@ -33,7 +41,13 @@ __all__ = [
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
+GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
 DATA_URL_PREFIX = "data:image/png;base64,"
+#: The largest image taken, in pixels (width × height), before any drawing or decoding.
+MAX_PIXELS = 50_000_000
+#: A figure is drawn at most this many times ``max_side`` on its long side, then scaled.
+DRAW_MARGIN = 2
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,13 @@ class ImagePart:
 def is_image(value: Any) -> bool:
     """Whether ``value`` goes into a question as an image."""
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value[:8]) == PNG_SIGNATURE or bytes(value[:3]) == JPEG_SIGNATURE
+        head = bytes(value[:12])
+        return (
+            head[:8] == PNG_SIGNATURE
+            or head[:3] == JPEG_SIGNATURE
+            or head[:6] in GIF_SIGNATURES
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        )
     if isinstance(value, DisplayedImage):
         return True
     module = type(value).__module__
@@ -67,24 +87,64 @@ def is_image(value: Any) -> bool:
     if module.startswith("PIL") and hasattr(value, "save") and hasattr(value, "size"):
         return True
     if module.startswith("IPython") and type(value).__name__ == "Image":
-        return getattr(value, "format", None) in ("png", "jpeg", "jpg") and bool(
+        return getattr(value, "format", None) in ("png", "jpeg", "jpg", "gif", "webp") and bool(
             getattr(value, "data", None)
         )
     return False
 
 
-def image_bytes(value: Any) -> bytes:
-    """The image's encoded bytes (PNG or JPEG)."""
+def _too_big(reference: str, width: float, height: float, max_pixels: int) -> PromptError:
+    return PromptError(
+        f"{reference} is {int(width):,}×{int(height):,} pixels, over the limit of "
+        f"{max_pixels:,} (images.MAX_PIXELS); make it smaller (a figure: its size or dpi)"
+    )
+
+
+def figure_pixels(figure: Any) -> tuple[float, float]:
+    """A matplotlib figure's size in pixels as ``savefig`` would draw it, without drawing."""
+    dpi = figure.dpi
+    try:
+        import matplotlib
+
+        saved = matplotlib.rcParams.get("savefig.dpi", "figure")
+        if saved not in ("figure", None):
+            dpi = float(saved)
+    except ImportError:  # pragma: no cover - a figure without matplotlib
+        pass
+    width, height = figure.get_size_inches()
+    return float(width) * dpi, float(height) * dpi
+
+
+def image_bytes(
+    value: Any,
+    reference: str = "the image",
+    max_side: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> bytes:
+    """The image's encoded bytes (PNG, JPEG, GIF or WebP); a figure is measured first (a
+    ``PromptError`` over ``max_pixels``) and drawn at no more than ``DRAW_MARGIN`` times
+    ``max_side`` on its long side."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, DisplayedImage):
         return value.data
     module = type(value).__module__
     if module.startswith("matplotlib"):
+        width, height = figure_pixels(value)
+        if width * height > max_pixels:
+            raise _too_big(reference, width, height, max_pixels)
+        options: dict[str, Any] = {}
+        longest = max(width, height)
+        if max_side is not None and longest > DRAW_MARGIN * max_side:
+            dpi = width / float(value.get_size_inches()[0])
+            options["dpi"] = dpi * DRAW_MARGIN * max_side / longest
         buffer = io.BytesIO()
-        value.savefig(buffer, format="png", bbox_inches="tight")
+        value.savefig(buffer, format="png", bbox_inches="tight", **options)
         return buffer.getvalue()
     if module.startswith("PIL"):
+        width, height = value.size
+        if width * height > max_pixels:
+            raise _too_big(reference, width, height, max_pixels)
         buffer = io.BytesIO()
         image = value if value.mode in ("RGB", "RGBA", "L", "LA", "P") else value.convert("RGBA")
         image.save(buffer, format="PNG")
@@ -92,9 +152,23 @@ def image_bytes(value: Any) -> bytes:
     return bytes(value.data)
 
 
-def prepare(value: Any, reference: str, max_side: int, max_bytes: int) -> ImagePart:
+def _said(exc: BaseException) -> str:
+    """An image library's error as one line, without object addresses (``<_io.BytesIO object
+    at 0x...>`` says nothing to the reader)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow can read"
+    text = _ADDRESS.sub("the image data", " ".join(str(exc).split()))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def prepare(
+    value: Any, reference: str, max_side: int, max_bytes: int, max_pixels: int = MAX_PIXELS
+) -> ImagePart:
     """``value`` as a PNG at most ``max_side`` pixels on its long side; a ``PromptError``
-    naming ``reference`` when it cannot be read or is over ``max_bytes``."""
+    naming ``reference`` when it cannot be read, is over ``max_pixels`` (checked before it is
+    drawn or decoded) or is over ``max_bytes``."""
     try:
         from PIL import Image
     except ImportError:
@@ -102,11 +176,19 @@ def prepare(value: Any, reference: str, max_side: int, max_bytes: int) -> ImageP
             f"{reference} is an image; sending images needs Pillow (pip install pillow)"
         ) from None
     try:
-        raw = image_bytes(value)
-        with Image.open(io.BytesIO(raw)) as opened:
-            image = opened.copy()
+        raw = image_bytes(value, reference, max_side, max_pixels)
+        with warnings.catch_warnings():
+            # Pillow's own bomb check warns past 89 megapixels; the limit here comes first.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as opened:
+                width, height = opened.size  # from the header: nothing decoded yet
+                if width * height > max_pixels:
+                    raise _too_big(reference, width, height, max_pixels)
+                image = opened.copy()
+    except PromptError:
+        raise
     except Exception as exc:  # the user's object: any failure is one line
-        raise PromptError(f"Cannot read {reference} as an image: {exc}") from None
+        raise PromptError(f"Cannot read {reference} as an image: {_said(exc)}") from None
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if image.mode not in ("RGB", "RGBA", "L", "LA"):

@@ -18,12 +18,23 @@ a marker saying how much was left out.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from .errors import InterpolationError
 
-__all__ = ["Row", "batch_items", "describe_table", "format_value", "interpolate"]
+__all__ = [
+    "Reference",
+    "Row",
+    "batch_items",
+    "describe_table",
+    "format_value",
+    "interpolate",
+    "parse_template",
+    "row_text",
+    "table_rows",
+    "take_items",
+]
 
 _MISSING = object()
 _REFERENCE = re.compile(
@@ -69,12 +80,60 @@ def _resolve(name: str, chain: str, namespace: Mapping[str, Any], whole: str) ->
                 value = value[key]
         except Exception as exc:  # the user's object: any failure is theirs to see, as one line
             raise InterpolationError(
-                f"Cannot evaluate {whole}: {shown}{step.group(0)} failed "
-                f"({type(exc).__name__}: {exc})",
+                f"Cannot evaluate {whole}: {shown}{step.group(0)} failed ({_said(exc)})",
                 name,
             ) from exc
         shown += step.group(0)
     return value
+
+
+def parse_template(template: str) -> list[str | Reference]:
+    """``template`` as literal text and ``Reference``s, in order (escapes already applied), so
+    that a template filled many times is read once."""
+    pieces: list[str | Reference] = []
+    text: list[str] = []
+    pos = 0
+    open_escapes = 0
+    length = len(template)
+    while pos < length:
+        brace = _next_brace(template, pos)
+        if brace < 0:
+            text.append(template[pos:])
+            break
+        text.append(template[pos:brace])
+        if template.startswith("{{", brace):
+            text.append("{")
+            open_escapes += 1
+            pos = brace + 2
+        elif template.startswith("}}", brace) and open_escapes:
+            text.append("}")
+            open_escapes -= 1
+            pos = brace + 2
+        elif template[brace] == "{" and (match := _REFERENCE.match(template, brace)):
+            if text:
+                pieces.append("".join(text))
+                text = []
+            pieces.append(Reference(match["name"], match["chain"], match.group(0)))
+            pos = match.end()
+        else:
+            text.append(template[brace])
+            pos = brace + 1
+    if text:
+        pieces.append("".join(text))
+    return [p for p in pieces if p != ""]
+
+
+class Reference(NamedTuple):
+    """A ``{name.attr[key]}`` reference in a template: its name, the chain after it, and the
+    whole reference as written."""
+
+    name: str
+    chain: str
+    whole: str
+
+    def value(self, namespace: Mapping[str, Any]) -> Any:
+        """The value the reference stands for in ``namespace``."""
+        return _resolve(self.name, self.chain, namespace, self.whole)
 
 
 def interpolate(
@@ -89,44 +148,48 @@ def interpolate(
     replacement itself (a placeholder for an image, say), or None for ``to_text``'s."""
     to_text = to_text or format_value
     out: list[str] = []
-    pos = 0
-    open_escapes = 0
-    length = len(template)
-    while pos < length:
-        brace = _next_brace(template, pos)
-        if brace < 0:
-            out.append(template[pos:])
-            break
-        out.append(template[pos:brace])
-        if template.startswith("{{", brace):
-            out.append("{")
-            open_escapes += 1
-            pos = brace + 2
-        elif template.startswith("}}", brace) and open_escapes:
-            out.append("}")
-            open_escapes -= 1
-            pos = brace + 2
-        elif template[brace] == "{" and (match := _REFERENCE.match(template, brace)):
+    seen: list[str] = []  # the template's text so far, for the hint of an undefined name
+    for piece in parse_template(template):
+        if isinstance(piece, str):
+            out.append(piece)
+            seen.append(piece)
+            continue
+        try:
+            value = _resolve(piece.name, piece.chain, namespace, piece.whole)
+        except InterpolationError as exc:
+            raise _with_hint(exc, "".join(seen), piece.whole) from exc.__cause__
+        seen.append(piece.whole)
+        replaced = on_reference(value, piece.whole) if on_reference else None
+        if replaced is None:
             try:
-                value = _resolve(match["name"], match["chain"], namespace, match.group(0))
-            except InterpolationError as exc:
-                raise _with_hint(exc, template, brace, match.group(0)) from exc.__cause__
-            replaced = on_reference(value, match.group(0)) if on_reference else None
-            out.append(to_text(value) if replaced is None else replaced)
-            pos = match.end()
-        else:
-            out.append(template[brace])
-            pos = brace + 1
+                replaced = to_text(value)
+            except Exception as exc:  # a __str__ or __repr__ of the user's that fails
+                raise InterpolationError(
+                    f"Cannot put {piece.whole} in the prompt: its text failed ({_said(exc)})",
+                    piece.name,
+                ) from exc
+        out.append(replaced)
     return "".join(out)
+
+
+def _said(exc: BaseException) -> str:
+    """``Type: message`` of an exception from the user's code, on one line (even when its own
+    ``__str__`` fails)."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001 - an exception that cannot say what it is
+        text = ""
+    name = type(exc).__name__
+    return f"{name}: {text[:200]}" if text else name
 
 
 _FENCE_LINE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.M)
 
 
-def _literal_place(template: str, position: int) -> str | None:
-    """What holds ``position`` where braces are usually literal: "a code block" (inside a
-    fence), "math" (between ``$$``, or ``$`` in one paragraph), else None."""
-    before = template[:position]
+def _literal_place(before: str) -> str | None:
+    """What holds the end of ``before`` (a template's text up to a reference) where braces
+    are usually literal: "a code block" (inside a fence), "math" (between ``$$``, or ``$`` in
+    one paragraph), else None."""
     if len(_FENCE_LINE.findall(before)) % 2:
         return "a code block"
     if before.count("$$") % 2:
@@ -135,12 +198,10 @@ def _literal_place(template: str, position: int) -> str | None:
     return "math" if paragraph.count("$") % 2 else None
 
 
-def _with_hint(
-    exc: InterpolationError, template: str, position: int, whole: str
-) -> InterpolationError:
+def _with_hint(exc: InterpolationError, before: str, whole: str) -> InterpolationError:
     """``exc`` for an undefined name, with how to keep the braces when they are in math or
-    code (where ``{n}`` is most likely meant as it is)."""
-    place = _literal_place(template, position)
+    code (where ``{n}`` is most likely meant as it is); ``before`` is the text before it."""
+    place = _literal_place(before)
     if place is None or "is not defined" not in str(exc):
         return exc
     literal = "{" + whole + "}"
@@ -243,7 +304,7 @@ def format_value(value: Any, budget: int = DEFAULT_BUDGET) -> str:
 
 class Row:
     """A DataFrame row for prompts: ``{item.col}`` and ``{item[col]}`` give a cell, ``{item}``
-    gives ``col: value; col: value``."""
+    gives ``col: value; col: value`` (``row_text``)."""
 
     __slots__ = ("_row",)
 
@@ -260,19 +321,77 @@ class Row:
         return self._row[key]
 
     def __str__(self) -> str:
-        return "; ".join(f"{column}: {value}" for column, value in self._row.items())
+        return row_text(self._row.keys(), self._row.values())
 
     __repr__ = __str__
 
 
-def batch_items(source: Any) -> tuple[list[Any], list[Any]]:
+#: The most items ``--each`` takes from one iterable: each becomes a question built before the
+#: first is sent, so a huge (or endless) one is refused at once rather than filling memory.
+MAX_BATCH_ITEMS = 100_000
+
+
+def _too_many(size: int | None, limit: int) -> Exception:
+    from .errors import PromptError
+
+    count = f"more than {limit:,}" if size is None else f"{size:,}"
+    return PromptError(
+        f"{count} items, over the limit of {limit:,} for one batch; "
+        "split it (islice, or a slice of the frame) and run each part"
+    )
+
+
+def _length(source: Any) -> int | None:
+    try:
+        return len(source)
+    except Exception:  # noqa: BLE001 - no length (a generator), or one that fails
+        return None
+
+
+def take_items(source: Any, limit: int = MAX_BATCH_ITEMS) -> list[Any]:
+    """The items of ``source`` as a list. One without a length (a generator, an iterator) is
+    read to at most ``limit + 1`` items: more is a ``PromptError``, so ``itertools.count()``
+    is refused at once instead of filling memory. A sized one is listed as it is (its items
+    exist already)."""
+    from itertools import islice
+
+    if _length(source) is not None:
+        return list(source)
+    taken = list(islice(iter(source), limit + 1))
+    if len(taken) > limit:
+        raise _too_many(None, limit)
+    return taken
+
+
+def row_text(columns: Iterable[Any], values: Iterable[Any]) -> str:
+    """A row in the compact form prompts show it: ``col: value; col: value``."""
+    return "; ".join(f"{column}: {value}" for column, value in zip(columns, values))
+
+
+def table_rows(frame: Any) -> list[list[Any]]:
+    """A DataFrame's rows as lists of cells, each cell its column's own value (an ``int``
+    column gives ints even beside a ``float`` one, which ``iterrows`` would turn to floats)."""
+    columns = [frame.iloc[:, number].tolist() for number in range(frame.shape[1])]
+    return [list(row) for row in zip(*columns)] if columns else [[] for _ in range(len(frame))]
+
+
+def batch_items(source: Any, limit: int = MAX_BATCH_ITEMS) -> tuple[list[Any], list[Any]]:
     """(labels, items) to run a template over: a DataFrame's rows (as ``Row``) and its index,
-    a Series' values and its index, or any other iterable's items numbered from 0."""
-    if _is_pandas(source, "DataFrame"):
-        return list(source.index), [Row(row) for _, row in source.iterrows()]
-    if _is_pandas(source, "Series"):
-        return list(source.index), list(source.to_numpy(dtype=object))
+    a Series' values and its index, or any other iterable's items numbered from 0.
+
+    More than ``limit`` items is a ``PromptError``, found from the length when the source has
+    one (``range(10**8)``) and otherwise after taking ``limit + 1`` items, never more
+    (``itertools.count()`` is refused at once)."""
     if isinstance(source, (str, bytes)):
         raise TypeError("a string is iterated character by character; pass a list of strings")
-    items = list(source)
+    size = _length(source)
+    if size is not None and size > limit:
+        raise _too_many(size, limit)
+    if _is_pandas(source, "DataFrame"):
+        columns = list(source.columns)
+        rows = [Row(dict(zip(columns, cells))) for cells in table_rows(source)]
+        return list(source.index), rows
+    if _is_pandas(source, "Series"):
+        return list(source.index), list(source.to_numpy(dtype=object))
+    items = take_items(source, limit)
     return list(range(len(items))), items

@@ -24,12 +24,17 @@ __all__ = [
     "get_session",
     "pause_requests",
     "wait_until_allowed",
+    "widen_pool",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Limits of the shared connection pool: the batch API may keep this many requests in flight.
+#: Connections of the shared pool when no batch asked for more.
 POOL_LIMIT = 64
+#: The most connections the pool grows to, whatever concurrency a batch asks for (file
+#: descriptors are a limited resource too); a batch asking for more is told so.
+POOL_MAX = 512
+_pool_wanted = POOL_LIMIT
 
 
 class _LoopSession:
@@ -98,7 +103,7 @@ async def get_session() -> aiohttp.ClientSession:
     if entry is not None and not entry.session.closed:
         return entry.session
     connector = aiohttp.TCPConnector(
-        limit=POOL_LIMIT, limit_per_host=POOL_LIMIT, keepalive_timeout=60
+        limit=_pool_wanted, limit_per_host=_pool_wanted, keepalive_timeout=60
     )
     # The proxy variables are read per request by the provider (providers.pizzagpt.env_proxy).
     session = aiohttp.ClientSession(connector=connector)
@@ -112,6 +117,23 @@ async def get_session() -> aiohttp.ClientSession:
     _remember(loop)
     logger.debug("opened a shared session on %r", loop)
     return session
+
+
+def widen_pool(concurrency: int) -> int:
+    """Let the shared pool hold ``concurrency`` connections (up to ``POOL_MAX``), on every
+    loop's session from now on; returns the pool's size. The pool only grows."""
+    global _pool_wanted
+    size = max(POOL_LIMIT, min(concurrency, POOL_MAX))
+    if size <= _pool_wanted:
+        return _pool_wanted
+    _pool_wanted = size
+    for entry in list(_sessions.values()):
+        connector = entry.session.connector
+        # aiohttp reads these on every acquire; it has no public setter for them.
+        if connector is not None and getattr(connector, "_limit", size) < size:
+            connector._limit = size
+            connector._limit_per_host = size
+    return size
 
 
 async def close_session() -> None:

@@ -206,6 +206,7 @@ class Store:
         self._writer: threading.Thread | None = None
         self._readers: list[sqlite3.Connection] = []
         self._writes = 0
+        self._identity: tuple[int, int] | None = None
         self._open()
 
     # -- connections ----------------------------------------------------------------------
@@ -235,6 +236,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = self._connect()
             try:
+                self._identity = _identity(self.path)
                 mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     logger.debug("the store is in %s mode, not WAL", mode)
@@ -269,8 +271,16 @@ class Store:
                 self.fts = False
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            _rollback(connection)
             raise
+
+    def _check_identity(self) -> None:
+        """An ``OSError`` when the file at the path is no longer the one opened (deleted, or
+        replaced): writes would go on into the old file, lost with it."""
+        identity = _identity(self.path)
+        if identity != self._identity:
+            what = "deleted" if identity is None else "replaced"
+            raise FileNotFoundError(f"the file was {what} while in use")
 
     def _fail(self, exc: BaseException) -> None:
         """Turn the store off, with one warning per process."""
@@ -312,6 +322,11 @@ class Store:
                 connection.close()
                 return
             if isinstance(job, threading.Event):
+                if self.failed is None:
+                    try:
+                        self._check_identity()
+                    except OSError as exc:
+                        self._fail(exc)
                 job.set()
                 continue
             if self.failed is not None:
@@ -319,12 +334,13 @@ class Store:
             try:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
+                self._check_identity()
                 connection.execute("BEGIN IMMEDIATE")
                 try:
                     job(connection)
                     connection.execute("COMMIT")
                 except BaseException:
-                    connection.execute("ROLLBACK")
+                    _rollback(connection)
                     raise
                 finally:
                     key = getattr(job, "cache_key", None)
@@ -548,6 +564,7 @@ class Store:
         """The newest ``n`` exchanges (all with None), newest first, that match ``query``
         (full-text where SQLite has FTS5, else a substring), ``model`` (a model id or a
         provider) and ``since`` (a Unix time)."""
+        check_count(n, "n")
         self.flush()
         where: list[str] = []
         params: list[Any] = []
@@ -591,11 +608,39 @@ class Store:
 
     def prune(self, older_than_days: float) -> int:
         """Delete the log's exchanges older than that many days; returns how many."""
+        check_count(older_than_days, "the age in days")
         self.flush()
         cutoff = time.time() - older_than_days * 86400
         connection = self._reader()
         cursor = connection.execute("DELETE FROM log WHERE time < ?", (cutoff,))
         return int(cursor.rowcount)
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    """End a failed transaction, keeping the error that failed it: SQLite has often rolled
+    back already (a full disk), and a second error would hide the first."""
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.debug("the rollback after a failed write failed too", exc_info=True)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file's device and inode, or None when there is no file."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def check_count(value: float | None, what: str) -> None:
+    """A ``ValueError`` for a negative or non-finite count or age (``-1`` would mean "all")."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise ValueError(f"{what} must be a number of at least 0, not {value}")
 
 
 def _fts_query(text: str) -> str:
@@ -691,8 +736,12 @@ def logs(
 ) -> Any:
     """The newest logged exchanges (a pandas DataFrame when pandas is installed, else a list
     of dicts), newest first. ``query`` searches prompts and answers, ``model`` is a model id or
-    a provider, ``since`` a Unix time, a date or an age (``"7d"``)."""
-    own = Store(path) if path else None
+    a provider, ``since`` a Unix time, a date or an age (``"7d"``). A store that does not
+    exist yet is not made: nothing has been logged there."""
+    where = Path(path) if path else store_path()
+    if where is None or not where.exists():
+        return []
+    own = Store(where) if path else None
     store = own or get_store()
     if store is None:
         return []
@@ -711,3 +760,104 @@ def logs(
     if not frame.empty:
         frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
     return frame
+
+
+# -- other processes' stores: shards of a distributed job -------------------------------------
+
+
+class ReadOnlyStore:
+    """Another store read without writing to it (a worker's shard, the notebook's store seen
+    from a cluster): cache lookups only, never a migration, a lock held or a write."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self.failed: str | None = None
+
+    def _reader(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+            self._local.connection = connection
+        return connection
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The cached answer of ``key`` (``{"text", "meta"}``), or None."""
+        if self.failed is not None:
+            return None
+        try:
+            row = (
+                self._reader()
+                .execute("SELECT answer, meta FROM cache WHERE key = ?", (key,))
+                .fetchone()
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"  # not there yet, or not a store
+            self._local = threading.local()
+            return None
+        return None if row is None else {"text": row[0], "meta": json.loads(row[1])}
+
+    def has(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self._local = threading.local()
+
+
+def merge_stores(target: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]]) -> int:
+    """Copy the cached answers and the log of each store in ``sources`` (the shards of a
+    distributed job) into the store at ``target``; how many cached answers were added.
+
+    Idempotent: an answer already in ``target`` is kept as it is, and a log record already
+    there (same time, provider, model and prompt) is not copied again. Safe while nothing
+    writes to the sources."""
+    store = Store(target)  # made (and migrated) if it does not exist yet
+    if store.failed is not None:
+        raise OSError(f"the store at {target} cannot be used ({store.failed})")
+    store.close()
+    added = 0
+    connection = sqlite3.connect(
+        Path(target).absolute().as_uri(), uri=True, timeout=BUSY_TIMEOUT, isolation_level=None
+    )
+    try:
+        for source in sources:
+            shard = f"{Path(source).absolute().as_uri()}?mode=ro"
+            connection.execute("ATTACH DATABASE ? AS shard", (shard,))
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                before = connection.total_changes
+                columns = _shared_columns(connection, "cache")
+                connection.execute(
+                    f"INSERT OR IGNORE INTO main.cache ({columns}) "
+                    f"SELECT {columns} FROM shard.cache"
+                )
+                added += connection.total_changes - before
+                columns = _shared_columns(connection, "log", skip=frozenset({"id"}))
+                connection.execute(
+                    f"INSERT INTO main.log ({columns}) SELECT {columns} FROM shard.log AS s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM main.log AS m WHERE m.time = s.time AND "
+                    "m.provider = s.provider AND m.model = s.model AND m.prompt = s.prompt)"
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                connection.execute("DETACH DATABASE shard")
+    finally:
+        connection.close()
+    return added
+
+
+def _shared_columns(
+    connection: sqlite3.Connection, table: str, skip: frozenset[str] = frozenset()
+) -> str:
+    """The columns ``table`` has both in the store and in the attached shard, as SQL."""
+    mine = [row[1] for row in connection.execute(f"PRAGMA main.table_info({table})")]
+    theirs = {row[1] for row in connection.execute(f"PRAGMA shard.table_info({table})")}
+    return ", ".join(f'"{c}"' for c in mine if c in theirs and c not in skip)

@@ -60,11 +60,18 @@ __all__ = [
     "reading_body",
     "send",
     "redact",
+    "IdleTimeout",
+    "join_url",
+    "mask_error",
 ]
 
 logger = logging.getLogger(__name__)
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+# Credentials in a URL: ``scheme://user:pass@`` anywhere, and ``user:pass@host`` without a
+# scheme (``HTTP_PROXY=carol:PW@proxy:3128``) where a URL begins: at the start of the text,
+# after white space, a quote, a bracket or ``=``.
+_USERINFO = re.compile(r"""(?:(?<=://)[^/\s'"]+|(?:^|(?<=[\s'"(<=]))[^/@\s'"(<=:]+:[^/\s'"]*)@""")
+_BEARER = re.compile(r"(?i)\b(Bearer)\s+[A-Za-z0-9._~+/=-]{4,}")
 #: Headers that carry a key, dropped on a redirect to another origin.
 _KEY_HEADERS = frozenset({"authorization", "x-api-key"})
 #: An error body read to its end (so the connection stays reusable) when it is at most this big.
@@ -72,12 +79,39 @@ SMALL_BODY = 65536
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with URL credentials (``scheme://user:pass@``) and the given secrets masked."""
-    text = _USERINFO.sub("***@", text)
+    """``text`` with URL credentials (``scheme://user:pass@``, or ``user:pass@host`` with no
+    scheme), ``Authorization`` tokens (``Bearer ...``) and the given secrets masked."""
+    if "@" in text:
+        text = _USERINFO.sub("***@", text)
+    if "earer" in text or "EARER" in text:
+        text = _BEARER.sub(r"\1 ***", text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def mask_error(exc: BaseException, secrets: tuple[str | None, ...]) -> BaseException:
+    """``exc`` with ``redact`` applied to its message and text attributes, in place: the last
+    guard of a provider's error paths, whatever text of the server's a message quotes."""
+    exc.args = tuple(redact(a, *secrets) if isinstance(a, str) else a for a in exc.args)
+    for name in ("detail", "excerpt", "location", "url", "partial"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str) and value:
+            setattr(exc, name, redact(value, *secrets))
+    return exc
+
+
+def join_url(base: str, path: str) -> str:
+    """``path`` appended to the path of ``base``, its query kept (Azure's
+    ``http://host/v1?api-version=...`` gives ``http://host/v1/chat/completions?api-version=...``).
+    """
+    if "?" not in base and "#" not in base:
+        return f"{base.rstrip('/')}/{path}"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{path}", fragment=""))
 
 
 @functools.lru_cache(maxsize=256)
@@ -331,6 +365,92 @@ async def reading_body(
         if error is None:
             raise
         raise error from None
+
+
+class IdleTimeout:
+    """``async with IdleTimeout(seconds):`` raises ``TimeoutError`` in place of the block once
+    it has waited ``seconds`` since the last ``reset()``; an infinite ``seconds`` never fires.
+
+    A stream's read timeout is restarted by any byte, so an endpoint that sends only
+    keep-alive comments (``: ping``) would hold a call forever; this limit is restarted only
+    by content. Only waiting counts: the block calls ``waiting()`` before it awaits the server
+    and ``arrived()`` after, and the time in between (a reader of an async generator working
+    on a chunk) moves the deadline on. Each of these is an attribute store and a clock read.
+    """
+
+    __slots__ = (
+        "_handle",
+        "_loop",
+        "_paused_at",
+        "_task",
+        "_waiting",
+        "deadline",
+        "expired",
+        "seconds",
+    )
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = 0.0
+        self.expired = False
+        self._waiting = False
+        self._paused_at = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def reset(self) -> None:
+        """Content arrived: the full time again from now."""
+        if self._loop is not None:
+            self.deadline = self._loop.time() + self.seconds
+
+    def waiting(self) -> None:
+        """The block awaits the server now."""
+        if self._loop is not None and not self._waiting:
+            self.deadline += self._loop.time() - self._paused_at
+            self._waiting = True
+            if self._handle is None:  # it went off while the reader worked: set it again
+                self._handle = self._loop.call_at(self.deadline, self._check)
+
+    def arrived(self) -> None:
+        """The await is over (whatever came): time from here on is not the server's."""
+        if self._loop is not None:
+            self._paused_at = self._loop.time()
+            self._waiting = False
+
+    async def __aenter__(self) -> IdleTimeout:
+        if math.isinf(self.seconds):
+            return self
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self.reset()
+        self._paused_at = self._loop.time()
+        self._handle = self._loop.call_at(self.deadline, self._check)
+        return self
+
+    def _check(self) -> None:
+        assert self._loop is not None and self._task is not None
+        now = self._loop.time()
+        if not self._waiting:
+            self._handle = None  # set again by waiting(), at the deadline moved on
+            return
+        if now < self.deadline:
+            self._handle = self._loop.call_at(self.deadline, self._check)
+            return
+        self.expired = True
+        self._handle = None
+        self._task.cancel()
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self.expired and kind is asyncio.CancelledError:
+            uncancel = getattr(self._task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            raise TimeoutError
+        return False
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,10 @@ from keys import API_KEY
 # The store is off unless a test turns it on with a file of its own: the suite must neither
 # read nor write the user's store (kernels and commands the tests start inherit this).
 os.environ["PIZZAGPT_STORE"] = ""
+# Request counts in the tests mean one request a distinct prompt, unless a test asks for packing
+# (pack="auto", or PIZZAGPT_PACK set to "auto" or "" in its kernel): the package's default is
+# "auto" (see test_packed.test_the_default_is_auto).
+os.environ["PIZZAGPT_PACK"] = "1"
 
 from pizzagpt_magic.emulator import EmulatorThread
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -214,4 +215,61 @@ def test_oversize_prompt_refused_before_sending(shell, emu):
     magics(shell).max_prompt_chars = 3000
     result = shell.run_cell("%pizza {big}")  # cut to the 4,000-character budget: still too long
     assert "over the limit of 3,000" in str(result.error_in_exec)
+    assert emu.requests == 0
+
+
+# -- scale: huge and endless iterables, a concurrency above the pool's default ---------------
+
+
+@pytest.mark.parametrize(
+    "source", [range(10**8), itertools.count(), (i for i in itertools.count())], ids=repr
+)
+def test_batch_items_refuses_a_huge_or_endless_source_at_once(source):
+    from pizzagpt_magic.errors import PromptError
+
+    started = time.process_time()
+    with pytest.raises(PromptError, match="over the limit of 100,000 for one batch") as info:
+        batch_items(source)
+    assert "\n" not in str(info.value)
+    assert time.process_time() - started < 2  # nothing like 10**8 items was built
+    assert batch_items(iter(range(5)), limit=5) == (list(range(5)), list(range(5)))
+
+
+def test_ask_many_refuses_an_endless_generator_at_once(emu):
+    from pizzagpt_magic.errors import PromptError
+
+    with pytest.raises(PromptError, match="more than 100,000 items"):
+        ask_many((f"q{n}" for n in itertools.count()), progress=False)
+    with pytest.raises(PromptError, match="more than 100,000 items"):
+        ask_many(itertools.count(), ask=lambda item: item, progress=False)
+    assert ask_many((f"q{n}" for n in range(3)), progress=False)[2].count("q2")
+    assert emu.requests == 3
+
+
+def test_the_pool_follows_a_concurrency_above_its_default(monkeypatch):
+    from pizzagpt_magic import session
+
+    monkeypatch.setattr(session, "_pool_wanted", session.POOL_LIMIT)
+    with EmulatorThread(latency=0.3) as slow:
+        monkeypatch.setenv("PIZZAGPT_URL", slow.url)
+        ask_many([f"q{i}" for i in range(300)], concurrency=150, progress=False)
+        assert slow.max_in_flight == 150  # not held at the pool's 64
+        monkeypatch.setattr(session, "POOL_MAX", 100)
+        monkeypatch.setattr(session, "_pool_wanted", session.POOL_LIMIT)
+        with pytest.warns(UserWarning, match=r"concurrency 120 is over .* cap of 100"):
+            ask_many([f"r{i}" for i in range(120)], concurrency=120, progress=False)
+
+
+def test_each_over_a_huge_or_endless_iterable_is_one_line(shell, emu):
+    from IPython.core.error import UsageError
+
+    shell.user_ns.update(huge=range(10**8), endless=itertools.count())
+    for name, count in (("huge", "100,000,000"), ("endless", "more than 100,000")):
+        result = shell.run_cell(f"%%pizza --each {name}\n{{item}}")
+        error = result.error_in_exec
+        assert isinstance(error, UsageError), error
+        assert str(error) == (
+            f"--each: {name!r} has {count} items, over the limit of 100,000 for one batch; "
+            "split it (islice, or a slice of the frame) and run each part"
+        )
     assert emu.requests == 0

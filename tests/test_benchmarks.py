@@ -24,6 +24,7 @@ def test_quick_run_prints_the_table():
         "OpenAI-compatible",
         "Messages API",
         "streaming",
+        "SSE decoder",
         "batch",
         "cache hit",
         "the store's cost",
@@ -33,6 +34,7 @@ def test_quick_run_prints_the_table():
         "one tool round",
         "typed batch",
         "checking and typing a row",
+        "df.pizza.map",
     )
     assert len(rows) >= 1 + len(figures)  # the header, and a row for each figure at least
     for words in figures:

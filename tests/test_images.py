@@ -226,3 +226,96 @@ def test_fig_keeps_the_newest_five_and_leaves_a_users_fig_alone():
     finally:
         shell.cleanup()
         InteractiveShell.clear_instance()
+
+
+# -- sizes checked before anything is drawn or decoded ---------------------------------------
+
+
+def _drawn(figure) -> list[dict]:
+    """Record every savefig call of ``figure`` (and still draw)."""
+    calls: list[dict] = []
+    save = figure.savefig
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return save(*args, **kwargs)
+
+    figure.savefig = recording
+    return calls
+
+
+def test_a_huge_figure_is_refused_before_it_is_drawn():
+    import matplotlib.pyplot as plt
+
+    from pizzagpt_magic.errors import PromptError
+    from pizzagpt_magic.images import prepare
+
+    figure = plt.figure(figsize=(150, 150), dpi=100)
+    try:
+        calls = _drawn(figure)
+        with pytest.raises(PromptError, match=r"15,000×15,000 pixels, over the limit of 50,000"):
+            prepare(figure, "{fig}", 1024, 5_000_000)
+        assert calls == []
+    finally:
+        plt.close(figure)
+
+
+def test_a_large_figure_is_drawn_small_not_drawn_whole_and_scaled():
+    import matplotlib.pyplot as plt
+
+    from pizzagpt_magic.images import prepare
+
+    figure = plt.figure(figsize=(60, 40), dpi=100)  # 6000×4000 at its own dpi
+    try:
+        calls = _drawn(figure)
+        part = prepare(figure, "{fig}", 1024, 5_000_000)
+        assert calls[0]["dpi"] <= 2 * 1024 / 60 + 0.01
+        assert max(part.width, part.height) <= 1024
+    finally:
+        plt.close(figure)
+
+
+def test_a_huge_picture_is_refused_from_its_header():
+    import warnings
+
+    from pizzagpt_magic.errors import PromptError
+    from pizzagpt_magic.images import prepare
+
+    buffer = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buffer, format="PNG")  # 144 megapixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even Pillow's decompression-bomb warning
+        with pytest.raises(PromptError, match="12,000×12,000 pixels, over the limit"):
+            prepare(buffer.getvalue(), "{big}", 1024, 5_000_000)
+
+
+def test_an_unreadable_image_says_so_without_an_address():
+    from pizzagpt_magic.errors import PromptError
+    from pizzagpt_magic.images import prepare
+
+    with pytest.raises(PromptError) as info:
+        prepare(b"\x89PNG\r\n\x1a\n but then nothing", "{blob}", 1024, 5_000_000)
+    assert str(info.value) == "Cannot read {blob} as an image: not an image format Pillow can read"
+    assert "0x" not in str(info.value)
+
+
+def test_gif_bytes_are_an_image_converted_to_png():
+    from pizzagpt_magic.images import is_image, prepare
+
+    buffer = io.BytesIO()
+    Image.new("P", (40, 30)).save(buffer, format="GIF")
+    gif = buffer.getvalue()
+    assert is_image(gif)
+    part = prepare(gif, "{gif}", 1024, 5_000_000)
+    assert part.png.startswith(b"\x89PNG") and (part.width, part.height) == (40, 30)
+
+
+def test_each_refuses_a_huge_figure_before_drawing_or_sending_anything(ishell, endpoint):
+    cell(
+        ishell,
+        "big, _ = plt.subplots(figsize=(150, 150), dpi=100)\nsmall, _ = plt.subplots()\n"
+        "pair = [small, big]",
+    )
+    message = failing(ishell, "%%pizza --each pair -m emu:emu-mini\nDescribe {item}")
+    assert "{item} is 15,000×15,000 pixels, over the limit of 50,000,000" in message
+    assert endpoint.chat_requests == []

@@ -114,3 +114,48 @@ def test_wide_tables_list_some_columns():
     frame = pd.DataFrame({f"column_{i}": [i] for i in range(200)})
     text = describe_table(frame, budget=800)
     assert len(text) <= 800 and "more" in text and "column_0" in text
+
+
+class _BadText:
+    def __str__(self) -> str:
+        raise RuntimeError("no text today")
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise ValueError("no repr either")
+
+
+class _BadError(Exception):
+    def __str__(self) -> str:
+        raise TypeError("a broken exception")
+
+
+class _WorseText:
+    def __str__(self) -> str:
+        raise _BadError
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (_BadText(), "RuntimeError: no text today"),
+        (_BadRepr(), "ValueError: no repr either"),
+        (_WorseText(), "_BadError"),
+    ],
+)
+def test_a_value_whose_text_fails_is_one_line_naming_it(value, said):
+    with pytest.raises(InterpolationError) as info:
+        interpolate("Look at {thing}", {"thing": value})
+    assert str(info.value) == f"Cannot put {{thing}} in the prompt: its text failed ({said})"
+    assert info.value.name == "thing"
+
+
+def test_the_magic_shows_a_failing_text_as_one_line(shell):
+    from test_magics import failing
+
+    shell.user_ns["thing"] = _BadText()
+    message = failing(shell, "%pizza Look at {thing}")
+    assert (
+        message == "Cannot put {thing} in the prompt: its text failed (RuntimeError: no text today)"
+    )

@@ -106,6 +106,17 @@ def test_typed_extraction(executed):
     assert "(True, ['North', 'South', 'East', 'West'])" in checks
 
 
+def test_dataframe_accessor(executed):
+    estimate = outputs_text(find(executed, "reviews = pd.DataFrame("))
+    assert "map: 6 rows, 4 distinct prompts" in estimate
+    kept = outputs_text(find(executed, 'reviews["reply"] = reviews.pizza.map('))
+    assert "Sturdy umbrella" in kept and "Broke in the first storm" not in kept  # "not": no
+    counts = outputs_text(find(executed, "mood = reviews.pizza.classify("))
+    assert all(label in counts for label in ("great", "broke", "late"))
+    summary = outputs_text(find(executed, "reviews.pizza.agg("))
+    assert "Read 6 rows in one prompt; 1 request sent." in summary
+
+
 def test_failure_cell_and_recovery(executed):
     failed = find(executed, "%pizza How did {regoin} do?")
     assert "UsageError: Name 'regoin' in {regoin} is not defined" in outputs_text(failed)
@@ -179,7 +190,7 @@ def test_demo_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "[cell 5] %pizza In one paragraph" in result.stdout
     assert "    → > In one paragraph, how should I compare revenue" in result.stdout
-    assert "Done: 23 questions answered by the emulator" in result.stdout
+    assert "Done: 36 questions answered by the emulator" in result.stdout
     executed = nbformat.read(tmp_path / "quickstart.ipynb", as_version=4)
     assert any(cell.get("outputs") for cell in executed.cells)
 
@@ -211,3 +222,38 @@ def test_demo_reports_a_failing_notebook(tmp_path):
         timeout=60,
     )
     assert missing.returncode == 1 and "no notebook at nope.ipynb" in missing.stderr
+
+
+def test_the_demo_prints_a_command_that_reads_its_log(tmp_path):
+    """The kernel runs in the notebook's folder: a relative store path crossing into it was
+    resolved there, and the printed command read an empty store."""
+    notebooks, work = tmp_path / "notebooks", tmp_path / "work"
+    notebooks.mkdir()
+    work.mkdir()
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext pizzagpt_magic"),
+            nbformat.v4.new_code_cell("%pizza Name one pizza topping"),
+        ]
+    )
+    nbformat.write(nb, notebooks / "small.ipynb")
+    env = {k: v for k, v in os.environ.items() if k != "PIZZAGPT_STORE"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pizzagpt_magic", "demo", str(notebooks / "small.ipynb")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=work,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (notebooks / "demo-output").exists()
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Every exchange"))
+    assert str(work / "demo-output" / "store.sqlite3") in line
+    command = line.split("to read it: ", 1)[1]
+    logs = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=60, cwd=work, env=env
+    )
+    assert logs.returncode == 0, logs.stderr
+    assert "> Name one pizza topping" in logs.stdout

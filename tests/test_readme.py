@@ -80,7 +80,29 @@ def test_ipython_examples(shell, emu, with_store):
     assert shell.magics_manager.registry["PizzaMagics"].timeout == 30
 
 
-@pytest.mark.parametrize("code", blocks("python"), ids=lambda c: c.splitlines()[0][:40])
+#: Python examples that need a cluster, with the test that runs each on a real local one.
+CLUSTER_EXAMPLES = {
+    "import dask.dataframe as dd": "test_distributed.test_a_dask_job_asks_each_distinct_prompt_"
+    "once_within_the_global_limit",
+    "from pizzagpt_magic.distributed import spark_function, spark_schema": (
+        "test_distributed.test_spark_local_mode_gives_the_same_answers"
+    ),
+    "from pizzagpt_magic.distributed import apply_batch": (
+        "test_distributed.test_ray_data_map_batches_gives_the_same_answers"
+    ),
+}
+
+
+def test_cluster_examples_are_the_ones_tested_elsewhere():
+    firsts = {code.splitlines()[0] for code in blocks("python")}
+    assert set(CLUSTER_EXAMPLES) <= firsts
+
+
+@pytest.mark.parametrize(
+    "code",
+    [c for c in blocks("python") if c.splitlines()[0] not in CLUSTER_EXAMPLES],
+    ids=lambda c: c.splitlines()[0][:40],
+)
 def test_python_examples(emu, code):
     namespace = {"get_config": Config, "__name__": "__main__"}
     with contextlib.redirect_stdout(io.StringIO()) as out:

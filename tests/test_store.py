@@ -460,3 +460,91 @@ def test_a_store_of_the_first_schema_gains_the_prompt_cache_columns(tmp_path):
         ("old", 3, None),
     ]
     assert rows(path, "PRAGMA user_version") == [(stores.SCHEMA_VERSION,)]
+
+
+def _logged(store: Store, prompt: str) -> None:
+    store.log({"provider": "p", "model": "m", "prompt": prompt, "source": "test", "messages": []})
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_file_deleted_or_replaced_in_use_is_noticed(tmp_path, monkeypatch, how):
+    monkeypatch.setattr(stores, "_warned", False)
+    path = tmp_path / "store.sqlite3"
+    store = Store(path)
+    _logged(store, "before")
+    assert store.flush()
+    if how == "deleted":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    else:
+        other = Store(tmp_path / "other.sqlite3")
+        other.close()
+        os.replace(tmp_path / "other.sqlite3", path)
+    with pytest.warns(StoreWarning, match=f"was {how} while in use"):
+        _logged(store, "after")
+        assert store.flush()
+    assert not store.usable  # memory only from here: nothing goes into the old file unseen
+    store.close()
+
+
+FULL_WRITES = """
+import resource, signal, sys, warnings
+from pizzagpt_magic.store import Store, StoreWarning
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, resource.RLIM_INFINITY))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    store = Store(sys.argv[1])
+    for i in range(200):
+        store.log({"provider": "p", "model": "m", "prompt": f"{i} " + "tail " * 700,
+                   "source": "t", "messages": []})
+    store.flush()
+print(store.failed)
+"""
+
+
+def test_a_full_disk_names_its_own_error(tmp_path):
+    """SQLite rolls a transaction back by itself when a write fails for want of space; a
+    second ROLLBACK must not hide that cause behind "cannot rollback - no transaction is
+    active"."""
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_WRITES, str(tmp_path / "store.sqlite3")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "rollback" not in out.stdout and ("full" in out.stdout or "I/O" in out.stdout), out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logs", "--prune", "--older-than", "-1"],
+        ["logs", "--prune", "--older-than", "nan"],
+        ["logs", "--prune", "--older-than", "inf"],
+        ["logs", "-n", "-1"],
+    ],
+)
+def test_negative_and_non_finite_counts_are_refused(store_file, emu, capsys, argv):
+    api.ask("kept")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "0 or more" in err
+    assert len(api.stores.get_store().records(None)) == 1
+    with pytest.raises(ValueError):
+        api.stores.get_store().prune(float("nan"))
+    with pytest.raises(ValueError):
+        api.stores.get_store().records(-1)
+
+
+@pytest.mark.parametrize(
+    "argv", [["logs"], ["cache", "info"], ["logs", "--prune", "--older-than", "1"]]
+)
+def test_reading_commands_do_not_make_a_store(tmp_path, monkeypatch, capsys, argv):
+    path = tmp_path / "nowhere" / "store.sqlite3"
+    monkeypatch.setenv("PIZZAGPT_STORE", str(path))
+    assert main(argv) == 1
+    assert f"no store at {path}" in capsys.readouterr().err
+    assert stores.logs() == [] and stores.logs(path=str(path)) == []
+    assert not path.exists() and not path.parent.exists()

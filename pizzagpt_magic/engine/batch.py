@@ -123,6 +123,8 @@ class Batch:
                 pending.settle()
                 if on_outcome is not None:
                     on_outcome(positions, checked)
+        # A strategy that packs prompts counts its requests; for the others, one a result.
+        self.sent = getattr(strategy, "requests", self.sent)
         return self.outcomes
 
     def results(self) -> list[Any]:

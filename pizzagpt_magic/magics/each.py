@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AnswerFormatError
+from ..errors import AnswerFormatError, PizzagptError, PromptError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
 
@@ -40,7 +40,8 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     from collections import ChainMap
 
     from ..batch import progress_bar
-    from ..engine import Batch, Prompt, Single
+    from ..engine import Batch, Prompt
+    from ..engine.send.packed import strategy_for
     from ..interpolate import batch_items
     from ..loop import run_sync
 
@@ -54,6 +55,8 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         labels, items = batch_items(source)
     except TypeError as exc:
         raise UsageError(f"--each: {name!r} is not iterable ({exc})") from None
+    except PromptError as exc:  # huge, or endless: refused before any item is built
+        raise UsageError(f"--each: {name!r} has {exc}") from None
     if not items:
         raise UsageError(f"--each: {name!r} is empty")
     # {item} and {index} are bound for the question and the system message alike.
@@ -88,6 +91,14 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         schema_retries=magics.schema_retries,
         request=request,
     )
+    try:
+        strategy = strategy_for(
+            args.pack if args.pack is not None else magics.pack,
+            args.concurrency or magics.concurrency,
+            max_prompt_chars=magics.max_prompt_chars,
+        )
+    except PizzagptError as exc:
+        raise UsageError(f"--pack: {exc}") from None
     # In a notebook the progress is one display updated in place, which the summary takes
     # the place of; a terminal gets tqdm's text bar.
     live = BatchProgress(len(prompts), args.model) if magics._showing_progress() else None
@@ -109,7 +120,7 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
 
     started = time.monotonic()
     try:
-        run_sync(batch.run(Single(args.concurrency or magics.concurrency), on_outcome=arrived))
+        run_sync(batch.run(strategy, on_outcome=arrived))
     except KeyboardInterrupt:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).

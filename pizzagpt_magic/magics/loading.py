@@ -83,6 +83,10 @@ def unload(shell: Any) -> None:
         del manager.registry[type(magics).__name__]
     if magics in shell.configurables:
         shell.configurables.remove(magics)
+    from ..providers.openai import MAX_ANSWER_CHARS, MAX_EVENT_BYTES, OpenAICompatible
+
+    OpenAICompatible.max_answer_chars = MAX_ANSWER_CHARS
+    OpenAICompatible.max_event_bytes = MAX_EVENT_BYTES
     if magics.after_cell in shell.events.callbacks["post_run_cell"]:
         shell.events.unregister("post_run_cell", magics.after_cell)
     if shell.user_ns.get(CELL_ERRORS) is magics.cell_errors:

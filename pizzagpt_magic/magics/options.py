@@ -90,6 +90,12 @@ OPTIONS = (
     ),
     argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each."),
     argument(
+        "--pack",
+        metavar="N|auto",
+        help="--each: how many rows may share one request (1: one a request; auto: as many "
+        "as fit, the default).",
+    ),
+    argument(
         "--fix",
         nargs="?",
         const=-1,

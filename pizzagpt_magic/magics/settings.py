@@ -18,6 +18,7 @@ from traitlets import (
     TraitError,
     Unicode,
     Union,
+    observe,
     validate,
 )
 
@@ -63,9 +64,11 @@ class PizzaSettings(Magics):
         allow_none=True,
         help="Base URL of the service; None means $PIZZAGPT_URL, else https://www.pizzagpt.it.",
     ).tag(config=True)
-    timeout = Float(60.0, help="Seconds one request may take (each retry has its own).").tag(
-        config=True
-    )
+    timeout = Float(
+        60.0,
+        help="Seconds one request may take (each retry has its own); a streamed answer may go "
+        "this long without content (keep-alive comments do not count).",
+    ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
     retries = Int(
         3,
@@ -116,11 +119,27 @@ class PizzaSettings(Magics):
         100_000, help="Longest prompt (all messages) sent; a longer one is refused."
     ).tag(config=True)
     concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    pack = Unicode(
+        None,
+        allow_none=True,
+        help="How many rows of a batch may share one request: a whole number (1: one row a "
+        "request) or 'auto' (as many as fit); None means $PIZZAGPT_PACK, else 'auto'.",
+    ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
     ).tag(config=True)
     image_max_bytes = Int(
         4_000_000, help="Largest image (as PNG, after scaling) a question may send, in bytes."
+    ).tag(config=True)
+    max_answer_chars = Int(
+        64 * 1024 * 1024,
+        help="Longest answer taken from an OpenAI-compatible endpoint, in characters; a longer "
+        "one stops there with an error, its text so far kept.",
+    ).tag(config=True)
+    max_event_bytes = Int(
+        16 * 1024 * 1024,
+        help="Largest single streamed event (one data line) taken from an OpenAI-compatible "
+        "endpoint, in bytes; a larger one stops the answer there, its text so far kept.",
     ).tag(config=True)
     tools = Union(
         [Bool(), CaselessStrEnum(("question", "all"))],
@@ -186,6 +205,18 @@ class PizzaSettings(Magics):
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
 
+    @validate("pack")
+    def _valid_pack(self, proposal: Any) -> str | None:
+        from ..engine.send.packed import pack_setting
+        from ..errors import PizzagptError
+
+        if proposal.value is None:
+            return None
+        try:
+            return str(pack_setting(proposal.value))
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+
     @validate("timeout", "connect_timeout")
     def _valid_seconds(self, proposal: Any) -> float:
         if not proposal.value > 0:
@@ -228,6 +259,19 @@ class PizzaSettings(Magics):
         if proposal.value < 16:
             raise TraitError(f"{proposal.trait.name} must be at least 16")
         return proposal.value
+
+    @validate("max_answer_chars", "max_event_bytes")
+    def _valid_answer_limits(self, proposal: Any) -> int:
+        if proposal.value < 1024:
+            raise TraitError(f"{proposal.trait.name} must be at least 1024")
+        return proposal.value
+
+    @observe("max_answer_chars", "max_event_bytes")
+    def _apply_answer_limits(self, change: Any) -> None:
+        # The provider reads them as class settings; unloading the extension restores them.
+        from ..providers.openai import OpenAICompatible
+
+        setattr(OpenAICompatible, change.name, change.new)
 
     @validate("cache_size", "concurrency", "value_budget", "max_prompt_chars")
     def _valid_positive(self, proposal: Any) -> int:

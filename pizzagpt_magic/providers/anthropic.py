@@ -35,6 +35,7 @@ from ..errors import (
     HTTPStatusError,
     ModelNotFoundError,
     NonJSONResponseError,
+    PizzagptError,
     PromptError,
     ResponseError,
     ResponseShapeError,
@@ -44,6 +45,7 @@ from ..transport import (
     _getenv,
     _shown,
     check_url,
+    mask_error,
     open_response,
     read_body,
     reading_body,
@@ -698,9 +700,11 @@ class Anthropic(AsyncGeneratorProvider):
         )
         try:
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
+            return cls._parse_body(raw, response, forced)
+        except PizzagptError as exc:  # whatever text of the server's it quotes: no key
+            raise mask_error(exc, target.policy.secrets) from None
         finally:
             response.release()
-        return cls._parse_body(raw, response, forced)
 
     @classmethod
     def _parse_body(
@@ -774,9 +778,11 @@ class Anthropic(AsyncGeneratorProvider):
                     yield item
                 return
             raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
+            content, finish, usage = cls._parse_body(raw, response, forced)
+        except PizzagptError as exc:  # whatever text of the server's it quotes: no key
+            raise mask_error(exc, target.policy.secrets) from None
         finally:
             response.release()
-        content, finish, usage = cls._parse_body(raw, response, forced)
         if content:
             yield content
         if usage is not None:

@@ -93,7 +93,9 @@ class Usage(ResponseType):
     def as_dict(self) -> dict[str, int]:
         """The known counts, by name."""
         return {
-            name: value for name in USAGE_COUNTS if isinstance(value := getattr(self, name), int)
+            name: value
+            for name in USAGE_COUNTS
+            if type(value := getattr(self, name)) is int and value >= 0  # not True, not -1
         }
 
     def __repr__(self) -> str:

@@ -12,32 +12,40 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from .._version import __version__
 from ..errors import (
+    AnswerTooLargeError,
     AuthenticationError,
     ConfigurationError,
     ConnectionLostError,
+    EmptyAnswerError,
     HTTPStatusError,
     ModelNotFoundError,
     NonJSONResponseError,
+    PizzagptError,
     PromptError,
+    RequestTimeoutError,
     ResponseError,
     ResponseShapeError,
 )
 from ..transport import (
+    IdleTimeout,
     Policy,
     _getenv,
     _shown,
     check_url,
+    join_url,
+    mask_error,
     open_response,
     read_body,
     reading_body,
+    redact,
     send,
 )
 from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, Usage
+from .sse import BOM, SSEDecoder
 from .tool_calls import ToolCallDeltas, ToolCalls, parse_tool_calls
 
 __all__ = [
@@ -51,6 +59,9 @@ __all__ = [
     "takes_response_format",
 ]
 
+#: The default limits of one streamed event and of one answer (see ``OpenAICompatible``).
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_ANSWER_CHARS = 64 * 1024 * 1024
 #: Statuses retried, as the official SDK does.
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _UTF8_NAMES = frozenset({"utf-8", "utf8"})
@@ -59,46 +70,6 @@ _MODEL_MISSING = re.compile(
     r"model.*(not found|does not exist|invalid|unknown|not available)|invalid model",
     re.I | re.S,
 )
-
-
-class SSEDecoder:
-    """Server-sent events from bytes that arrive split anywhere (mid-line, mid-character).
-
-    ``feed`` returns the ``data`` of every event completed by the new bytes; comment lines
-    (``:`` keep-alive pings) and the other fields are skipped, several ``data:`` lines of one
-    event are joined with newlines, as the format says.
-    """
-
-    __slots__ = ("_buffer", "_data")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk
-        if b"\n" not in chunk and b"\r" not in chunk:
-            return []
-        *lines, self._buffer = re.split(rb"\r\n|\r(?!$)|\n", self._buffer)
-        return list(self._lines(lines))
-
-    def close(self) -> list[str]:
-        """Events left when the stream ended (a last event without its blank line)."""
-        lines = [self._buffer.rstrip(b"\r")] if self._buffer else []
-        self._buffer = b""
-        return [*self._lines(lines), *self._lines([b""])]
-
-    def _lines(self, lines: list[bytes]) -> Iterator[str]:
-        for raw in lines:
-            if not raw:
-                if self._data:
-                    yield "\n".join(self._data)
-                    self._data = []
-                continue
-            line = raw.decode("utf-8", "replace")
-            name, _, value = line.partition(":")
-            if name == "data":
-                self._data.append(value[1:] if value.startswith(" ") else value)
 
 
 def _error_text(body: str) -> tuple[str, str]:
@@ -112,6 +83,11 @@ def _error_text(body: str) -> tuple[str, str]:
         message = error.get("message") or error.get("detail") or json.dumps(error)[:200]
         return " ".join(str(message).split()), str(error.get("code") or error.get("type") or "")
     return " ".join(str(error).split())[:200], ""
+
+
+def _masked(text: str, secrets: tuple[str | None, ...]) -> str:
+    """Text of the server's, for a message: keys (given, or key-like) and tokens masked."""
+    return _KEYLIKE.sub("***", redact(text, *secrets))
 
 
 class ResponseFormatRefused(HTTPStatusError):
@@ -138,22 +114,77 @@ class _ModelMissing(Exception):
         self.detail = detail
 
 
-def parse_completion(data: Any) -> tuple[str, str | None, Usage | None]:
+def _text_of(content: Any) -> str | None:
+    """The text of a message's (or a delta's) ``content``: a string, or a list of parts
+    (Mistral's ``[{"type": "text", "text": ...}]``) whose text parts are joined; None for
+    anything else."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part
+            if isinstance(part, str)
+            else str(part.get("text") or "")
+            if isinstance(part, dict) and part.get("type", "text") == "text"
+            else ""
+            for part in content
+        )
+    return None
+
+
+def _other_output(message: dict[str, Any]) -> str | None:
+    """What a message (or delta) holds besides text: ``"tool calls"``, ``"reasoning"``."""
+    if message.get("tool_calls") or message.get("function_call"):
+        return "tool calls"
+    if any(message.get(k) for k in ("reasoning_content", "reasoning", "reasoning_details")):
+        return "reasoning"
+    return None
+
+
+def _empty(name: str, finish: str | None, other: str | None) -> EmptyAnswerError:
+    """The error for an answer without text, saying what it held and why it ended."""
+    held = f"only {other}" if other else "no text"
+    why = f" (finish reason {finish!r})" if finish else ""
+    hint = "; raise the token limit" if finish == "length" else ""
+    error = EmptyAnswerError(f"{name} sent an answer with {held}{why}{hint}")
+    error.finish_reason = finish
+    return error
+
+
+def parse_completion(
+    data: Any, secrets: tuple[str | None, ...] = ()
+) -> tuple[str, str | None, Usage | None]:
     """``(text, finish_reason, usage)`` of a non-streamed Chat Completions answer."""
+    text, finish, usage, _ = _completion(data, secrets)
+    return text, finish, usage
+
+
+def _completion(
+    data: Any, secrets: tuple[str | None, ...] = ()
+) -> tuple[str, str | None, Usage | None, str | None]:
     if not isinstance(data, dict):
-        raise ResponseShapeError(f"expected a JSON object, got {type(data).__name__}", data)
-    if "error" in data and "choices" not in data:
-        raise ResponseError(f"The endpoint sent an error: {_error_text(json.dumps(data))[0]}")
+        raise ResponseShapeError(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("error") and "choices" not in data:
+        said = _masked(_error_text(json.dumps(data))[0], secrets)
+        raise ResponseError(f"The endpoint sent an error: {said}")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise ResponseShapeError("no 'choices' in the answer", data)
+        raise ResponseShapeError("no 'choices' in the answer")
     message = choices[0].get("message") or {}
-    content = message.get("content") if isinstance(message, dict) else None
-    if content is None and isinstance(message, dict) and message.get("refusal"):
+    if not isinstance(message, dict):
+        raise ResponseShapeError(f"'message' is {type(message).__name__}, expected an object")
+    content = message.get("content")
+    if content is None and message.get("refusal"):
         content = str(message["refusal"])
-    if content is not None and not isinstance(content, str):
-        raise ResponseShapeError(f"'content' is {type(content).__name__}, expected text", data)
-    return content or "", choices[0].get("finish_reason"), _usage(data.get("usage"))
+    text = _text_of(content) if content is not None else ""
+    if text is None:
+        raise ResponseShapeError(f"'content' is {type(content).__name__}, expected text")
+    other = None if text else _other_output(message)
+    return text, choices[0].get("finish_reason"), _usage(data.get("usage")), other
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
 
 def _usage(value: Any) -> Usage | None:
@@ -162,7 +193,7 @@ def _usage(value: Any) -> Usage | None:
     counts = {
         k: v
         for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-        if isinstance(v := value.get(k), int)
+        if _count(v := value.get(k))
     }
     return Usage(**counts) if counts else None
 
@@ -184,6 +215,12 @@ class OpenAICompatible(AsyncGeneratorProvider):
     max_retry_after: ClassVar[float] = 60.0
     #: Seconds ``list_models`` waits for ``GET /models``.
     models_timeout: ClassVar[float] = 3.0
+    #: Largest streamed event, in bytes (one ``data:`` line and its continuation lines);
+    #: ``PizzaMagics.max_event_bytes`` sets it.
+    max_event_bytes: ClassVar[int] = MAX_EVENT_BYTES
+    #: Largest answer, in characters of text (the body of an answer not streamed: in bytes);
+    #: ``PizzaMagics.max_answer_chars`` sets it.
+    max_answer_chars: ClassVar[int] = MAX_ANSWER_CHARS
 
     @staticmethod
     def api_key(api_key_env: str | None, name: str) -> str | None:
@@ -386,9 +423,12 @@ class OpenAICompatible(AsyncGeneratorProvider):
         try:
             data = json.loads(raw.decode("utf-8", "replace"))
         except ValueError:
-            text = raw.decode("utf-8", "replace")
-            raise NonJSONResponseError(response.content_type, text[:200]) from None
-        text, finish, usage = parse_completion(data)
+            text = _masked(raw.decode("utf-8", "replace")[:200], secrets)
+            raise NonJSONResponseError(response.content_type, text) from None
+        try:
+            text, finish, usage = parse_completion(data, secrets)
+        except PizzagptError as exc:
+            raise mask_error(exc, secrets) from None
         message = data["choices"][0].get("message") or {}
         calls = parse_tool_calls(message.get("tool_calls"))
         if text:
@@ -403,27 +443,41 @@ class OpenAICompatible(AsyncGeneratorProvider):
     async def _tool_events(
         cls, response: Any, shown_url: str, timeout: float, secrets: tuple[str | None, ...]
     ) -> AsyncResult:
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(cls.max_event_bytes)
         deltas = ToolCallDeltas()
         finish: str | None = None
         usage: Usage | None = None
         done = False
-        async with reading_body(shown_url, timeout, secrets):
-            async for chunk in response.content.iter_any():
-                for data in decoder.feed(chunk):
-                    if data.strip() == "[DONE]":
-                        done = True
+        idle = IdleTimeout(timeout)  # keep-alive comments do not hold it off
+        try:
+            async with idle, reading_body(shown_url, timeout, secrets):
+                chunks = response.content.iter_any()
+                while not done:
+                    idle.waiting()
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
                         break
-                    text, reason, used = _event(data)[:3]
-                    finish = reason or finish
-                    usage = used or usage
-                    if text:
-                        yield text
-                    cls._tool_deltas(data, deltas)
-                if done:
-                    break
-            if not done:
-                done = any(data.strip() == "[DONE]" for data in decoder.close())
+                    idle.arrived()
+                    events = decoder.feed(chunk)
+                    if events:
+                        idle.reset()
+                    for data in events:
+                        if data.strip() == "[DONE]":
+                            done = True
+                            break
+                        text, reason, used = _event(data, secrets)[:3]
+                        finish = reason or finish
+                        usage = used or usage
+                        if text:
+                            yield text
+                        cls._tool_deltas(data, deltas)
+                if not done:
+                    done = any(data.strip() == "[DONE]" for data in decoder.close())
+        except TimeoutError:
+            raise RequestTimeoutError(f"No answer from {shown_url} within {timeout:g} s") from None
+        except PizzagptError as exc:
+            raise mask_error(exc, secrets) from None
         if not done and not finish:
             raise ConnectionLostError(
                 f"The answer from {shown_url} was cut off before its end (the stream "
@@ -512,14 +566,27 @@ class OpenAICompatible(AsyncGeneratorProvider):
             max_retries,
             response_format,
         )
+        secrets = target.policy.secrets
         try:
-            raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
+            raw = await read_body(response, target.shown_url, timeout, secrets)
+            text, finish, usage, other = cls._parse_body(raw, response, secrets)
+        except PizzagptError as exc:
+            raise mask_error(exc, secrets) from None
         finally:
             response.release()
-        return cls._parse_body(raw, response)
+        if not text:
+            raise _empty(name, finish, other)
+        return text, finish, usage
 
-    @staticmethod
-    def _parse_body(raw: bytes, response: Any) -> tuple[str, str | None, Usage | None]:
+    @classmethod
+    def _parse_body(
+        cls, raw: bytes, response: Any, secrets: tuple[str | None, ...] = ()
+    ) -> tuple[str, str | None, Usage | None, str | None]:
+        if len(raw) > cls.max_answer_chars:
+            raise AnswerTooLargeError(
+                f"The answer is {len(raw):,} bytes, over {cls.max_answer_chars:,} "
+                "(PizzaMagics.max_answer_chars)"
+            )
         # JSON is UTF-8 (RFC 8259), but a declared charset other than UTF-8 is honoured.
         charset = response.charset
         if charset is None or charset.lower() in _UTF8_NAMES:
@@ -528,8 +595,9 @@ class OpenAICompatible(AsyncGeneratorProvider):
             data = json.loads(raw.decode(charset, "replace"))
         except (ValueError, LookupError):
             text = raw.decode("utf-8", "replace")
-            raise NonJSONResponseError(response.content_type, text[:200]) from None
-        return parse_completion(data)
+            excerpt = _masked(text[:200], secrets)
+            raise NonJSONResponseError(response.content_type, excerpt) from None
+        return _completion(data, secrets)
 
     @classmethod
     async def create_async_generator(  # type: ignore[override]
@@ -574,53 +642,128 @@ class OpenAICompatible(AsyncGeneratorProvider):
         )
         shown_url, policy = target.shown_url, target.policy
         try:
-            if response.headers.get("Content-Type", "").startswith("text/event-stream"):
-                async for item in cls._events(response, shown_url, timeout, policy):
+            content_type = response.headers.get("Content-Type", "")
+            first = b""
+            if not content_type.startswith("text/event-stream") and stream:
+                # Some servers send the events as text/plain: the first bytes tell.
+                if "json" not in content_type:
+                    async with reading_body(shown_url, timeout, policy.secrets):
+                        first = await response.content.readany()
+                    if first.lstrip(BOM + b" \t\r\n").startswith(_SSE_STARTS):
+                        content_type = "text/event-stream"
+            if content_type.startswith("text/event-stream"):
+                async for item in cls._events(response, shown_url, timeout, policy, name, first):
                     yield item
                 return
-            raw = await read_body(response, shown_url, timeout, policy.secrets)
+            raw = first + await read_body(response, shown_url, timeout, policy.secrets)
+            content, finish, usage, other = cls._parse_body(raw, response, policy.secrets)
+        except PizzagptError as exc:
+            raise mask_error(exc, policy.secrets) from None
         finally:
             response.release()
-        content, finish, usage = cls._parse_body(raw, response)
-        if content:
-            yield content
+        if not content:
+            raise _empty(name, finish, other)
+        yield content
         if usage is not None:
             yield usage
         yield FinishReason(finish or "stop")
 
     @classmethod
     async def _events(
-        cls, response: Any, shown_url: str, timeout: float, policy: Policy
+        cls,
+        response: Any,
+        shown_url: str,
+        timeout: float,
+        policy: Policy,
+        name: str = "",
+        first: bytes = b"",
     ) -> AsyncResult:
-        decoder = SSEDecoder()
+        """The events of a streamed answer: text as it comes, then usage and finish reason.
+
+        ``timeout`` bounds the time without an event: keep-alive comments do not count. A
+        stream that ends after a finish reason, without ``[DONE]`` (older llama.cpp), is
+        complete; one that ends before it was cut off."""
+        secrets = policy.secrets
+        decoder = SSEDecoder(cls.max_event_bytes)
+        max_answer = cls.max_answer_chars
         finish: str | None = None
         usage: Usage | None = None
+        other: str | None = None
+        size = 0
         done = False
-        async with reading_body(shown_url, timeout, policy.secrets):
-            async for chunk in response.content.iter_any():
-                for data in decoder.feed(chunk):
-                    if data.strip() == "[DONE]":
-                        done = True
-                        break
-                    text, reason, used = _event(data)
-                    finish = reason or finish
-                    usage = used or usage
-                    if text:
-                        yield text
-                if done:
-                    break
-            if not done:
-                for data in decoder.close():
-                    if data.strip() == "[DONE]":
-                        done = True
-        if not done:
+        idle = IdleTimeout(timeout)
+        only_comments = False  # bytes came since the last event, but no event
+        try:
+            async with idle, reading_body(shown_url, timeout, secrets):
+                chunks = response.content.iter_any()
+                pending = [first] if first else []
+                while not done:
+                    if pending:
+                        chunk = pending.pop()
+                    else:
+                        idle.waiting()
+                        try:
+                            chunk = await chunks.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        idle.arrived()
+                    events = decoder.feed(chunk)
+                    if events:
+                        idle.reset()
+                        only_comments = False
+                    else:
+                        only_comments = True
+                    for data in events:
+                        if data.strip() == "[DONE]":
+                            done = True
+                            break
+                        text, reason, used, held = _event(data, secrets)
+                        finish = reason or finish
+                        usage = used or usage
+                        if text:
+                            size += len(text)
+                            if size > max_answer:
+                                raise AnswerTooLargeError(
+                                    f"The answer is over {max_answer:,} characters "
+                                    "(PizzaMagics.max_answer_chars); it was stopped there"
+                                )
+                            yield text
+                        elif held and not size:
+                            other = held
+                if not done:
+                    for data in decoder.close():
+                        if data.strip() == "[DONE]":
+                            done = True
+                        else:
+                            text, reason, used, held = _event(data, secrets)
+                            finish = reason or finish
+                            usage = used or usage
+                            if text:
+                                size += len(text)
+                                yield text
+                            elif held and not size:
+                                other = held
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"No answer from {shown_url} within {timeout:g} s (only keep-alive comments came)"
+                if idle.expired and only_comments
+                else f"No answer from {shown_url} within {timeout:g} s"
+            ) from None
+        except PizzagptError as exc:
+            raise mask_error(exc, secrets) from None
+        if not done and not finish:
             raise ConnectionLostError(
                 f"The answer from {shown_url} was cut off before its end (the stream "
                 "closed without [DONE])"
             )
+        if not size:
+            raise _empty(name or cls.label, finish, other)
         if usage is not None:
             yield usage
         yield FinishReason(finish or "stop")
+
+
+_SSE_STARTS = (b"data:", b":", b"event:", b"id:", b"retry:")
 
 
 class Target:
@@ -631,7 +774,7 @@ class Target:
 
     def __init__(self, base_url: str, headers: dict[str, str], policy: Policy) -> None:
         self.base_url = base_url
-        self.chat_url = f"{base_url}/chat/completions"
+        self.chat_url = join_url(base_url, "chat/completions")
         self.shown_url = _shown(self.chat_url, policy.secrets)
         self.headers = headers
         self.policy = policy
@@ -652,26 +795,35 @@ def _target(
     return Target(base_url, cls.headers(key), policy)
 
 
-def _event(data: str) -> tuple[str, str | None, Usage | None]:
-    """``(text, finish_reason, usage)`` of one streamed chunk."""
+def _event(
+    data: str, secrets: tuple[str | None, ...] = ()
+) -> tuple[str, str | None, Usage | None, str | None]:
+    """``(text, finish_reason, usage, other)`` of one streamed chunk; ``other`` says what a
+    chunk without text held (``"tool calls"``, ``"reasoning"``)."""
     try:
         chunk = json.loads(data)
     except ValueError:
-        raise ResponseShapeError(f"a streamed event is not JSON: {data[:120]!r}") from None
+        shown = _masked(data[:120], secrets)
+        raise ResponseShapeError(f"a streamed event is not JSON: {shown!r}") from None
     if not isinstance(chunk, dict):
         raise ResponseShapeError(f"a streamed event is {type(chunk).__name__}, not an object")
-    if "error" in chunk:
-        raise ResponseError(f"The endpoint sent an error mid-answer: {_error_text(data)[0]}")
+    if chunk.get("error"):
+        message = _masked(_error_text(data)[0], secrets)
+        raise ResponseError(f"The endpoint sent an error mid-answer: {message}")
     text = ""
     finish = None
+    other = None
     choices = chunk.get("choices") or []
     if choices and isinstance(choices[0], dict):
         delta = choices[0].get("delta") or {}
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(content, str):
-            text = content
+        if isinstance(delta, dict):
+            content = delta.get("content")
+            if content is not None:
+                text = _text_of(content) or ""
+            if not text:
+                other = _other_output(delta)
         finish = choices[0].get("finish_reason")
-    return text, finish, _usage(chunk.get("usage"))
+    return text, finish, _usage(chunk.get("usage")), other
 
 
 async def list_models(
@@ -690,7 +842,7 @@ async def list_models(
     timeout = OpenAICompatible.models_timeout if timeout is None else timeout
     try:
         target = OpenAICompatible.target(base_url, api_key_env, name, 0)
-        url = f"{target.base_url}/models"
+        url = join_url(target.base_url, "models")
         async with open_response(
             "GET",
             url,

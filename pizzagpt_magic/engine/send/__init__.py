@@ -8,23 +8,25 @@ Every strategy has one method::
 It takes prompts from ``pending`` (``await pending.next()`` one at a time, or ``pending.take(n)``
 for what is ready now) until ``next`` gives None, and yields ``(prompt, result)`` for each, in the
 order results arrive: the ``Completion``, or the exception that prompt ended with (an exception
-never stops the others). ``prompt.key`` says which answer it is. ``request`` holds how a request
-is sent (``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``). The engine may add
-prompts to ``pending`` while the strategy runs (a repair): ``next`` waits for them, and gives
-None once every prompt handed out has been settled and none is queued.
+never stops the others). ``prompt.key`` says which answer it is. ``request`` holds how a
+request is sent (``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``, and a ``gate``:
+an async context manager factory entered around each request, such as a cluster-wide limit).
+The engine may add prompts to ``pending`` while the strategy runs (a repair): ``next`` waits for
+them, and gives None once every prompt handed out has been settled and none is queued.
 
 A strategy bounds its own requests in flight (its ``concurrency``); the pause after a 429 (see
 ``session.pause_requests``) and the retry policy are the transport's, below ``fetch``, so every
 strategy shares them. A strategy knows nothing of where its prompts came from.
 
-``single`` sends one prompt a request; ``fetch`` is how any strategy asks for one prompt.
+``single`` sends one prompt a request, ``packed`` several prompts a request; ``fetch`` is how
+any strategy asks for one prompt.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -84,6 +86,20 @@ class Pending:
             taken.append(self._queue.popleft())
         return taken
 
+    def take_where(self, count: int, wanted: Callable[[Prompt], bool]) -> list[Prompt]:
+        """Up to ``count`` queued prompts for which ``wanted`` is true, without waiting; the
+        others keep their places."""
+        taken: list[Prompt] = []
+        kept: list[Prompt] = []
+        queue = self._queue
+        while queue and len(taken) < count:
+            prompt = queue.popleft()
+            (taken if wanted(prompt) else kept).append(prompt)
+            if len(kept) > 4 * count:  # a long run of others: look no further
+                break
+        queue.extendleft(reversed(kept))
+        return taken
+
     async def next(self) -> Prompt | None:
         """The next prompt to send, waiting for one while any may still come; else None."""
         while True:
@@ -112,6 +128,11 @@ async def fetch(prompt: Prompt, request: Mapping[str, Any]) -> Completion:
         takes_response_format,
     )
 
+    gate = request.get("gate")
+    if gate is not None:
+        # A limit shared with other processes (a cluster's): held for this request alone.
+        async with gate():
+            return await fetch(prompt, {k: v for k, v in request.items() if k != "gate"})
     backend = prompt.backend
     options = {**request, "base_url": prompt.base_url}
     schema = prompt.schema

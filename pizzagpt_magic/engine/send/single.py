@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from ...session import widen_pool
 from . import Pending, Result, fetch
 
 __all__ = ["Single"]
@@ -24,6 +26,11 @@ class Single:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
+
+    @staticmethod
+    def planned_requests(prompts: list[Any]) -> int:
+        """How many requests ``prompts`` take: one each."""
+        return len(prompts)
 
     async def send(self, pending: Pending, request: Mapping[str, Any]) -> AsyncIterator[Result]:
         arrived: asyncio.Queue[Result | None] = asyncio.Queue()
@@ -43,6 +50,13 @@ class Single:
                 arrived.put_nowait(None)
 
         count = min(self.concurrency, max(1, len(pending)))
+        pool = widen_pool(count)  # the shared pool holds as many connections as workers
+        if count > pool:
+            warnings.warn(
+                f"concurrency {count} is over the connection pool's cap of {pool} "
+                f"(session.POOL_MAX): at most {pool} requests are in flight at once",
+                stacklevel=2,
+            )
         workers = [asyncio.ensure_future(worker()) for _ in range(count)]
         alive = len(workers)
         try:

@@ -1,0 +1,240 @@
+"""Where the DataFrame operations meet the batch engine: prompts in, one outcome per row out.
+
+An operation renders one prompt text per row and hands the texts here with its options; this
+module makes them the engine's prompts, runs them (deduplicated, through the store, at the
+batch's concurrency, paused on 429, with a progress bar), and gives back, in the rows' order,
+each row's answer or the exception that stood for it. ``estimate`` stops before sending.
+
+An interrupt keeps what arrived: in the store (a rerun sends only the rest), and, in a shell,
+as a Series in ``_pizza_batch`` (``<NA>`` where none came), as ``%%pizza --each`` does.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import PromptError
+from .options import Options
+
+__all__ = ["Estimate", "Outcomes", "estimate", "run"]
+
+#: Characters per token in the estimate of input tokens (a common rule of thumb for English).
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class Estimate:
+    """What an operation would send: ``rows``, ``distinct`` prompts among them, ``cached``
+    (distinct prompts already answered in the store), ``requests`` (what is left to send) and
+    ``input_tokens`` (an estimate for those requests, at about 4 characters a token).
+    ``levels`` is an ``agg`` tree's questions per level."""
+
+    method: str
+    rows: int
+    distinct: int
+    cached: int
+    requests: int
+    input_tokens: int
+    levels: list[int] | None = None
+
+    def __str__(self) -> str:
+        tree = ""
+        if self.levels is not None:
+            tree = f"; a tree of {len(self.levels)} levels ({' + '.join(map(str, self.levels))})"
+        return (
+            f"{self.method}: {self.rows:,} rows, {self.distinct:,} distinct prompts, "
+            f"{self.cached:,} already answered, {self.requests:,} requests to send "
+            f"(about {self.input_tokens:,} input tokens){tree}"
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+@dataclass
+class Outcomes:
+    """A run's result: for each row its value (text, or a schema's value) or the exception
+    that stood for it; and what was sent."""
+
+    values: list[Any]
+    sent: int
+    cached: int
+
+    @property
+    def failures(self) -> int:
+        return sum(isinstance(v, BaseException) for v in self.values)
+
+    def noted(self, result: Any) -> Any:
+        """``result`` (a pandas object) with what it cost in ``attrs["pizza"]``: rows,
+        requests sent, distinct prompts answered from the store, rows that failed."""
+        result.attrs["pizza"] = {
+            "rows": len(self.values),
+            "requests": self.sent,
+            "cached": self.cached,
+            "failed": self.failures,
+        }
+        return result
+
+
+def _backend(options: Options) -> Any:
+    from ..backends import provider_of, resolve
+    from ..providers.pizzagpt import Pizzagpt
+
+    if options.provider is None or options.provider is Pizzagpt:
+        backend = resolve(options.model, options.endpoints or None)
+    else:
+        backend = provider_of(options.provider, options.model)
+    if options.temperature is not None or options.max_tokens is not None:
+        backend.check_parameters(options.temperature, options.max_tokens)
+    return backend
+
+
+class _Prepared:
+    """The texts as the engine's prompts (one ``Prompt`` made per distinct text, shared by
+    the rows that ask it), and the batch that plans them: nothing is sent yet."""
+
+    def __init__(self, texts: list[str], options: Options, schema: Any = None) -> None:
+        from ..api import build_messages
+        from ..engine import Batch, Prompt
+
+        backend = _backend(options)
+        system = options.system
+        _check_sizes(texts, options)
+        made: dict[str, Any] = {}
+        prompts = []
+        for text in texts:
+            prompt = made.get(text)
+            if prompt is None:
+                prompt = made[text] = Prompt(
+                    backend,
+                    build_messages(text, system=system, history=options.history),
+                    temperature=options.temperature,
+                    max_tokens=options.max_tokens,
+                    schema=schema,
+                    base_url=options.base_url,
+                )
+            prompts.append(prompt)
+        self.batch = Batch(
+            prompts,
+            store=options.store,
+            cache=options.cache,
+            log=options.log,
+            context=options.context,
+            schema_retries=options.schema_retries,
+            request=options.request(),
+        )
+
+
+def _check_sizes(texts: list[str], options: Options) -> None:
+    """A prompt over ``max_prompt_chars`` fails the call before anything is sent, naming its
+    row (``%%pizza --each`` refuses it the same way)."""
+    system = len(options.system or "")
+    history = sum(len(str(m["content"])) for m in options.history)
+    extra = system + history
+    besides = " and ".join(
+        name for name, size in (("the system message", system), ("the history", history)) if size
+    )
+    limit = options.max_prompt_chars
+    for position, text in enumerate(texts):
+        if len(text) + extra > limit:
+            size = f"{len(text) + extra:,} characters" + (f" with {besides}" if besides else "")
+            raise PromptError(
+                f"The prompt of row {position} (by position) is {size}, over max_prompt_chars="
+                f"{limit:,}; shorten the template or show less of the row"
+            )
+
+
+def estimate(method: str, texts: list[str], options: Options, *, schema: Any = None) -> Estimate:
+    """What ``run`` would send for ``texts``; sends nothing."""
+    plan = _Prepared(texts, options, schema).batch.plan
+    characters = sum(
+        len(str(m["content"])) for prompt in plan.pending for m in prompt.sent_messages(True)
+    )
+    requests = _strategy(options).planned_requests(plan.pending)
+    return Estimate(
+        method,
+        len(texts),
+        len(plan.unique),
+        len(plan.answered),
+        requests,
+        -(-characters // CHARS_PER_TOKEN),
+    )
+
+
+def _strategy(options: Options) -> Any:
+    """How the batch sends: packed (``options.pack``, else ``$PIZZAGPT_PACK``, else auto), or
+    one prompt a request."""
+    from ..engine.send.packed import strategy_for
+
+    return strategy_for(
+        options.pack, options.concurrency, max_prompt_chars=options.max_prompt_chars
+    )
+
+
+def run(
+    texts: list[str],
+    options: Options,
+    *,
+    schema: Any = None,
+    labels: Any = None,
+    desc: str = "pizza",
+) -> Outcomes:
+    """Each text's answer (its text, or with ``schema`` its value) or exception, in order;
+    ``labels`` (the rows' index) name the partial answers kept on an interrupt."""
+    from ..batch import progress_bar
+    from ..loop import run_sync
+
+    batch = _Prepared(texts, options, schema).batch
+    pending = batch.plan.requests
+    bar = progress_bar(pending, enabled=options.progress and pending > 1, desc=desc)
+    failed = 0
+
+    def arrived(positions: list[int], outcome: Any) -> None:
+        nonlocal failed
+        if bar is None or outcome.cached:
+            return
+        if outcome.error is not None:
+            failed += 1
+            bar.set_postfix(failed=failed, refresh=False)
+        bar.update(1)
+
+    try:
+        run_sync(batch.run(_strategy(options), on_outcome=arrived))
+    except KeyboardInterrupt:
+        got = [None if o is None or not o.ok else o.value for o in batch.outcomes]
+        _keep_partial(got, labels, schema)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return Outcomes(batch.results(), batch.sent, len(batch.plan.answered))
+
+
+def _keep_partial(values: list[Any], labels: Any, schema: Any) -> None:
+    """After an interrupt: the answers that arrived, in ``_pizza_batch`` when in a shell."""
+    count = sum(v is not None for v in values)
+    where = ""
+    if "IPython" in sys.modules:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            import pandas as pd
+
+            from ..magics.names import BATCH_ANSWERS
+
+            if schema is None:
+                kept: Any = pd.Series(values, index=labels, name="answer", dtype="string")
+            else:
+                from ..engine import answers_frame
+
+                kept = answers_frame(values, schema, index=labels)
+            shell.user_ns[BATCH_ANSWERS] = kept
+            where = f" in {BATCH_ANSWERS!r} (<NA> where none came)"
+    print(
+        f"Interrupted: {count} of {len(values)} answers kept{where} and in the store; run it "
+        "again to ask only for the rest",
+        file=sys.stderr,
+    )
