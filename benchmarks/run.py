@@ -1142,6 +1142,156 @@ def bench_cache(trials: int) -> dict[str, Any]:
     }
 
 
+# -- 6b. the answer file --------------------------------------------------------------------------
+
+
+def bench_answer_file(count: int, trials: int = 5) -> list[dict[str, Any]]:
+    """Looking up ``count`` answers in an answer file beside the store's lookups of the same
+    requests, and loading the file beside reading and parsing its lines."""
+    from pizzagpt_magic.answers import AnswerFile, answer_key
+    from pizzagpt_magic.store import Store, request_key
+
+    def messages(n: int) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": f"Question number {n}: is this row about delivery?"}]
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "answers.jsonl"
+        file = AnswerFile(path)
+        store = Store(Path(folder) / "store.sqlite3")
+        for n in range(count):
+            key = answer_key("pizzagpt", "gpt-4o-mini", {}, messages(n))
+            text = f"Answer {n}: " + "yes, about delivery. " * 10
+            file.add(
+                {
+                    "key": key,
+                    "provider": "pizzagpt",
+                    "model": "gpt-4o-mini",
+                    "messages": messages(n),
+                    "text": text,
+                }
+            )
+            store.put(
+                request_key("pizzagpt@x", "gpt-4o-mini", {}, messages(n)),
+                "pizzagpt",
+                "gpt-4o-mini",
+                text,
+                {},
+            )
+        file.flush()
+        store.flush()
+        loads, parses, files, stores = [], [], [], []
+        for _ in range(trials):
+            started = time.perf_counter()
+            with open(path, encoding="utf-8") as handle:
+                [json.loads(line) for line in handle]
+            parses.append(time.perf_counter() - started)
+            fresh = AnswerFile(path)
+            started = time.perf_counter()
+            fresh.get("")
+            loads.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for n in range(count):
+                fresh.get(answer_key("pizzagpt", "gpt-4o-mini", {}, messages(n)))
+            files.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for n in range(count):
+                store.get(request_key("pizzagpt@x", "gpt-4o-mini", {}, messages(n)))
+            stores.append(time.perf_counter() - started)
+        store.close()
+    load, parse = statistics.median(loads), statistics.median(parses)
+    lookup, stored = statistics.median(files), statistics.median(stores)
+    return [
+        {
+            "figure": f"answer file: {count:,} lookups beside the store's",
+            "measured": f"{lookup / count * 1e6:.1f} µs vs {stored / count * 1e6:.1f} µs "
+            f"a question ({lookup / stored:.2f}x)",
+            "target": "<= 2x the store's",
+            "ok": lookup <= 2 * stored,
+        },
+        {
+            "figure": f"answer file: loading {count:,} lines beside parsing them",
+            "measured": f"{ms(load)} vs {ms(parse)} ({load / parse:.2f}x)",
+            "target": "<= 2x reading and parsing",
+            "ok": load <= 2 * parse,
+        },
+    ]
+
+
+# -- 6b. usage reports -------------------------------------------------------------------------
+
+
+def bench_usage(stored: int, trials: int) -> dict[str, Any]:
+    """A usage report (by model, as ``%pizza --usage`` and ``pizzagpt usage`` give it) over a
+    log of ``stored`` exchanges, against one plain scan of the log (``count(*)``) as the floor;
+    and the report by day, which SQLite has to sort."""
+    import random
+
+    from pizzagpt_magic import store as stores
+    from pizzagpt_magic.reports import usage_report
+
+    draw = random.Random(24)
+    models = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("ollama", "llama3.2")]
+    models += [("pizzagpt", "gpt-4o-mini"), ("emu", "emu-mini")]
+    now = time.time()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "store.sqlite3"
+        stores.Store(path).close()  # the schema, migrated
+        rows = []
+        for i in range(stored):
+            provider, model = draw.choice(models)
+            cached = draw.random() < 0.2
+            failed = not cached and draw.random() < 0.03
+            usd = None if failed else (0.0 if cached else draw.random() / 1000)
+            rows.append(
+                (
+                    now - draw.random() * 30 * 86400,
+                    provider,
+                    model,
+                    f"question {i}",
+                    None if failed else f"answer {i}",
+                    "HTTPStatusError: 500" if failed else None,
+                    None if failed else draw.randint(10, 2000),
+                    None if failed else draw.randint(10, 800),
+                    int(cached),
+                    draw.choice(("magic", "api", "cli")),
+                    usd,
+                    draw.random() / 1000 if cached else None,
+                    None if failed else "priced",
+                )
+            )
+        with closing(sqlite3_connect(path)) as connection, connection:
+            connection.executemany(
+                "INSERT INTO log (time, provider, model, parameters, messages, prompt, answer, "
+                "error, prompt_tokens, completion_tokens, cached, source, cost, cost_saved, "
+                "pricing) VALUES (?, ?, ?, '{}', '[]', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        store = stores.Store(path)
+        usage_report(store)  # warm: the file in the page cache, the statements compiled
+        by_model, by_day, floor = [], [], []
+        connection = store._reader()
+        for _ in range(trials):
+            started = time.perf_counter()
+            connection.execute("SELECT count(*) FROM log WHERE time >= 0").fetchone()
+            floor.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            report = usage_report(store)
+            by_model.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            usage_report(store, by="day")
+            by_day.append(time.perf_counter() - started)
+        store.close()
+    assert sum(r["exchanges"] for r in report.rows) == stored
+    model, day, scan = (statistics.median(t) for t in (by_model, by_day, floor))
+    return {
+        "figure": f"usage report over {stored:,} logged exchanges (by model; by day)",
+        "measured": f"{ms(model)} ({model / scan:.0f}x one plain scan of the log, {ms(scan)}); "
+        f"by day {ms(day)}",
+        "target": "< 200 ms by model",
+        "ok": model < 0.2,
+    }
+
+
 def bench_sse_decoder(megabytes: int, trials: int) -> dict[str, Any]:
     """The SSE decoder's time per MB: ``megabytes`` MB as one line, against the same bytes as
     lines of 1 MB, fed in the 64 KiB pieces a socket gives and kept, as an answer's text is.
@@ -1429,6 +1579,8 @@ def main() -> int:
     with emulator("--latency", "0.02") as url:
         rows.append(bench_frames_map(url, 1 if quick else 8))
     rows.append(bench_cache(50 if quick else 1000))
+    rows.extend(bench_answer_file(1_000 if quick else 10_000, 1 if quick else 5))
+    rows.append(bench_usage(10_000 if quick else 100_000, 3 if quick else 15))
     with emulator() as url:
         rows.append(bench_memory(url, 300 if quick else 5000))
     rows.append(bench_tool_round(1_000_000, 2 if quick else 9))

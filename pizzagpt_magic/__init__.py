@@ -34,6 +34,8 @@ _EXPORTS = {
     "Endpoint": "backends",
     "register_endpoint": "backends",
     "logs": "store",
+    "usage": "reports",
+    "set_prices": "cost",
     "Store": "store",
     "StoreWarning": "store",
     "complete": "api",
@@ -41,11 +43,13 @@ _EXPORTS = {
     "ask_async": "api",
     "ask_many": "batch",
     "ask_many_async": "batch",
+    "estimate_many": "batch",
     "answers_frame": "batch",
     "AnswerFormatError": "errors",
     "AuthenticationError": "errors",
     "ProviderError": "errors",
     "BatchError": "errors",
+    "BudgetExceededError": "errors",
     "ConfigurationError": "errors",
     "RedirectError": "errors",
     "ConnectError": "errors",
@@ -74,11 +78,13 @@ __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_i
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Completion, ask, ask_async, complete
     from .backends import Endpoint, register_endpoint
-    from .batch import answers_frame, ask_many, ask_many_async
+    from .batch import answers_frame, ask_many, ask_many_async, estimate_many
+    from .cost import set_prices
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
         BatchError,
+        BudgetExceededError,
         ConfigurationError,
         ConnectError,
         ConnectionLostError,
@@ -113,6 +119,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .providers.openai import OpenAICompatible
     from .providers.pizzagpt import Pizzagpt
+    from .reports import usage
     from .store import Store, StoreWarning, logs
     from .tools import Toolbox
 

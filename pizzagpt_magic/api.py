@@ -8,14 +8,18 @@ it through the backend the model id names (``gpt-4o-mini``, ``ollama:llama3.2``,
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import answers as answer_files
 from . import store as stores
 from .backends import Backend, provider_of, resolve
-from .engine.keys import parameters_of, prompt_key
+from .cost import Cost, pricing_for
+from .engine.keys import origin_of, parameters_of, prompt_key
 from .errors import (
     ConfigurationError,
     EmptyAnswerError,
@@ -82,10 +86,17 @@ class Completion:
     usage: dict[str, int] | None = None
     seconds: float = 0.0
     cached: bool = False
+    #: What the answer cost (``cost.Cost``): dollars or why unknown; a cache hit's saving.
+    cost: Cost | None = None
     #: The tool calls made on the way to the answer (``tools.ToolRecord.as_dict`` each).
     tool_calls: list[dict[str, Any]] | None = None
     #: What the answer means: its text, or with a schema the dict or model instance.
     value: Any = None
+    #: The answer file that holds the answer (its name), when one is in effect; then the
+    #: metadata holds nothing that changes from one run to the next.
+    answer_file: str | None = None
+    #: The answer's key in the answer file (provider, model, parameters, messages).
+    key: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -104,13 +115,21 @@ class Completion:
             "provider": self.provider,
             "model": self.model,
             "parameters": dict(self.parameters),
-            "seconds": round(self.seconds, 3),
-            "cached": self.cached,
         }
+        if self.answer_file is None:
+            meta["seconds"] = round(self.seconds, 3)
+            meta["cached"] = self.cached
+        else:
+            # Saved with the notebook: the same bytes on every rerun, and the key that tells
+            # ``pizzagpt answers prune`` which lines the notebook uses.
+            meta["answer_file"] = self.answer_file
+            meta["answer_key"] = self.key
         if self.finish_reason:
             meta["finish_reason"] = self.finish_reason
         if self.usage:
             meta["usage"] = dict(self.usage)
+        if self.cost is not None:
+            meta["cost"] = self.cost.as_dict()
         if self.tool_calls is not None:
             meta["tool_calls"] = list(self.tool_calls)
         return meta
@@ -313,10 +332,22 @@ async def _complete_messages(
     if store is DEFAULT_STORE:
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
+    settings = answer_files.current()
+    if settings is not None:
+        hit = from_answer_file(settings, backend, messages, parameters_of(temperature, max_tokens))
+        if hit is not None:
+            if log:
+                log_exchange(store, hit, messages, context=context)
+            return hit
+        cache = cache and not settings.refresh
     key = None
+    origin = origin_of(backend, request.get("base_url"))
+    pricing = pricing_for(backend.provider, backend.model, origin)
     if store is not None:
         parameters = parameters_of(temperature, max_tokens)
-        key = store_key(backend, messages, temperature, max_tokens, request.get("base_url"))
+        key = stores.request_key(
+            f"{backend.provider}@{origin}", backend.model, parameters, messages
+        )
         if cache:
             hit = store.get(key)
             if hit is not None:
@@ -330,7 +361,10 @@ async def _complete_messages(
                     meta.get("usage"),
                     0.0,
                     cached=True,
+                    cost=pricing.cost(meta.get("usage")).hit(),
                 )
+                if settings is not None:
+                    to_answer_file(settings, completion, messages)
                 if log:
                     log_exchange(store, completion, messages, context=context)
                 return completion
@@ -350,6 +384,7 @@ async def _complete_messages(
                 partial=exc.partial or None,
             )
         raise
+    completion.cost = pricing.cost(completion.usage)
     if store is not None and key is not None:
         store.put(
             key,
@@ -358,9 +393,69 @@ async def _complete_messages(
             completion.text,
             {"finish_reason": completion.finish_reason, "usage": completion.usage},
         )
-        if log:
-            log_exchange(store, completion, messages, context=context)
+    if settings is not None:
+        to_answer_file(settings, completion, messages)
+    if log:
+        log_exchange(store, completion, messages, context=context)
     return completion
+
+
+def from_answer_file(
+    settings: answer_files.AnswerSettings,
+    backend: Backend,
+    messages: Messages,
+    parameters: dict[str, Any],
+    strict: bool = True,
+) -> Completion | None:
+    """The answer file's answer to this request (None when it has none, or when the request
+    asks again); ``parameters`` are what changes the answer, as ``Completion.parameters`` holds
+    them. With ``settings.only`` (and ``strict``), a missing answer is an
+    ``AnswerMissingError``."""
+    key = answer_files.answer_key(backend.provider, backend.model, parameters, messages)
+    line = None if settings.refresh else settings.file.get(key)
+    if line is None:
+        if settings.only and strict:
+            raise settings.missing(messages)
+        return None
+    return Completion(
+        line["text"],
+        backend.provider,
+        backend.model,
+        parameters,
+        line.get("finish_reason", "stop"),
+        line.get("usage"),
+        0.0,
+        cached=True,
+        answer_file=settings.file.name,
+        key=key,
+    )
+
+
+def to_answer_file(
+    settings: answer_files.AnswerSettings, completion: Completion, messages: Messages
+) -> None:
+    """Put ``completion`` in the answer file (and say so in its metadata)."""
+    from .images import loggable
+
+    key = answer_files.answer_key(
+        completion.provider, completion.model, completion.parameters, messages
+    )
+    settings.file.add(
+        {
+            "key": key,
+            "provider": completion.provider,
+            "model": completion.model,
+            "parameters": completion.parameters or None,
+            "messages": [{"role": m["role"], "content": loggable(m["content"])} for m in messages],
+            "text": completion.text,
+            "finish_reason": completion.finish_reason
+            if completion.finish_reason not in (None, "stop")
+            else None,
+            "usage": completion.usage,
+        }
+    )
+    completion.answer_file = settings.file.name
+    completion.key = key
 
 
 def log_exchange(
@@ -379,7 +474,7 @@ def log_exchange(
     the ``parameters`` asked for); ``tool_calls`` are the records of a failed exchange's tool
     calls."""
     system = next((m["content"] for m in messages if m.get("role") == "system"), None)
-    from .images import loggable
+    from .images import content_text, loggable
 
     record: dict[str, Any] = {
         "time": time.time(),
@@ -387,6 +482,7 @@ def log_exchange(
         # Images as their hash and size: the log never holds their bytes.
         "messages": [{**m, "content": loggable(m["content"])} for m in messages],
         "prompt": _prompt_of(messages),
+        "input_chars": sum(len(content_text(m["content"])) for m in messages),
         **(context or {}),
     }
     if completion is not None:
@@ -398,6 +494,7 @@ def log_exchange(
             seconds=completion.seconds,
             usage=completion.usage,
             cached=completion.cached,
+            cost=completion.cost,
         )
         if completion.tool_calls is not None:
             record["tool_calls"] = completion.tool_calls
@@ -467,6 +564,9 @@ async def complete_with_tools(
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
     parameters = {**parameters_of(temperature, max_tokens), "tools": tools.key()}
+    pricing = pricing_for(
+        backend.provider, backend.model, origin_of(backend, request.get("base_url"))
+    )
     key = None
     if store is not None:
         key = store_key(
@@ -484,6 +584,7 @@ async def complete_with_tools(
                 meta.get("usage"),
                 0.0,
                 cached=True,
+                cost=pricing.cost(meta.get("usage")).hit(),
                 tool_calls=meta.get("tool_calls") or [],
             )
             if log:
@@ -526,6 +627,7 @@ async def complete_with_tools(
         finish,
         usage,
         time.monotonic() - started,
+        cost=pricing.cost(usage),  # every round's tokens
         tool_calls=calls,
     )
     if store is not None and key is not None:
@@ -746,6 +848,30 @@ def _prepare(
     return backend, build_messages(prompt, system=system, history=history)
 
 
+def _answer_file(path: Any, only: bool | None) -> Any:
+    """The answer file ``path`` (and ``only``) in effect for a call; when neither is given,
+    what is in effect already (a cell's, a batch's, ``$PIZZAGPT_ANSWERS``)."""
+    if path is None and only is None:
+        return contextlib.nullcontext()
+    settings = answer_files.settings_for(path, only=only)
+    return answer_files.using(settings)
+
+
+def _with_answer_file(function: Any) -> Any:
+    """``function`` (``complete``, ``ask_async``) taking ``answers`` and ``answers_only`` too:
+    the answer file in effect while it runs (see ``_answer_file``)."""
+
+    @functools.wraps(function)
+    async def with_file(
+        *args: Any, answers: Any = None, answers_only: Any = None, **kw: Any
+    ) -> Any:
+        with _answer_file(answers, answers_only):
+            return await function(*args, **kw)
+
+    return with_file
+
+
+@_with_answer_file
 async def complete(
     prompt: str,
     *,
@@ -829,6 +955,7 @@ async def complete(
     )
 
 
+@_with_answer_file
 async def ask_async(
     prompt: str,
     *,
@@ -872,6 +999,10 @@ async def ask_async(
     dict or a Pydantic model class) asks for JSON of that shape: the answer is checked, asked
     again once with the error when it does not fit (``schema_retries``), and returned as a dict
     (a model instance for a model); one that still does not fit is a ``SchemaError``.
+
+    ``answers`` names an answer file (read first, then the store; every answer is written to
+    it; default ``$PIZZAGPT_ANSWERS``); with ``answers_only`` answers come only from it (default
+    ``$PIZZAGPT_ANSWERS_ONLY``); ``complete`` takes them too.
     """
     backend, messages = _prepare(prompt, model, provider, system, history, temperature, max_tokens)
     request = {

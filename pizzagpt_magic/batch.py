@@ -19,7 +19,7 @@ from typing import Any
 from .errors import BatchError
 from .interpolate import take_items
 
-__all__ = ["answers_frame", "ask_many", "ask_many_async", "progress_bar"]
+__all__ = ["answers_frame", "ask_many", "ask_many_async", "estimate_many", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ async def ask_many_async(
     schema: Any = None,
     schema_retries: int = 1,
     pack: int | str | None = None,
+    max_cost: float | None = None,
     **options: Any,
 ) -> list[Any]:
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
@@ -74,19 +75,43 @@ async def ask_many_async(
     running the same batch again asks only for the rest. With ``ask`` (a coroutine function
     taking one item and ``options``) the items can be anything that function takes; each is
     then asked on its own, as that function does it.
+
+    ``max_cost`` (USD) starts no request that could take the batch's cost past it: what is
+    spent plus what is in flight at its estimate (see ``estimates.Estimator``). The stop raises
+    ``BudgetExceededError`` naming what was spent and the limit, with the answers received in
+    its ``results`` (and in ``into``, and in the store: a rerun with a higher limit asks only
+    for the rest). A model whose price is unknown cannot have a limit.
     """
+    answers, answers_only = options.pop("answers", None), options.pop("answers_only", None)
+    if answers is not None or answers_only is not None:
+        # One answer file for the whole batch: written every half second and at the end, not
+        # once per item.
+        from . import answers as answer_files
+
+        with answer_files.using(answer_files.settings_for(answers, only=answers_only)):
+            return await ask_many_async(
+                prompts,
+                concurrency=concurrency,
+                errors=errors,
+                progress=progress,
+                ask=ask,
+                into=into,
+                **options,
+            )
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     items = take_items(prompts)  # an endless generator is refused, not read forever
     if ask is not None:
+        if max_cost is not None:
+            raise ValueError("max_cost goes with the batch engine, not with ask=")
         if schema is not None:
             options["schema"] = schema
         results = await _ask_each(items, ask, concurrency, progress, into, options)
     else:
         results = await _ask_engine(
-            items, concurrency, progress, into, schema, schema_retries, pack, options
+            items, concurrency, progress, into, schema, schema_retries, pack, max_cost, options
         )
     failures = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
     if failures and errors == "raise":
@@ -104,19 +129,12 @@ _STORE_OPTIONS = frozenset({"cache", "log", "store"})
 _IGNORED_OPTIONS = frozenset({"stream", "on_text"})
 
 
-async def _ask_engine(
-    items: list[Any],
-    concurrency: int,
-    progress: bool,
-    into: list[Any] | None,
-    schema: Any,
-    schema_retries: int,
-    pack: int | str | None,
-    options: dict[str, Any],
-) -> list[Any]:
+def _engine_batch(
+    items: list[Any], schema: Any, schema_retries: int, options: dict[str, Any]
+) -> Any:
+    """The ``engine.Batch`` of ``items`` asked with ``options`` (those of ``ask_async``)."""
     from .api import _API_CONTEXT, DEFAULT_STORE
     from .engine import Batch, make_prompt
-    from .engine.send.packed import strategy_for
     from .errors import PizzagptError
     from .schema import as_schema
 
@@ -125,7 +143,6 @@ async def _ask_engine(
     if unknown:
         raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
     checked = as_schema(schema)  # a bad schema fails the call, before anything is sent
-    strategy = strategy_for(pack, concurrency)
     made = {k: v for k, v in options.items() if k in _PROMPT_OPTIONS}
     prompts: list[Any] = []
     failed: dict[int, BaseException] = {}
@@ -143,7 +160,7 @@ async def _ask_engine(
             if isinstance(item, str):
                 made_for[item] = prompt
         prompts.append(prompt)
-    batch = Batch(
+    return Batch(
         prompts,
         store=options.get("store", DEFAULT_STORE),
         cache=options.get("cache", True),
@@ -153,6 +170,31 @@ async def _ask_engine(
         request={k: options[k] for k in _REQUEST_OPTIONS if k in options},
         failed=failed,
     )
+
+
+def estimate_many(prompts: Iterable[Any], *, schema: Any = None, **options: Any) -> Any:
+    """What ``ask_many(prompts, **options)`` would send and cost (a ``estimates.Estimate``: the
+    distinct prompts not yet answered, their input and output tokens, the dollars); nothing is
+    sent or logged."""
+    options = {k: v for k, v in options.items() if k not in ("concurrency", "progress")}
+    return _engine_batch(list(prompts), schema, 1, options).estimate()
+
+
+async def _ask_engine(
+    items: list[Any],
+    concurrency: int,
+    progress: bool,
+    into: list[Any] | None,
+    schema: Any,
+    schema_retries: int,
+    pack: int | str | None,
+    max_cost: float | None,
+    options: dict[str, Any],
+) -> list[Any]:
+    from .engine.send.packed import strategy_for
+
+    strategy = strategy_for(pack, concurrency)
+    batch = _engine_batch(items, schema, schema_retries, options)
     results: list[Any] = [None] * len(items)
     if into is not None:
         into[:] = results
@@ -171,8 +213,20 @@ async def _ask_engine(
                 bar.set_postfix(failed=count, refresh=False)
             bar.update(len(positions))
 
+    limits = None
+    if max_cost is not None:
+        from .errors import ConfigurationError
+        from .estimates import Budget, Limits
+
+        estimate = batch.estimate()
+        if estimate.usd is None:
+            raise ConfigurationError(
+                f"max_cost: the price of {estimate.model} is unknown ({estimate.pricing}); "
+                "give it with pizzagpt_magic.set_prices or PizzaMagics.prices"
+            )
+        limits = Limits([Budget(max_cost, what=f"max_cost={max_cost:g}")])
     try:
-        await batch.run(strategy, on_outcome=arrived)
+        await batch.run(strategy, on_outcome=arrived, limits=limits)
     finally:
         if bar is not None:
             bar.close()

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .api import Completion, build_messages, complete_messages, log_exchange
-from .engine.keys import prompt_key
+from . import answers
+from .api import Completion, build_messages, complete_messages, from_answer_file, log_exchange
+from .engine.keys import parameters_of, prompt_key
 from .providers.base import Messages
 
 if TYPE_CHECKING:
@@ -101,11 +102,20 @@ class Conversation:
         from .schema import as_schema
 
         messages = self.messages(prompt, system=system, chat=chat)
+        settings = answers.current()
+        if settings is not None:
+            if settings.refresh:
+                return False
+            parameters = parameters_of(temperature, max_tokens, as_schema(schema))
+            if tools is not None:
+                parameters["tools"] = tools.key()
+            if from_answer_file(settings, backend, messages, parameters, False):
+                return True
         extra = {"tools": tools.key()} if tools is not None else None
         key = prompt_key(
             backend, messages, temperature, max_tokens, base_url, as_schema(schema), extra
         )
-        if key in self.cache:
+        if settings is None and key in self.cache:
             return True
         return store is not None and store.has(key)
 
@@ -142,8 +152,11 @@ class Conversation:
         key = prompt_key(
             backend, messages, temperature, max_tokens, request.get("base_url"), schema, extra
         )
-        if use_cache and key in self.cache:
-            hit = dataclasses.replace(self.cache[key], cached=True, seconds=0.0)
+        # With an answer file, it is read first (then the store): every answer reaches it.
+        if use_cache and key in self.cache and answers.current() is None:
+            kept = self.cache[key]
+            cost = kept.cost.hit() if kept.cost is not None else None
+            hit = dataclasses.replace(kept, cached=True, seconds=0.0, cost=cost)
             if log and store is not None:
                 from . import store as stores
 

@@ -4,6 +4,8 @@
 ``models``    list the models of every provider (or of one)
 ``logs``      show or search the log of exchanges; ``--prune`` deletes old ones
 ``cache``     ``info`` (entries, size, path) or ``clear``
+``answers``   ``prune`` an answer file's unused lines, or ``diff`` two answer files
+``usage``     requests, cache hits, tokens and cost from the log, by model, day or source
 ``demo``      run a notebook (the quickstart by default) against the offline emulator
 ``emulator``  run the offline emulator (``python -m pizzagpt_magic.emulator`` does the same)
 
@@ -91,6 +93,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="ask again even if the store has an answer"
     )
     ask.add_argument("--no-log", action="store_true", help="keep this exchange out of the log")
+    ask.add_argument(
+        "--answers",
+        metavar="PATH",
+        help="answer file read before the store and written with the answer "
+        "(default: $PIZZAGPT_ANSWERS)",
+    )
+    ask.add_argument(
+        "--answers-only",
+        action="store_true",
+        default=None,
+        help="answer only from the answer file; nothing is sent",
+    )
 
     logs = commands.add_parser(
         "logs",
@@ -119,6 +133,40 @@ def _build_parser() -> argparse.ArgumentParser:
         "action", choices=("info", "clear", "merge"), help="show its size, empty it, or merge"
     )
     cache.add_argument("directory", nargs="?", metavar="DIR", help="with merge: the shards")
+
+    answers = commands.add_parser(
+        "answers",
+        help="an answer file: prune its unused lines, or diff two",
+        description="prune: drop the lines of an answer file that no cell of NOTEBOOK asks any "
+        "more (known from the answer keys its saved outputs record). diff: which questions "
+        "were added, removed or answered differently between two answer files.",
+    )
+    actions = answers.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prune = actions.add_parser("prune", help="drop lines no cell of the notebook asks")
+    prune.add_argument("path", metavar="PATH", help="the answer file")
+    prune.add_argument(
+        "--notebook", required=True, metavar="NB.ipynb", help="the notebook, with its outputs"
+    )
+    compare = actions.add_parser("diff", help="which questions changed between two files")
+    compare.add_argument("old", metavar="OLD")
+    compare.add_argument("new", metavar="NEW")
+    usage = commands.add_parser(
+        "usage",
+        help="requests, tokens and cost from the log",
+        description="Requests sent (and failed), cache hits, input and output tokens, cost and "
+        "the cost the cache saved, from the store's log, by model (or day, or source).",
+    )
+    usage.add_argument("--since", metavar="WHEN", help="a date, a time or an age (30m, 12h, 7d)")
+    usage.add_argument("--by", choices=("model", "day", "source"), default="model")
+    usage.add_argument("--json", action="store_true", help="JSON records")
+    usage.add_argument(
+        "--plot",
+        nargs="?",
+        const="cost",
+        choices=("cost", "tokens"),
+        help="draw cost (default) or tokens per day by model into -o FILE.png (matplotlib)",
+    )
+    usage.add_argument("-o", "--output", metavar="FILE.png", help="where --plot draws")
 
     models = commands.add_parser(
         "models",
@@ -239,25 +287,29 @@ def _ask(args: argparse.Namespace) -> int:
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
+    from . import answers
+
     try:
-        completion = run_sync(
-            complete_messages(
-                backend,
-                build_messages(prompt, system=args.system),
-                stream=backend.streams and not args.no_stream,
-                temperature=args.temperature,
-                max_tokens=args.max_tokens,
-                on_text=on_text if printing else None,
-                cache=not args.no_cache,
-                log=not args.no_log,
-                context={"source": "cli"},
-                timeout=args.timeout,
-                proxy=args.proxy,
-                base_url=args.base_url if backend.is_pizzagpt else None,
-                max_retries=args.retries,
-                schema=schema,
+        settings = answers.settings_for(args.answers, only=args.answers_only)
+        with answers.using(settings):
+            completion = run_sync(
+                complete_messages(
+                    backend,
+                    build_messages(prompt, system=args.system),
+                    stream=backend.streams and not args.no_stream,
+                    temperature=args.temperature,
+                    max_tokens=args.max_tokens,
+                    on_text=on_text if printing else None,
+                    cache=not args.no_cache,
+                    log=not args.no_log,
+                    context={"source": "cli"},
+                    timeout=args.timeout,
+                    proxy=args.proxy,
+                    base_url=args.base_url if backend.is_pizzagpt else None,
+                    max_retries=args.retries,
+                    schema=schema,
+                )
             )
-        )
     except BaseException:
         if printed:
             sys.stdout.write("\n")
@@ -377,13 +429,53 @@ def _logs(args: argparse.Namespace) -> int:
         when = dt.datetime.fromtimestamp(record["time"]).strftime("%Y-%m-%d %H:%M:%S")
         model = model_id(record["provider"], record["model"])
         flags = " (cached)" if record["cached"] else ""
-        print(f"# {when}  {model}  {record['source']}{flags}")
+        cost = _cost_note(record)
+        print(f"# {when}  {model}  {record['source']}{flags}{cost}")
         print(f"> {record['prompt']}")
         if record["error"]:
             print(f"! {record['error']}")
         if record["answer"]:
             print(record["answer"])
         print()
+    return 0
+
+
+def _cost_note(record: dict[str, Any]) -> str:
+    """A logged exchange's cost, for its header line."""
+    from .cost import Cost
+
+    if record.get("pricing") is None:
+        return ""
+    cost = Cost(record["cost"], record["pricing"], record["cost_saved"], bool(record["cached"]))
+    return f"  {cost.label}"
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from .reports import PlotUnavailable, plot_usage, usage_report
+    from .store import parse_since
+
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"pizzagpt usage: {exc}", file=sys.stderr)
+        return 2
+    store = _open_store()
+    if args.plot:
+        if not args.output:
+            print("pizzagpt usage: --plot draws into a file: add -o FILE.png", file=sys.stderr)
+            return 2
+        try:
+            plot_usage(store, since=since, what=args.plot).save(args.output)
+        except PlotUnavailable as exc:
+            print(f"pizzagpt usage: {exc}", file=sys.stderr)
+            return 1
+        print(f"Wrote {args.output}")
+        return 0
+    report = usage_report(store, since=since, by=args.by, title=f"Usage in {store.path}")
+    if args.json:
+        print(json.dumps(report.records(), indent=2, ensure_ascii=False))
+    else:
+        print(report.text())
     return 0
 
 
@@ -405,6 +497,25 @@ def _cache(args: argparse.Namespace) -> int:
     )
     print(f"logged exchanges: {info['log_entries']}")
     print(f"file size: {info['file_bytes'] / 1e6:.2f} MB")
+    return 0
+
+
+def _answers(args: argparse.Namespace) -> int:
+    from . import answers
+
+    if args.action == "prune":
+        gone = answers.prune(args.path, args.notebook)
+        print(f"Dropped {gone} unused answers from {args.path}")
+        return 0
+    changes = answers.diff(args.old, args.new)
+    for change, key, question in changes:
+        question = question if len(question) <= 100 else question[:99] + "…"
+        print(
+            f"{'+' if change == 'added' else '-' if change == 'removed' else '~'} "
+            f"{key[:12]}  {question}"
+        )
+    if not changes:
+        print("No question changed.")
     return 0
 
 
@@ -439,9 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ask(args)
         if args.command == "models":
             return _models(args)
-        if args.command in ("logs", "cache"):
+        if args.command == "answers":
+            return _answers(args)
+        if args.command in ("logs", "cache", "usage"):
+            run = {"logs": _logs, "cache": _cache, "usage": _usage}[args.command]
             try:
-                return _logs(args) if args.command == "logs" else _cache(args)
+                return run(args)
             except _StoreOff as exc:
                 print(f"pizzagpt {args.command}: {exc}", file=sys.stderr)
                 return 1

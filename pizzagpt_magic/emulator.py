@@ -37,7 +37,10 @@ The same server speaks the OpenAI-compatible Chat Completions API under ``/v1``:
 gives the server's counters as JSON. The answer is
 the same deterministic text, for the last user message; an unknown model is a 404
 ``model_not_found``; ``max_tokens`` cuts the answer at that many words (finish reason
-``length``); usage counts words. More faults for these routes:
+``length``); usage is a deterministic function of the text: ``prompt_tokens`` is the number of
+whitespace-separated words in the text of all the messages, ``completion_tokens`` the number in
+the answer (after the ``max_tokens`` cut), ``total_tokens`` their sum. More faults for these
+routes:
 
 ``chunk-size=CHARS``     characters per streamed chunk (default 12)
 ``chunk-delay=SECONDS``  pause between streamed chunks

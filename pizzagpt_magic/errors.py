@@ -8,6 +8,7 @@ The hierarchy::
     │   ├── InterpolationError         a {reference} in a prompt that cannot be resolved (``name``)
     │   └── SchemaSpecError            a schema that cannot be read (nothing is sent)
     ├── ModelNotFoundError (ValueError) a model name the provider does not serve
+    ├── AnswerMissingError             answers only from the answer file, and it has none for this
     ├── ProviderError                  a provider class failed with an exception of its own
     ├── TransportError                 the request did not get an HTTP answer
     │   ├── ConnectError               connection refused, DNS failure, TLS failure, proxy refused
@@ -25,6 +26,7 @@ The hierarchy::
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
     │       └── SchemaError            the answer does not fit the schema asked for (``field``)
     ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    ├── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
     └── ToolError                      a tool call that cannot run (its message goes to the model)
         └── ToolRoundsError            the model still called tools after the last round allowed
 
@@ -39,12 +41,14 @@ from typing import Any
 
 __all__ = [
     "AnswerFormatError",
+    "AnswerMissingError",
     "AnswerTooLargeError",
     "AuthenticationError",
     "ProviderError",
     "ConfigurationError",
     "RedirectError",
     "BatchError",
+    "BudgetExceededError",
     "ConnectError",
     "ConnectionLostError",
     "EmptyAnswerError",
@@ -104,6 +108,11 @@ class ModelNotFoundError(PizzagptError, ValueError):
         else:
             listed = detail or "its model list could not be read"
         super().__init__(f"Model {model!r} is not supported by {provider}; {listed}")
+
+
+class AnswerMissingError(PizzagptError):
+    """Answers come only from the answer file (``answers_only``), and it has none for this
+    question: nothing was sent."""
 
 
 class ProviderError(PizzagptError):
@@ -250,6 +259,23 @@ class BatchError(PizzagptError):
         super().__init__(
             f"{len(self.errors)} of {len(self.results)} prompts failed ({listed}{more})"
         )
+
+
+class BudgetExceededError(PizzagptError):
+    """A cost limit (``--max-cost``, ``max_cost=``, ``PizzaMagics.budget``) stopped a batch
+    before a request that could take the total past it; every answer received is kept.
+
+    ``spent`` and ``limit`` are US dollars; ``results`` holds one entry per prompt, as
+    ``BatchError``'s does, None for a prompt that was not asked.
+    """
+
+    def __init__(
+        self, message: str, *, spent: float, limit: float, results: list[Any] | None = None
+    ) -> None:
+        self.spent = spent
+        self.limit = limit
+        self.results = list(results or [])
+        super().__init__(message)
 
 
 class ToolError(PizzagptError):

@@ -959,6 +959,13 @@ class Answer(str):
             )
         elif "total_tokens" in usage:
             notes.append(f"{usage['total_tokens']:,} tokens")
+        cost = getattr(self.completion, "cost", None)
+        # The cost stands beside the token counts (and alone when it is a sum of money).
+        if cost is not None and (usage or cost.usd or cost.saved):
+            notes.append(cost.label)
+        answer_file = getattr(self.completion, "answer_file", None)
+        if answer_file:
+            notes.append(f"answer file {answer_file}")
         # Every backend's answer names its model (Pizzagpt reports no tokens).
         return " · ".join([self.completion.model_id, *notes])
 
@@ -1020,6 +1027,12 @@ class BatchSummary:
             label: r for label, r in zip(labels, results) if isinstance(r, BaseException)
         }
         self.answers: Any = None
+        #: The answer file the batch read and wrote (its name), if any: then what the cell
+        #: saves holds nothing that changes between runs, and the answers' keys.
+        self.answer_file: str | None = None
+        self.keys: list[str] = []
+        #: What the batch's requests cost, as a label (``$0.0123``); None leaves it unsaid.
+        self.cost: str | None = None
 
     def failure_line(self) -> str:
         listed = "; ".join(f"#{label}: {exc}" for label, exc in list(self.failures.items())[:3])
@@ -1029,13 +1042,20 @@ class BatchSummary:
     def _headline(self) -> str:
         count = len(self.results)
         answers = f"{count} answer{'' if count == 1 else 's'}"
-        if self.cached and self.cached == count:
+        took = f" in {self.elapsed:.1f} s" if self.answer_file is None else ""
+        cost = f", {self.cost}" if self.cost else ""
+        # With an answer file the line stays the same from run to run: no cache count.
+        cached = self.cached if self.answer_file is None else 0
+        if cached and cached == count:
             source = f"{answers} of {self.model}, all from the cache,"
-        elif self.cached:
-            source = f"{answers} from {self.model} ({self.cached} from the cache)"
+        elif cached:
+            source = f"{answers} from {self.model} ({cached} from the cache)"
         else:
             source = f"{answers} from {self.model}"
-        return f"{source} in {self.elapsed:.1f} s, {len(self.failures)} failed"
+        line = f"{source}{took}, {len(self.failures)} failed{cost}"
+        if self.answer_file is not None:
+            line += f" · answer file {self.answer_file}"
+        return line
 
     def display(self) -> SafeMarkdown:
         answered = [
@@ -1063,8 +1083,12 @@ class BatchSummary:
             parts.append(Markup(f"<p><em>… and {len(self.results) - self.SHOWN} more</em></p>"))
         return SafeMarkdown(parts, "\n".join(plain))
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return self.display()._repr_mimebundle_()
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+        bundle = self.display()._repr_mimebundle_()
+        if self.answer_file is None:
+            return bundle
+        meta = {"answer_file": self.answer_file, "answer_keys": sorted(set(self.keys))}
+        return bundle, {"pizzagpt_magic": meta}
 
     def __repr__(self) -> str:
         return self.display().plain

@@ -115,6 +115,24 @@ MIGRATIONS: dict[int, list[str]] = {
     # The tool calls made on the way to an answer: name, arguments, result size (JSON).
     5: ["ALTER TABLE log ADD COLUMN tool_calls TEXT"],
 }
+#: Columns of the log added after its first schema, whatever the schema version says: added
+#: when missing each time a store is opened, so the order in which changes that number their
+#: migrations land cannot skip them. What an exchange cost (USD; NULL when unknown), what a
+#: cache hit saved, how the model is priced, and the characters sent (to learn characters a
+#: token).
+LOG_COLUMNS = {
+    "cost": "REAL",
+    "cost_saved": "REAL",
+    "pricing": "TEXT",
+    "input_chars": "INTEGER",
+}
+LOG_INDEXES = [
+    "CREATE INDEX IF NOT EXISTS log_model ON log (provider, model, id)",
+    # Usage reports read this index alone, in its order (see Store.usage).
+    """CREATE INDEX IF NOT EXISTS log_usage ON log (provider, model, cached, pricing, error, time,
+        session, source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost,
+        cost_saved)""",
+]
 FTS_SCHEMA = [
     """CREATE VIRTUAL TABLE IF NOT EXISTS log_fts USING fts5(
         prompt, answer, content='log', content_rowid='id')""",
@@ -126,6 +144,32 @@ FTS_SCHEMA = [
         VALUES ('delete', old.id, old.prompt, old.answer);
     END""",
 ]
+
+#: The columns ``Store.usage`` groups by, for each ``by``.
+_USAGE_GROUPS = {
+    "model": ["provider", "model"],
+    "day": ["date(time, 'unixepoch', 'localtime') AS day"],
+    "source": ["source"],
+    "session": ["session"],
+}
+
+#: What ``Store.usage`` counts for each group.
+_USAGE_COUNTS = (
+    "exchanges",
+    "requests",
+    "cache_hits",
+    "failures",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "unpriced",
+    "local",
+    "free",
+)
+
+
+def _sort_key(group: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple("" if value is None else str(value) for value in group)
 
 
 class StoreWarning(UserWarning):
@@ -262,6 +306,12 @@ class Store:
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
             for statement in INSERTED_SCHEMA:
+                connection.execute(statement)
+            have = {row[1] for row in connection.execute("PRAGMA table_info(log)")}
+            for name, kind in LOG_COLUMNS.items():
+                if name not in have:
+                    connection.execute(f"ALTER TABLE log ADD COLUMN {name} {kind}")
+            for statement in LOG_INDEXES:
                 connection.execute(statement)
             try:
                 for statement in FTS_SCHEMA:
@@ -525,9 +575,14 @@ class Store:
             "session",
             "cell",
             "tool_calls",
+            "cost",
+            "cost_saved",
+            "pricing",
+            "input_chars",
         )
         usage = record.get("usage") or {}
         calls = record.get("tool_calls")
+        cost = record.get("cost")
         values = (
             record.get("time", time.time()),
             record["provider"],
@@ -549,6 +604,10 @@ class Store:
             record.get("session"),
             record.get("cell"),
             None if calls is None else json.dumps(calls, ensure_ascii=False, default=str),
+            cost.usd if cost is not None else None,
+            cost.saved if cost is not None else None,
+            cost.pricing if cost is not None else None,
+            record.get("input_chars"),
         )
         sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         self._submit(lambda c: c.execute(sql, values))
@@ -614,6 +673,101 @@ class Store:
         connection = self._reader()
         cursor = connection.execute("DELETE FROM log WHERE time < ?", (cutoff,))
         return int(cursor.rowcount)
+
+    # -- usage and cost -------------------------------------------------------------------
+
+    def usage(
+        self,
+        *,
+        since: float | None = None,
+        by: Iterable[str] = ("model",),
+        session: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The log's totals since ``since`` (a Unix time), one row per group of ``by``
+        (``model``, ``day``, ``source``), of ``session`` only when given.
+
+        ``requests`` were sent (``failures`` among them); ``cache_hits`` were answered from the
+        cache and cost 0; tokens are those of the requests sent; ``cost`` adds the known costs,
+        ``unpriced`` counts the answers whose cost is unknown, ``local`` and ``free`` those of
+        models that cost nothing; ``cost_saved`` is what the cache hits would have cost."""
+        self.flush()
+        by = list(by)
+        keys: list[str] = []
+        for name in by:
+            keys += _USAGE_GROUPS[name]
+        names = [k.split(" AS ")[-1] for k in keys]
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if session is not None:
+            where.append("session = ?")
+            params.append(session)
+        # Grouped by the columns the counts depend on too, in the order of the covering index
+        # log_usage, and with plain sums only: SQLite then reads the index alone, sorts nothing
+        # (by model), and does the least work a row; the groups are merged here.
+        source = "log INDEXED BY log_usage" if by == ["model"] else "log"
+        sql = (
+            f"SELECT {''.join(k + ', ' for k in keys)}cached, pricing, error, count(*), "
+            "total(prompt_tokens), total(completion_tokens), total(cache_read_input_tokens), "
+            "total(cost), "
+            f"total(cost_saved), count(cost) FROM {source} WHERE {' AND '.join(where)} "
+            f"GROUP BY {''.join(n + ', ' for n in names)}cached, pricing, error"
+        )
+        try:
+            rows = self._reader().execute(sql, params)
+        except sqlite3.OperationalError:  # a store made without the index: the same, slower
+            rows = self._reader().execute(sql.replace(" INDEXED BY log_usage", ""), params)
+        totals: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            group = row[: len(names)]
+            cached, pricing, error, count, inputs, outputs, in_cache, cost, saved, priced = row[
+                len(names) :
+            ]
+            record = totals.get(group)
+            if record is None:
+                record = totals[group] = dict(zip(names, group))
+                record.update(dict.fromkeys(_USAGE_COUNTS, 0))
+                record.update(cost=0.0, cost_saved=0.0)
+            record["exchanges"] += count
+            record["cost"] += cost
+            record["cost_saved"] += saved
+            if pricing == "local" or pricing == "free":
+                record[pricing] += count
+            if cached:
+                record["cache_hits"] += count
+                continue
+            record["requests"] += count
+            record["input_tokens"] += int(inputs)
+            record["output_tokens"] += int(outputs)
+            record["cache_read_input_tokens"] += int(in_cache)
+            if error is not None:
+                record["failures"] += count
+            else:
+                record["unpriced"] += count - priced
+        return [totals[group] for group in sorted(totals, key=_sort_key)]
+
+    def token_stats(
+        self, provider: str, model: str, *, last: int = 200
+    ) -> tuple[float | None, float | None]:
+        """``(characters a token, average answer tokens)`` of the newest ``last`` answers of
+        ``provider:model`` in the log that were sent and counted (None where there are none)."""
+        self.flush()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT total(input_chars), total(prompt_tokens), avg(completion_tokens) FROM "
+                "(SELECT input_chars, prompt_tokens, completion_tokens FROM log "
+                "WHERE provider = ? AND model = ? AND cached = 0 AND error IS NULL "
+                "AND prompt_tokens > 0 AND input_chars > 0 ORDER BY id DESC LIMIT ?)",
+                (provider, model, int(last)),
+            )
+            .fetchone()
+        )
+        chars, tokens, answer = row
+        ratio = chars / tokens if tokens else None
+        return ratio, (float(answer) if answer is not None else None)
 
 
 def _rollback(connection: sqlite3.Connection) -> None:

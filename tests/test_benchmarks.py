@@ -31,10 +31,12 @@ def test_quick_run_prints_the_table():
         "a cache hit from the store",
         "batch with the store on",
         "whole processes",
+        "usage report",
         "one tool round",
         "typed batch",
         "checking and typing a row",
         "df.pizza.map",
+        "answer file: ",
     )
     assert len(rows) >= 1 + len(figures)  # the header, and a row for each figure at least
     for words in figures:

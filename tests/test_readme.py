@@ -25,6 +25,14 @@ ELSEWHERE = {
     "python -m pizzagpt_magic.emulator --port 0 --latency 0.2": (
         "test_emulator.test_command_line_prints_its_url_first"
     ),
+    "PIZZAGPT_ANSWERS_ONLY=1 jupyter nbconvert --to notebook --execute analysis.ipynb": (
+        "test_kernel_answers.test_a_rerun_offline_sends_nothing_and_saves_the_same_outputs"
+    ),
+    "pizzagpt answers diff old.answers.jsonl analysis.answers.jsonl   "
+    "# + added, - removed, ~ changed": "test_answers.test_prune_and_diff_on_the_command_line",
+    "pizzagpt answers prune analysis.answers.jsonl --notebook analysis.ipynb": (
+        "test_kernel_answers.test_a_changed_question_changes_one_line_and_prune_drops_the_old"
+    ),
 }
 
 

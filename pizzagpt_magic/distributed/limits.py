@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,6 +40,8 @@ class DaskGate:
         self._idle = 0  #: held leases no request uses
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._asking = 0  #: leases asked of the scheduler and not given yet
+        self.closed = False
+        self._lock = threading.Lock()
 
     async def _take(self) -> None:
         if self._idle:
@@ -49,16 +52,34 @@ class DaskGate:
         if self.held + self._asking < self.limit:
             self._asking += 1
             asyncio.get_running_loop().run_in_executor(
-                self._threads, self.semaphore.acquire
+                self._threads, self._acquire
             ).add_done_callback(self._leased)
         await waiter
 
+    def _acquire(self) -> bool:
+        """A lease from the cluster (in a thread): True when this gate keeps it. A lease that
+        comes after the gate closed goes straight back, so none is ever lost."""
+        self.semaphore.acquire()
+        if self.closed:
+            self.semaphore.release()
+            return False
+        return True
+
     def _leased(self, done: Any) -> None:
         self._asking -= 1
-        if done.exception() is not None:
-            self._fail(done.exception())
+        if done.cancelled():
             return
-        self.held += 1
+        error = done.exception()
+        if error is not None:
+            self._fail(error)
+            return
+        if not done.result():
+            return
+        with self._lock:  # close() runs in the partition's thread
+            if self.closed:
+                self.semaphore.release()
+                return
+            self.held += 1
         self._give()
 
     def _give(self) -> None:
@@ -85,8 +106,10 @@ class DaskGate:
             self._give()
 
     def close(self) -> None:
-        """Give every held lease back to the cluster."""
-        for _ in range(self.held):
-            self.semaphore.release()
-        self.held = self._idle = 0
+        """Give every held lease back to the cluster (and any still coming, as it comes)."""
+        with self._lock:
+            self.closed = True
+            held, self.held, self._idle = self.held, 0, 0
         self._threads.shutdown(wait=False, cancel_futures=True)
+        for _ in range(held):
+            self.semaphore.release()

@@ -44,7 +44,19 @@ class Recorder:
         self.memory = memory
 
     def lookup(self, prompt: Prompt) -> Completion | None:
-        """The kept answer of ``prompt``'s key (marked as cached), or None."""
+        """The kept answer of ``prompt``'s key (marked as cached), or None: the answer file's
+        first when one is in effect (only it with ``answers_only``), then memory, the store."""
+        from .. import answers
+
+        settings = answers.current()
+        if settings is not None:
+            from ..api import from_answer_file
+
+            hit = from_answer_file(
+                settings, prompt.backend, prompt.messages, prompt.parameters, False
+            )
+            if hit is not None or settings.refresh or settings.only:
+                return hit
         if not self.cache:
             return None
         from ..api import Completion
@@ -52,14 +64,19 @@ class Recorder:
         if self.memory is not None:
             hit = self.memory.get(prompt.key)
             if hit is not None:
-                return dataclasses.replace(hit, cached=True, seconds=0.0)
+                cost = hit.cost.hit() if hit.cost is not None else None
+                return dataclasses.replace(hit, cached=True, seconds=0.0, cost=cost)
         if self.store is None:
             return None
         found = self.store.get(prompt.key)
         if found is None:
             return None
+        from ..cost import pricing_for
+        from .keys import origin_of
+
         meta = found["meta"]
         backend = prompt.backend
+        pricing = pricing_for(backend.provider, backend.model, origin_of(backend, prompt.base_url))
         return Completion(
             found["text"],
             backend.provider,
@@ -69,12 +86,22 @@ class Recorder:
             meta.get("usage"),
             0.0,
             cached=True,
+            cost=pricing.cost(meta.get("usage")).hit(),
         )
 
     def record(self, prompt: Prompt, outcome: Outcome) -> None:
         """Keep ``outcome``: its answer in the store and ``memory`` when it passed (and was not
-        a cache hit already), and in the log whatever it was."""
+        a cache hit already), and in the answer file when one is in effect, and in the log
+        whatever it was."""
         completion = outcome.completion
+        if outcome.ok and completion is not None:
+            from .. import answers
+
+            settings = answers.current()
+            if settings is not None:
+                from ..api import to_answer_file
+
+                to_answer_file(settings, completion, prompt.messages)
         store = self.store
         if outcome.ok and completion is not None and not completion.cached:
             if store is not None:

@@ -191,7 +191,7 @@ def aggregate(data: Any, question: str, template: str | None, given: dict[str, A
     """``agg``'s work (see ``DataFrame.pizza.agg``)."""
     from .map import texts_of
     from .options import options_of
-    from .run import CHARS_PER_TOKEN, Estimate, estimate, run
+    from .run import Estimate, estimate, rates, run
 
     # Its chunks are already as large as a prompt may be: they travel one a request.
     options = dataclasses.replace(options_of(given), pack=1)
@@ -211,7 +211,9 @@ def aggregate(data: Any, question: str, template: str | None, given: dict[str, A
     if options.dry_run:
         # Levels whose every question is already answered in the store are followed, so the
         # counts of what is cached are exact as far as they can be known.
-        sent = cached = distinct = tokens = 0
+        sent = cached = distinct = tokens = outputs = 0
+        usd: float | None = 0.0
+        pricing = ""
         level = 0
         while True:
             found = estimate("agg", prompts, options)
@@ -219,21 +221,31 @@ def aggregate(data: Any, question: str, template: str | None, given: dict[str, A
             cached += found.cached
             sent += found.requests
             tokens += found.input_tokens
+            outputs += found.output_tokens
+            usd = None if usd is None or found.usd is None else usd + found.usd
+            pricing = found.pricing
             level += 1
             if len(prompts) == 1 or found.requests:
                 # The levels above are not known yet: each of their questions is counted.
+                prices, ratio, output = rates(options)
                 children = plan.levels[level - 1]
                 for count in plan.levels[level:]:
                     distinct += count
                     sent += count
                     chars = count * frame + children * (slot + PART_FRAME)
-                    tokens += -(-chars // CHARS_PER_TOKEN)
+                    more = math.ceil(chars / ratio)
+                    tokens += more
+                    outputs += count * output
+                    dollars = prices.estimate(more, count * output)
+                    usd = None if usd is None or dollars is None else usd + dollars
                     children = count
                 break
             quiet = dataclasses.replace(options, progress=False, log=False)
             answers = run(prompts, quiet, desc="agg").values
             prompts, spans = _combined(question, answers, spans, total, plan)
-        return Estimate("agg", total, distinct, cached, sent, tokens, plan.levels)
+        return Estimate(
+            "agg", total, distinct, cached, sent, tokens, plan.levels, outputs, usd, pricing
+        )
     requests = 0
     for level in range(1, len(plan.levels) + 1):
         outcomes = run(prompts, options, desc=f"agg {level}/{len(plan.levels)}")

@@ -52,7 +52,13 @@ class Options:
     #: Entered around each request (an async context manager factory): a limit shared with
     #: other processes, such as a Dask cluster's (see ``distributed``).
     gate: Any = None
+    #: Most the operation may spend, in USD (see ``estimates``); None: no limit of its own.
+    max_cost: float | None = None
     context: dict[str, Any] = field(default_factory=lambda: {"source": "frame"})
+    #: The shell's ``PizzaMagics`` (its ``budget`` holds here too, its ``spent`` counts this).
+    magics: Any = None
+    #: The operation's cost limits once made (``estimates.Limits``): one for all its batches.
+    limits: Any = None
 
     def request(self) -> dict[str, Any]:
         """How each request is sent (not part of the cache key)."""
@@ -66,7 +72,12 @@ class Options:
         }
 
 
-_NAMES = frozenset(f.name for f in dataclasses.fields(Options)) - {"endpoints", "context"}
+_NAMES = frozenset(f.name for f in dataclasses.fields(Options)) - {
+    "endpoints",
+    "context",
+    "magics",
+    "limits",
+}
 
 
 def _magics() -> Any:
@@ -107,6 +118,7 @@ def _defaults() -> Options:
         max_prompt_chars=magics.max_prompt_chars,
         schema_retries=getattr(magics, "schema_retries", 1),
         context=magics._context() | {"source": "frame"},
+        magics=magics,
     )
 
 
@@ -126,4 +138,6 @@ def options_of(given: dict[str, Any]) -> Options:
         raise ValueError("concurrency must be at least 1")
     if options.max_prompt_chars < 1:
         raise ValueError("max_prompt_chars must be at least 1")
+    if options.max_cost is not None and not options.max_cost >= 0:
+        raise ValueError("max_cost must be 0 or more dollars")
     return options

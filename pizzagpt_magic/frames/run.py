@@ -3,7 +3,9 @@
 An operation renders one prompt text per row and hands the texts here with its options; this
 module makes them the engine's prompts, runs them (deduplicated, through the store, at the
 batch's concurrency, paused on 429, with a progress bar), and gives back, in the rows' order,
-each row's answer or the exception that stood for it. ``estimate`` stops before sending.
+each row's answer or the exception that stood for it. ``estimate`` stops before sending, and says
+what the requests would cost; ``max_cost=`` (and the shell's ``PizzaMagics.budget``) stop the
+sending at a cost limit, keeping what arrived, as an interrupt does.
 
 An interrupt keeps what arrived: in the store (a rerun sends only the rest), and, in a shell,
 as a Series in ``_pizza_batch`` (``<NA>`` where none came), as ``%%pizza --each`` does.
@@ -15,21 +17,20 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PromptError
+from ..errors import BudgetExceededError, PromptError
 from .options import Options
 
 __all__ = ["Estimate", "Outcomes", "estimate", "run"]
-
-#: Characters per token in the estimate of input tokens (a common rule of thumb for English).
-CHARS_PER_TOKEN = 4
 
 
 @dataclass
 class Estimate:
     """What an operation would send: ``rows``, ``distinct`` prompts among them, ``cached``
-    (distinct prompts already answered in the store), ``requests`` (what is left to send) and
-    ``input_tokens`` (an estimate for those requests, at about 4 characters a token).
-    ``levels`` is an ``agg`` tree's questions per level."""
+    (distinct prompts already answered in the store), ``requests`` (what is left to send),
+    ``input_tokens`` (characters over the characters a token of the model's logged answers,
+    about 4 when it has none) and ``output_tokens`` for those requests, and what they would
+    cost: ``usd`` (None when the model is unpriced) and how the model is ``pricing``-ed (see
+    ``estimates``). ``levels`` is an ``agg`` tree's questions per level."""
 
     method: str
     rows: int
@@ -38,15 +39,33 @@ class Estimate:
     requests: int
     input_tokens: int
     levels: list[int] | None = None
+    output_tokens: int = 0
+    usd: float | None = None
+    pricing: str = ""
+
+    @property
+    def cost_label(self) -> str:
+        if self.pricing in ("local", "free"):
+            return self.pricing
+        if self.usd is None:
+            return "unpriced"
+        from ..cost import format_usd
+
+        return format_usd(self.usd)
 
     def __str__(self) -> str:
         tree = ""
         if self.levels is not None:
             tree = f"; a tree of {len(self.levels)} levels ({' + '.join(map(str, self.levels))})"
+        cost = (
+            f", {self.output_tokens:,} output tokens; cost {self.cost_label}"
+            if self.pricing
+            else ""
+        )
         return (
             f"{self.method}: {self.rows:,} rows, {self.distinct:,} distinct prompts, "
             f"{self.cached:,} already answered, {self.requests:,} requests to send "
-            f"(about {self.input_tokens:,} input tokens){tree}"
+            f"(about {self.input_tokens:,} input tokens{cost}){tree}"
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -147,11 +166,10 @@ def _check_sizes(texts: list[str], options: Options) -> None:
 
 
 def estimate(method: str, texts: list[str], options: Options, *, schema: Any = None) -> Estimate:
-    """What ``run`` would send for ``texts``; sends nothing."""
-    plan = _Prepared(texts, options, schema).batch.plan
-    characters = sum(
-        len(str(m["content"])) for prompt in plan.pending for m in prompt.sent_messages(True)
-    )
+    """What ``run`` would send for ``texts`` and what it would cost; sends nothing."""
+    batch = _Prepared(texts, options, schema).batch
+    plan = batch.plan
+    found = batch.estimate()
     requests = _strategy(options).planned_requests(plan.pending)
     return Estimate(
         method,
@@ -159,8 +177,49 @@ def estimate(method: str, texts: list[str], options: Options, *, schema: Any = N
         len(plan.unique),
         len(plan.answered),
         requests,
-        -(-characters // CHARS_PER_TOKEN),
+        found.input_tokens,
+        output_tokens=found.output_tokens,
+        usd=found.usd,
+        pricing=found.pricing,
     )
+
+
+def rates(options: Options) -> tuple[Any, float, int]:
+    """``(pricing, characters a token, output tokens a request)`` of the operation's model,
+    for questions not made yet (an ``agg`` tree's upper levels)."""
+    from ..engine.record import Recorder
+    from ..estimates import Estimator
+
+    store = Recorder(options.store, cache=True, log=False).store
+    return Estimator(store).rates(_backend(options), options.max_tokens, options.base_url)
+
+
+def _limits(options: Options, batch: Any) -> Any:
+    """The operation's cost limits (``max_cost=``, the shell's ``PizzaMagics.budget``): made
+    at its first batch, and shared by the batches after it (an ``agg`` tree's levels)."""
+    if options.limits is not None:
+        return options.limits
+    from ..cost import format_usd
+    from ..errors import ConfigurationError
+    from ..estimates import Budget, Limits
+
+    budgets = []
+    if options.max_cost is not None:
+        budgets.append(Budget(options.max_cost, what=f"max_cost={options.max_cost:g}"))
+    magics = options.magics
+    if magics is not None and magics.budget is not None:
+        what = f"PizzaMagics.budget ({format_usd(magics.budget)})"
+        budgets.append(Budget(magics.budget, magics.spent, what=what))
+    if not budgets:
+        return None
+    found = batch.estimate()
+    if found.usd is None and found.requests:
+        raise ConfigurationError(
+            f"The price of {found.model} is unknown ({found.pricing}), so a cost limit cannot "
+            "hold; give it with pizzagpt_magic.set_prices or PizzaMagics.prices"
+        )
+    options.limits = Limits(budgets)
+    return options.limits
 
 
 def _strategy(options: Options) -> Any:
@@ -187,6 +246,7 @@ def run(
     from ..loop import run_sync
 
     batch = _Prepared(texts, options, schema).batch
+    limits = _limits(options, batch)
     pending = batch.plan.requests
     bar = progress_bar(pending, enabled=options.progress and pending > 1, desc=desc)
     failed = 0
@@ -201,19 +261,27 @@ def run(
         bar.update(1)
 
     try:
-        run_sync(batch.run(_strategy(options), on_outcome=arrived))
+        run_sync(batch.run(_strategy(options), on_outcome=arrived, limits=limits))
+    except BudgetExceededError:
+        # As for an interrupt, what arrived is kept; the error says why it stopped.
+        got = [None if o is None or not o.ok else o.value for o in batch.outcomes]
+        _keep_partial(got, labels, schema, announce=False)
+        raise
     except KeyboardInterrupt:
         got = [None if o is None or not o.ok else o.value for o in batch.outcomes]
         _keep_partial(got, labels, schema)
         raise
     finally:
+        if options.magics is not None:
+            options.magics.spent += batch.spent
         if bar is not None:
             bar.close()
     return Outcomes(batch.results(), batch.sent, len(batch.plan.answered))
 
 
-def _keep_partial(values: list[Any], labels: Any, schema: Any) -> None:
-    """After an interrupt: the answers that arrived, in ``_pizza_batch`` when in a shell."""
+def _keep_partial(values: list[Any], labels: Any, schema: Any, announce: bool = True) -> None:
+    """After an interrupt (or a stop at a cost limit, which says so itself: ``announce``
+    False): the answers that arrived, in ``_pizza_batch`` when in a shell."""
     count = sum(v is not None for v in values)
     where = ""
     if "IPython" in sys.modules:
@@ -233,8 +301,9 @@ def _keep_partial(values: list[Any], labels: Any, schema: Any) -> None:
                 kept = answers_frame(values, schema, index=labels)
             shell.user_ns[BATCH_ANSWERS] = kept
             where = f" in {BATCH_ANSWERS!r} (<NA> where none came)"
-    print(
-        f"Interrupted: {count} of {len(values)} answers kept{where} and in the store; run it "
-        "again to ask only for the rest",
-        file=sys.stderr,
-    )
+    if announce:
+        print(
+            f"Interrupted: {count} of {len(values)} answers kept{where} and in the store; run "
+            "it again to ask only for the rest",
+            file=sys.stderr,
+        )

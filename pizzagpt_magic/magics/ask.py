@@ -48,6 +48,8 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
             schema=args.schema,
         )
     )
+    if not cached:
+        magics._check_budget(args, prompt, system)
     notebook = magics._showing_progress()
     # One output shows the wait, the answer as it arrives and the finished answer; a
     # silenced question (a trailing ";") shows none of them.

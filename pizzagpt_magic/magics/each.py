@@ -3,7 +3,9 @@
 ``{item}`` and ``{index}`` are bound for each item; answers go to ``-o`` as a list, or a Series
 on a pandas index; with ``--schema`` a typed DataFrame (see ``engine.assemble``). The prompts
 go through the batch engine: identical ones are asked once, kept answers are not asked again,
-and an interrupt keeps every answer that arrived."""
+and an interrupt keeps every answer that arrived, as does a stop at the cost limit
+(``--max-cost``, ``PizzaMagics.budget``); ``--estimate`` says what the batch would send and cost,
+and sends nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AnswerFormatError, PizzagptError, PromptError
+from .. import answers as answer_files
+from ..errors import AnswerFormatError, BudgetExceededError, PizzagptError, PromptError
 from ..render import Answer, BatchSummary
 from .names import BATCH_ANSWERS
 
@@ -99,6 +102,13 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         )
     except PizzagptError as exc:
         raise UsageError(f"--pack: {exc}") from None
+    limits = None
+    if args.estimate or args.max_cost is not None or magics.budget is not None:
+        estimate = batch.estimate()
+        estimate.packed = strategy.planned_requests(batch.plan.pending)  # as it will send
+        if args.estimate:
+            return estimate
+        limits = magics._limits(args, estimate)
     # In a notebook the progress is one display updated in place, which the summary takes
     # the place of; a terminal gets tqdm's text bar.
     live = BatchProgress(len(prompts), args.model) if magics._showing_progress() else None
@@ -118,27 +128,34 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             bar.set_postfix(failed=failed, refresh=False)
         bar.update(len(positions))
 
-    started = time.monotonic()
-    try:
-        run_sync(batch.run(strategy, on_outcome=arrived))
-    except KeyboardInterrupt:
+    def keep() -> tuple[str, int]:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
         if live is not None:
-            live.interrupted()
+            live.stopped()
         kept = [None if isinstance(r, BaseException) else r for r in batch.results()]
         target = args.output or BATCH_ANSWERS
         magics.user_ns[target] = _answers(kept, source, args.schema)
-        count = sum(r is not None for r in kept)
+        return target, sum(r is not None for r in kept)
+
+    started = time.monotonic()
+    try:
+        run_sync(batch.run(strategy, on_outcome=arrived, limits=limits))
+    except BudgetExceededError as exc:
+        kept_in, _ = keep()
+        raise UsageError(f"{exc}; the answers are in {kept_in!r} (None where none came)") from None
+    except KeyboardInterrupt:
+        kept_in, count = keep()
         import sys
 
         print(
-            f"Interrupted: {count} of {len(kept)} answers kept in {target!r} (None where "
-            "none came); run the cell again to ask only for the rest",
+            f"Interrupted: {count} of {len(prompts)} answers kept in {kept_in!r} (None "
+            "where none came); run the cell again to ask only for the rest",
             file=sys.stderr,
         )
         raise
     finally:
+        magics.spent += batch.spent
         if bar is not None:
             bar.close()
     results = batch.results()
@@ -164,7 +181,19 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         answers = batch_values(
             [None if isinstance(r, BaseException) else r for r in results], source
         )
+    settings = answer_files.current()
+    if settings is not None:
+        # What the saved notebook records: the file, and the keys of the answers it holds.
+        summary.answer_file = settings.file.name
+        summary.keys = [
+            answer_files.answer_key(p.backend.provider, p.backend.model, p.parameters, p.messages)
+            for p in batch.plan.unique.values()
+        ]
     summary.answers = answers
+    if batch.spent:
+        from ..cost import format_usd
+
+        summary.cost = f"{format_usd(batch.spent)} spent"
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
         magics.user_ns[target] = answers
@@ -207,8 +236,9 @@ class BatchProgress:
             self._shown_at = now
             self.output.show({"text/plain": self.line()})
 
-    def interrupted(self) -> None:
-        self.output.note(f"interrupted: {self.done} of {self.total} answered")
+    def stopped(self) -> None:
+        """The batch stopped short (an interrupt, the budget): how far it came."""
+        self.output.note(f"stopped: {self.done} of {self.total} answered")
 
     def end_with(self, summary: Any, events: Any, failed: bool) -> None:
         """The summary takes the progress's place: as the cell's result, or (when the cell

@@ -99,6 +99,10 @@ def unload(shell: Any) -> None:
             unregister_hook(magics.figure_hook)
         except (KeyError, ValueError):
             pass
+    if magics.prices:  # the prices it set go with it
+        from ..cost import set_prices
+
+        set_prices(None)
     from ..loop import run_sync
     from ..session import close_session
 

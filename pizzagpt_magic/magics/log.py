@@ -124,6 +124,11 @@ def _whole(records: list[dict[str, Any]]) -> SafeMarkdown:
             notes.append("from the cache")
         if record["total_tokens"]:
             notes.append(f"{record['total_tokens']:,} tokens")
+        if record.get("pricing"):
+            from ..cost import Cost
+
+            cost = Cost(record["cost"], record["pricing"], record["cost_saved"], record["cached"])
+            notes.append(cost.label)
         heading = " · ".join(str(n) for n in notes)
         if number > 1:
             parts.append(Markup("<hr>"))

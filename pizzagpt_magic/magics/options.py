@@ -78,6 +78,24 @@ OPTIONS = (
     ),
     argument("--full", action="store_true", help="With --log: each exchange whole."),
     argument(
+        "--usage",
+        action="store_true",
+        help="Show requests, cache hits, tokens and cost by model: this kernel's and the "
+        "store's (with --since WHEN: over that window).",
+    ),
+    argument(
+        "--since",
+        metavar="WHEN",
+        help="With --usage: a date (2026-11-28), a time or an age (30m, 12h, 7d).",
+    ),
+    argument(
+        "--plot",
+        nargs="?",
+        const="cost",
+        choices=("cost", "tokens"),
+        help="With --usage: draw cost (default) or tokens per day by model (needs matplotlib).",
+    ),
+    argument(
         "--no-interpolate",
         action="store_true",
         help="Send {braces} as they are, without substituting variables.",
@@ -94,6 +112,19 @@ OPTIONS = (
         metavar="N|auto",
         help="--each: how many rows may share one request (1: one a request; auto: as many "
         "as fit, the default).",
+    ),
+    argument(
+        "--estimate",
+        action="store_true",
+        help="With --each: say how many requests the batch would send (prompts not yet "
+        "answered), their tokens and cost; send nothing.",
+    ),
+    argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="With --each: send no request that could take the batch's cost past USD; the "
+        "answers received are kept, and a rerun asks only for the rest.",
     ),
     argument(
         "--fix",
@@ -116,6 +147,23 @@ OPTIONS = (
         "in this kernel; OpenAI-compatible endpoints only. PizzaMagics.tools sets the default.",
     ),
     argument("--no-tools", action="store_true", help="No tools for this question."),
+    argument(
+        "--answers",
+        metavar="PATH",
+        help="Read answers from this answer file first and write every answer to it (a JSON "
+        "Lines file kept with the notebook); alone, use it for the rest of the kernel.",
+    ),
+    argument(
+        "--answers-only",
+        action="store_true",
+        help="Answers come only from the answer file: a question not in it fails, and nothing "
+        "is sent.",
+    ),
+    argument(
+        "--refresh",
+        action="store_true",
+        help="Ask again and replace the answer file's line (and the cached answer).",
+    ),
     argument(
         "--insert",
         action="store_true",

@@ -1,9 +1,9 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``tools``); this class parses the options, checks them, and hands the
-question to the mode asked for. What the modes share (building the question and the system
-message, the request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``, ``usage``); this class parses the options, checks them, and
+hands the question to the mode asked for. What the modes share (building the question and the
+system message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ class PizzaMagics(PizzaSettings):
             code_name=getattr(getattr(shell, "compile", None), "format_code_name", None)
         )
         self.observe(self._resize, names=["history_length", "cache_size"])
+        self.observe(self._set_prices, names=["prices"])
+        if self.prices:
+            self._set_prices(None)
+        #: What this kernel's answers cost so far (USD), for ``PizzaMagics.budget``.
+        self.spent = 0.0
         from ..figures import DisplayedImages
 
         #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
@@ -90,6 +95,11 @@ class PizzaMagics(PizzaSettings):
         self.cell_errors.record(result)
         self.user_ns.setdefault(CELL_ERRORS, self.cell_errors)
         self.user_ns.setdefault(FIGURES, self.figures)
+
+    def _set_prices(self, change: Any) -> None:
+        from ..cost import set_prices
+
+        set_prices(self.prices)
 
     def _resize(self, change: Any) -> None:
         if self._conversation is not None:
@@ -138,6 +148,14 @@ class PizzaMagics(PizzaSettings):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
+        if (args.since or args.plot) and not args.usage:
+            raise UsageError("--since and --plot go with --usage")
+        if args.usage:
+            if prompt or args.each:
+                raise UsageError("--usage takes no question")
+            from .usage import show_usage
+
+            return show_usage(self, args)
         if args.full and args.show_log is None:
             raise UsageError("--full goes with --log: %pizza --log N --full")
         if args.models is not None or args.history or args.show_log is not None:
@@ -160,8 +178,15 @@ class PizzaMagics(PizzaSettings):
             from .fix import fix_question
 
             prompt = fix_question(self, prompt, args)
+        if args.answers is not None and not prompt and not args.each:
+            from .answers import set_answer_file
+
+            return set_answer_file(self, args)
+        from .answers import using_answer_file
+
         try:
-            result = self._dispatch(args, prompt, cell)
+            with using_answer_file(self, args):
+                result = self._dispatch(args, prompt, cell)
         except KeyboardInterrupt:
             # One short KeyboardInterrupt, as an interrupted time.sleep shows (the notes of
             # what was kept are shown already).
@@ -189,8 +214,6 @@ class PizzaMagics(PizzaSettings):
 
         return ask_one(self, args, prompt)
 
-    # -- helpers --------------------------------------------------------------------------------
-
     # -- what the modes share -------------------------------------------------------------------
 
     def _check_args(self, args: Any) -> None:
@@ -213,6 +236,10 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(str(exc)) from None
         if args.temperature is not None and not 0 <= args.temperature <= 2:
             raise UsageError("--temperature must be from 0 to 2")
+        if args.max_cost is not None and not args.max_cost >= 0:
+            raise UsageError("--max-cost must be 0 or more dollars")
+        if (args.max_cost is not None or args.estimate) and not args.each:
+            raise UsageError("--estimate and --max-cost go with --each (a batch)")
         if args.max_tokens is not None and args.max_tokens < 1:
             raise UsageError("--max-tokens must be at least 1")
         if args.temperature is None:
@@ -324,7 +351,7 @@ class PizzaMagics(PizzaSettings):
         context = self._context()
 
         async def ask(prompt: str, system: str | None) -> Reply:
-            return await self.conversation.ask(
+            reply = await self.conversation.ask(
                 prompt,
                 backend=args.backend,
                 system=system,
@@ -343,8 +370,62 @@ class PizzaMagics(PizzaSettings):
                 schema_retries=self.schema_retries,
                 **request,
             )
+            cost = reply.completion.cost if reply.completion is not None else None
+            if cost is not None and cost.usd:
+                self.spent += cost.usd
+            return reply
 
         return ask
+
+    def _estimate(self, args: Any, requests: list[tuple[Any, str | None]]) -> tuple[Any, Any]:
+        """The ``estimates.Estimate`` of asking ``requests`` (prompt, system) with these options,
+        and each one's estimated cost; those this kernel or the store has answered cost 0."""
+        from ..estimates import estimate_batch
+
+        use_cache = self.cache and not args.no_cache
+        conversation = self.conversation
+        return estimate_batch(
+            args.backend,
+            [conversation.messages(p, system=s, chat=args.chat) for p, s in requests],
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            store=self._store() if use_cache else None,
+            base_url=self.base_url,
+            # The memory cache is keyed as the store is (engine.keys.prompt_key).
+            answered=conversation.cache.__contains__ if use_cache else None,
+        )
+
+    def _limits(self, args: Any, estimate: Any) -> Any:
+        """The cost limits in force (``--max-cost``, ``PizzaMagics.budget``), or None."""
+        from ..cost import format_usd
+        from ..estimates import Budget, Limits
+
+        budgets = []
+        if args.max_cost is not None:
+            budgets.append(Budget(args.max_cost, what=f"--max-cost {args.max_cost:g}"))
+        if self.budget is not None:
+            budgets.append(
+                Budget(
+                    self.budget, self.spent, what=f"PizzaMagics.budget ({format_usd(self.budget)})"
+                )
+            )
+        if not budgets:
+            return None
+        if estimate.usd is None and estimate.requests:
+            raise UsageError(
+                f"The price of {estimate.model} is unknown ({estimate.pricing}), so a cost limit "
+                "cannot hold; give it in PizzaMagics.prices"
+            )
+        return Limits(budgets)
+
+    def _check_budget(self, args: Any, prompt: Any, system: str | None) -> None:
+        """Refuse a question that could take this kernel past ``PizzaMagics.budget``."""
+        if self.budget is None:
+            return
+        estimate, (usd,) = self._estimate(args, [(prompt, system)])
+        limits = self._limits(args, estimate)
+        if limits is not None and not limits.reserve(usd or 0.0):
+            raise UsageError(str(limits.error()))
 
     def _store(self) -> Any:
         """The store in effect (None when off or failed)."""

@@ -103,6 +103,17 @@ class PizzaSettings(Magics):
     log = Bool(
         True, help="Append every exchange to the store's log (also off with PIZZAGPT_LOG=0)."
     ).tag(config=True)
+    answers = Unicode(
+        None,
+        allow_none=True,
+        help="Answer file (JSON Lines, relative to the kernel's working directory) read before "
+        "the store and written with every answer; None means $PIZZAGPT_ANSWERS, else none.",
+    ).tag(config=True)
+    answers_only = Bool(
+        False,
+        help="Answers come only from the answer file; a question not in it fails and nothing "
+        "is sent (also on with PIZZAGPT_ANSWERS_ONLY=1).",
+    ).tag(config=True)
     history_length = Int(
         20, help="How many exchanges the conversation keeps for -c/--chat (0 keeps none)."
     ).tag(config=True)
@@ -124,6 +135,18 @@ class PizzaSettings(Magics):
         allow_none=True,
         help="How many rows of a batch may share one request: a whole number (1: one row a "
         "request) or 'auto' (as many as fit); None means $PIZZAGPT_PACK, else 'auto'.",
+    ).tag(config=True)
+    prices = Dict(
+        help='Model prices that win over the genai-prices table: {"provider:model": {"input": '
+        'USD per million tokens, "output": USD per million, optional "cached_input" and '
+        '"cache_write"}} '
+        '("provider:*" for all of a provider\'s models; a Pizzagpt model named alone).',
+    ).tag(config=True)
+    budget = Float(
+        None,
+        allow_none=True,
+        help="Most this kernel may spend on answers, in USD; a question or batch that could go "
+        "past it is not sent. None: no limit.",
     ).tag(config=True)
     image_max_side = Int(
         1024, help="Images in questions are scaled down to at most this many pixels a side."
@@ -179,6 +202,23 @@ class PizzaSettings(Magics):
                 make_endpoint(name, spec)
         except PizzagptError as exc:
             raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("prices")
+    def _valid_prices(self, proposal: Any) -> dict[str, Any]:
+        from ..cost import check_prices
+        from ..errors import PizzagptError
+
+        try:
+            check_prices(proposal.value)
+        except PizzagptError as exc:
+            raise TraitError(str(exc)) from None
+        return proposal.value
+
+    @validate("budget")
+    def _valid_budget(self, proposal: Any) -> float | None:
+        if proposal.value is not None and not proposal.value >= 0:
+            raise TraitError("budget must be 0 or more dollars (None: no limit)")
         return proposal.value
 
     @validate("temperature")

@@ -195,6 +195,10 @@ def _usage(value: Any) -> Usage | None:
         for k in ("prompt_tokens", "completion_tokens", "total_tokens")
         if _count(v := value.get(k))
     }
+    # The prompt tokens read from the server's prompt cache (OpenAI's name for them).
+    details = value.get("prompt_tokens_details")
+    if counts and isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+        counts["cache_read_input_tokens"] = details["cached_tokens"]
     return Usage(**counts) if counts else None
 
 

@@ -12,7 +12,9 @@ never stops the others). ``prompt.key`` says which answer it is. ``request`` hol
 request is sent (``proxy``, ``timeout``, ``connect_timeout``, ``max_retries``, and a ``gate``:
 an async context manager factory entered around each request, such as a cluster-wide limit).
 The engine may add prompts to ``pending`` while the strategy runs (a repair): ``next`` waits for
-them, and gives None once every prompt handed out has been settled and none is queued.
+them, and gives None once every prompt handed out has been settled and none is queued. A cost
+limit is a gate on ``pending``: a prompt it refuses is not handed out, and from then on nothing
+is, so every strategy stops at the limit the same way.
 
 A strategy bounds its own requests in flight (its ``concurrency``); the pause after a 429 (see
 ``session.pause_requests``) and the retry policy are the transport's, below ``fetch``, so every
@@ -52,12 +54,28 @@ class Pending:
     not settled yet; when it reaches 0 with nothing queued, ``next`` gives None.
     """
 
-    __slots__ = ("_queue", "_wake", "open")
+    __slots__ = ("_queue", "_wake", "gate", "open", "stopped")
 
-    def __init__(self, prompts: Iterable[Prompt] = ()) -> None:
+    def __init__(
+        self, prompts: Iterable[Prompt] = (), gate: Callable[[Prompt], bool] | None = None
+    ) -> None:
         self._queue: deque[Prompt] = deque(prompts)
         self.open = len(self._queue)
         self._wake: asyncio.Event | None = None
+        #: Asked before each prompt is handed out (a cost limit): once it says no, nothing
+        #: more is handed out, and what is queued is dropped.
+        self.gate = gate
+        #: Whether the gate stopped the sending.
+        self.stopped = False
+
+    def _admit(self, prompt: Prompt) -> bool:
+        if self.gate is None or (not self.stopped and self.gate(prompt)):
+            return True
+        self.stopped = True
+        self.open -= 1 + len(self._queue)  # neither this one nor the queued ones will settle
+        self._queue.clear()
+        self._signal()
+        return False
 
     def __len__(self) -> int:
         """How many prompts are queued now."""
@@ -83,28 +101,43 @@ class Pending:
         """Up to ``count`` queued prompts, without waiting."""
         taken: list[Prompt] = []
         while self._queue and len(taken) < count:
-            taken.append(self._queue.popleft())
+            prompt = self._queue.popleft()
+            if self._admit(prompt):
+                taken.append(prompt)
         return taken
 
     def take_where(self, count: int, wanted: Callable[[Prompt], bool]) -> list[Prompt]:
         """Up to ``count`` queued prompts for which ``wanted`` is true, without waiting; the
-        others keep their places."""
-        taken: list[Prompt] = []
+        others keep their places. The gate (a cost limit) is asked for each, in order."""
+        candidates: list[Prompt] = []
         kept: list[Prompt] = []
         queue = self._queue
-        while queue and len(taken) < count:
+        while queue and len(candidates) < count:
             prompt = queue.popleft()
-            (taken if wanted(prompt) else kept).append(prompt)
-            if len(kept) > 4 * count:  # a long run of others: look no further
-                break
+            if wanted(prompt):
+                candidates.append(prompt)
+            else:
+                kept.append(prompt)
+                if len(kept) > 4 * count:  # a long run of others: look no further
+                    break
         queue.extendleft(reversed(kept))
+        taken: list[Prompt] = []
+        for number, prompt in enumerate(candidates):
+            if not self._admit(prompt):
+                # The rest were taken from the queue and will never be handed out either.
+                self.open -= len(candidates) - number - 1
+                break
+            taken.append(prompt)
         return taken
 
     async def next(self) -> Prompt | None:
         """The next prompt to send, waiting for one while any may still come; else None."""
         while True:
             if self._queue:
-                return self._queue.popleft()
+                prompt = self._queue.popleft()
+                if self._admit(prompt):
+                    return prompt
+                continue
             if self.open <= 0:
                 return None
             if self._wake is None:
@@ -122,11 +155,13 @@ async def fetch(prompt: Prompt, request: Mapping[str, Any]) -> Completion:
     schema in the prompt.
     """
     from ...api import _fetch
+    from ...cost import pricing_for
     from ...providers.openai import (
         ResponseFormatRefused,
         refuse_response_format,
         takes_response_format,
     )
+    from ..keys import origin_of
 
     gate = request.get("gate")
     if gate is not None:
@@ -175,4 +210,7 @@ async def fetch(prompt: Prompt, request: Mapping[str, Any]) -> Completion:
             )
     assert completion is not None
     completion.parameters = prompt.parameters
+    completion.cost = pricing_for(
+        backend.provider, backend.model, origin_of(backend, prompt.base_url)
+    ).cost(completion.usage)
     return completion

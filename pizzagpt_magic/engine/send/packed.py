@@ -359,6 +359,14 @@ class Packed:
                 requests += 1
         return requests
 
+    def _pricing(self, prompt: Prompt) -> Any:
+        """The price of ``prompt``'s model (``cost.pricing_for``)."""
+        from ...cost import pricing_for
+        from ..keys import origin_of
+
+        backend = prompt.backend
+        return pricing_for(backend.provider, backend.model, origin_of(backend, prompt.base_url))
+
     # -- one pack -------------------------------------------------------------------------------
 
     def _request(self, rows: list[Prompt]) -> Prompt:
@@ -421,17 +429,20 @@ class Packed:
         seconds = time.monotonic() - started
         shares = _shares(reply.usage, len(rows))
         first = rows[0]
+        pricing = self._pricing(first)
         completions = {}
         for number, text in read.answers.items():
-            completions[number] = Completion(
+            usage = shares[number] if shares else None
+            completions[number] = completion = Completion(
                 text,
                 first.backend.provider,
                 first.backend.model,
                 rows[number].parameters,
                 "stop",
-                shares[number] if shares else None,
+                usage,
                 seconds,
             )
+            completion.cost = pricing.cost(usage)  # the row's share of the pack's tokens
             self.longest = max(self.longest or 0, len(text))
         return completions, True
 
