@@ -53,9 +53,13 @@ def ask_one(magics: PizzaMagics, args: Any, template: str) -> Any:
     notebook = magics._showing_progress()
     # One output shows the wait, the answer as it arrives and the finished answer; a
     # silenced question (a trailing ";") shows none of them.
-    live = (
-        LiveOutput() if notebook and not cached and not getattr(args, "silenced", False) else None
-    )
+    # With an answer file the saved outputs must not change from run to run, and a rerun
+    # answers from the file: so the answer is the cell's result, never a live output.
+    from .. import answers as answer_files
+
+    in_file = answer_files.current() is not None
+    shows_live = notebook and not cached and not in_file and not getattr(args, "silenced", False)
+    live = LiveOutput() if shows_live else None
     view: StreamView | None = None
     # An answer with a schema is data: it shows once it is whole and checked.
     streams = args.backend.streams and args.schema is None
