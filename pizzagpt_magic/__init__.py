@@ -71,6 +71,12 @@ _EXPORTS = {
     "ToolError": "errors",
     "ToolRoundsError": "errors",
     "Toolbox": "tools",
+    "JobError": "errors",
+    "JobLineError": "errors",
+    "BatchAPIUnavailable": "errors",
+    "JobHandle": "jobs",
+    "list_jobs": "jobs",
+    "cancel_job": "jobs",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__", "load_ipython_extension", "unload_ipython_extension"]
@@ -83,6 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import (
         AnswerFormatError,
         AuthenticationError,
+        BatchAPIUnavailable,
         BatchError,
         BudgetExceededError,
         ConfigurationError,
@@ -91,6 +98,8 @@ if TYPE_CHECKING:  # pragma: no cover
         EmptyAnswerError,
         HTTPStatusError,
         InterpolationError,
+        JobError,
+        JobLineError,
         MisuseError,
         ModelNotFoundError,
         NonJSONResponseError,
@@ -107,6 +116,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ToolRoundsError,
         TransportError,
     )
+    from .jobs import JobHandle, cancel_job, list_jobs
     from .providers.anthropic import Anthropic
     from .providers.base import (
         AsyncGeneratorProvider,

@@ -92,6 +92,8 @@ class Completion:
     tool_calls: list[dict[str, Any]] | None = None
     #: What the answer means: its text, or with a schema the dict or model instance.
     value: Any = None
+    #: Whether a provider's Batch API answered it (at the batch price).
+    batch: bool = False
     #: The answer file that holds the answer (its name), when one is in effect; then the
     #: metadata holds nothing that changes from one run to the next.
     answer_file: str | None = None
@@ -132,6 +134,8 @@ class Completion:
             meta["cost"] = self.cost.as_dict()
         if self.tool_calls is not None:
             meta["tool_calls"] = list(self.tool_calls)
+        if self.batch:
+            meta["batch"] = True
         return meta
 
 
@@ -498,6 +502,8 @@ def log_exchange(
         )
         if completion.tool_calls is not None:
             record["tool_calls"] = completion.tool_calls
+        if completion.batch:
+            record["batch"] = True
     else:
         assert backend is not None
         record.update(provider=backend.provider, model=backend.model, error=error, answer=partial)

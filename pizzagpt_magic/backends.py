@@ -66,6 +66,8 @@ class Endpoint:
     api_key_env: str | None = None
     base_url_env: str | None = None
     api: str = "openai"
+    #: Whether it offers a Batch API (``/files`` and ``/batches``, or Messages batches).
+    batch_api: bool = False
 
     @property
     def provider(self) -> Any:
@@ -92,7 +94,13 @@ class Endpoint:
 PRESETS: dict[str, Endpoint] = {
     e.name: e
     for e in (
-        Endpoint("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+        Endpoint(
+            "openai",
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            batch_api=True,
+        ),
         Endpoint("ollama", "http://localhost:11434/v1", None, "OLLAMA_HOST"),
         Endpoint("lmstudio", "http://localhost:1234/v1"),
         Endpoint("llamacpp", "http://localhost:8080/v1"),
@@ -103,11 +111,12 @@ PRESETS: dict[str, Endpoint] = {
             "ANTHROPIC_API_KEY",
             "ANTHROPIC_BASE_URL",
             api="anthropic",
+            batch_api=True,
         ),
         Endpoint(
             "gemini", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"
         ),
-        Endpoint("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+        Endpoint("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY", batch_api=True),
         Endpoint("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
         Endpoint("deepseek", "https://api.deepseek.com", "DEEPSEEK_API_KEY"),
         Endpoint("together", "https://api.together.ai/v1", "TOGETHER_API_KEY"),
@@ -138,7 +147,7 @@ def make_endpoint(name: str, spec: Any) -> Endpoint:
         raise ConfigurationError(
             f"endpoint {name!r} needs a dict with 'base_url' (and optionally 'api_key_env')"
         )
-    unknown = set(spec) - {"base_url", "api_key_env", "api"}
+    unknown = set(spec) - {"base_url", "api_key_env", "api", "batch_api"}
     if unknown:
         raise ConfigurationError(
             f"endpoint {name!r} has unknown keys: {', '.join(sorted(unknown))}"
@@ -154,21 +163,28 @@ def make_endpoint(name: str, spec: Any) -> Endpoint:
             f"endpoint {name!r}: api is one of {', '.join(map(repr, APIS))}, not {api!r}"
         )
     url = check_url(spec["base_url"], f"the base_url of endpoint {name!r}")
-    return Endpoint(_check_name(name), url, key_env or None, api=api)
+    return Endpoint(
+        _check_name(name), url, key_env or None, api=api, batch_api=bool(spec.get("batch_api"))
+    )
 
 
 def register_endpoint(
-    name: str, base_url: str, api_key_env: str | None = None, api: str = "openai"
+    name: str,
+    base_url: str,
+    api_key_env: str | None = None,
+    api: str = "openai",
+    batch_api: bool = False,
 ) -> None:
     """Add an endpoint (a same name replaces a preset): then ``ask(..., model="NAME:MODEL")``
     and ``%pizza -m NAME:MODEL`` use it.
 
     ``api_key_env`` names the environment variable holding its key; the key itself is never
     taken as an argument, so it cannot end up in a notebook. ``api`` is the API it speaks:
-    ``"openai"`` (Chat Completions) or ``"anthropic"`` (Messages).
+    ``"openai"`` (Chat Completions) or ``"anthropic"`` (Messages). ``batch_api=True`` says it
+    offers that API's Batch API too (``batch_api=True`` on the batch paths).
     """
     # Nothing is returned: a notebook cell ending with the call shows no stray Out.
-    spec = {"base_url": base_url, "api_key_env": api_key_env, "api": api}
+    spec = {"base_url": base_url, "api_key_env": api_key_env, "api": api, "batch_api": batch_api}
     _registered[name] = make_endpoint(name, spec)
 
 

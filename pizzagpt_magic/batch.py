@@ -55,8 +55,12 @@ async def ask_many_async(
     schema_retries: int = 1,
     pack: int | str | None = None,
     max_cost: float | None = None,
+    batch_api: bool = False,
+    wait: bool = True,
+    poll: float | None = None,
+    batch_max_requests: int | None = None,
     **options: Any,
-) -> list[Any]:
+) -> Any:
     """Answers to ``prompts``, in order, with at most ``concurrency`` requests in flight.
 
     ``options`` are those of ``ask_async`` (model, system, history, timeout, proxy, cache,
@@ -81,6 +85,12 @@ async def ask_many_async(
     ``BudgetExceededError`` naming what was spent and the limit, with the answers received in
     its ``results`` (and in ``into``, and in the store: a rerun with a higher limit asks only
     for the rest). A model whose price is unknown cannot have a limit.
+
+    ``batch_api=True`` sends the prompts as the provider's batch jobs, at the batch price (see
+    ``engine.send.jobs``): the call waits for them (polling every ``poll`` seconds at first,
+    less often later), and the same call run again, after a restart too, picks up its jobs
+    instead of submitting them again. ``wait=False`` returns a ``jobs.JobHandle`` at once;
+    ``batch_max_requests`` caps the requests of one job (larger batches take several).
     """
     answers, answers_only = options.pop("answers", None), options.pop("answers_only", None)
     if answers is not None or answers_only is not None:
@@ -96,6 +106,14 @@ async def ask_many_async(
                 progress=progress,
                 ask=ask,
                 into=into,
+                schema=schema,
+                schema_retries=schema_retries,
+                pack=pack,
+                max_cost=max_cost,
+                batch_api=batch_api,
+                wait=wait,
+                poll=poll,
+                batch_max_requests=batch_max_requests,
                 **options,
             )
     if errors not in ERROR_MODES:
@@ -103,7 +121,39 @@ async def ask_many_async(
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     items = take_items(prompts)  # an endless generator is refused, not read forever
-    if ask is not None:
+    if batch_api:
+        if ask is not None:
+            raise ValueError("batch_api=True sends prompts, not items through ask=")
+        jobs = _job_options(wait, poll, batch_max_requests)
+        rerun = {
+            "errors": errors,
+            "progress": progress,
+            "schema": schema,
+            "schema_retries": schema_retries,
+            "max_cost": max_cost,
+            "batch_api": True,
+            "poll": poll,
+            "batch_max_requests": batch_max_requests,
+            **options,
+        }
+        results = await _ask_engine(
+            items,
+            concurrency,
+            progress,
+            into,
+            schema,
+            schema_retries,
+            pack,
+            max_cost,
+            options,
+            jobs,
+        )
+        if not wait:
+            from .jobs import JobHandle
+
+            strategy = jobs["strategy"]
+            return JobHandle(strategy.ids, strategy.store, lambda: ask_many(items, **rerun))
+    elif ask is not None:
         if max_cost is not None:
             raise ValueError("max_cost goes with the batch engine, not with ask=")
         if schema is not None:
@@ -190,10 +240,11 @@ async def _ask_engine(
     pack: int | str | None,
     max_cost: float | None,
     options: dict[str, Any],
+    jobs: dict[str, Any] | None = None,
 ) -> list[Any]:
     from .engine.send.packed import strategy_for
 
-    strategy = strategy_for(pack, concurrency)
+    strategy: Any = strategy_for(pack, concurrency)
     batch = _engine_batch(items, schema, schema_retries, options)
     results: list[Any] = [None] * len(items)
     if into is not None:
@@ -225,12 +276,55 @@ async def _ask_engine(
                 "give it with pizzagpt_magic.set_prices or PizzaMagics.prices"
             )
         limits = Limits([Budget(max_cost, what=f"max_cost={max_cost:g}")])
+    if jobs is not None:
+        strategy = jobs["strategy"] = jobs["make"](batch.recorder.store, bar)
     try:
         await batch.run(strategy, on_outcome=arrived, limits=limits)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if jobs is not None:
+            _say_interrupted(strategy)
+        raise
     finally:
         if bar is not None:
             bar.close()
     return results
+
+
+def _job_options(wait: bool, poll: float | None, max_requests: int | None) -> dict[str, Any]:
+    """How ``_ask_engine`` makes the ``jobs`` strategy, once the store is known."""
+    from .engine.send.jobs import POLL_FIRST, Jobs
+
+    def make(store: Any, bar: Any) -> Jobs:
+        return Jobs(
+            store,
+            wait=wait,
+            poll=POLL_FIRST if poll is None else poll,
+            max_requests=max_requests,
+            on_status=None if bar is None else lambda states: job_postfix(bar, states),
+        )
+
+    return {"make": make}
+
+
+def job_postfix(bar: Any, states: list[Any]) -> None:
+    """The progress bar's note of the jobs' status and counts."""
+    done = sum(s.completed for s in states)
+    total = sum(s.total for s in states)
+    statuses = sorted({s.status for s in states})
+    bar.set_postfix_str(f"jobs {'/'.join(statuses)}: {done}/{total} done", refresh=True)
+
+
+def _say_interrupted(strategy: Any) -> None:
+    import sys
+
+    ids = getattr(strategy, "ids", [])
+    if ids:
+        print(
+            f"Stopped waiting; the batch job {', '.join(ids)} keeps running at the provider. "
+            "Run the same call again to pick it up (nothing is submitted twice), or cancel it "
+            "with `pizzagpt jobs cancel ID`.",
+            file=sys.stderr,
+        )
 
 
 async def _ask_each(
@@ -287,7 +381,7 @@ def answers_frame(values: list[Any], schema: Any, *, index: Any = None) -> Any:
     return frame(values, schema, index=index)
 
 
-def ask_many(prompts: Iterable[Any], **options: Any) -> list[Any]:
+def ask_many(prompts: Iterable[Any], **options: Any) -> Any:
     """``ask_many_async`` from synchronous code; safe inside a running loop."""
     from .loop import run_sync
 

@@ -134,6 +134,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     cache.add_argument("directory", nargs="?", metavar="DIR", help="with merge: the shards")
 
+    jobs = commands.add_parser(
+        "jobs",
+        help="the provider batch jobs in the store, or cancel one",
+        description="List the provider batch jobs the store keeps (backend, status, counts, "
+        "created and finished times), newest first; 'jobs cancel ID' cancels one.",
+    )
+    jobs.add_argument("action", nargs="?", choices=("cancel",), help="cancel the job ID")
+    jobs.add_argument("id", nargs="?", metavar="ID", help="with cancel: the job's id")
+    jobs.add_argument("--json", action="store_true", help="JSON records")
+
     answers = commands.add_parser(
         "answers",
         help="an answer file: prune its unused lines, or diff two",
@@ -500,6 +510,25 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from .jobs import cancel_job, format_jobs, list_jobs
+
+    store = _open_store()
+    if args.action == "cancel":
+        if not args.id:
+            print("pizzagpt jobs: cancel needs the job's ID", file=sys.stderr)
+            return 2
+        record = cancel_job(store, args.id)
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            print(f"Job {record['id']} is {record['status']}")
+        return 0
+    jobs = list_jobs(store, None)
+    print(json.dumps(jobs, indent=2) if args.json else format_jobs(jobs))
+    return 0
+
+
 def _answers(args: argparse.Namespace) -> int:
     from . import answers
 
@@ -552,8 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(args)
         if args.command == "answers":
             return _answers(args)
-        if args.command in ("logs", "cache", "usage"):
-            run = {"logs": _logs, "cache": _cache, "usage": _usage}[args.command]
+        if args.command in ("logs", "cache", "usage", "jobs"):
+            run = {"logs": _logs, "cache": _cache, "usage": _usage, "jobs": _jobs}[args.command]
             try:
                 return run(args)
             except _StoreOff as exc:

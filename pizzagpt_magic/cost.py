@@ -14,9 +14,11 @@ Where a model's price comes from, first match wins:
 5. Anything else is ``"unpriced"``: its cost is unknown (None), never $0.
 
 A cost is a ``Cost``: US dollars (None when unknown), how the model is priced, and for a cache
-hit, which costs 0, what asking would have cost. An answer whose backend reported no token counts
-has an unknown cost unless its model is local or free. Estimates before a batch, and the limits
-that stop one, are ``estimates``'.
+hit, which costs 0, what asking would have cost. An answer from a provider's Batch API costs
+``batch_discount()`` of the online price (0.5 unless ``set_batch_discount``,
+``PizzaMagics.batch_discount``, says otherwise) and says "batch". An answer whose backend
+reported no token counts has an unknown cost unless its model is local or free. Estimates
+before a batch, and the limits that stop one, are ``estimates``'.
 """
 
 from __future__ import annotations
@@ -76,6 +78,14 @@ class Cost:
     pricing: str
     saved: float | None = None
     cached: bool = False
+    #: Whether it is a Batch API price (``batch_discount()`` of the online one).
+    batch: bool = False
+
+    def at_batch_price(self, share: float | None = None) -> Cost:
+        """This cost through a provider's Batch API: ``share`` (``batch_discount()``) of it."""
+        share = batch_discount() if share is None else share
+        usd = None if self.usd is None else self.usd * share
+        return Cost(usd, self.pricing, self.saved, self.cached, batch=True)
 
     def hit(self) -> Cost:
         """This cost as a cache hit: nothing spent, this much saved."""
@@ -93,12 +103,14 @@ class Cost:
             return self.pricing
         if self.usd is None:
             return self.pricing
-        return format_usd(self.usd)
+        return format_usd(self.usd) + (" (batch)" if self.batch else "")
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"usd": self.usd, "pricing": self.pricing}
         if self.cached:
             out["saved"] = self.saved
+        if self.batch:
+            out["batch"] = True
         return out
 
 
@@ -150,6 +162,25 @@ class Pricing:
         if self.status == UNPRICED:
             return None
         return (input_tokens * self.input + output_tokens * self.output) / 1e6
+
+
+#: The share of the online price a provider's Batch API charges.
+_batch_share = 0.5
+
+
+def batch_discount() -> float:
+    """The share of the online price an answer from a provider's Batch API costs."""
+    return _batch_share
+
+
+def set_batch_discount(share: float) -> None:
+    """Set ``batch_discount()``: more than 0, at most 1 (``PizzaMagics.batch_discount``)."""
+    global _batch_share
+    if not 0 < share <= 1:
+        raise ConfigurationError(
+            "batch_discount is the share of the online price: above 0, up to 1"
+        )
+    _batch_share = float(share)
 
 
 def _part(count: Any, whole: int) -> int:

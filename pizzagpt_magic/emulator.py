@@ -61,6 +61,9 @@ as ``delta.tool_calls`` pieces with ``"stream": true``); once the results came b
 tool`` messages, it answers quoting each result it received, verbatim. With
 ``[[tool-repeat]]`` in the question it calls them again in every answer and never answers.
 
+The Batch APIs (OpenAI's ``/v1/files`` and ``/v1/batches``, Anthropic's
+``/v1/messages/batches``) are in ``emulator_batches``, with ``--batch-delay SECONDS`` and their
+own fault markers.
 Packed requests (many rows in one request) are answered row by row as each row would be alone;
 ``[[fault:pack=...]]`` markers change a pack's reply (see ``emulator_packs``).
 ``--row-latency S`` adds S seconds per answered row, and ``--rate-limit N`` answers at most N
@@ -89,6 +92,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .emulator_batches import BatchRoutes
 from .emulator_messages import MessagesRoutes
 
 __all__ = ["Emulator", "EmulatorThread", "conforming", "make_answer", "parse_fault", "serve"]
@@ -299,7 +303,7 @@ def make_answer(question: str, model: str = "gpt-4o-mini", bad: bool = False) ->
     return "\n".join(lines)
 
 
-class Emulator(MessagesRoutes):
+class Emulator(MessagesRoutes, BatchRoutes):
     """The server's state and handlers; ``start()`` and ``stop()`` run it on the current loop."""
 
     def __init__(
@@ -316,10 +320,12 @@ class Emulator(MessagesRoutes):
         api_key: str | None = None,
         chunk_delay: float = 0.0,
         response_format: bool = True,
+        batch_delay: float = 0.0,
         row_latency: float = 0.0,
         rate_limit: float = 0.0,
     ) -> None:
         self.host = host
+        self._init_batches(batch_delay)
         #: Seconds each answered row adds to an answer (a packed request's rows all count).
         self.row_latency = row_latency
         #: Requests a second answered; more get a 429 with ``Retry-After`` (0: no limit).
@@ -379,6 +385,7 @@ class Emulator(MessagesRoutes):
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_post("/v1/messages", self.handle_messages)
         app.router.add_get("/", self.handle_index)
+        self.add_batch_routes(app)
         app.router.add_get("/stats", self.handle_stats)
         return app
 
@@ -988,6 +995,12 @@ def main(argv: list[str] | None = None) -> int:
         help="refuse response_format on the OpenAI-compatible routes (a 400 naming it)",
     )
     parser.add_argument(
+        "--batch-delay",
+        type=float,
+        default=0.0,
+        help="seconds a Batch API job stays in progress (see emulator_batches)",
+    )
+    parser.add_argument(
         "--row-latency",
         type=float,
         default=0.0,
@@ -1027,6 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
             api_key=args.api_key,
             chunk_delay=args.chunk_delay,
             response_format=not args.no_response_format,
+            batch_delay=args.batch_delay,
             row_latency=args.row_latency,
             rate_limit=args.rate_limit,
         ) as emu:

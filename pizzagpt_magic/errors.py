@@ -26,6 +26,9 @@ The hierarchy::
     │   └── AnswerFormatError (ValueError) the answer holds no value of the format asked for
     │       └── SchemaError            the answer does not fit the schema asked for (``field``)
     ├── BatchError                     some items of ``ask_many`` failed (``errors``, ``results``)
+    ├── JobError                       a provider batch job, or one of its lines, did not answer
+    │   ├── BatchAPIUnavailable        the backend has no Batch API (nothing was submitted)
+    │   └── JobLineError               one line of a job failed or expired (the provider's reason)
     ├── BudgetExceededError            a cost limit stopped a batch (``spent``, ``limit``)
     └── ToolError                      a tool call that cannot run (its message goes to the model)
         └── ToolRoundsError            the model still called tools after the last round allowed
@@ -47,7 +50,10 @@ __all__ = [
     "ProviderError",
     "ConfigurationError",
     "RedirectError",
+    "BatchAPIUnavailable",
     "BatchError",
+    "JobError",
+    "JobLineError",
     "BudgetExceededError",
     "ConnectError",
     "ConnectionLostError",
@@ -259,6 +265,18 @@ class BatchError(PizzagptError):
         super().__init__(
             f"{len(self.errors)} of {len(self.results)} prompts failed ({listed}{more})"
         )
+
+
+class JobError(PizzagptError):
+    """A provider batch job failed (validation, lost results), or could not be made."""
+
+
+class BatchAPIUnavailable(JobError, ConfigurationError):
+    """The backend has no Batch API: Pizzagpt, a provider class, or an endpoint without one."""
+
+
+class JobLineError(JobError):
+    """One line of a batch job failed, expired or was cancelled: the provider's reason."""
 
 
 class BudgetExceededError(PizzagptError):

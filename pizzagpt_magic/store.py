@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a write waits for another process's lock before the store gives up.
 BUSY_TIMEOUT = 10.0
+#: Most writes committed in one transaction by the writer thread.
+WRITE_GROUP = 500
+_NOTHING = object()
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
@@ -65,7 +68,7 @@ INSERTED_SCHEMA = [
         PRIMARY KEY (notebook, cell, code)
     )""",
 ]
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 #: Each schema version's statements. A number may be missing (another line of work adds it):
 #: the migration skips it.
 MIGRATIONS: dict[int, list[str]] = {
@@ -114,6 +117,34 @@ MIGRATIONS: dict[int, list[str]] = {
     4: [],
     # The tool calls made on the way to an answer: name, arguments, result size (JSON).
     5: ["ALTER TABLE log ADD COLUMN tool_calls TEXT"],
+    6: [],
+    # Provider batch jobs: one row a job (never a key), the cache keys of its rows, and whether
+    # an answer came through a batch job (its price is the batch price).
+    7: [
+        """CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            api TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_file TEXT,
+            status TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            completed INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            finished REAL,
+            collected INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        )""",
+        "CREATE INDEX jobs_live ON jobs (collected, origin)",
+        """CREATE TABLE job_rows (
+            job TEXT NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (job, key)
+        ) WITHOUT ROWID""",
+        "ALTER TABLE log ADD COLUMN batch INTEGER",
+    ],
 }
 #: Columns of the log added after its first schema, whatever the schema version says: added
 #: when missing each time a store is opened, so the order in which changes that number their
@@ -366,8 +397,10 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
+        held: Any = _NOTHING
         while True:
-            job = self._queue.get()
+            job = self._queue.get() if held is _NOTHING else held
+            held = _NOTHING
             if job is None:
                 connection.close()
                 return
@@ -381,28 +414,53 @@ class Store:
                 continue
             if self.failed is not None:
                 continue
+            # The writes queued behind this one share its transaction (a batch's answers
+            # arrive faster than one commit each could keep up with), in order.
+            group = [job]
+            while len(group) < WRITE_GROUP:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None or isinstance(following, threading.Event):
+                    held = following
+                    break
+                group.append(following)
             try:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 self._check_identity()
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    job(connection)
+                    for write in group:
+                        try:
+                            write(connection)
+                        except (sqlite3.Error, OSError):
+                            raise
+                        except Exception:  # a bug in one write must not stop the others
+                            logger.exception("a write to the store failed")
                     connection.execute("COMMIT")
                 except BaseException:
                     _rollback(connection)
                     raise
                 finally:
-                    key = getattr(job, "cache_key", None)
-                    if key is not None:
-                        self._pending.pop(key, None)
-                self._writes += 1
-                if self._writes % 200 == 0:
+                    for write in group:
+                        key = getattr(write, "cache_key", None)
+                        if key is not None:
+                            self._pending.pop(key, None)
+                before = self._writes
+                self._writes += len(group)
+                if self._writes // 200 != before // 200:
                     self._queue.put(self._trim)  # in a transaction of its own, next
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
-            except Exception:  # a bug in one job must not stop the writer
+            except Exception:  # a bug in the writer must not stop it
                 logger.exception("a write to the store failed")
+
+    @property
+    def backlog(self) -> int:
+        """How many writes wait for the writer thread."""
+        return self._queue.qsize()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every write submitted so far is on disk (or the store failed)."""
@@ -575,6 +633,7 @@ class Store:
             "session",
             "cell",
             "tool_calls",
+            "batch",
             "cost",
             "cost_saved",
             "pricing",
@@ -604,6 +663,7 @@ class Store:
             record.get("session"),
             record.get("cell"),
             None if calls is None else json.dumps(calls, ensure_ascii=False, default=str),
+            1 if record.get("batch") else None,
             cost.usd if cost is not None else None,
             cost.saved if cost is not None else None,
             cost.pricing if cost is not None else None,
@@ -664,6 +724,96 @@ class Store:
                 record["tool_calls"] = json.loads(record["tool_calls"])
             out.append(record)
         return out
+
+    # -- batch jobs -----------------------------------------------------------------------
+
+    _JOB_FIELDS = frozenset(
+        {"status", "completed", "failed", "finished", "collected", "error", "input_file"}
+    )
+
+    def add_job(self, job: dict[str, Any], keys: Iterable[str]) -> bool:
+        """Keep a submitted job (``id``, ``api``, ``provider``, ``origin``, ``model``,
+        ``status``, ``requests``, ``created``; never a key) and the cache keys of its rows;
+        on disk when this returns True."""
+        row = (
+            job["id"],
+            job["api"],
+            job["provider"],
+            job["origin"],
+            job["model"],
+            job.get("input_file"),
+            job["status"],
+            int(job["requests"]),
+            float(job.get("created") or time.time()),
+        )
+        rows = [(job["id"], key) for key in keys]
+
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT OR REPLACE INTO jobs (id, api, provider, origin, model, input_file, "
+                "status, requests, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            connection.executemany("INSERT OR IGNORE INTO job_rows (job, key) VALUES (?, ?)", rows)
+
+        self._submit(write)
+        return self.failed is None and self.flush() and self.failed is None
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Change a job's ``status``, counts, ``finished``, ``collected`` or ``error``."""
+        unknown = fields.keys() - self._JOB_FIELDS
+        if unknown:
+            raise ValueError(f"unknown job fields: {', '.join(sorted(unknown))}")
+        if not fields:
+            return
+        names = sorted(fields)
+        sql = f"UPDATE jobs SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
+        values = [fields[n] for n in names] + [job_id]
+        self._submit(lambda c: c.execute(sql, values))
+
+    def jobs(
+        self, n: int | None = None, *, live: bool = False, origin: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The jobs kept, newest first; ``live``: those whose results are not read yet;
+        ``origin``: of that endpoint only."""
+        if self.failed is not None:
+            return []
+        self.flush()
+        where, params = [], []
+        if live:
+            where.append("collected = 0")
+        if origin is not None:
+            where.append("origin = ?")
+            params.append(origin)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC, rowid DESC"
+        if n is not None:
+            sql += f" LIMIT {int(n)}"
+        try:
+            cursor = self._reader().execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return []
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """One job's record, or None."""
+        found = [j for j in self.jobs() if j["id"] == job_id]
+        return found[0] if found else None
+
+    def job_keys(self, job_id: str) -> list[str]:
+        """The cache keys of a job's rows."""
+        if self.failed is not None:
+            return []
+        try:
+            rows = self._reader().execute("SELECT key FROM job_rows WHERE job = ?", (job_id,))
+            return [r[0] for r in rows.fetchall()]
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return []
 
     def prune(self, older_than_days: float) -> int:
         """Delete the log's exchanges older than that many days; returns how many."""

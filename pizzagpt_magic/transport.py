@@ -475,13 +475,15 @@ async def send(
     timeout: float = 60.0,
     connect_timeout: float = 10.0,
     stream: bool = False,
+    data: bytes | None = None,
 ) -> aiohttp.ClientResponse:
     """The service's successful (2xx) response to the request, open for reading its body; the
     caller releases it (``open_response`` does so at the end of a block).
 
     Everything before the body (redirects, error statuses, retries, connection failures) is
     handled here, as the module describes; the caller reads the body with ``read_body`` (or
-    inside ``reading_body``).
+    inside ``reading_body``). ``data`` is a body already encoded (an upload), sent instead of
+    ``json`` with the caller's ``Content-Type``.
     """
     import aiohttp
 
@@ -514,6 +516,7 @@ async def send(
                 method,
                 url,
                 json=json,
+                data=data,
                 headers=headers,
                 proxy=proxy,
                 timeout=limits,

@@ -469,5 +469,11 @@ def test_env_proxy_follows_urllib(monkeypatch, env, url, expected):
 
 
 def test_retries_reuse_the_connection(emu):
+    from pizzagpt_magic.loop import run_sync
+    from pizzagpt_magic.session import close_session
+
+    # An empty pool: idle connections that earlier tests left would be reused too, each one
+    # a peer the emulator counts.
+    run_sync(close_session())
     assert "Emulated" in ask("[[fault:status=503;times=2]] keep the line")
     assert emu.requests == 3 and emu.connections == 1

@@ -3,7 +3,8 @@
 1. **prompts** (``Prompt``, ``make_prompt``): what is asked, with what changes its answer;
 2. **keys** (``prompt_key``): the one cache key, of what changes the answer and nothing else;
 3. **plan** (``make_plan``, ``Plan``): deduplicate by key, answer from the store, what is left;
-4. **send** (``Single``, the ``Strategy`` interface, ``Pending``): results as they arrive;
+4. **send** (``Single``, ``Jobs``, the ``Strategy`` interface, ``Pending``): results as they
+   arrive;
 5. **check** (``check``, ``Outcome``): parse and validate; a repair is a new pending prompt;
 6. **record** (``Recorder``): each answer in the store the moment it is checked;
 7. **assemble** (``answers_frame``, ``values_of``): back to the caller's order and types.
@@ -29,6 +30,7 @@ _EXPORTS = {
     "Strategy": "send",
     "fetch": "send",
     "Single": "send.single",
+    "Jobs": "send.jobs",
     "Outcome": "check",
     "check": "check",
     "Recorder": "record",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .prompts import Prompt, make_prompt
     from .record import Recorder
     from .send import Pending, Strategy, fetch
+    from .send.jobs import Jobs
     from .send.single import Single
 
 

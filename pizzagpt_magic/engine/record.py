@@ -105,13 +105,13 @@ class Recorder:
         store = self.store
         if outcome.ok and completion is not None and not completion.cached:
             if store is not None:
-                store.put(
-                    prompt.key,
-                    completion.provider,
-                    completion.model,
-                    completion.text,
-                    {"finish_reason": completion.finish_reason, "usage": completion.usage},
-                )
+                meta: dict[str, Any] = {
+                    "finish_reason": completion.finish_reason,
+                    "usage": completion.usage,
+                }
+                if completion.batch:
+                    meta["batch"] = True
+                store.put(prompt.key, completion.provider, completion.model, completion.text, meta)
             if self.memory is not None:
                 self.memory[prompt.key] = dataclasses.replace(completion, cached=False)
         if not self.log:

@@ -26,8 +26,10 @@ class _Pizza:
         """The model's answer to ``template`` filled with each row: a ``string`` Series on
         the same index, or with ``schema`` a typed DataFrame (one column per field and
         ``_error``). ``options`` are those of ``ask`` (``model``, ``system``,
-        ``temperature``, ``max_tokens``, ``concurrency``, ``cache``, ``progress``, ...) and
-        ``dry_run=True``, which returns the ``estimate`` and sends nothing."""
+        ``temperature``, ``max_tokens``, ``concurrency``, ``cache``, ``progress``, ...),
+        ``batch_api=True`` (the provider's batch jobs, waited for, picked up again by the same
+        call after a restart; every operation takes it) and ``dry_run=True``, which returns
+        the ``estimate`` and sends nothing."""
         from .map import map_rows
 
         return map_rows(self._data, template, schema, options)

@@ -48,6 +48,10 @@ class Options:
     value_budget: int = DEFAULT_BUDGET
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
     schema_retries: int = 1
+    #: Send the rows as the provider's batch jobs (``engine.send.jobs``), and wait for them.
+    batch_api: bool = False
+    batch_max_requests: int | None = None
+    batch_poll: float | None = None
     dry_run: bool = False
     #: Entered around each request (an async context manager factory): a limit shared with
     #: other processes, such as a Dask cluster's (see ``distributed``).
@@ -117,6 +121,8 @@ def _defaults() -> Options:
         value_budget=magics.value_budget,
         max_prompt_chars=magics.max_prompt_chars,
         schema_retries=getattr(magics, "schema_retries", 1),
+        batch_max_requests=getattr(magics, "batch_max_requests", None),
+        batch_poll=getattr(magics, "batch_poll", None),
         context=magics._context() | {"source": "frame"},
         magics=magics,
     )

@@ -260,14 +260,29 @@ def run(
             bar.set_postfix(failed=failed, refresh=False)
         bar.update(1)
 
+    strategy: Any = _strategy(options)
+    if options.batch_api:
+        from ..batch import job_postfix
+        from ..engine.send.jobs import POLL_FIRST, Jobs
+
+        strategy = Jobs(
+            batch.recorder.store,
+            poll=POLL_FIRST if options.batch_poll is None else options.batch_poll,
+            max_requests=options.batch_max_requests,
+            on_status=None if bar is None else lambda states: job_postfix(bar, states),
+        )
     try:
-        run_sync(batch.run(_strategy(options), on_outcome=arrived, limits=limits))
+        run_sync(batch.run(strategy, on_outcome=arrived, limits=limits))
     except BudgetExceededError:
         # As for an interrupt, what arrived is kept; the error says why it stopped.
         got = [None if o is None or not o.ok else o.value for o in batch.outcomes]
         _keep_partial(got, labels, schema, announce=False)
         raise
     except KeyboardInterrupt:
+        if options.batch_api:
+            from ..batch import _say_interrupted
+
+            _say_interrupted(strategy)
         got = [None if o is None or not o.ok else o.value for o in batch.outcomes]
         _keep_partial(got, labels, schema)
         raise

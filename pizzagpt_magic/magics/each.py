@@ -138,13 +138,23 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         magics.user_ns[target] = _answers(kept, source, args.schema)
         return target, sum(r is not None for r in kept)
 
+    if args.batch_api:
+        strategy = _jobs_strategy(magics, args, batch, bar)
     started = time.monotonic()
     try:
         run_sync(batch.run(strategy, on_outcome=arrived, limits=limits))
     except BudgetExceededError as exc:
         kept_in, _ = keep()
         raise UsageError(f"{exc}; the answers are in {kept_in!r} (None where none came)") from None
+    except PizzagptError as exc:  # a backend without a Batch API, a refused submission
+        if not args.batch_api:
+            raise
+        raise UsageError(f"--batch-api: {exc}") from None
     except KeyboardInterrupt:
+        if args.batch_api:
+            from ..batch import _say_interrupted
+
+            _say_interrupted(strategy)
         kept_in, count = keep()
         import sys
 
@@ -158,6 +168,19 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         magics.spent += batch.spent
         if bar is not None:
             bar.close()
+    if args.batch_api and args.no_wait:
+        from ..jobs import JobHandle
+
+        line, cell = args.source
+        waiting = " ".join(word for word in line.split(" ") if word != "--no-wait")
+        handle = JobHandle(
+            strategy.ids,
+            strategy.store,
+            lambda: magics.ipython.run_cell_magic("pizza", waiting, cell),
+        )
+        if args.output:
+            magics.user_ns[args.output] = handle
+        return handle
     results = batch.results()
     if args.schema is None and args.format in ("code", "json"):
         # each answer becomes its value, or fails
@@ -249,6 +272,20 @@ class BatchProgress:
             self.output.show(summary._repr_mimebundle_())
         else:
             self.output.end_with(summary, events)
+
+
+def _jobs_strategy(magics: PizzaMagics, args: Any, batch: Any, bar: Any) -> Any:
+    """The ``jobs`` strategy of ``--batch-api``, its status on the progress bar."""
+    from ..batch import job_postfix
+    from ..engine.send.jobs import Jobs
+
+    return Jobs(
+        batch.recorder.store,
+        wait=not args.no_wait,
+        poll=magics.batch_poll,
+        max_requests=magics.batch_max_requests,
+        on_status=None if bar is None else lambda states: job_postfix(bar, states),
+    )
 
 
 def _answers(results: list[Any], source: Any, schema: Any) -> Any:

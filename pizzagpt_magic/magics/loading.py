@@ -103,6 +103,10 @@ def unload(shell: Any) -> None:
         from ..cost import set_prices
 
         set_prices(None)
+    if magics.batch_discount != 0.5:  # and the batch share
+        from ..cost import set_batch_discount
+
+        set_batch_discount(0.5)
     from ..loop import run_sync
     from ..session import close_session
 

@@ -108,6 +108,24 @@ OPTIONS = (
     ),
     argument("--concurrency", type=int, metavar="N", help="Requests in flight for --each."),
     argument(
+        "--batch-api",
+        action="store_true",
+        help="With --each: send the questions as the provider's batch jobs (OpenAI, Groq, "
+        "Anthropic; about half the price, answers within 24 hours). Waits with a progress bar; "
+        "running the cell again picks its jobs up, after a restart too.",
+    ),
+    argument(
+        "--no-wait",
+        action="store_true",
+        help="With --batch-api: submit and return at once; -o gets the job handle (status(), "
+        "result(), cancel()).",
+    ),
+    argument(
+        "--jobs",
+        action="store_true",
+        help="List the provider batch jobs in the store; --jobs cancel ID cancels one.",
+    ),
+    argument(
         "--pack",
         metavar="N|auto",
         help="--each: how many rows may share one request (1: one a request; auto: as many "

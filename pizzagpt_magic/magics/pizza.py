@@ -1,9 +1,9 @@
 """``PizzaMagics``: the ``%pizza`` line and cell magic, its settings and its dispatch.
 
 Each mode of ``%pizza`` is a module of this package (``ask``, ``each``, ``fix``, ``log``,
-``models``, ``history``, ``tools``, ``usage``); this class parses the options, checks them, and
-hands the question to the mode asked for. What the modes share (building the question and the
-system message, the request options, the store, the log's context) is here.
+``models``, ``history``, ``tools``, ``usage``, ``jobs``); this class parses the options, checks
+them, and hands the question to the mode asked for. What the modes share (building the question
+and the system message, the request options, the store, the log's context) is here.
 """
 
 from __future__ import annotations
@@ -148,6 +148,14 @@ class PizzaMagics(PizzaSettings):
             if not prompt and not args.each:
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
+        if args.jobs:
+            from .jobs import show_jobs
+
+            return show_jobs(self, prompt)
+        if (args.batch_api or args.no_wait) and not args.each:
+            raise UsageError("--batch-api and --no-wait go with %%pizza --each")
+        if args.no_wait and not args.batch_api:
+            raise UsageError("--no-wait goes with --batch-api")
         if (args.since or args.plot) and not args.usage:
             raise UsageError("--since and --plot go with --usage")
         if args.usage:
@@ -184,6 +192,7 @@ class PizzaMagics(PizzaSettings):
             return set_answer_file(self, args)
         from .answers import using_answer_file
 
+        args.source = (line, cell)
         try:
             with using_answer_file(self, args):
                 result = self._dispatch(args, prompt, cell)

@@ -130,6 +130,17 @@ class PizzaSettings(Magics):
         100_000, help="Longest prompt (all messages) sent; a longer one is refused."
     ).tag(config=True)
     concurrency = Int(8, help="Requests in flight at once for --each batches.").tag(config=True)
+    batch_max_requests = Int(
+        None,
+        allow_none=True,
+        help="Most requests in one provider batch job (--batch-api); a larger batch is split "
+        "into several jobs. None: the provider's limit (OpenAI 50,000, Anthropic 100,000).",
+    ).tag(config=True)
+    batch_poll = Float(
+        3.0,
+        help="Seconds before the first poll of a batch job (--batch-api); each wait is half as "
+        "long again as the one before, up to a minute.",
+    ).tag(config=True)
     pack = Unicode(
         None,
         allow_none=True,
@@ -141,6 +152,11 @@ class PizzaSettings(Magics):
         'USD per million tokens, "output": USD per million, optional "cached_input" and '
         '"cache_write"}} '
         '("provider:*" for all of a provider\'s models; a Pizzagpt model named alone).',
+    ).tag(config=True)
+    batch_discount = Float(
+        0.5,
+        help="The share of the online price an answer from a provider's Batch API (--batch-api) "
+        "costs: 0.5 for OpenAI, Groq and Anthropic.",
     ).tag(config=True)
     budget = Float(
         None,
@@ -215,6 +231,15 @@ class PizzaSettings(Magics):
             raise TraitError(str(exc)) from None
         return proposal.value
 
+    @validate("batch_discount")
+    def _valid_batch_discount(self, proposal: Any) -> float:
+        if not 0 < proposal.value <= 1:
+            raise TraitError("batch_discount is the share of the online price: above 0, up to 1")
+        from ..cost import set_batch_discount
+
+        set_batch_discount(proposal.value)
+        return proposal.value
+
     @validate("budget")
     def _valid_budget(self, proposal: Any) -> float | None:
         if proposal.value is not None and not proposal.value >= 0:
@@ -267,6 +292,12 @@ class PizzaSettings(Magics):
     def _valid_retries(self, proposal: Any) -> int:
         if not 0 <= proposal.value <= 10:
             raise TraitError("retries must be from 0 to 10")
+        return proposal.value
+
+    @validate("batch_max_requests")
+    def _valid_batch_max_requests(self, proposal: Any) -> int | None:
+        if proposal.value is not None and proposal.value < 1:
+            raise TraitError("batch_max_requests must be at least 1 (or None)")
         return proposal.value
 
     @validate("schema_retries")

@@ -20,8 +20,9 @@ A strategy bounds its own requests in flight (its ``concurrency``); the pause af
 ``session.pause_requests``) and the retry policy are the transport's, below ``fetch``, so every
 strategy shares them. A strategy knows nothing of where its prompts came from.
 
-``single`` sends one prompt a request, ``packed`` several prompts a request; ``fetch`` is how
-any strategy asks for one prompt.
+``single`` sends one prompt a request, ``packed`` several prompts a request, ``jobs`` the
+prompts as the provider's batch jobs (the Batch APIs, at the batch price); ``fetch`` is how any
+strategy asks for one prompt.
 """
 
 from __future__ import annotations
