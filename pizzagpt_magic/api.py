@@ -443,7 +443,7 @@ def from_answer_file(
         if settings.only and strict:
             raise settings.missing(messages)
         return None
-    return Completion(
+    completion = Completion(
         line["text"],
         backend.provider,
         backend.model,
@@ -455,6 +455,14 @@ def from_answer_file(
         answer_file=settings.file.name,
         key=key,
     )
+    asked = line.get("cost")
+    if isinstance(asked, dict):
+        from .cost import Cost
+
+        completion.cost = Cost(
+            asked.get("usd"), str(asked.get("pricing", "")), batch=bool(asked.get("batch"))
+        )
+    return completion
 
 
 def to_answer_file(
@@ -478,10 +486,32 @@ def to_answer_file(
             if completion.finish_reason not in (None, "stop")
             else None,
             "usage": completion.usage,
+            "cost": _asked_cost(completion),
         }
     )
     completion.answer_file = settings.file.name
     completion.key = key
+    if completion.cost is not None:
+        # What asking cost, even when the store gave it: the saved outputs are those of the
+        # run that asked, whatever answers the rerun.
+        from .cost import Cost
+
+        asked = _asked_cost(completion) or {}
+        completion.cost = Cost(
+            asked.get("usd"), asked.get("pricing", ""), batch=bool(asked.get("batch"))
+        )
+
+
+def _asked_cost(completion: Completion) -> dict[str, Any] | None:
+    """The cost of asking for ``completion`` (a cache hit's is what it saved), as a dict."""
+    cost = completion.cost
+    if cost is None:
+        return None
+    usd = cost.saved if cost.cached else cost.usd
+    asked: dict[str, Any] = {"usd": usd, "pricing": cost.pricing}
+    if cost.batch:
+        asked["batch"] = True
+    return asked
 
 
 def log_exchange(

@@ -179,7 +179,7 @@ def register_endpoint(
     api_key_env: str | None = None,
     api: str = "openai",
     batch_api: bool = False,
-) -> Endpoint:
+) -> None:
     """Add an endpoint (a same name replaces a preset): then ``ask(..., model="NAME:MODEL")``
     and ``%pizza -m NAME:MODEL`` use it.
 
@@ -188,10 +188,9 @@ def register_endpoint(
     ``"openai"`` (Chat Completions) or ``"anthropic"`` (Messages). ``batch_api=True`` says it
     offers that API's Batch API too (``batch_api=True`` on the batch paths).
     """
+    # Nothing is returned: a notebook cell ending with the call shows no stray Out.
     spec = {"base_url": base_url, "api_key_env": api_key_env, "api": api, "batch_api": batch_api}
-    endpoint = make_endpoint(name, spec)
-    _registered[name] = endpoint
-    return endpoint
+    _registered[name] = make_endpoint(name, spec)
 
 
 @functools.lru_cache(maxsize=1)
@@ -515,6 +514,11 @@ def _resolve(model_id: str | None, extra: Mapping[str, Any] | None) -> Backend:
         cls = import_provider(prefix)
         model = rest or getattr(cls, "default_model", "") or ""
         return Backend(prefix, model, cls=cls)
+    if sep and _NAME.fullmatch(prefix) and "." not in prefix:
+        raise ConfigurationError(
+            f"unknown provider {prefix!r}; providers: {', '.join([PIZZAGPT, *table])} "
+            "(or package.module.ProviderClass; register_endpoint adds one)"
+        )
     return _pizzagpt(text)
 
 

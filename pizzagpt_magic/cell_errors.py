@@ -9,6 +9,7 @@ line. ``Err[-1]`` is the newest error, ``Err[-2]`` the one before. Beside ``In[n
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import traceback
@@ -35,6 +36,21 @@ _MACHINERY = (
 )
 
 
+@functools.lru_cache(maxsize=1)
+def _libraries() -> tuple[str, ...]:
+    """Where installed libraries and the standard library live."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    folders = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(os.path.join(folder, "") for folder in sorted(folders))
+
+
+def is_machinery(filename: str) -> bool:
+    """Whether code of ``filename`` is the machinery around a cell (IPython, this package)."""
+    return filename.startswith(_MACHINERY)
+
+
 class NoErrorRecorded(KeyError):
     """``Err[n]`` for a cell with no recorded error; its text reads as a sentence (a plain
     ``KeyError`` would show it quoted)."""
@@ -53,19 +69,31 @@ def describe(error: BaseException, limit: int, code_name: CodeName | None = None
     if isinstance(error, UsageError):
         return f"UsageError: {error}"[-limit:]  # as IPython shows it: a magic's message only
     frames = []
+    hidden = 0
     for frame in traceback.extract_tb(error.__traceback__):
         if frame.filename.startswith(_MACHINERY):
             continue
         label = code_name(frame.filename) if code_name is not None else None
-        if label is not None:
-            frame = traceback.FrameSummary(
-                label[1], frame.lineno, frame.name, lookup_line=False, line=frame.line
+        if label is None and frame.filename.startswith(_libraries()):
+            hidden += 1  # pandas' or the standard library's inside: not the user's code
+            continue
+        # A cell is named In[n]; a module of the user's by its file name, not a local path.
+        name = label[1] if label is not None else os.path.basename(frame.filename)
+        frames.append(
+            traceback.FrameSummary(
+                name, frame.lineno, frame.name, lookup_line=False, line=frame.line
             )
-        frames.append(frame)
+        )
     last = "".join(traceback.format_exception_only(type(error), error)).rstrip("\n")
     if not frames:
         return last[-limit:]
-    text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(frames)) + last
+    inside = f"  [{hidden} frame{'s' if hidden > 1 else ''} inside libraries]\n" if hidden else ""
+    text = (
+        "Traceback (most recent call last):\n"
+        + "".join(traceback.format_list(frames))
+        + inside
+        + last
+    )
     if len(text) <= limit:
         return text
     marker = f"[… {len(text) - limit:,} characters of the traceback cut]\n"

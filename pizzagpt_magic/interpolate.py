@@ -148,11 +148,17 @@ def interpolate(
     replacement itself (a placeholder for an image, say), or None for ``to_text``'s."""
     to_text = to_text or format_value
     out: list[str] = []
+    seen: list[str] = []  # the template's text so far, for the hint of an undefined name
     for piece in parse_template(template):
         if isinstance(piece, str):
             out.append(piece)
+            seen.append(piece)
             continue
-        value = _resolve(piece.name, piece.chain, namespace, piece.whole)
+        try:
+            value = _resolve(piece.name, piece.chain, namespace, piece.whole)
+        except InterpolationError as exc:
+            raise _with_hint(exc, "".join(seen), piece.whole) from exc.__cause__
+        seen.append(piece.whole)
         replaced = on_reference(value, piece.whole) if on_reference else None
         if replaced is None:
             try:
@@ -177,6 +183,35 @@ def _said(exc: BaseException) -> str:
     return f"{name}: {text[:200]}" if text else name
 
 
+_FENCE_LINE = re.compile(r"^ {0,3}(?:`{3,}|~{3,})", re.M)
+
+
+def _literal_place(before: str) -> str | None:
+    """What holds the end of ``before`` (a template's text up to a reference) where braces
+    are usually literal: "a code block" (inside a fence), "math" (between ``$$``, or ``$`` in
+    one paragraph), else None."""
+    if len(_FENCE_LINE.findall(before)) % 2:
+        return "a code block"
+    if before.count("$$") % 2:
+        return "math"
+    paragraph = before[before.rfind("\n\n") + 1 :].replace("$$", "").replace("\\$", "")
+    return "math" if paragraph.count("$") % 2 else None
+
+
+def _with_hint(exc: InterpolationError, before: str, whole: str) -> InterpolationError:
+    """``exc`` for an undefined name, with how to keep the braces when they are in math or
+    code (where ``{n}`` is most likely meant as it is); ``before`` is the text before it."""
+    place = _literal_place(before)
+    if place is None or "is not defined" not in str(exc):
+        return exc
+    literal = "{" + whole + "}"
+    return InterpolationError(
+        f"{exc} (it is inside {place}: write {literal} to keep the braces, or send the text as "
+        "it is with --no-interpolate)",
+        exc.name,
+    )
+
+
 def _next_brace(text: str, start: int) -> int:
     opening, closing = text.find("{", start), text.find("}", start)
     if opening < 0:
@@ -196,6 +231,20 @@ def _cut(text: str, budget: int) -> str:
 def _is_pandas(value: Any, kind: str) -> bool:
     cls = type(value)
     return cls.__name__ == kind and cls.__module__.startswith("pandas")
+
+
+def _number(value: Any) -> str | None:
+    """A float (Python's or NumPy's) at a readable precision: at most 4 decimals, trailing
+    zeros dropped, very large or small ones in exponent form; None for anything else."""
+    if not isinstance(value, float) and getattr(getattr(value, "dtype", None), "kind", "") != "f":
+        return None
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        return str(number)
+    if number and not 1e-4 <= abs(number) < 1e15:
+        return f"{number:.4g}"
+    text = f"{number:.4f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 def _cell(value: Any, width: int = 40) -> str:
@@ -234,9 +283,13 @@ def describe_table(frame: Any, budget: int = DEFAULT_BUDGET, max_rows: int = 10)
             "|" + "---|" * (len(shown_cols) + 1),
         ]
         for index, row in zip(part.index, part.itertuples(index=False)):
-            lines.append("| " + " | ".join([_cell(index)] + [_cell(v) for v in row]) + " |")
-        more = f"\n… {rows - count:,} more rows" if rows > count else ""
-        text = f"{head}\nFirst {count} rows:\n" + "\n".join(lines) + more
+            # Floats at a readable precision: a summary, not the data's every digit.
+            cells = [_cell(index)] + [_cell(_number(v) or v) for v in row]
+            lines.append("| " + " | ".join(cells) + " |")
+        # A blank line ends the table, so that text after it (the question goes on after
+        # {df}) is not read as one more row.
+        more = f"\n… {rows - count:,} more rows\n" if rows > count else ""
+        text = f"{head}\nFirst {count} rows:\n" + "\n".join(lines) + "\n" + more + "\n"
         if len(text) <= budget:
             return text
     return _cut(head, budget)  # pragma: no cover - the loop returns

@@ -2,7 +2,8 @@
 
 It appears once the wait has lasted a moment (so a quick answer shows no flicker and leaves no
 trace), shows the model and the seconds elapsed, updated in place about every half second, and
-is emptied when the wait ends, whether by an answer, an error or an interrupt.
+gives its place to what follows: the answer as it arrives, the finished answer, or a note saying
+why none came (its display is a ``streaming.LiveOutput``, which never ends empty).
 """
 
 from __future__ import annotations
@@ -12,23 +13,26 @@ import time
 from types import TracebackType
 from typing import Any
 
-__all__ = ["EMPTY", "Progress"]
-
-#: What the placeholder becomes when the wait is over.
-EMPTY = {"text/plain": ""}
+__all__ = ["Progress"]
 
 
 class Progress:
-    """``async with Progress("gpt-4o-mini")``: a live placeholder for the block's duration."""
+    """``async with Progress("gpt-4o-mini", output)``: a live placeholder in ``output`` (a
+    ``LiveOutput``) for the block's duration; none when ``output`` is None."""
 
     def __init__(
-        self, label: str, *, enabled: bool = True, interval: float = 0.5, show_after: float = 0.3
+        self,
+        label: str,
+        output: Any = None,
+        *,
+        interval: float = 0.5,
+        show_after: float = 0.3,
     ) -> None:
         self.label = label
-        self.enabled = enabled
+        self.output = output
+        self.enabled = output is not None
         self.interval = interval
         self.show_after = show_after
-        self._handle: Any = None
         self._ticker: asyncio.Task[None] | None = None
         self._started = 0.0
 
@@ -36,14 +40,16 @@ class Progress:
         elapsed = time.monotonic() - self._started
         return {"text/plain": f"⏳ {self.label} is answering… {elapsed:.1f} s"}
 
-    async def _tick(self) -> None:
-        from IPython.display import display
+    @property
+    def seconds(self) -> float:
+        """Seconds since the wait began."""
+        return time.monotonic() - self._started
 
+    async def _tick(self) -> None:
         await asyncio.sleep(self.show_after)
-        self._handle = display(self._bundle(), raw=True, display_id=True)
         while True:
+            self.output.show(self._bundle())
             await asyncio.sleep(self.interval)
-            self._handle.update(self._bundle(), raw=True)
 
     async def __aenter__(self) -> Progress:
         if self.enabled:
@@ -52,13 +58,10 @@ class Progress:
         return self
 
     def stop(self) -> None:
-        """End the placeholder now (the answer has begun to show itself)."""
+        """End the placeholder now (the answer has begun to show itself in its place)."""
         self.enabled = False
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._handle is not None:
-            self._handle.update(EMPTY, raw=True)
-            self._handle = None
 
     async def __aexit__(
         self,
@@ -70,8 +73,3 @@ class Progress:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
             self._ticker = None
-        if self._handle is not None:
-            # Empty text renders as nothing, and (unlike an empty bundle) every exporter
-            # knows how to show it.
-            self._handle.update(EMPTY, raw=True)
-            self._handle = None

@@ -28,9 +28,13 @@ import html
 import json
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import AnswerFormatError
+from .formats import FORMATS
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "FORMATS",
@@ -45,7 +49,6 @@ __all__ = [
     "render_markdown",
 ]
 
-FORMATS = ("markdown", "text", "code", "json")
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 #: The wrapper of every rendered answer: MathJax skips what is inside it.
 WRAPPER_CLASSES = "pizzagpt-answer tex2jax_ignore mathjax_ignore"
@@ -66,6 +69,7 @@ _ATTRIBUTES = {
     "td": {"style"},
     "th": {"style"},
     "span": {"style"},
+    "code": {"style"},
     "math": {"display"},
     "mo": {
         "stretchy",
@@ -97,9 +101,29 @@ _ATTRIBUTES = {
     "menclose": {"notation"},
     "annotation": {"encoding"},
 }
-#: CSS properties kept in ``style``: Pygments' and TeX's colours, and alignment in table
-#: cells and math arrays.
-_STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align"}
+#: CSS properties kept in ``style``: the code tokens' and TeX's colours, alignment in table
+#: cells and math arrays, and ``display`` (a formula's MathML and its TeX source, one shown
+#: live and the other in a notebook reopened untrusted).
+_STYLE_PROPERTIES = {
+    "color",
+    "font-weight",
+    "font-style",
+    "text-align",
+    "display",
+    "--pizzagpt-live",
+}
+#: A code block's spacing, as JupyterLab's own rendered Markdown gives it (its rule reaches only
+#: a ``pre`` that is a direct child of the output, and answers are wrapped).
+_PRE = '<pre style="margin: 1.5em 2em">'
+#: A formula is written twice: as MathML (shown live and in a trusted notebook) and as its TeX
+#: source (shown in a notebook reopened untrusted, whose sanitiser drops MathML elements and
+#: keeps their text, glyphs run together). That sanitiser keeps ``display: none``, drops
+#: ``display: var(...)`` unless its text holds a display keyword, and drops every custom
+#: property: so the MathML is hidden by ``display: none`` unless a ``var()`` (with a fallback
+#: that holds no keyword) overrides it, and the TeX is hidden by a custom property of its own
+#: element, which only a live or trusted output keeps. Each part shows in exactly one of the two.
+_LIVE_ONLY = "display: none; display: var(--pizzagpt-live, contents)"
+_UNTRUSTED_ONLY = "--pizzagpt-live: none; display: var(--pizzagpt-live)"
 _EMPTY_MATH = re.compile(r"^\s*$")
 
 
@@ -121,7 +145,9 @@ def _cleaner() -> Any:
 
 def clean_html(fragment: str) -> str:
     """``fragment`` through the allow-list sanitiser: what any answer HTML passes last."""
-    return str(_cleaner().clean(fragment))
+    # A <pre> the sanitiser lets through is a code block this module wrote (an answer's own
+    # HTML is text by then): it gets Markdown's spacing.
+    return str(_cleaner().clean(fragment)).replace("<pre>", _PRE)
 
 
 def _wrap(inner: str) -> str:
@@ -170,9 +196,13 @@ def _math(tex: str, delimiter: str) -> str:
     from math_core import LatexError
 
     try:
-        return str(_tex().convert_with_local_state(tex, displaystyle=delimiter != "$"))
+        mathml = str(_tex().convert_with_local_state(tex, displaystyle=delimiter != "$"))
     except LatexError:
         return _source(tex, delimiter)
+    source = html.escape(f"{delimiter}{tex}{delimiter}")
+    return (
+        f'<span style="{_LIVE_ONLY}">{mathml}</span><code style="{_UNTRUSTED_ONLY}">{source}</code>'
+    )
 
 
 def _formulas(formulas: list[tuple[str, str]]) -> list[str]:
@@ -205,17 +235,75 @@ def _formulas(formulas: list[tuple[str, str]]) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _highlight(code: str, language: str) -> str:
-    """``<pre><code>`` with Pygments' inline colours; the language (a fence's first word)
-    only picks the lexer.
+    """``<pre><code>`` with each token coloured by the theme; the language (a fence's first
+    word) only picks the lexer.
 
     Cached: a streamed answer is rendered again as it grows, with the same finished blocks."""
-    from pygments import highlight
-
     lexer = _lexer(language.lower())
     if lexer is None:
         return f"<pre><code>{html.escape(code)}</code></pre>\n"
-    body = highlight(code, lexer, _formatter())
-    return f"<pre><code>{body}</code></pre>\n"
+    out = []
+    runs: list[tuple[str, str]] = []  # adjacent tokens of one style make one span
+    for token, text in lexer.get_tokens(code):
+        style = _token_style(token)
+        if runs and runs[-1][0] == style:
+            runs[-1] = (style, runs[-1][1] + text)
+        else:
+            runs.append((style, text))
+    for style, text in runs:
+        escaped = html.escape(text, quote=False)
+        out.append(f'<span style="{style}">{escaped}</span>' if style else escaped)
+    return f"<pre><code>{''.join(out)}</code></pre>\n"
+
+
+#: How each kind of token is shown: JupyterLab's own colours for code (its CodeMirror theme's
+#: ``--jp-mirror-editor-*`` variables, so both the light and the dark theme apply), bold and
+#: italic as JupyterLab's highlighter gives them. Where the theme's own colour for a kind is
+#: under 4.5:1 on the page in a theme (comments, decorators, HTML attributes, constants), a
+#: colour of the same theme that reads is used. The fallback (``currentColor``) is the text's
+#: colour: where JupyterLab's variables are not defined, code is plain.
+_TOKEN_COLOURS = {
+    "Comment": ("--jp-content-font-color2", "font-style: italic"),
+    "Keyword": ("--jp-mirror-editor-keyword-color", "font-weight: bold"),
+    "Operator.Word": ("--jp-mirror-editor-keyword-color", "font-weight: bold"),
+    "Operator": ("--jp-mirror-editor-operator-color", "font-weight: bold"),
+    "Punctuation": ("--jp-mirror-editor-punctuation-color", ""),
+    "Literal.Number": ("--jp-mirror-editor-number-color", ""),
+    "Literal.String.Escape": ("--jp-mirror-editor-string-2-color", ""),
+    "Literal.String.Interpol": ("--jp-mirror-editor-string-2-color", ""),
+    "Literal.String.Affix": ("--jp-mirror-editor-keyword-color", ""),
+    "Literal.String": ("--jp-mirror-editor-string-color", ""),
+    "Name.Builtin.Pseudo": ("--jp-mirror-editor-variable-2-color", ""),
+    "Name.Builtin": ("--jp-mirror-editor-builtin-color", ""),
+    "Name.Function.Magic": ("--jp-mirror-editor-builtin-color", ""),
+    "Name.Function": ("--jp-mirror-editor-def-color", ""),
+    "Name.Class": ("--jp-mirror-editor-def-color", "font-weight: bold"),
+    "Name.Decorator": ("--jp-mirror-editor-variable-2-color", ""),
+    "Name.Exception": ("--jp-mirror-editor-builtin-color", ""),
+    "Name.Tag": ("--jp-mirror-editor-tag-color", ""),
+    "Name.Attribute": ("--jp-mirror-editor-property-color", ""),
+    "Name.Constant": ("--jp-mirror-editor-keyword-color", ""),
+    "Generic.Heading": ("--jp-mirror-editor-header-color", "font-weight: bold"),
+    "Generic.Subheading": ("--jp-mirror-editor-header-color", "font-weight: bold"),
+    "Generic.Deleted": ("--jp-mirror-editor-string-color", ""),
+    "Generic.Inserted": ("--jp-mirror-editor-keyword-color", ""),
+    "Generic.Prompt": ("--jp-mirror-editor-variable-2-color", "font-weight: bold"),
+    "Generic.Emph": ("", "font-style: italic"),
+    "Generic.Strong": ("", "font-weight: bold"),
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _token_style(token: Any) -> str:
+    """The inline style of a Pygments token type: its own entry, or its nearest parent's."""
+    while token is not None and len(token):
+        entry = _TOKEN_COLOURS.get(".".join(token))
+        if entry is not None:
+            variable, extra = entry
+            colour = f"color: var({variable}, currentColor)" if variable else ""
+            return "; ".join(part for part in (colour, extra) if part)
+        token = token.parent
+    return ""
 
 
 @functools.lru_cache(maxsize=64)
@@ -227,13 +315,6 @@ def _lexer(name: str) -> Any:
         return get_lexer_by_name(name) if name else None
     except ClassNotFound:
         return None
-
-
-@functools.lru_cache(maxsize=1)
-def _formatter() -> Any:
-    from pygments.formatters import HtmlFormatter
-
-    return HtmlFormatter(nowrap=True, noclasses=True, style="default")
 
 
 @functools.lru_cache(maxsize=1)
@@ -586,7 +667,9 @@ class StreamRenderer:
         self._stable = ""
         self._stable_html = ""
 
-    def render(self, text: str, note: str = "") -> dict[str, str]:
+    def render(self, text: str, note: str = "", arriving: str = "") -> dict[str, str]:
+        """The bundle of ``text`` so far; ``note`` (a stop) goes under it, and ``arriving``
+        (this package's marker HTML) ends the answer while more is to come."""
         end = _stable_end(text)
         if end and text[:end] != self._stable:
             if not text.startswith(self._stable):
@@ -595,8 +678,14 @@ class StreamRenderer:
             self._stable_html += render_markdown(text[len(self._stable) : end], wrap=False)
             self._stable = text[:end]
         tail = render_markdown(text[len(self._stable) :], wrap=False)
-        extra = f"<p><small><em>{escape(note)}</em></small></p>" if note else ""
-        return {"text/html": _wrap(self._stable_html + tail) + extra, "text/plain": text}
+        html_ = _wrap(self._stable_html + tail + (note_html(note) if note else arriving))
+        return {"text/html": html_, "text/plain": text}
+
+
+def note_html(note: str) -> str:
+    """A line under an answer (its model and tokens, why it stopped), in the theme's quieter
+    text colour; put inside the answer's wrapper."""
+    return f'<p style="color: var(--jp-ui-font-color2, #616161)"><em>{escape(note)}</em></p>'
 
 
 def render_code(blocks: list[tuple[str, str]], *, default_language: str = "python") -> str:
@@ -707,33 +796,48 @@ def escape(text: str) -> str:
     return html.escape(str(text), quote=True)
 
 
-class Answer:
-    """A model's answer, shown in the chosen format.
+class Answer(str):
+    """A model's answer: a ``str`` (its text as the service sent it) that shows itself in the
+    chosen format and keeps where it came from.
 
-    ``text`` is the answer as the service sent it; ``value`` is what the format makes of it: the
-    text (markdown, text), the code (code) or the parsed value (json). ``code`` is the answer's
-    code whatever the format: its code blocks joined, or all of it when it has none.
+    Every string method works on it (``x.upper()``, ``isinstance(x, str)``); ``value`` is what
+    the format makes of it: the text (markdown, text), the code (code) or the parsed value
+    (json). ``code`` is the answer's code whatever the format: its code blocks joined, or all of
+    it when it has none.
     """
 
-    def __init__(
-        self,
+    #: The format it is shown in (``format`` itself stays ``str.format``).
+    shown_as: str
+    model: str
+    cached: bool
+    completion: Any
+    data: Any
+
+    def __new__(
+        cls,
         text: str,
         *,
         format: str = "markdown",
         model: str = "",
         cached: bool = False,
         completion: Any = None,
-    ) -> None:
+    ) -> Self:
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-        self.text = text
-        self.format = format
+        self = super().__new__(cls, text)
+        self.shown_as = format
         self.model = model
         self.cached = cached
         #: Where the answer came from (``api.Completion``): provider, model, parameters,
         #: seconds, token usage, finish reason; None for an answer made from text alone.
         self.completion = completion
         self.data = extract_json(text) if format == "json" else None
+        return self
+
+    @property
+    def text(self) -> str:
+        """The answer's text, as a plain ``str``."""
+        return str.__str__(self)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -758,6 +862,17 @@ class Answer:
         return _join(self.blocks)
 
     @property
+    def has_code(self) -> bool:
+        """Whether the answer holds code: a code block, or text that is all Python."""
+        if _code_blocks(self.text):
+            return True
+        try:
+            compile(self.text, "<answer>", "exec")
+        except (SyntaxError, ValueError):
+            return False
+        return bool(self.text.strip())
+
+    @property
     def cell_code(self) -> str:
         """The code for a new notebook cell: the Python blocks (labelled so, or unlabelled)
         when the answer mixes them with others (a shell line to install something, say), else
@@ -767,23 +882,23 @@ class Answer:
 
     @property
     def value(self) -> Any:
-        if self.format == "code":
+        if self.shown_as == "code":
             return self.code
-        if self.format == "json":
+        if self.shown_as == "json":
             return self.data
         return self.text
 
     def bundle(self) -> dict[str, Any]:
         """The mimebundle the answer shows as."""
         note = self._note()
-        if self.format == "text":
+        if self.shown_as == "text":
             return {"text/plain": self.text + (f"\n\n[{note}]" if note else "")}
-        if self.format == "code":
+        if self.shown_as == "code":
             bundle: dict[str, Any] = {
                 "text/html": render_code(self.blocks),
                 "text/plain": self.code,
             }
-        elif self.format == "json":
+        elif self.shown_as == "json":
             pretty = json.dumps(self.data, indent=2, ensure_ascii=False)
             bundle = {
                 "text/html": render_code([("json", pretty + "\n")]),
@@ -793,12 +908,12 @@ class Answer:
                 bundle["application/json"] = self.data
         else:
             bundle = {"text/html": render_markdown(self.text), "text/plain": self.text}
-        if note:
-            bundle["text/html"] += f"<p><small><em>{escape(note)}</em></small></p>"
+        if note:  # inside the wrapper, before its closing tag
+            bundle["text/html"] = bundle["text/html"][: -len("</div>")] + note_html(note) + "</div>"
         looked = self.looked_at()
         if looked:
             bundle["text/html"] = self._looked_at_html() + bundle["text/html"]
-            if self.format == "markdown":
+            if self.shown_as == "markdown":
                 bundle["text/plain"] = f"[{looked}]\n\n{bundle['text/plain']}"
         return bundle
 
@@ -830,7 +945,8 @@ class Answer:
         )
 
     def _note(self) -> str:
-        """The line under the answer: token counts when known, a cut at the token limit."""
+        """The line under the answer: its model, token counts when known, a cut at the token
+        limit."""
         if self.completion is None:
             return ""
         notes = []
@@ -850,8 +966,7 @@ class Answer:
         answer_file = getattr(self.completion, "answer_file", None)
         if answer_file:
             notes.append(f"answer file {answer_file}")
-        if not notes:
-            return ""
+        # Every backend's answer names its model (Pizzagpt reports no tokens).
         return " · ".join([self.completion.model_id, *notes])
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
@@ -859,18 +974,17 @@ class Answer:
             return self.bundle()
         return self.bundle(), {"pizzagpt_magic": self.metadata}
 
-    def __str__(self) -> str:
-        return self.text
-
     def __repr__(self) -> str:
         return str(self.bundle()["text/plain"])
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Answer):
-            return (self.text, self.format) == (other.text, other.format)
-        return NotImplemented
+    def __reduce__(self) -> Any:
+        # Pickled (multiprocessing, a cache) as the text with its format: the completion may
+        # hold what does not pickle.
+        return (_answer, (self.text, self.shown_as, self.model, self.cached))
 
-    __hash__ = None  # type: ignore[assignment]
+
+def _answer(text: str, format: str, model: str, cached: bool) -> Answer:
+    return Answer(text, format=format, model=model, cached=cached)
 
 
 class PrintedAnswer(Answer):
@@ -891,11 +1005,24 @@ class BatchSummary:
 
     SHOWN = 3
 
-    def __init__(self, labels: list[Any], results: list[Any], elapsed: float, model: str) -> None:
+    def __init__(
+        self,
+        labels: list[Any],
+        results: list[Any],
+        elapsed: float,
+        model: str,
+        *,
+        format: str = "markdown",
+        cached: int = 0,
+    ) -> None:
         self.labels = labels
         self.results = results
         self.elapsed = elapsed
         self.model = model
+        #: The answers' format: json values and code are shown as code, not read as Markdown.
+        self.format = format
+        #: How many answers came from the cache.
+        self.cached = cached
         self.failures = {
             label: r for label, r in zip(labels, results) if isinstance(r, BaseException)
         }
@@ -913,12 +1040,19 @@ class BatchSummary:
         return f"{len(self.failures)} of {len(self.results)} prompts failed ({listed}{more})"
 
     def _headline(self) -> str:
+        count = len(self.results)
+        answers = f"{count} answer{'' if count == 1 else 's'}"
         took = f" in {self.elapsed:.1f} s" if self.answer_file is None else ""
         cost = f", {self.cost}" if self.cost else ""
-        line = (
-            f"{len(self.results)} answers from {self.model}{took}, "
-            f"{len(self.failures)} failed{cost}"
-        )
+        # With an answer file the line stays the same from run to run: no cache count.
+        cached = self.cached if self.answer_file is None else 0
+        if cached and cached == count:
+            source = f"{answers} of {self.model}, all from the cache,"
+        elif cached:
+            source = f"{answers} from {self.model} ({cached} from the cache)"
+        else:
+            source = f"{answers} from {self.model}"
+        line = f"{source}{took}, {len(self.failures)} failed{cost}"
         if self.answer_file is not None:
             line += f" · answer file {self.answer_file}"
         return line
@@ -931,13 +1065,18 @@ class BatchSummary:
         ]
         parts: list[Any] = [Markup(f"<p><strong>{escape(self._headline())}</strong></p><ul>")]
         plain = [self._headline()]
+        as_code = self.format in ("json", "code")
         for label, value in answered[: self.SHOWN]:
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            if self.format == "json":  # the value as JSON, escapes and all
+                text = json.dumps(value, ensure_ascii=False)
+            else:
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
             first = text.strip().splitlines()[0] if text.strip() else ""
             first = first if len(first) <= 200 else first[:199] + "…"
             # Each answer's line is rendered on its own: it cannot open a block that swallows
-            # what follows.
-            parts += [Markup(f"<li><code>{escape(label)}</code>: "), first, Markup("</li>")]
+            # what follows. JSON and code are shown as they are, in code style.
+            shown = Markup(f"<code>{escape(first)}</code>") if as_code else first
+            parts += [Markup(f"<li><code>{escape(label)}</code>: "), shown, Markup("</li>")]
             plain.append(f"[{label}] {first}")
         parts.append(Markup("</ul>"))
         if len(self.results) > self.SHOWN:

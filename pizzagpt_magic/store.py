@@ -57,7 +57,20 @@ _NOTHING = object()
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
 
+#: The table of opened cells (schema 3). Made again, if missing, at every open: a store that
+#: went past version 3 before version 3 held it gets it all the same.
+INSERTED_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS inserted (
+        notebook TEXT NOT NULL,
+        cell TEXT NOT NULL,
+        code TEXT NOT NULL,
+        time REAL NOT NULL,
+        PRIMARY KEY (notebook, cell, code)
+    )""",
+]
 SCHEMA_VERSION = 7
+#: Each schema version's statements. A number may be missing (another line of work adds it):
+#: the migration skips it.
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE cache (
@@ -98,7 +111,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE log ADD COLUMN cache_read_input_tokens INTEGER",
         "ALTER TABLE log ADD COLUMN cache_creation_input_tokens INTEGER",
     ],
-    3: [],
+    # 3: the code cells --insert and --fix opened, so that a cell run again (Restart and Run
+    # All) does not open the same code again below itself. The code is kept as its hash.
+    3: INSERTED_SCHEMA,
     4: [],
     # The tool calls made on the way to an answer: name, arguments, result size (JSON).
     5: ["ALTER TABLE log ADD COLUMN tool_calls TEXT"],
@@ -321,6 +336,8 @@ class Store:
                 for statement in MIGRATIONS.get(target, ()):
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {target}")
+            for statement in INSERTED_SCHEMA:
+                connection.execute(statement)
             have = {row[1] for row in connection.execute("PRAGMA table_info(log)")}
             for name, kind in LOG_COLUMNS.items():
                 if name not in have:
@@ -531,6 +548,37 @@ class Store:
             dropped += size
             if dropped >= excess:
                 break
+
+    # -- inserted cells ---------------------------------------------------------------------
+
+    def was_inserted(self, notebook: str, cell: str, code: str) -> bool:
+        """Whether ``code`` (its hash) was opened as a new cell below ``cell`` of
+        ``notebook`` before."""
+        if self.failed is not None:
+            return False
+        try:
+            row = (
+                self._reader()
+                .execute(
+                    "SELECT 1 FROM inserted WHERE notebook = ? AND cell = ? AND code = ?",
+                    (notebook, cell, code),
+                )
+                .fetchone()
+            )
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return False
+        return row is not None
+
+    def mark_inserted(self, notebook: str, cell: str, code: str) -> None:
+        """Remember that ``code`` (its hash) was opened below ``cell`` of ``notebook``."""
+        now = time.time()
+        self._submit(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO inserted (notebook, cell, code, time) VALUES (?, ?, ?, ?)",
+                (notebook, cell, code, now),
+            )
+        )
 
     def clear_cache(self) -> int:
         """Forget every cached answer; returns how many there were."""

@@ -3,8 +3,10 @@
 In a notebook the answer grows in place: one display, updated at most ``interval`` seconds apart
 (and further apart when rendering takes long, so display never costs more than a small share of
 the time), each update rendered by the same safe renderer as any answer. When the answer is
-complete the cell's result shows the finished answer, exactly as a non-streamed one, and the
-display is emptied once that result is sent. In a terminal the text is printed as it comes.
+complete the same display shows the finished answer, exactly as a non-streamed one shows it
+(``LiveOutput``): a cell that streamed keeps one output, its answer, and no emptied display. While
+text is still arriving a subtle marker ends the display; it goes when the answer is complete. In a
+terminal the text is printed as it comes.
 
 An interrupted or cut stream keeps its text on screen, marked as such.
 """
@@ -16,10 +18,79 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["StreamView"]
+__all__ = ["ARRIVING", "LiveOutput", "StreamView"]
 
-#: What the display becomes once the finished answer is shown as the cell's result.
-EMPTY = {"text/plain": ""}
+#: The marker under an answer still arriving: quiet, in the theme's secondary text colour
+#: (inside the answer's wrapper, so MathJax skips it like the rest).
+ARRIVING = '<p style="color: var(--jp-ui-font-color2, #616161)"><em>▍ still arriving…</em></p>'
+
+
+class LiveOutput:
+    """One output of a notebook cell, shown in turn as the placeholder, the answer as it
+    arrives, and the finished answer (or a short note when none came).
+
+    A display, once sent, stays in the saved notebook: emptied, it is an empty output. So
+    the finished answer takes the place of what was shown while waiting: when the cell shows
+    the answer as its result, the answer appears here instead (``end_with``), and when the
+    cell does not (``x = %pizza ...``, a question mid-cell), it appears here once the cell has
+    run.
+    """
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+
+    @property
+    def shown(self) -> bool:
+        """Whether anything has been displayed yet (a quick answer shows nothing)."""
+        return self.handle is not None
+
+    def show(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        from IPython.display import display
+
+        if self.handle is None:
+            self.handle = display(data, raw=True, display_id=True, metadata=metadata)
+        else:
+            self.handle.update(data, raw=True, metadata=metadata or {})
+
+    def note(self, text: str) -> None:
+        """End with a one-line note (nothing arrived): only when something was shown."""
+        if self.handle is not None:
+            self.show({"text/plain": text})
+
+    def end_with(self, answer: Any, events: Any) -> None:
+        """``answer`` takes this output's place; ``events`` (IPython's event manager) tells
+        when the cell has run.
+
+        The cell's display hook calls ``answer._ipython_display_`` (set here for the rest of
+        this cell only) instead of sending a result of its own; later cells display the
+        answer as usual."""
+        if self.handle is None:
+            return
+        pending = [True]
+
+        def show_here() -> None:
+            if pending[0]:
+                pending[0] = False
+                answer.__dict__.pop("_ipython_display_", None)
+                data, *metadata = _bundle_and_metadata(answer)
+                self.show(data, *metadata)
+            else:  # shown here already: a second display of it is a display of its own
+                from IPython.display import display
+
+                display(answer)
+
+        def after_cell() -> None:
+            events.unregister("post_execute", after_cell)
+            if pending[0]:
+                show_here()
+
+        answer._ipython_display_ = show_here
+        events.register("post_execute", after_cell)
+
+
+def _bundle_and_metadata(answer: Any) -> tuple[Any, ...]:
+    shown = answer._repr_mimebundle_()
+    return tuple(shown) if isinstance(shown, tuple) else (shown,)
 
 
 class StreamView:
@@ -29,6 +100,7 @@ class StreamView:
         self,
         *,
         notebook: bool,
+        output: LiveOutput | None = None,
         interval: float = 0.1,
         budget: float = 0.08,
         out: TextIO | None = None,
@@ -42,7 +114,7 @@ class StreamView:
         self.chunks: list[str] = []
         self.updates = 0
         self.first_update: float | None = None
-        self._handle: Any = None
+        self.output = output if output is not None else LiveOutput()
         self._renderer: Any = None
         self._next_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -68,8 +140,6 @@ class StreamView:
             self._timer = loop.call_later(self._next_at - now, self._update)
 
     def _update(self, note: str = "") -> None:
-        from IPython.display import display
-
         from .render import StreamRenderer
 
         if self._timer is not None:
@@ -78,37 +148,19 @@ class StreamView:
         started = time.monotonic()
         if self._renderer is None:
             self._renderer = StreamRenderer()
-        bundle = self._renderer.render(self.text, note)
-        if self._handle is None:
-            self._handle = display(bundle, raw=True, display_id=True)
+        bundle = self._renderer.render(self.text, note, arriving=ARRIVING if not note else "")
+        if self.first_update is None:
             self.first_update = time.monotonic()
-        else:
-            self._handle.update(bundle, raw=True)
+        self.output.show(bundle)
         self.updates += 1
         took = time.monotonic() - started
         self._next_at = time.monotonic() + max(self.interval, took / self.budget)
 
-    def finish(self, events: Any = None) -> None:
-        """The answer is complete: the finished answer shows as the cell's result instead.
-
-        With ``events`` (IPython's event manager) the display is emptied once the cell has run,
-        after its result is sent, so the answer never leaves the screen in between (emptied
-        first, it vanished until the frontend had drawn the result)."""
+    def finish(self) -> None:
+        """The answer is complete: in a notebook the finished answer takes the display's place
+        (``LiveOutput.end_with``); a terminal ends the printed text's line."""
         self._cancel()
-        if self.notebook:
-            handle = self._handle
-            if handle is None:
-                return
-            if events is None:
-                handle.update(EMPTY, raw=True)
-                return
-
-            def empty() -> None:
-                events.unregister("post_execute", empty)
-                handle.update(EMPTY, raw=True)
-
-            events.register("post_execute", empty)
-        elif self.chunks and not self._printed.endswith("\n"):
+        if not self.notebook and self.chunks and not self._printed.endswith("\n"):
             (self.out or sys.stdout).write("\n")
 
     def stop(self, note: str) -> None:

@@ -27,8 +27,11 @@ class TypedAnswer(Answer):
     """An answer with a schema: ``value`` is its dict (or model instance); it shows as a table
     of fields and values, with the usual footer, and as its JSON in a terminal."""
 
-    def __init__(
-        self,
+    typed: Any
+    schema: Any
+
+    def __new__(
+        cls,
         text: str,
         value: Any,
         schema: Any,
@@ -36,12 +39,21 @@ class TypedAnswer(Answer):
         model: str = "",
         cached: bool = False,
         completion: Any = None,
-    ) -> None:
-        super().__init__(text, format="text", model=model, cached=cached, completion=completion)
-        self.format = "json"
+    ) -> TypedAnswer:
+        self = super().__new__(
+            cls, text, format="text", model=model, cached=cached, completion=completion
+        )
+        self.shown_as = "json"
         self.typed = value
         self.schema = schema
         self.data = schema.as_data(value)
+        return self
+
+    def __reduce__(self) -> Any:
+        # Pickled as its text (the schema and the value's class need not pickle).
+        from .render import _answer
+
+        return (_answer, (self.text, "text", self.model, self.cached))
 
     @property
     def value(self) -> Any:

@@ -84,6 +84,17 @@ def result_text(messages: list[dict[str, Any]]) -> str:
     return results[0]["content"]["data"]["text/plain"]
 
 
+def answer_text(messages: list[dict[str, Any]]) -> str:
+    """The answer a cell shows: its result, or the live output the answer took the place of
+    (a placeholder or a stream)."""
+    results = of_type(messages, "execute_result")
+    if results:
+        return result_text(messages)
+    shown = of_type(messages, "display_data", "update_display_data")
+    assert shown, [m["msg_type"] for m in messages]
+    return shown[-1]["content"]["data"]["text/plain"]
+
+
 def error_of(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The cell's error: an error message, or a failed execute_reply (how UsageError shows)."""
     errors = of_type(messages, "error")

@@ -62,9 +62,10 @@ def test_anthropic_model_ids_name_the_messages_api(monkeypatch):
 
 def test_an_endpoint_of_ones_own_may_speak_the_messages_api(monkeypatch):
     monkeypatch.setattr(backends, "_registered", {})
-    endpoint = backends.register_endpoint(
+    backends.register_endpoint(
         "claude-proxy", "http://127.0.0.1:9", api_key_env="PROXY_KEY", api="anthropic"
     )
+    endpoint = backends.endpoints()["claude-proxy"]
     assert backends.resolve("claude-proxy:x").endpoint == endpoint
     extra = {"mine": {"base_url": "http://m", "api": "anthropic"}}
     assert backends.endpoints(extra)["mine"].provider is Anthropic

@@ -59,7 +59,7 @@ def test_model_ids(model_id, provider, model):
     ("model_id", "error", "text"),
     [
         ("gpt-5", ModelNotFoundError, "PROVIDER:MODEL"),
-        ("nope:model", ModelNotFoundError, "'nope:model'"),
+        ("nope:model", ConfigurationError, "unknown provider 'nope'; providers: pizzagpt, openai"),
         ("ollama", ConfigurationError, "ollama:MODEL"),
         ("ollama:", ConfigurationError, "ollama:MODEL"),
         ("fake_provider.Missing:x", ConfigurationError, "has no provider named 'Missing'"),

@@ -30,6 +30,7 @@ def test_quick_run_prints_the_table():
         "the store's cost",
         "a cache hit from the store",
         "batch with the store on",
+        "whole processes",
         "usage report",
         "one tool round",
         "typed batch",

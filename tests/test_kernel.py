@@ -6,9 +6,7 @@ import re
 import time
 
 import pytest
-from kernel_helpers import Kernel, error_of, of_type, result_text, stderr_of
-
-from pizzagpt_magic.progress import EMPTY
+from kernel_helpers import Kernel, answer_text, error_of, of_type, result_text, stderr_of
 
 pytestmark = pytest.mark.kernel
 
@@ -51,7 +49,7 @@ def test_twenty_queued_cells_all_run_in_order(kernel, emulator):
     assert emulator.questions == [f"queued question number {i}" for i in range(20)]
 
 
-def test_progress_placeholder_is_shown_then_emptied(kernel):
+def test_progress_placeholder_is_shown_then_becomes_the_answer(kernel):
     messages = kernel.execute("%pizza --no-cache [[fault:latency=1.6]] slow one")
     displays = of_type(messages, "display_data")
     assert len(displays) == 1
@@ -67,12 +65,15 @@ def test_progress_placeholder_is_shown_then_emptied(kernel):
     seconds = [
         float(re.search(r"([\d.]+) s$", u["data"]["text/plain"]).group(1))
         for u in updates
-        if u["data"] != EMPTY
+        if "is answering" in u["data"]["text/plain"]
     ]
     assert len(seconds) >= 2  # ticks about every half second, in place
     assert seconds == sorted(seconds) and seconds[0] >= 0.4
-    assert updates[-1]["data"] == EMPTY  # nothing is left of it
-    assert "slow one" in result_text(messages)
+    # The placeholder's output becomes the answer: no second output, none left empty.
+    assert "slow one" in updates[-1]["data"]["text/plain"] and "text/html" in updates[-1]["data"]
+    assert updates[-1]["metadata"]["pizzagpt_magic"]["model"] == "gpt-4o-mini"
+    assert not of_type(messages, "execute_result")
+    assert "slow one" in answer_text(messages)
 
 
 def test_a_quick_answer_shows_no_placeholder_at_all(kernel):
@@ -89,9 +90,10 @@ def test_failed_cell_leaves_no_placeholder_and_one_line_error(kernel):
         lines = stderr_of(messages).strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("UsageError: HTTP 500")
         updates = of_type(messages, "update_display_data")
-        if placeholder:  # shown while the slow failure was on its way, then emptied
+        if placeholder:  # shown while the slow failure was on its way, then a short note
             assert len(of_type(messages, "display_data")) == 1
-            assert updates and updates[-1]["content"]["data"] == EMPTY
+            last = updates[-1]["content"]["data"]["text/plain"]
+            assert last.startswith("no answer after ") and "is answering" not in last
         else:
             assert not of_type(messages, "display_data") and not updates
     assert "works" in result_text(kernel.execute("%pizza still works"))
@@ -124,7 +126,8 @@ def test_interrupt_cancels_the_request(kernel, emulator):
     assert not of_type(messages, "execute_result")
     assert len(of_type(messages, "display_data")) == 1  # the placeholder was showing...
     updates = of_type(messages, "update_display_data")
-    assert updates and updates[-1]["content"]["data"] == EMPTY  # ...and nothing is left of it
+    last = updates[-1]["content"]["data"]["text/plain"]  # ...and becomes a short note
+    assert last.startswith("interrupted after ") and last.endswith("no answer")
     # The server saw the client go away: the request is not running on.
     deadline = time.monotonic() + 5
     while emulator.in_flight and time.monotonic() < deadline:

@@ -8,10 +8,10 @@ import queue
 import time
 
 import pytest
-from kernel_helpers import Kernel, error_of, of_type, result_text
+from kernel_helpers import Kernel, answer_text, error_of, of_type, result_text
 from keys import API_KEY
 
-from pizzagpt_magic.streaming import EMPTY
+from pizzagpt_magic.streaming import ARRIVING
 
 pytestmark = pytest.mark.kernel
 
@@ -47,18 +47,21 @@ def test_a_slow_stream_grows_in_place_then_shows_the_finished_answer(kernel, key
     texts = [displays[0]["content"]["data"]["text/plain"]] + [
         u["content"]["data"]["text/plain"] for u in updates[:-1]
     ]
-    final = of_type(messages, "execute_result")[0]["content"]
+    assert not of_type(messages, "execute_result")  # the answer is in the streamed output
+    final = updates[-1]["content"]
     answer = final["data"]["text/plain"]
     # Several updates, each a longer beginning of the answer, at most about 10 a second.
     assert len(texts) >= 3
     assert all(answer.startswith(t) for t in texts)
     assert [len(t) for t in texts] == sorted(len(t) for t in texts)
     assert len(texts) < len(answer) / 8  # not one update per chunk
-    # Each update is rendered HTML, never Markdown for the frontend to parse.
+    # Each update is rendered HTML, never Markdown for the frontend to parse, and says the
+    # answer is still arriving; the finished answer does not.
     for message in [*displays, *updates[:-1]]:
         assert set(message["content"]["data"]) == {"text/html", "text/plain"}
-    # The display ends empty; the result is the finished answer, as a non-streamed one shows.
-    assert updates[-1]["content"]["data"] == EMPTY
+        assert message["content"]["data"]["text/html"].endswith(ARRIVING + "</div>")
+    assert ARRIVING not in final["data"]["text/html"]
+    # The display ends as the finished answer, exactly as a non-streamed one shows.
     plain = run(
         kernel, f"%pizza --no-stream --no-cache -m emu:emu-mini Tell me about 1, 2 and 3 {SLOW}"
     )
@@ -94,11 +97,12 @@ def test_an_interrupt_mid_stream_keeps_the_text_so_far(kernel, keyed_emulator):
     assert error_of(messages)["ename"] == "KeyboardInterrupt"
     last = of_type(messages, "update_display_data")[-1]["content"]["data"]
     assert "interrupted" in last["text/html"] and last["text/plain"].startswith("**Emulated")
+    assert ARRIVING not in last["text/html"]
     assert result_text(run(kernel, f"_pizza_answer == {last['text/plain']!r}")) == "True"
     # Nothing was recorded in the conversation, and the next cell answers.
     assert result_text(run(kernel, "%pizza --history")) == "The conversation is empty."
     after = run(kernel, "%pizza --no-stream -m emu:emu-mini next question")
-    assert "next question" in result_text(after)
+    assert "next question" in answer_text(after)
 
 
 def test_a_hostile_stream_is_inert_at_every_update(kernel):
@@ -132,3 +136,18 @@ def test_the_key_reaches_no_frontend_message(kernel):
     )
     assert "EMU_API_KEY" in everything  # the refusal names the variable...
     assert API_KEY not in everything and "sk-refused-5b9c2d7e" not in everything  # ...not the key
+
+
+def test_an_assigned_or_silenced_stream_leaves_no_empty_output(kernel):
+    messages = run(kernel, f"x = %pizza -m emu:emu-mini --no-cache Tell me about 4 {SLOW}")
+    shown = of_type(messages, "display_data", "update_display_data")
+    assert shown and not of_type(messages, "execute_result")
+    # Not the cell's result, yet what streamed stays, finished: the answer, without the marker.
+    last = shown[-1]["content"]["data"]
+    assert ARRIVING not in last["text/html"] and "Tell me about 4" in last["text/plain"]
+    assert result_text(run(kernel, "x == " + repr(last["text/plain"]))) == "True"
+    # A later display of the same answer is an output of its own cell, as usual.
+    again = run(kernel, "x")
+    assert "Tell me about 4" in result_text(again)
+    silenced = run(kernel, f"%pizza -m emu:emu-mini --no-cache Tell me about 5 {SLOW};")
+    assert not of_type(silenced, "display_data", "update_display_data", "execute_result")

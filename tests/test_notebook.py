@@ -125,6 +125,15 @@ def test_failure_cell_and_recovery(executed):
     assert set(result.data) == {"text/plain"} and "6 x 7" in result.data["text/plain"]
 
 
+def test_no_cell_keeps_an_empty_output(executed):
+    """What a streamed or slow answer showed while arriving became its answer: no output of
+    the saved notebook is an emptied display."""
+    for source, cell in executed.items():
+        for output in cell.outputs:
+            if output.output_type in ("display_data", "execute_result"):
+                assert any(str(v).strip() for v in output.data.values()), source
+
+
 def test_question_about_an_error(executed):
     failed = find(executed, 'sales["revnue"].sum()')
     assert any(o.output_type == "error" and o.ename == "KeyError" for o in failed.outputs)
@@ -137,26 +146,28 @@ def test_other_backends(executed):
     listing = outputs_text(find(executed, "from pizzagpt_magic import register_endpoint"))
     assert "local:emu-mini" in listing
     streamed = find(executed, "%pizza -m local:emu-mini --temperature 0.2")
-    (result,) = [o for o in streamed.outputs if o.output_type == "execute_result"]
+    # A streamed answer is one output: the display it grew in became the finished answer.
+    (result,) = streamed.outputs
+    assert result.output_type == "display_data"
     assert "why does East lead in revenue?" in result.data["text/plain"]
     meta = result.metadata["pizzagpt_magic"]
     assert meta["provider"] == "local" and meta["model"] == "emu-mini"
     assert meta["parameters"] == {"temperature": 0.2} and meta["usage"]["total_tokens"] > 0
     assert "answer tokens" in result.data["text/html"]
     cut = find(executed, "%pizza -m local:emu-mini --max-tokens 8")
-    (result,) = [o for o in cut.outputs if o.output_type == "execute_result"]
+    (result,) = cut.outputs
     assert "cut at the token limit" in result.data["text/html"]
     assert result.metadata["pizzagpt_magic"]["finish_reason"] == "length"
 
 
 def test_a_chart_and_a_fix(executed):
     chart = find(executed, "%pizza -m local:emu-mini What does this chart show?")
-    (result,) = [o for o in chart.outputs if o.output_type == "execute_result"]
+    (result,) = chart.outputs
     assert "The question holds 1 image(s): PNG" in result.data["text/plain"]
     failed = find(executed, 'sales.groupby("regoin")')
     assert any(o.output_type == "error" and o.ename == "KeyError" for o in failed.outputs)
     fixed = find(executed, "%pizza -m local:emu-mini --fix")
-    (result,) = [o for o in fixed.outputs if o.output_type == "execute_result"]
+    (result,) = fixed.outputs
     text = result.data["text/plain"]
     assert 'sales.groupby("regoin")["units"].sum()' in text and "KeyError" in text
     assert "> keep the column names" in text

@@ -41,7 +41,10 @@ MATHML_TAGS = set(
     "merror semantics annotation".split()
 )
 SAFE_SCHEMES = {"http", "https", "mailto"}
-STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align"}
+STYLE_PROPERTIES = {"color", "font-weight", "font-style", "text-align", "display"}
+STYLE_PROPERTIES |= {"--pizzagpt-live"}  # a formula's TeX source, hidden while trusted
+#: The one style this package writes besides those: a code block's spacing.
+PRE_STYLE = "margin: 1.5em 2em"
 
 
 class Auditor(HTMLParser):
@@ -72,7 +75,7 @@ class Auditor(HTMLParser):
                 scheme = re.match(r"([a-z][a-z0-9+.-]*):", url)
                 if not scheme or scheme.group(1) not in SAFE_SCHEMES:
                     self.problems.append(f"{tag}[href={value!r}]")
-            if name == "style":
+            if name == "style" and not (tag == "pre" and value == PRE_STYLE):
                 for declaration in filter(None, value.split(";")):
                     prop = declaration.split(":", 1)[0].strip().lower()
                     if prop not in STYLE_PROPERTIES or "url(" in declaration.lower():
@@ -336,7 +339,7 @@ def test_answer_code_format():
     assert answer.blocks == [("sql", "SELECT 1;\n"), ("", "x = 1\n")]
     bundle = answer._repr_mimebundle_()
     assert bundle["text/plain"] == answer.code == "SELECT 1;\nx = 1\n"
-    assert bundle["text/html"].count("<pre>") == 2 and "SELECT" in bundle["text/html"]
+    assert bundle["text/html"].count("<pre ") == 2 and "SELECT" in bundle["text/html"]
     assert Answer("print(1)", format="code").code == "print(1)\n"
 
 
@@ -362,7 +365,7 @@ def test_answer_json_format(text):
     bundle = answer._repr_mimebundle_()
     assert bundle["application/json"] == {"a": [1, 2]}
     assert json.loads(bundle["text/plain"]) == {"a": [1, 2]}
-    assert audit(bundle["text/html"]) == [] and "<pre>" in bundle["text/html"]
+    assert audit(bundle["text/html"]) == [] and "<pre " in bundle["text/html"]
 
 
 def test_json_strings_with_html_stay_text():
@@ -449,7 +452,7 @@ def test_code_blocks_extracted_are_those_shown():
         ("", "indented = 1\n"),
         ("py", "quoted()\n"),
     ]
-    assert render_markdown(text).count("<pre>") == 3
+    assert render_markdown(text).count("<pre ") == 3
     # A fence's language is its info string's first word, whatever space follows it, for the
     # code given and for the code shown alike.
     for info in ("Python title=x.py", "Python\ttitle", " Python "):
@@ -545,3 +548,29 @@ def test_a_long_streamed_answer_finds_its_finished_blocks_in_one_pass():
         "text = 'a formula $$x$$ and text\\n\\n' * 100_000 + 'and the tail'\n"
         "assert _stable_end(text) == len(text) - len('and the tail')\n"
     )
+
+
+def test_code_is_coloured_by_the_theme_and_spaced_as_markdown():
+    html = render_markdown("```python\nimport pandas as pd  # note\nx = 'a' + 1\n```\n\nAfter.")
+    assert '<pre style="margin: 1.5em 2em">' in html  # JupyterLab's Markdown spacing
+    assert "#" not in re.sub(r"># note<", "", html).split("<pre", 1)[1].split("</pre>")[0].replace(
+        "# note", ""
+    )  # no fixed colour: every colour is the theme's variable
+    assert (
+        'color:var(--jp-mirror-editor-keyword-color, currentColor);font-weight:bold">import<'
+        in html
+    )
+    assert 'color:var(--jp-mirror-editor-string-color, currentColor)">' in html
+    assert 'color:var(--jp-content-font-color2, currentColor);font-style:italic"># note<' in html
+    assert audit(html) == []
+
+
+def test_a_formula_is_mathml_live_and_its_tex_untrusted():
+    html = render_markdown(r"Growth: $\frac{x_t - x_{t-1}}{x_{t-1}}$.")
+    assert '<span style="display:none;display:var(--pizzagpt-live, contents)"><math>' in html
+    source = (
+        '<code style="--pizzagpt-live:none;display:var(--pizzagpt-live)">'
+        "$\\frac{x_t - x_{t-1}}{x_{t-1}}$</code>"
+    )
+    assert source in html
+    assert audit(html) == []

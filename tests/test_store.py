@@ -111,7 +111,8 @@ def test_log_shows_the_newest_exchanges_safely(store_file, shell, emu):
     html = shown._repr_mimebundle_()["text/html"]
     assert audit(html) == []
     assert "Second question" in str(shown) and "&lt;img src=x" in html
-    assert str(cell(shell, "%pizza --log 1")).count("You:") == 1
+    assert str(cell(shell, "%pizza --log 1 --full")).count("You:") == 1
+    assert audit(cell(shell, "%pizza --log 5 --full")._repr_mimebundle_()["text/html"]) == []
     assert "at least 1" in failing(shell, "%pizza --log 0")
     assert "take no question" in failing(shell, "%pizza --log 3 a question")
 

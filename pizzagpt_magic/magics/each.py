@@ -110,21 +110,30 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         if args.estimate:
             return estimate
         limits = magics._limits(args, estimate)
-    bar = progress_bar(len(prompts), enabled=magics.progress)
-    failed = 0
+    # In a notebook the progress is one display updated in place, which the summary takes
+    # the place of; a terminal gets tqdm's text bar.
+    live = BatchProgress(len(prompts), args.model) if magics._showing_progress() else None
+    bar = progress_bar(len(prompts), enabled=magics.progress and live is None)
+    failed = cached = 0
 
     def arrived(positions: list[int], outcome: Any) -> None:
-        nonlocal failed
+        nonlocal failed, cached
+        cached += len(positions) if outcome.cached else 0
+        if outcome.error is not None:
+            failed += len(positions)
+        if live is not None:
+            live.advance(len(positions), failed)
         if bar is None:
             return
         if outcome.error is not None:
-            failed += len(positions)
             bar.set_postfix(failed=failed, refresh=False)
         bar.update(len(positions))
 
     def keep() -> tuple[str, int]:
         # Every answer that arrived is kept: in the variable, None where none came (and
         # in the store, so that a rerun asks only for the rest).
+        if live is not None:
+            live.stopped()
         kept = [None if isinstance(r, BaseException) else r for r in batch.results()]
         target = args.output or BATCH_ANSWERS
         magics.user_ns[target] = _answers(kept, source, args.schema)
@@ -190,7 +199,9 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
             labels, results, elapsed, args.model, frame, args.schema
         )
     else:
-        summary = BatchSummary(labels, results, elapsed, args.model)
+        summary = BatchSummary(
+            labels, results, elapsed, args.model, format=args.format, cached=cached
+        )
         answers = batch_values(
             [None if isinstance(r, BaseException) else r for r in results], source
         )
@@ -210,9 +221,58 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     target = args.output or (BATCH_ANSWERS if summary.failures else None)
     if target:
         magics.user_ns[target] = answers
+    if live is not None:
+        live.end_with(summary, magics.ipython.events, failed=bool(summary.failures))
     if summary.failures:
         raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
     return summary
+
+
+class BatchProgress:
+    """A batch's progress in a notebook: one output, updated in place (at most five times a
+    second), that the summary takes the place of when the batch ends."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int, model: str, interval: float = 0.2) -> None:
+        from ..streaming import LiveOutput
+
+        self.total = total
+        self.model = model
+        self.interval = interval
+        self.done = self.failed = 0
+        self.output = LiveOutput()
+        self.started = time.monotonic()
+        self._shown_at = 0.0
+
+    def line(self) -> str:
+        filled = round(self.WIDTH * self.done / self.total)
+        bar = "█" * filled + "░" * (self.WIDTH - filled)
+        failed = f" · {self.failed} failed" if self.failed else ""
+        seconds = time.monotonic() - self.started
+        return f"{self.model}: {bar} {self.done}/{self.total} answered{failed} · {seconds:.1f} s"
+
+    def advance(self, count: int, failed: int) -> None:
+        self.done += count
+        self.failed = failed
+        now = time.monotonic()
+        if now - self._shown_at >= self.interval or self.done >= self.total:
+            self._shown_at = now
+            self.output.show({"text/plain": self.line()})
+
+    def stopped(self) -> None:
+        """The batch stopped short (an interrupt, the budget): how far it came."""
+        self.output.note(f"stopped: {self.done} of {self.total} answered")
+
+    def end_with(self, summary: Any, events: Any, failed: bool) -> None:
+        """The summary takes the progress's place: as the cell's result, or (when the cell
+        fails for the failed items) at once."""
+        if not self.output.shown:
+            return
+        if failed:
+            self.output.show(summary._repr_mimebundle_())
+        else:
+            self.output.end_with(summary, events)
 
 
 def _jobs_strategy(magics: PizzaMagics, args: Any, batch: Any, bar: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -16,11 +15,8 @@ __all__ = ["fix_question"]
 
 def fix_question(magics: PizzaMagics, extra: str, args: Any) -> str:
     """The --fix question: the failing cell's code, its error, the instruction, and
-    ``extra`` (after an optional cell number)."""
-    number: int | None = None
-    first, _, rest = extra.partition(" ")
-    if re.fullmatch(r"-?\d+", first):
-        number, extra = int(first), rest.strip()
+    ``extra``; ``args.fix`` is the cell number (-1: the newest error)."""
+    number: int | None = None if args.fix == -1 else args.fix
     errors = magics.cell_errors
     if not len(errors):
         raise UsageError("No error recorded yet: --fix asks about the newest error of a cell (Err)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from IPython.core.magic_arguments import argument
 
-from ..render import FORMATS
+from ..formats import FORMATS
 
 __all__ = ["OPTIONS"]
 
@@ -83,8 +83,10 @@ OPTIONS = (
         type=int,
         metavar="N",
         dest="show_log",
-        help="Show the newest N logged exchanges (default 10).",
+        help="Show the newest N logged exchanges (default 10) as a table: time, cell, model, "
+        "seconds, tokens, cached, and the first line of question and answer.",
     ),
+    argument("--full", action="store_true", help="With --log: each exchange whole."),
     argument(
         "--usage",
         action="store_true",
@@ -154,7 +156,10 @@ OPTIONS = (
     ),
     argument(
         "--fix",
-        action="store_true",
+        nargs="?",
+        const=-1,
+        type=int,
+        metavar="N",
         help="Ask about the newest error (or cell N's: --fix N): the failing cell's code and "
         "its error go with an instruction to explain it and correct the cell, which opens "
         "below. Text after it is added to the question.",

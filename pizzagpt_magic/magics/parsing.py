@@ -36,14 +36,22 @@ def split_options(line: str, option_actions: dict[str, Any]) -> tuple[str, str]:
             action = option_actions.get(token[:2])
             has_value = has_value or len(token) > 2
         if action is not None and action.nargs != 0 and not has_value:
-            # An optional value with set choices (--tools [all]) takes the next word only
-            # when it is one of them: otherwise that word starts the question.
+            # An optional value takes the next word only when it is one: a number for an
+            # optional number (--fix [N], --log [N]), one of the choices for set choices
+            # (--tools [all]); otherwise that word starts the question.
             expect_value = True
             if action.nargs == "?" and action.choices is not None:
                 following = _TOKEN.search(line, match.end())
                 expect_value = following is not None and following.group(0) in action.choices
+            elif action.nargs == "?" and action.type is int:
+                expect_value = _next_is_int(line, match.end())
         end = match.end()
     return line[:end], line[end:].strip()
+
+
+def _next_is_int(line: str, position: int) -> bool:
+    following = _TOKEN.search(line, position)
+    return following is not None and re.fullmatch(r"-?\d+", following.group(0)) is not None
 
 
 _QUESTION_LINE = re.compile(

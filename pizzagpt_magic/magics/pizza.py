@@ -19,23 +19,14 @@ from IPython.core.magic import line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import magic_arguments
 
 from ..cell_errors import CellErrors
-from ..errors import PizzagptError
-from .aliases import list_aliases, set_or_remove_alias
-from .answers import set_answer_file, using_answer_file
-from .ask import ask_one
-from .each import ask_each
-from .fix import fix_question
-from .history import show_history
-from .jobs import show_jobs
-from .log import show_log
-from .models import list_models
+from .interrupt import KeyboardInterrupt as ShortInterrupt
 from .names import CELL_ERRORS, FIGURES
 from .options import OPTIONS
 from .parsing import split_options
-from .prompts import apply_template, list_saved, question_layer, save_question
 from .settings import PizzaSettings
-from .usage import show_usage
 
+# Each mode's module is imported when the mode is first used: %load_ext loads only what
+# parses the options.
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -70,11 +61,14 @@ class PizzaMagics(PizzaSettings):
             self._set_prices(None)
         #: What this kernel's answers cost so far (USD), for ``PizzaMagics.budget``.
         self.spent = 0.0
-        from ..images import DisplayedImages
+        from ..figures import DisplayedImages
 
         #: The images cells displayed, newest last (``load`` hooks it to the display publisher).
         self.figures = DisplayedImages()
         self.figure_hook = self.figures.hook(lambda: getattr(shell, "execution_count", None))
+        #: (notebook, cell id, code hash) of the cells --insert and --fix opened (the store
+        #: keeps them across kernels).
+        self.inserted: set[tuple[str, str, str]] = set()
 
     @property
     def ipython(self) -> InteractiveShell:
@@ -160,6 +154,9 @@ class PizzaMagics(PizzaSettings):
             if given
         ]
         if managing:
+            from .aliases import list_aliases, set_or_remove_alias
+            from .prompts import list_saved, save_question
+
             if len(managing) > 1:
                 raise UsageError(f"{managing[0]} and {managing[1]} do not go together")
             if args.save is not None:
@@ -170,7 +167,10 @@ class PizzaMagics(PizzaSettings):
                 raise UsageError(f"{managing[0]} takes no question")
             return list_saved(self) if args.prompts else list_aliases(self)
         if args.template:
+            from .prompts import apply_template
+
             prompt = apply_template(args, prompt)
+        args.silenced = silenced
         self._check_args(args)
         if args.reset:
             forgotten = self.conversation.reset()
@@ -178,6 +178,8 @@ class PizzaMagics(PizzaSettings):
                 print(f"Conversation cleared ({forgotten} exchanges forgotten).")
                 return None
         if args.jobs:
+            from .jobs import show_jobs
+
             return show_jobs(self, prompt)
         if (args.batch_api or args.no_wait) and not args.each:
             raise UsageError("--batch-api and --no-wait go with %%pizza --each")
@@ -188,42 +190,73 @@ class PizzaMagics(PizzaSettings):
         if args.usage:
             if prompt or args.each:
                 raise UsageError("--usage takes no question")
+            from .usage import show_usage
+
             return show_usage(self, args)
+        if args.full and args.show_log is None:
+            raise UsageError("--full goes with --log: %pizza --log N --full")
         if args.models is not None or args.history or args.show_log is not None:
             if prompt:
                 raise UsageError("--models, --history and --log take no question")
             if args.show_log is not None:
-                return show_log(self, args.show_log)
-            return list_models(self, args) if args.models is not None else show_history(self)
-        if args.fix:
+                from .log import show_log
+
+                return show_log(self, args.show_log, args.full)
+            if args.models is not None:
+                from .models import list_models
+
+                return list_models(self, args)
+            from .history import show_history
+
+            return show_history(self)
+        if args.fix is not None:
             if args.each:
                 raise UsageError("--fix asks about one error; it does not go with --each")
+            from .fix import fix_question
+
             prompt = fix_question(self, prompt, args)
         if args.answers is not None and not prompt and not args.each:
+            from .answers import set_answer_file
+
             return set_answer_file(self, args)
-        with using_answer_file(self, args):
-            if args.each:
-                if cell is None and not args.template:  # a saved prompt's question is its own
-                    raise UsageError("--each works with the %%pizza cell magic (or with -t NAME)")
-                if args.insert:
-                    raise UsageError(
-                        "--insert puts one answer's code in a cell; it does not go with --each"
-                    )
-                if args.tools is not None:
-                    raise UsageError("--tools goes with one question; it does not go with --each")
-                args.source = (line, cell)
-                result = ask_each(self, args, prompt)
-            elif not prompt:
-                raise UsageError(
-                    "Nothing to ask: the question is empty. Usage: %pizza [options] question"
-                )
-            else:
-                result = ask_one(self, args, prompt)
+        from .answers import using_answer_file
+
+        args.source = (line, cell)
+        try:
+            with using_answer_file(self, args):
+                result = self._dispatch(args, prompt, cell)
+        except KeyboardInterrupt:
+            # One short KeyboardInterrupt, as an interrupted time.sleep shows (the notes of
+            # what was kept are shown already).
+            raise ShortInterrupt from None
         return None if silenced else result
+
+    def _dispatch(self, args: Any, prompt: str, cell: str | None) -> Any:
+        if args.each:
+            if cell is None and not args.template:  # a saved prompt's question is its own
+                raise UsageError("--each works with the %%pizza cell magic (or with -t NAME)")
+            if args.insert:
+                raise UsageError(
+                    "--insert puts one answer's code in a cell; it does not go with --each"
+                )
+            if args.tools is not None:
+                raise UsageError("--tools goes with one question; it does not go with --each")
+            from .each import ask_each
+
+            return ask_each(self, args, prompt)
+        if not prompt:
+            raise UsageError(
+                "Nothing to ask: the question is empty. Usage: %pizza [options] question"
+            )
+        from .ask import ask_one
+
+        return ask_one(self, args, prompt)
 
     # -- what the modes share -------------------------------------------------------------------
 
     def _check_args(self, args: Any) -> None:
+        from ..errors import PizzagptError
+
         if args.output is not None and "=" in args.output:
             raise UsageError(
                 f"-o/--output names a variable for the answer, not {args.output!r}; for a "
@@ -254,6 +287,7 @@ class PizzaMagics(PizzaSettings):
             raise UsageError("--max-tokens must be at least 1")
         from ..backends import resolve
         from ..options import settle
+        from .prompts import question_layer
 
         layer = question_layer(args)
         args.model_options = {}
@@ -279,6 +313,7 @@ class PizzaMagics(PizzaSettings):
         Schema dict)."""
         if given is None:
             return None
+        from ..errors import PizzagptError
         from ..schema import as_schema
 
         if not isinstance(given, str):
@@ -315,6 +350,7 @@ class PizzaMagics(PizzaSettings):
         ``image_url``) when a reference is an image, each image where it stood."""
         if args.no_interpolate or not self.interpolate:
             return template
+        from ..errors import PizzagptError
         from ..images import is_image, prepare
         from ..interpolate import format_value, interpolate
 
@@ -469,7 +505,24 @@ class PizzaMagics(PizzaSettings):
             session = f"ipython-{number}" if number else None
         return {"source": "magic", "session": session, "cell": shell.execution_count}
 
+    def _where(self) -> tuple[str, str] | None:
+        """The notebook (its path, from the kernel's session) and the id of the cell running,
+        when a Jupyter frontend said them; else None."""
+        import os
+
+        kernel = getattr(self.ipython, "kernel", None)
+        notebook = self.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+        get_parent = getattr(kernel, "get_parent", None)
+        if not notebook or get_parent is None:
+            return None
+        try:
+            cell = (get_parent("shell") or {}).get("metadata", {}).get("cellId")
+        except Exception:  # noqa: BLE001 - an older kernel's signature: no cell id
+            return None
+        return (str(notebook), str(cell)) if cell else None
+
     def _check_size(self, prompt: Any, system: str | None, chat: bool) -> None:
+        from ..errors import PizzagptError
         from ..images import content_text
 
         try:

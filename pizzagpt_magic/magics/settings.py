@@ -22,8 +22,7 @@ from traitlets import (
     validate,
 )
 
-from ..errors import PizzagptError
-from ..render import FORMATS
+from ..formats import FORMATS
 
 __all__ = ["PizzaSettings"]
 
@@ -75,9 +74,12 @@ class PizzaSettings(Magics):
         "this long without content (keep-alive comments do not count).",
     ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds allowed for making a connection.").tag(config=True)
-    retries = Int(3, help="Retries on 429, 502, 503, 504 and connection failures (0 to 10).").tag(
-        config=True
-    )
+    retries = Int(
+        3,
+        help="Retries of a request on 429, 502, 503, 504 and connection failures "
+        "(OpenAI-compatible and Anthropic endpoints also on 408, 409 and 500, Anthropic's on "
+        "529), 0 to 10.",
+    ).tag(config=True)
     schema_retries = Int(
         1,
         help="How many times an answer that does not fit its --schema is asked again with the "
@@ -203,6 +205,7 @@ class PizzaSettings(Magics):
     @validate("model")
     def _valid_model(self, proposal: Any) -> str:
         from ..backends import resolve
+        from ..errors import PizzagptError
 
         try:
             backend = resolve(proposal.value, self.endpoints)
@@ -214,6 +217,7 @@ class PizzaSettings(Magics):
     @validate("endpoints")
     def _valid_endpoints(self, proposal: Any) -> dict[str, Any]:
         from ..backends import make_endpoint
+        from ..errors import PizzagptError
 
         try:
             for name, spec in proposal.value.items():
@@ -224,6 +228,7 @@ class PizzaSettings(Magics):
 
     @validate("options")
     def _valid_options(self, proposal: Any) -> dict[str, Any]:
+        from ..errors import PizzagptError
         from ..options import merge
 
         try:
@@ -234,6 +239,7 @@ class PizzaSettings(Magics):
     @validate("prices")
     def _valid_prices(self, proposal: Any) -> dict[str, Any]:
         from ..cost import check_prices
+        from ..errors import PizzagptError
 
         try:
             check_prices(proposal.value)
@@ -270,6 +276,7 @@ class PizzaSettings(Magics):
 
     @validate("base_url", "proxy")
     def _valid_url(self, proposal: Any) -> str | None:
+        from ..errors import PizzagptError
         from ..transport import check_url
 
         if proposal.value is None:
@@ -282,6 +289,7 @@ class PizzaSettings(Magics):
     @validate("pack")
     def _valid_pack(self, proposal: Any) -> str | None:
         from ..engine.send.packed import pack_setting
+        from ..errors import PizzagptError
 
         if proposal.value is None:
             return None
