@@ -72,7 +72,9 @@ def test_readme_has_examples_of_each_kind():
     assert len(blocks("ipython")) >= 10 and len(blocks("python")) >= 3 and blocks("bash")
 
 
-def test_ipython_examples(shell, emu, with_store):
+def test_ipython_examples(shell, emu, with_store, tmp_path, monkeypatch):
+    # In a folder of its own: an example names an answer file relative to the working folder.
+    monkeypatch.chdir(tmp_path)
     for code in blocks("ipython"):
         # Numbered cells, as in a notebook: In, Out and Err refer to them.
         result = shell.run_cell(code, store_history=True)
