@@ -33,6 +33,7 @@ __all__ = [
     "ImagePart",
     "content_key",
     "content_text",
+    "check_size",
     "image_bytes",
     "is_image",
     "loggable",
@@ -113,6 +114,21 @@ def figure_pixels(figure: Any) -> tuple[float, float]:
         pass
     width, height = figure.get_size_inches()
     return float(width) * dpi, float(height) * dpi
+
+
+def check_size(value: Any, reference: str, max_pixels: int = MAX_PIXELS) -> None:
+    """A ``PromptError`` when ``value``, a figure or a Pillow image, is over ``max_pixels``,
+    measured without drawing or decoding it (encoded bytes are measured from their header
+    when they are prepared)."""
+    module = type(value).__module__
+    if module.startswith("matplotlib") and hasattr(value, "get_size_inches"):
+        width, height = figure_pixels(value)
+    elif module.startswith("PIL") and hasattr(value, "size"):
+        width, height = value.size
+    else:
+        return
+    if width * height > max_pixels:
+        raise _too_big(reference, width, height, max_pixels)
 
 
 def image_bytes(

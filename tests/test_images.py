@@ -319,3 +319,55 @@ def test_each_refuses_a_huge_figure_before_drawing_or_sending_anything(ishell, e
     message = failing(ishell, "%%pizza --each pair -m emu:emu-mini\nDescribe {item}")
     assert "{item} is 15,000×15,000 pixels, over the limit of 50,000,000" in message
     assert endpoint.chat_requests == []
+
+
+def test_each_draws_images_as_their_items_are_sent_not_all_first(ishell, endpoint, monkeypatch):
+    from pizzagpt_magic import images
+
+    seen: list[int] = []  # requests the endpoint had when each image was drawn
+    prepare = images.prepare
+
+    def counting(*args, **kwargs):
+        seen.append(len(endpoint.chat_requests))
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(images, "prepare", counting)
+    magics(ishell).image_window = 4
+    cell(
+        ishell,
+        "from matplotlib.figure import Figure\nfigs = []\nfor n in range(24):\n"
+        "    f = Figure(figsize=(2, 1), dpi=30); f.add_subplot().bar(range(3), [n, 1, 2])\n"
+        "    figs.append(f)",
+    )
+    cell(ishell, "%%pizza --each figs -o notes -m emu:emu-mini --concurrency 2\nChart: {item}")
+    assert len(seen) == 24 and len(endpoint.chat_requests) == 24
+    # The third window is drawn while the second is sent, after the first was answered.
+    assert seen[8] >= 4 and seen[-1] >= 16
+    assert all(n is not None and "1 image(s)" in n for n in ishell.user_ns["notes"])
+
+
+def test_each_with_images_asks_a_repeated_item_once_across_windows(ishell, endpoint):
+    magics(ishell).image_window = 2
+    cell(
+        ishell,
+        "from PIL import Image as P\nreds = [P.new('RGB', (8, 8), c) for c in ('red', 'blue')] * 6",
+    )
+    cell(ishell, "%%pizza --each reds -o notes -m emu:emu-mini --concurrency 1\nColour: {item}")
+    assert len(endpoint.chat_requests) == 2
+    notes = ishell.user_ns["notes"]
+    assert len(notes) == 12 and notes[0] == notes[10] and notes[1] == notes[11]
+
+
+def test_each_an_unreadable_image_fails_its_item_alone(ishell, endpoint):
+    magics(ishell).image_window = 2
+    cell(
+        ishell,
+        "import io\nfrom PIL import Image as P\nbuf = io.BytesIO()\n"
+        "P.new('RGB', (8, 8), 'red').save(buf, format='PNG')\n"
+        "items = [buf.getvalue(), b'\\x89PNG\\r\\n\\x1a\\n' + b'junk', buf.getvalue()[:-9] + b'!']",
+    )
+    message = failing(ishell, "%%pizza --each items -o notes -m emu:emu-mini\nWhat is {item}?")
+    assert "\n" not in message and "0x" not in message
+    notes = ishell.user_ns["notes"]
+    assert notes[0] is not None and notes[1] is None
+    assert len(endpoint.chat_requests) in (1, 2)  # the third: read or refused, alone

@@ -10,6 +10,7 @@ and sends nothing."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -67,34 +68,50 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         ChainMap({"item": item, "index": label}, magics.user_ns)
         for label, item in zip(labels, items)
     ]
-    requests = [(magics._question(template, args, s), magics._system(args, s)) for s in scopes]
-    for prompt, system in requests:
-        magics._check_size(prompt, system, args.chat)
+    # Every item's text first (images measured, none drawn): a bad reference, a huge figure
+    # or a prompt over the limit stops the batch before anything is drawn or sent.
+    drafts = [magics._interpolated(template, args, s) for s in scopes]
+    systems = [magics._system(args, s) for s in scopes]
+    for (text, _), system in zip(drafts, systems):
+        magics._check_size(text, system, args.chat)
     request = magics._request_options(args)
     base_url = request.pop("base_url")
     conversation = magics.conversation
-    prompts = [
-        Prompt(
+
+    def prompt_of(position: int) -> Prompt:
+        question = magics._with_images(*drafts[position], args)
+        return Prompt(
             args.backend,
-            conversation.messages(prompt, system=system, chat=args.chat),
+            conversation.messages(question, system=systems[position], chat=args.chat),
             temperature=args.temperature,
             max_tokens=args.max_tokens,
             schema=args.schema,
             base_url=base_url,
             options=args.model_options,
         )
-        for prompt, system in requests
-    ]
-    batch = Batch(
-        prompts,
-        store=magics._store(),
-        cache=magics.cache and not args.no_cache,
-        log=magics.log and not args.no_log,
-        context=magics._context(),
-        memory=conversation.cache,
-        schema_retries=magics.schema_retries,
-        request=request,
-    )
+
+    def batch_of(prompts: list[Any], failed: dict[int, BaseException] | None = None) -> Batch:
+        return Batch(
+            prompts,
+            store=magics._store(),
+            cache=magics.cache and not args.no_cache,
+            log=magics.log and not args.no_log,
+            context=magics._context(),
+            memory=conversation.cache,
+            schema_retries=magics.schema_retries,
+            request=request,
+            failed=failed,
+        )
+
+    # Images are drawn a window at a time, as the items are sent, unless the whole batch must
+    # be known first: a Batch API job is one file, an estimate or a cost limit counts it all.
+    whole = args.batch_api or args.estimate or args.max_cost is not None or magics.budget
+    batch: Any
+    if any(images for _, images in drafts) and not whole:
+        window = max(2 * (args.concurrency or magics.concurrency), magics.image_window)
+        batch = ImageWindows(len(drafts), window, prompt_of, batch_of)
+    else:
+        batch = batch_of([prompt_of(position) for position in range(len(drafts))])
     try:
         strategy = strategy_for(
             args.pack if args.pack is not None else magics.pack,
@@ -112,8 +129,8 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         limits = magics._limits(args, estimate)
     # In a notebook the progress is one display updated in place, which the summary takes
     # the place of; a terminal gets tqdm's text bar.
-    live = BatchProgress(len(prompts), args.model) if magics._showing_progress() else None
-    bar = progress_bar(len(prompts), enabled=magics.progress and live is None)
+    live = BatchProgress(len(drafts), args.model) if magics._showing_progress() else None
+    bar = progress_bar(len(drafts), enabled=magics.progress and live is None)
     failed = cached = 0
 
     def arrived(positions: list[int], outcome: Any) -> None:
@@ -160,7 +177,7 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
         import sys
 
         print(
-            f"Interrupted: {count} of {len(prompts)} answers kept in {kept_in!r} (None "
+            f"Interrupted: {count} of {len(drafts)} answers kept in {kept_in!r} (None "
             "where none came); run the cell again to ask only for the rest",
             file=sys.stderr,
         )
@@ -209,10 +226,7 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     if settings is not None:
         # What the saved notebook records: the file, and the keys of the answers it holds.
         summary.answer_file = settings.file.name
-        summary.keys = [
-            answer_files.answer_key(p.backend.provider, p.backend.model, p.parameters, p.messages)
-            for p in batch.plan.unique.values()
-        ]
+        summary.keys = answer_keys(batch)
     summary.answers = answers
     if batch.spent:
         from ..cost import format_usd
@@ -226,6 +240,101 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     if summary.failures:
         raise UsageError(f"{summary.failure_line()}; the other answers are in {target!r}")
     return summary
+
+
+def answer_keys(batch: Any) -> list[str]:
+    """The answer file's keys of a batch's distinct prompts."""
+    if isinstance(batch, ImageWindows):
+        return list(batch.answer_keys)
+    return [
+        answer_files.answer_key(p.backend.provider, p.backend.model, p.parameters, p.messages)
+        for p in batch.plan.unique.values()
+    ]
+
+
+class ImageWindows:
+    """A batch whose items hold images, drawn a window of items at a time as they are sent,
+    with the interface of ``engine.Batch`` that ``ask_each`` uses.
+
+    The first request leaves once the first window is drawn, not after every image of the
+    batch; the next window is drawn while this one's requests are in flight (the loop runs
+    between two items), and only about two windows of images are held at once. A window's
+    plan is made when the one before has ended, so a prompt repeated in a later window finds
+    its answer kept and is not asked again. An item whose image cannot be read fails alone,
+    with its one-line reason; the others are asked.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        window: int,
+        prompt_of: Callable[[int], Any],
+        batch_of: Callable[..., Any],
+    ) -> None:
+        self.size = size
+        self.window = max(1, window)
+        self._prompt_of = prompt_of
+        self._batch_of = batch_of
+        self.outcomes: list[Any] = [None] * size
+        self.spent = 0.0
+        #: The answer file's keys of the prompts asked so far (with an answer file).
+        self.answer_keys: dict[str, None] = {}
+        #: Items drawn so far: a window ahead of the requests at most.
+        self.drawn = 0
+
+    async def _draw(self, start: int, stop: int) -> tuple[list[Any], dict[int, BaseException]]:
+        import asyncio
+
+        prompts: list[Any] = []
+        failed: dict[int, BaseException] = {}
+        for position in range(start, stop):
+            try:
+                prompts.append(self._prompt_of(position))
+            except UsageError as exc:  # this item's image: the others go on
+                prompts.append(None)
+                failed[position - start] = PromptError(str(exc))
+            self.drawn += 1
+            await asyncio.sleep(0)  # the requests in flight read and send between two items
+        return prompts, failed
+
+    async def run(
+        self,
+        strategy: Any = None,
+        *,
+        on_outcome: Callable[[list[int], Any], Any] | None = None,
+        limits: Any = None,
+    ) -> list[Any]:
+        import asyncio
+
+        drawn = await self._draw(0, min(self.window, self.size))
+        for start in range(0, self.size, self.window):
+            stop = min(start + self.window, self.size)
+            batch = self._batch_of(*drawn)
+            shifted = None
+            if on_outcome is not None:
+
+                def shifted(positions: list[int], outcome: Any, start: int = start) -> None:
+                    on_outcome([start + p for p in positions], outcome)
+
+            running = asyncio.ensure_future(batch.run(strategy, on_outcome=shifted, limits=limits))
+            try:
+                if stop < self.size:
+                    drawn = await self._draw(stop, min(stop + self.window, self.size))
+                await running
+            finally:
+                if not running.done():
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+                self.outcomes[start:stop] = batch.outcomes
+                self.spent += batch.spent
+                if answer_files.current() is not None:
+                    for key in answer_keys(batch):
+                        self.answer_keys.setdefault(key)
+        return self.outcomes
+
+    def results(self) -> list[Any]:
+        """Each item's value, or its exception; None where no outcome came."""
+        return [None if o is None else o.result() for o in self.outcomes]
 
 
 class BatchProgress:

@@ -348,17 +348,26 @@ class PizzaMagics(PizzaSettings):
     def _question(self, template: str, args: Any, namespace: Any = None) -> Any:
         """The question with its references replaced: text, or content parts (text and
         ``image_url``) when a reference is an image, each image where it stood."""
+        return self._with_images(*self._interpolated(template, args, namespace), args)
+
+    def _interpolated(
+        self, template: str, args: Any, namespace: Any = None
+    ) -> tuple[str, list[tuple[Any, str]]]:
+        """The question's text with its references replaced, each image a marker, and the
+        images as ``(value, reference)``: checked for size (a figure by its size in inches
+        and dpi), none drawn yet (see ``_with_images``)."""
         if args.no_interpolate or not self.interpolate:
-            return template
+            return template, []
         from ..errors import PizzagptError
-        from ..images import is_image, prepare
+        from ..images import check_size, is_image
         from ..interpolate import format_value, interpolate
 
-        images: list[Any] = []
+        images: list[tuple[Any, str]] = []
 
         def image(value: Any, reference: str) -> str | None:
             if not is_image(value):
                 return None
+            check_size(value, reference)
             images.append((value, reference))
             return f"\x00{len(images) - 1}\x00"
 
@@ -369,11 +378,23 @@ class PizzaMagics(PizzaSettings):
                 lambda value: format_value(value, self.value_budget),
                 image,
             )
-            if not images:
-                return text
-            references = ", ".join(reference for _, reference in images)
-            args.backend.check_images([{"content": [{"type": "image_url"}]}], references)
-            parts: list[dict[str, Any]] = []
+            if images:
+                references = ", ".join(reference for _, reference in images)
+                args.backend.check_images([{"content": [{"type": "image_url"}]}], references)
+        except PizzagptError as exc:
+            raise UsageError(str(exc)) from None
+        return text, images
+
+    def _with_images(self, text: str, images: list[tuple[Any, str]], args: Any) -> Any:
+        """An interpolated question (``_interpolated``) with its images drawn and encoded:
+        content parts, or the text as it is when it holds none."""
+        if not images:
+            return text
+        from ..errors import PizzagptError
+        from ..images import prepare
+
+        parts: list[dict[str, Any]] = []
+        try:
             for number, piece in enumerate(re.split(r"\x00(\d+)\x00", text)):
                 if number % 2:
                     value, reference = images[int(piece)]
@@ -381,9 +402,9 @@ class PizzaMagics(PizzaSettings):
                     parts.append(prepared.part())
                 elif piece:
                     parts.append({"type": "text", "text": piece})
-            return parts
         except PizzagptError as exc:
             raise UsageError(str(exc)) from None
+        return parts
 
     def _request_options(self, args: Any) -> dict[str, Any]:
         return {

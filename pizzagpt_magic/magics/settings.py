@@ -174,6 +174,11 @@ class PizzaSettings(Magics):
     image_max_bytes = Int(
         4_000_000, help="Largest image (as PNG, after scaling) a question may send, in bytes."
     ).tag(config=True)
+    image_window = Int(
+        16,
+        help="Fewest items of an --each batch with images drawn ahead of the requests (at least "
+        "twice the concurrency): images are drawn as their items are sent, not all first.",
+    ).tag(config=True)
     max_answer_chars = Int(
         64 * 1024 * 1024,
         help="Longest answer taken from an OpenAI-compatible endpoint, in characters; a longer "
@@ -345,6 +350,12 @@ class PizzaSettings(Magics):
     def _valid_image_limits(self, proposal: Any) -> int:
         if proposal.value < 16:
             raise TraitError(f"{proposal.trait.name} must be at least 16")
+        return proposal.value
+
+    @validate("image_window")
+    def _valid_image_window(self, proposal: Any) -> int:
+        if proposal.value < 1:
+            raise TraitError("image_window must be at least 1")
         return proposal.value
 
     @validate("max_answer_chars", "max_event_bytes")
