@@ -195,7 +195,7 @@ class AnswerFile:
             from filelock import FileLock
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(self.path) + ".lock", timeout=30):
+            with FileLock(lock_path(self.path), timeout=30):
                 on_disk = self._read()
                 for key in self._changed:
                     on_disk[key] = self._records[key]
@@ -231,7 +231,7 @@ class AnswerFile:
         """Drop the lines of ``keys``; how many were dropped."""
         from filelock import FileLock
 
-        with self._lock, FileLock(str(self.path) + ".lock", timeout=30):
+        with self._lock, FileLock(lock_path(self.path), timeout=30):
             on_disk = self._read()
             gone = [k for k in keys if k in on_disk]
             for key in gone:
@@ -272,6 +272,19 @@ class AnswerSettings:
 
 
 _FILES: dict[Path, AnswerFile] = {}
+def lock_path(path: Path) -> str:
+    """The lock of the answer file at ``path``: in the system's temporary folder, named by the
+    file's resolved path, so that the writers of one machine share it and no ``.lock`` file
+    lies beside the notebook to be committed with it."""
+    import hashlib
+
+    name = hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogatepass")).hexdigest()
+    user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""
+    folder = Path(tempfile.gettempdir()) / f"pizzagpt-answer-locks{user}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return str(folder / f"{name[:32]}.lock")
+
+
 _FILES_LOCK = threading.Lock()
 _CURRENT: contextvars.ContextVar[AnswerSettings | None] = contextvars.ContextVar(
     "pizzagpt_answers", default=None

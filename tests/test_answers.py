@@ -106,6 +106,8 @@ def test_two_processes_writing_lose_nothing(tmp_path):
         assert writer.wait(timeout=120) == 0
     keys = [line["key"] for line in lines_of(path)]
     assert len(keys) == 120 and keys == sorted(keys)
+    # The lock is not beside the file, where it would be committed with the notebook.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.jsonl"]
 
 
 def test_a_kill_during_writes_leaves_a_valid_file(tmp_path):
