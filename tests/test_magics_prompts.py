@@ -113,7 +113,7 @@ def test_save_then_template(shell, endpoint, capsys):
         {"role": "system", "content": "Answer in French."},
         {"role": "user", "content": "Summarise the Q3 report:\nfocus on costs"},
     ]
-    assert body["seed"] == 5 and body["temperature"] == 0.1 and answer.format == "text"
+    assert body["seed"] == 5 and body["temperature"] == 0.1 and answer.shown_as == "text"
     # The cell magic: the body is the input; options given override the saved ones.
     cell(shell, "%%pizza --no-stream -t tsum -O seed=6 -f markdown\nfocus on {lang}")
     body = endpoint.chat_requests[-1]["body"]
