@@ -272,6 +272,8 @@ class AnswerSettings:
 
 
 _FILES: dict[Path, AnswerFile] = {}
+
+
 def lock_path(path: Path) -> str:
     """The lock of the answer file at ``path``: in the system's temporary folder, named by the
     file's resolved path, so that the writers of one machine share it and no ``.lock`` file
