@@ -374,3 +374,23 @@ def test_load_ext_loads_no_mode_renderer_or_image_code():
     for module in ("render", "images", "errors", "magics.ask", "magics.each", "magics.log"):
         assert f"pizzagpt_magic.{module}" not in out
     assert "pizzagpt_magic.figures" in out  # Fig is hooked from the start
+
+
+def test_load_ext_builds_no_parser_yet_and_help_still_shows_every_option():
+    import subprocess
+    import sys
+
+    script = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "shell.run_line_magic('load_ext', 'pizzagpt_magic')\n"
+        "from pizzagpt_magic.magics import PizzaMagics\n"
+        "print('built' if PizzaMagics.pizza.parser._parser is not None else 'lazy')\n"
+        "shell.run_line_magic('pinfo', '%pizza')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("lazy\n")
+    # The usage comes with the first %pizza? all the same.
+    assert "--no-interpolate" in out and "[--fix [N]]" in out and "--each" in out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import magic_arguments
+from IPython.core.magic_arguments import construct_parser
 
 from ..cell_errors import CellErrors
 from .interrupt import KeyboardInterrupt as ShortInterrupt
@@ -37,11 +37,44 @@ if TYPE_CHECKING:
 __all__ = ["PizzaMagics"]
 
 
+class LazyParser:
+    """A magic's option parser, built when first used: building the parser and its help text
+    is most of what loading the extension would cost otherwise. It stands for the
+    ``argparse`` parser (every attribute is the built parser's)."""
+
+    __slots__ = ("_magic", "_parser")
+
+    def __init__(self, magic: Any) -> None:
+        self._magic = magic
+        self._parser: Any = None
+
+    def built(self) -> Any:
+        if self._parser is None:
+            # IPython's own construction; it replaces the docstring with the usage.
+            parser = construct_parser(self._magic)
+            # Whole option names only: the prompt splitter must know exactly which words
+            # are options.
+            parser.allow_abbrev = False
+            self._parser = parser
+        return self._parser
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.built(), name)
+
+
 def _with_options(magic: Any) -> Any:
-    """``magic`` with the options of ``OPTIONS``, in that order, and ``%pizza?`` usage."""
+    """``magic`` with the options of ``OPTIONS``, in that order, and ``%pizza?`` usage (IPython
+    asks a ``getdoc`` first: the usage is made then, not when the extension loads)."""
     for option in reversed(OPTIONS):
         magic = option(magic)
-    return magic_arguments()(magic)
+    parser = magic.parser = LazyParser(magic)
+
+    def getdoc() -> str:
+        parser.built()
+        return str(magic.__doc__)
+
+    magic.getdoc = getdoc
+    return magic
 
 
 @magics_class
@@ -559,7 +592,3 @@ class PizzaMagics(PizzaSettings):
 
     def _showing_progress(self) -> bool:
         return self.progress and getattr(self.shell, "kernel", None) is not None
-
-
-# Whole option names only: the prompt splitter must know exactly which words are options.
-PizzaMagics.pizza.parser.allow_abbrev = False
