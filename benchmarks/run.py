@@ -1612,6 +1612,9 @@ def main() -> int:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 when a figure misses its target"
     )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="only these figures (load_ext, batch, dask, ...)"
+    )
     args = parser.parse_args()
     quick = args.quick
     # Figures measure the paths they name: the store is on only where a figure says so (and
@@ -1621,37 +1624,57 @@ def main() -> int:
     # figures ask for packing by name.
     os.environ["PIZZAGPT_PACK"] = "1"
     started = time.monotonic()
-    rows = [bench_load_ext(3 if quick else 15)]
-    with emulator() as url:
-        rows.append(bench_overhead(url, 30 if quick else 500))
-    rows.append(bench_keepalive(10 if quick else 100, 1 if quick else 24))
-    rows.append(bench_keepalive_processes(60, 1 if quick else 5))
-    rows.append(bench_render(3 if quick else 30))
-    rows.append(bench_openai_request(20 if quick else 200, 1 if quick else 9))
-    rows.append(bench_anthropic_request(20 if quick else 200, 1 if quick else 9))
-    rows.append(bench_stream(1 if quick else 5))
-    rows.append(bench_sse_decoder(10 if quick else 100, 1 if quick else 5))
-    with emulator("--latency", "0.1") as url:
-        rows.append(bench_batch(url, 1 if quick else 3))
-    with emulator("--latency", "0.05") as url:
-        rows.append(bench_typed_batch(url, 1 if quick else 3, 200 if quick else 1000))
-    rows.append(bench_typing(1 if quick else 5))
-    rows.extend(bench_packing(1_000 if quick else 10_000, 100 if quick else 1_000))
-    rows.append(bench_dask(1_000 if quick else 10_000, 200 if quick else 2_000))
-    with emulator() as url:
-        rows.extend(bench_store(url, 100 if quick else 2000, 2_000 if quick else 100_000))
-    with emulator("--latency", "0.05") as url:
-        rows.append(bench_batch_store(url, 200 if quick else 1000))
-    with emulator() as url:
-        rows.append(bench_batch_job(url, 5_000 if quick else 50_000))
-    with emulator("--latency", "0.02") as url:
-        rows.append(bench_frames_map(url, 1 if quick else 8))
-    rows.append(bench_cache(50 if quick else 1000))
-    rows.extend(bench_answer_file(1_000 if quick else 10_000, 1 if quick else 5))
-    rows.append(bench_usage(10_000 if quick else 100_000, 3 if quick else 15))
-    with emulator() as url:
-        rows.append(bench_memory(url, 300 if quick else 5000))
-    rows.append(bench_tool_round(1_000_000, 2 if quick else 9))
+
+    def served(*flags: str) -> Any:
+        """A figure's function run with an emulator of its own (its URL the first argument)."""
+
+        def wrap(bench: Any, *rest: Any) -> Any:
+            def run() -> Any:
+                with emulator(*flags) as url:
+                    return bench(url, *rest)
+
+            return run
+
+        return wrap
+
+    q = quick
+    figures: list[tuple[str, Any]] = [
+        ("load_ext", lambda: bench_load_ext(3 if q else 15)),
+        ("overhead", served()(bench_overhead, 30 if q else 500)),
+        ("keepalive", lambda: bench_keepalive(10 if q else 100, 1 if q else 24)),
+        ("keepalive_processes", lambda: bench_keepalive_processes(60, 1 if q else 5)),
+        ("render", lambda: bench_render(3 if q else 30)),
+        ("openai_request", lambda: bench_openai_request(20 if q else 200, 1 if q else 9)),
+        ("anthropic_request", lambda: bench_anthropic_request(20 if q else 200, 1 if q else 9)),
+        ("stream", lambda: bench_stream(1 if q else 5)),
+        ("sse_decoder", lambda: bench_sse_decoder(10 if q else 100, 1 if q else 5)),
+        ("batch", served("--latency", "0.1")(bench_batch, 1 if q else 3)),
+        (
+            "typed_batch",
+            served("--latency", "0.05")(bench_typed_batch, 1 if q else 3, 200 if q else 1000),
+        ),
+        ("typing", lambda: bench_typing(1 if q else 5)),
+        ("packing", lambda: bench_packing(1_000 if q else 10_000, 100 if q else 1_000)),
+        ("dask", lambda: bench_dask(1_000 if q else 10_000, 200 if q else 2_000)),
+        ("store", served()(bench_store, 100 if q else 2000, 2_000 if q else 100_000)),
+        ("batch_store", served("--latency", "0.05")(bench_batch_store, 200 if q else 1000)),
+        ("batch_job", served()(bench_batch_job, 5_000 if q else 50_000)),
+        ("frames_map", served("--latency", "0.02")(bench_frames_map, 1 if q else 8)),
+        ("cache", lambda: bench_cache(50 if q else 1000)),
+        ("answer_file", lambda: bench_answer_file(1_000 if q else 10_000, 1 if q else 5)),
+        ("usage", lambda: bench_usage(10_000 if q else 100_000, 3 if q else 15)),
+        ("memory", served()(bench_memory, 300 if q else 5000)),
+        ("tool_round", lambda: bench_tool_round(1_000_000, 2 if q else 9)),
+    ]
+    chosen = set(args.only or [name for name, _ in figures])
+    unknown = chosen - {name for name, _ in figures}
+    if unknown:
+        parser.error(f"no figure named {', '.join(sorted(unknown))}")
+    rows: list[dict[str, Any]] = []
+    for name, bench in figures:
+        if name in chosen:
+            made = bench()
+            rows.extend(made if isinstance(made, list) else [made])
 
     machine = (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "

@@ -42,3 +42,19 @@ def test_quick_run_prints_the_table():
     for words in figures:
         assert any(words in row for row in rows), words
     assert "0 requests sent" in result.stdout
+
+
+def test_only_runs_the_figures_named():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--only", "load_ext", "render"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and "%load_ext" in rows[1] and "rendering" in rows[2]
+    refused = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "nothing"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "no figure named nothing" in refused.stderr
