@@ -274,3 +274,18 @@ def test_ray_data_map_batches_gives_the_same_answers(slow_emulator, tmp_path):
         assert slow_emulator.max_in_flight <= 8
     finally:
         ray.shutdown()
+
+
+def test_a_saved_prompt_runs_on_the_cluster_with_its_schema(client, slow_emulator, tmp_path):
+    from pizzagpt_magic.prompts import SavedPrompt
+
+    rated = SavedPrompt("lateness", "{text}", schema="late bool, minutes int")
+    frame = pd.DataFrame({"text": ["late by 5 minutes", "on time, 0 minutes late"] * 4})
+    ddf = dd.from_pandas(frame, npartitions=2, sort=False)
+    slow_emulator.reset_stats()
+    job = ddf.pizza.map(rated, store_dir=tmp_path / "shards", pack=1)
+    # The saved prompt is read in the notebook: its schema shapes the meta, nothing asked.
+    assert list(job.columns) == ["text", "late", "minutes", "_error"]
+    assert slow_emulator.requests == 0
+    out = job.compute()
+    assert out["minutes"].tolist() == [5, 0] * 4 and out["_error"].isna().all()

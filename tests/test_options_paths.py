@@ -168,6 +168,33 @@ def test_the_accessor_takes_aliases_options_and_saved_prompts(endpoint, monkeypa
     assert list(typed.columns) == ["stars", "_error"]
 
 
+def test_agg_and_the_partition_function_take_saved_prompts(endpoint, monkeypatch):
+    import pandas as pd
+
+    import pizzagpt_magic.frames  # noqa: F401  (the accessor)
+    from pizzagpt_magic.distributed import apply_batch, output_meta
+
+    monkeypatch.setenv("PIZZAGPT_STORE", "")
+    frame = pd.DataFrame({"review": ["good", "bad", "good"]})
+    save_prompt(
+        SavedPrompt("gist", "What do the reviews say?", model="emu:emu-mini", options={"seed": 4})
+    )
+    summary = frame.pizza.agg(saved("gist"), progress=False)
+    assert "What do the reviews say?" in endpoint.questions[-1] and summary
+    assert endpoint.chat_requests[-1]["body"]["seed"] == 4
+    save_prompt(
+        SavedPrompt(
+            "rated", "Rate: {review}", model="emu:emu-mini", schema="stars int", options={"seed": 9}
+        )
+    )
+    endpoint.reset_stats()
+    out = apply_batch(frame, saved("rated"), progress=False)
+    assert list(out.columns) == ["review", "stars", "_error"] and endpoint.requests == 2
+    assert all(r["body"]["seed"] == 9 for r in endpoint.chat_requests)
+    meta = output_meta(frame.iloc[:0], schema=saved("rated").schema)
+    assert list(meta.columns) == list(out.columns)
+
+
 def test_packed_requests_carry_the_options_of_their_rows(endpoint):
     items = [f"Fact {n}" for n in range(6)]
     ask_many(items, model="emu:emu-mini", options={"seed": 2}, pack=3, progress=False, cache=False)

@@ -20,7 +20,13 @@ class DaskPizza:
     def __init__(self, data: Any) -> None:
         self._data = data
 
-    def _apply(self, template: str, operation: str, **options: Any) -> Any:
+    def _apply(self, template: Any, operation: str, **options: Any) -> Any:
+        from ..frames.options import with_saved
+
+        # A saved prompt is read here, in the notebook: the workers get its text and settings.
+        template, options, schema = with_saved(template, options, options.pop("schema", None))
+        if schema is not None:
+            options["schema"] = schema
         meta = output_meta(
             self._data._meta,
             operation=operation,

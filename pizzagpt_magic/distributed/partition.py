@@ -34,7 +34,7 @@ _SPARK_TYPES = {
 
 def apply_batch(
     frame: Any,
-    template: str,
+    template: Any,
     *,
     operation: str = "map",
     schema: Any = None,
@@ -47,7 +47,8 @@ def apply_batch(
     **options: Any,
 ) -> Any:
     """The answers for one partition ``frame`` (a pandas DataFrame) to ``template``, a
-    DataFrame of the same rows (see the module's docstring for its columns).
+    DataFrame of the same rows (see the module's docstring for its columns). ``template``
+    may be a saved prompt (``saved("NAME")``): its text, with its settings below the call's.
 
     ``operation`` is ``map`` (with an optional ``schema``), ``extract`` (with a ``schema``),
     ``classify`` (with ``labels``) or ``filter`` (``template`` is the yes/no condition).
@@ -61,13 +62,14 @@ def apply_batch(
     import pandas as pd
 
     from ..frames.map import texts_of
-    from ..frames.options import options_of
+    from ..frames.options import options_of, with_saved
     from ..frames.run import run
     from ..schema import as_schema
     from .shards import shard_store
 
     if operation not in OPERATIONS:
         raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, not {operation!r}")
+    template, options, schema = with_saved(template, options, schema)
     given = dict(options)
     given.setdefault("progress", False)
     layered = shard_store(store_dir, str(store) if store else None)

@@ -74,9 +74,12 @@ class _Pizza:
         """One answer to ``question`` about all the rows (each shown with ``template``,
         ``{row}`` by default). Rows that do not fit in one prompt (``max_prompt_chars``) are
         answered in chunks, and the partial answers combined by further questions until one
-        remains; the answer says how many rows and chunks it read."""
+        remains; the answer says how many rows and chunks it read. ``question`` may be a saved
+        prompt (``saved("NAME")``)."""
         from .agg import aggregate
+        from .options import with_saved
 
+        question, options, _ = with_saved(question, options)
         return aggregate(self._data, question, template, options)
 
     def estimate(self, method: str, *args: Any, **options: Any) -> Any:
