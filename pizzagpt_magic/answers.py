@@ -60,6 +60,7 @@ FIELDS = (
     "messages",
     "text",
     "value",
+    "tool_calls",
     "finish_reason",
     "usage",
     "cost",

@@ -454,6 +454,7 @@ def from_answer_file(
         cached=True,
         answer_file=settings.file.name,
         key=key,
+        tool_calls=line.get("tool_calls") or None,
     )
     asked = line.get("cost")
     if isinstance(asked, dict):
@@ -482,6 +483,8 @@ def to_answer_file(
             "parameters": completion.parameters or None,
             "messages": [{"role": m["role"], "content": loggable(m["content"])} for m in messages],
             "text": completion.text,
+            # The calls a tool-using answer made: "looked at" shows the same on a rerun.
+            "tool_calls": completion.tool_calls or None,
             "finish_reason": completion.finish_reason
             if completion.finish_reason not in (None, "stop")
             else None,
@@ -623,6 +626,15 @@ async def complete_with_tools(
         store = stores.get_store() if (cache or log) else None
     log = log and store is not None and stores.logging_enabled()
     parameters = {**parameters_of(temperature, max_tokens, None, options), "tools": tools.key()}
+    settings = answer_files.current()
+    if settings is not None:
+        # The tool set and the variables' content hashes are in the key, as in the store's.
+        answered = from_answer_file(settings, backend, messages, parameters)
+        if answered is not None:
+            if log:
+                log_exchange(store, answered, messages, context=context)
+            return answered
+        cache = cache and not settings.refresh
     pricing = pricing_for(
         backend.provider, backend.model, origin_of(backend, request.get("base_url"))
     )
@@ -652,6 +664,8 @@ async def complete_with_tools(
                 cost=pricing.cost(meta.get("usage")).hit(),
                 tool_calls=meta.get("tool_calls") or [],
             )
+            if settings is not None:
+                to_answer_file(settings, completion, messages)
             if log:
                 log_exchange(store, completion, messages, context=context)
             return completion
@@ -699,8 +713,10 @@ async def complete_with_tools(
     if store is not None and key is not None:
         meta = {"finish_reason": finish, "usage": usage, "tool_calls": calls}
         store.put(key, backend.provider, backend.model, text, meta)
-        if log:
-            log_exchange(store, completion, messages, context=context)
+    if settings is not None:
+        to_answer_file(settings, completion, messages)
+    if store is not None and key is not None and log:
+        log_exchange(store, completion, messages, context=context)
     return completion
 
 

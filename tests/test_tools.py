@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pizzagpt_magic import api
 from pizzagpt_magic import store as stores
-from pizzagpt_magic.errors import ConfigurationError, ToolRoundsError
+from pizzagpt_magic.errors import AnswerMissingError, ConfigurationError, ToolRoundsError
 from pizzagpt_magic.loop import run_sync
 from pizzagpt_magic.providers.tool_calls import ToolCall, ToolCallDeltas, parse_tool_calls
 from pizzagpt_magic.tools import (
@@ -390,6 +390,33 @@ def test_the_cache_knows_the_data(emu_endpoint, namespace, tmp_path):
     assert records[0]["tool_calls"][0]["chars"] == changed.tool_calls[0]["chars"]
     assert json.loads(records[0]["parameters"]["tools"])["variables"].keys() == {"sales"}
     store.close()
+
+
+def test_the_answer_file_keeps_a_tool_answer_with_its_calls(emu_endpoint, namespace, tmp_path):
+    path = tmp_path / "nb.answers.jsonl"
+    question = 'sales? [[tool:describe({"name": "sales"})]]'
+
+    def ask(**kw):
+        return run_sync(
+            api.complete(
+                question, model="emu:emu-mini", tools=True, namespace=namespace, store=None, **kw
+            )
+        )
+
+    first = ask(answers=path)
+    assert len(emu_endpoint.chat_requests) == 2  # the call, then the answer
+    (line,) = [json.loads(text) for text in path.read_text().splitlines()]
+    assert line["text"] == first.text and line["tool_calls"][0]["name"] == "describe"
+    assert json.loads(line["parameters"]["tools"])["variables"].keys() == {"sales"}
+    # Offline, from the file alone: the same answer and the same "looked at".
+    again = ask(answers=path, answers_only=True)
+    assert again.text == first.text and again.tool_calls == first.tool_calls
+    assert len(emu_endpoint.chat_requests) == 2
+    # Changed data is another question: the file has no answer to it.
+    namespace["sales"].loc[0, "units"] = 12345
+    with pytest.raises(AnswerMissingError):
+        ask(answers=path, answers_only=True)
+    assert len(emu_endpoint.chat_requests) == 2
 
 
 def test_ask_takes_tools(emu_endpoint, namespace):
