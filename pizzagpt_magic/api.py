@@ -36,7 +36,6 @@ from .errors import (
 from .options import sampling_layer, settle
 from .prompts import SavedPrompt
 from .providers.base import USAGE_COUNTS, FinishReason, Messages, Usage
-from .providers.openai import OpenAICompatible
 from .providers.pizzagpt import Pizzagpt
 
 if TYPE_CHECKING:
@@ -615,10 +614,11 @@ async def complete_with_tools(
     results until it answers: at most ``tool_rounds`` rounds of calls, then a
     ``ToolRoundsError`` (the exchange so far is logged, its text is the error's ``partial``).
 
-    Only OpenAI-compatible endpoints take tools; any other backend is a ``ConfigurationError``
-    before anything is sent. The cache key holds the tool set and the visible variables'
-    content hashes, so a changed DataFrame is asked about again. The text of every round
-    streams to ``on_text``; the answer is that text, rounds apart by a blank line.
+    Endpoints take tools (the OpenAI-compatible ones as ``tools``/``tool_calls``, those of the
+    Messages API as ``tool_use``/``tool_result`` blocks); Pizzagpt and provider classes are a
+    ``ConfigurationError`` before anything is sent. The cache key holds the tool set and the
+    visible variables' content hashes, so a changed DataFrame is asked about again. The text of
+    every round streams to ``on_text``; the answer is that text, rounds apart by a blank line.
     """
     _check_options(request)
     check_tools(backend)
@@ -722,18 +722,19 @@ async def complete_with_tools(
 
 def check_tools(backend: Backend) -> None:
     """A ``ConfigurationError`` when ``backend`` takes no tools (nothing is sent then): only
-    endpoints of the OpenAI-compatible API take them."""
-    api = getattr(backend.endpoint, "api", "openai")
-    if api != "openai":
-        raise ConfigurationError(
-            f"{backend.provider} speaks the {api} API, which takes no tools here yet; ask an "
-            "OpenAI-compatible endpoint (nothing was sent)"
-        )
-    if backend.endpoint is None:
+    endpoints take them, whether they speak the OpenAI-compatible API or Anthropic's Messages
+    API (whose provider has a ``create_tool_generator``)."""
+    endpoint = backend.endpoint
+    if endpoint is None:
         name = "Pizzagpt" if backend.is_pizzagpt else backend.provider
         raise ConfigurationError(
-            f"{name} takes no tools; ask an OpenAI-compatible endpoint (-m openai:MODEL, "
-            "-m ollama:MODEL, ...) to let the model look at variables (nothing was sent)"
+            f"{name} takes no tools; ask an endpoint (-m openai:MODEL, -m ollama:MODEL, "
+            "-m anthropic:MODEL, ...) to let the model look at variables (nothing was sent)"
+        )
+    if not hasattr(endpoint.provider, "create_tool_generator"):
+        raise ConfigurationError(
+            f"{backend.provider} speaks the {endpoint.api} API, which takes no tools here yet; "
+            "ask an OpenAI-compatible or Anthropic endpoint (nothing was sent)"
         )
 
 
@@ -762,7 +763,7 @@ async def _tool_loop(
     for number in range(rounds + 1):
         chunks: list[str] = []
         calls: list[Any] = []
-        agen: Any = OpenAICompatible.create_tool_generator(
+        agen: Any = backend.endpoint.provider.create_tool_generator(
             backend.model,
             sent,
             specs,
@@ -1140,8 +1141,8 @@ async def ask_async(
     ``cache`` is False; every exchange goes to the store's log unless ``log`` is False. ``store`` is
     a ``store.Store`` to use instead of the default one (None: no store). ``tools=True`` lets the
     model look at the variables of ``namespace`` the question names (``tools="all"``: at all of
-    them) through read-only tools, for at most ``tool_rounds`` rounds; OpenAI-compatible endpoints
-    only. ``store.Store`` to use instead of the default one (None: no store).
+    them) through read-only tools, for at most ``tool_rounds`` rounds; endpoints only
+    (OpenAI-compatible ones and Anthropic's Messages API).
 
     ``schema`` (a concise spec such as ``"sentiment pos|neg|neu, score int"``, a JSON Schema
     dict or a Pydantic model class) asks for JSON of that shape: the answer is checked, asked

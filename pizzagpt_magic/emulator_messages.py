@@ -14,6 +14,13 @@ A ``tool_choice`` that names one of the request's ``tools`` is answered with a `
 (``input_json_delta`` events when streamed) whose input is the simplest value of the tool's
 ``input_schema``: each property present, strings ``"emulated"``, integers the number of words of
 the question, numbers that and a half, booleans true, arrays of one item, the first of an enum.
+
+Tools, as the OpenAI-compatible routes have them (a request with ``tools`` and no forced
+``tool_choice``): a question holding ``[[tool:NAME(JSON args)]]`` markers is answered with a
+``tool_use`` block a marker (``stop_reason: tool_use``; streamed, each block opened by
+``content_block_start`` and its input sent as ``input_json_delta`` pieces of ``chunk-size``
+characters); once the results came back as ``tool_result`` blocks, the answer quotes each
+result, verbatim. With ``[[tool-repeat]]`` in the question it calls them again in every answer.
 """
 
 from __future__ import annotations
@@ -56,15 +63,83 @@ def anthropic_error(
 
 
 def _text_of(content: Any) -> str:
+    """The text of a message's content: its text blocks, and the content of its tool results."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         return "".join(
-            str(b.get("text", ""))
+            str(b.get("text", "")) if b.get("type") == "text" else _text_of(b.get("content"))
             for b in content
-            if isinstance(b, dict) and b.get("type") == "text"
+            if isinstance(b, dict) and b.get("type") in ("text", "tool_result")
         )
     return ""
+
+
+def _only_results(message: dict[str, Any]) -> bool:
+    """Whether a user message only carries tool results back (no question of its own)."""
+    content = message.get("content")
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    )
+
+
+def _blocks_of(message: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    content = message.get("content")
+    return [
+        b
+        for b in (content if isinstance(content, list) else [])
+        if isinstance(b, dict) and b.get("type") == kind
+    ]
+
+
+def _messages_tool_turn(messages: list[Any]) -> tuple[list[Any], list[tuple[str, str, str]]]:
+    """As ``emulator._tool_turn``, in the Messages form: since the last user message that asks
+    something, the assistant messages with ``tool_use`` blocks, and each ``tool_result``
+    received as ``(tool name, arguments as JSON, result)``."""
+    asking = max(
+        (
+            i
+            for i, m in enumerate(messages)
+            if isinstance(m, dict) and m.get("role") == "user" and not _only_results(m)
+        ),
+        default=-1,
+    )
+    later = [m for m in messages[asking + 1 :] if isinstance(m, dict)]
+    asked = [m for m in later if m.get("role") == "assistant" and _blocks_of(m, "tool_use")]
+    called = {
+        str(block.get("id")): (str(block.get("name")), json.dumps(block.get("input")))
+        for message in asked
+        for block in _blocks_of(message, "tool_use")
+    }
+    results = [
+        (*called.get(str(block.get("tool_use_id")), ("?", "")), _text_of(block.get("content")))
+        for message in later
+        if message.get("role") == "user"
+        for block in _blocks_of(message, "tool_result")
+    ]
+    return asked, results
+
+
+def _tool_uses(markers: list[tuple[str, str]], round_number: int) -> list[dict[str, Any]]:
+    """The ``tool_use`` blocks of a question's markers (arguments that are no JSON object are
+    sent as ``{}``: the API's input is always one)."""
+    blocks = []
+    for number, (name, arguments) in enumerate(markers):
+        try:
+            value = json.loads(arguments.strip() or "{}")
+        except ValueError:
+            value = None
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_{round_number}_{number}",
+                "name": name,
+                "input": value if isinstance(value, dict) else {},
+            }
+        )
+    return blocks
 
 
 def _images_of(content: Any) -> list[str]:
@@ -230,9 +305,9 @@ class MessagesRoutes:
         model: str,
         max_tokens: int,
     ) -> web.StreamResponse:
-        from .emulator import HTML_PAGE, _large, make_answer
+        from .emulator import _TOOL_MARKER, HTML_PAGE, _large, _quote_results, make_answer
 
-        users = [m for m in messages if m.get("role") == "user"]
+        users = [m for m in messages if m.get("role") == "user" and not _only_results(m)]
         question = _text_of(users[-1].get("content")) if users else ""
         self.questions.append(question)
         system = _text_of(body.get("system"))
@@ -247,8 +322,14 @@ class MessagesRoutes:
             return web.Response(text=HTML_PAGE, content_type="text/html")
         if fault.get("drop"):
             return await self._drop(request)
-        if fault.get("empty"):
+        tool = _forced_tool(body)
+        markers = _TOOL_MARKER.findall(question) if body.get("tools") and tool is None else []
+        tool_turn = _messages_tool_turn(messages) if markers else None
+        calling = tool_turn is not None and (not tool_turn[0] or "[[tool-repeat]]" in question)
+        if calling or fault.get("empty"):
             content = ""
+        elif tool_turn is not None:
+            content = _quote_results(model, *tool_turn)
         elif "large" in fault:
             content = _large(fault["large"])
         else:
@@ -272,8 +353,12 @@ class MessagesRoutes:
             "cache_read_input_tokens": fault.get("cache-read", 0),
         }
         blocks: list[dict[str, Any]] = [{"type": "text", "text": content}] if content else []
-        tool = _forced_tool(body)
-        if tool is not None:
+        if calling:
+            assert tool_turn is not None
+            blocks = _tool_uses(markers, len(tool_turn[0]))
+            stop = "tool_use"
+            usage["output_tokens"] = sum(len(json.dumps(b["input"]).split()) + 1 for b in blocks)
+        elif tool is not None:
             value = example_of(tool.get("input_schema"), len(question.split()))
             use = {"type": "tool_use", "id": "toolu_emulated", "name": tool["name"], "input": value}
             blocks = [use]
@@ -298,21 +383,23 @@ class MessagesRoutes:
     async def _stream_messages(
         self, request: web.Request, message: dict[str, Any], fault: dict[str, Any]
     ) -> web.StreamResponse:
+        """Every content block with its index: ``content_block_start``, its text (``text_delta``)
+        or input (``input_json_delta``) in pieces of ``chunk-size`` characters, then
+        ``content_block_stop``. The faults ``cut``, ``stream-error`` and ``invalid-json`` strike
+        at the middle piece of the whole answer."""
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        block = message["content"][0] if message["content"] else {"type": "text", "text": ""}
-        if block["type"] == "tool_use":
-            content = json.dumps(block["input"])
-            first = {**block, "input": {}}
-        else:
-            content = block["text"]
-            first = {"type": "text", "text": ""}
+        blocks = message["content"] or [{"type": "text", "text": ""}]
         usage = message["usage"]
         size = max(1, fault.get("chunk-size", 12))
         pause = fault.get("chunk-delay", self.chunk_delay)
-        pieces = [content[i : i + size] for i in range(0, len(content), size)]
+        pieces_of = []
+        for block in blocks:
+            content = json.dumps(block["input"]) if block["type"] == "tool_use" else block["text"]
+            pieces_of.append([content[i : i + size] for i in range(0, len(content), size)])
+        middle = sum(len(pieces) for pieces in pieces_of) // 2
         start = {
             **message,
             "content": [],
@@ -320,50 +407,51 @@ class MessagesRoutes:
             "usage": {**usage, "output_tokens": 1},
         }
         await response.write(_event("message_start", {"type": "message_start", "message": start}))
-        await response.write(
-            _event(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": first,
-                },
-            )
-        )
-        await response.write(_event("ping", {"type": "ping"}))
-        for number, piece in enumerate(pieces):
-            if number == len(pieces) // 2 and number:
-                if fault.get("cut"):
-                    await asyncio.sleep(0.01)
-                    assert request.transport is not None
-                    request.transport.close()
-                    return response
-                if fault.get("stream-error"):
-                    error = {
-                        "type": "error",
-                        "error": {"type": "overloaded_error", "message": "Overloaded"},
-                    }
-                    await response.write(_event("error", error))
-                    await response.write_eof()
-                    return response
-                if fault.get("invalid-json"):
-                    await response.write(b"event: content_block_delta\ndata: {not json\n\n")
-            delta = (
-                {"type": "input_json_delta", "partial_json": piece}
-                if block["type"] == "tool_use"
-                else {"type": "text_delta", "text": piece}
-            )
+        number = 0
+        for index, (block, pieces) in enumerate(zip(blocks, pieces_of)):
+            first = {**block, "input": {}} if block["type"] == "tool_use" else {**block, "text": ""}
             await response.write(
                 _event(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": first},
                 )
             )
-            if pause:
-                await asyncio.sleep(pause)
-        await response.write(
-            _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        )
+            if index == 0:
+                await response.write(_event("ping", {"type": "ping"}))
+            for piece in pieces:
+                if number == middle and number:
+                    if fault.get("cut"):
+                        await asyncio.sleep(0.01)
+                        assert request.transport is not None
+                        request.transport.close()
+                        return response
+                    if fault.get("stream-error"):
+                        error = {
+                            "type": "error",
+                            "error": {"type": "overloaded_error", "message": "Overloaded"},
+                        }
+                        await response.write(_event("error", error))
+                        await response.write_eof()
+                        return response
+                    if fault.get("invalid-json"):
+                        await response.write(b"event: content_block_delta\ndata: {not json\n\n")
+                number += 1
+                delta = (
+                    {"type": "input_json_delta", "partial_json": piece}
+                    if block["type"] == "tool_use"
+                    else {"type": "text_delta", "text": piece}
+                )
+                await response.write(
+                    _event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                    )
+                )
+                if pause:
+                    await asyncio.sleep(pause)
+            await response.write(
+                _event("content_block_stop", {"type": "content_block_stop", "index": index})
+            )
         await response.write(
             _event(
                 "message_delta",

@@ -124,7 +124,8 @@ def test_system_messages_go_to_the_top_and_images_become_blocks():
     assert to_messages([{"role": "user", "content": "Hi"}]) == (None, [messages[0]])
     for bad, text in [
         ([{"role": "system", "content": "x"}], "needs a user message"),
-        ([{"role": "tool", "content": "x"}], "not 'tool'"),
+        ([{"role": "function", "content": "x"}], "not 'function'"),
+        ([{"role": "tool", "content": "x"}], "needs the tool_call_id"),
         (
             [{"role": "user", "content": [{"type": "image_url", "image_url": "data:x,abc"}]}],
             "must be base64",

@@ -1,5 +1,6 @@
-"""%pizza --tools in a real kernel: the numbers the model was given are pandas' own, the round
-limit, a failing tool, hostile values and calls, and an interrupt in the second round."""
+"""%pizza --tools in a real kernel: the numbers the model was given are pandas' own (through an
+OpenAI-compatible endpoint and through Claude's tool_use), the round limit, a failing tool,
+hostile values and calls, and an interrupt in the second round."""
 
 from __future__ import annotations
 
@@ -52,7 +53,13 @@ _check()
 
 @pytest.fixture(scope="module")
 def kernel(keyed_emulator):
-    kernel = Kernel({"EMU_API_KEY": API_KEY})
+    kernel = Kernel(
+        {
+            "EMU_API_KEY": API_KEY,
+            "ANTHROPIC_BASE_URL": keyed_emulator.url,
+            "ANTHROPIC_API_KEY": API_KEY,
+        }
+    )
     messages = kernel.execute(
         "%load_ext pizzagpt_magic\n"
         f"%config PizzaMagics.endpoints = {{'emu': {{'base_url': '{keyed_emulator.url}/v1', "
@@ -96,6 +103,35 @@ def test_the_answer_holds_pandas_numbers(kernel, keyed_emulator, stream):
     assert checks == {"mean": True, "std": True, "counts": True, "missing": True}
     if stream == "":
         assert of_type(messages, "update_display_data")  # the final answer streamed
+
+
+def test_claude_looks_with_tool_use(kernel, keyed_emulator):
+    keyed_emulator.reset_stats()
+    before = fingerprint(kernel)
+    messages = kernel.execute(
+        "%pizza --no-cache --tools -o answer_text -m anthropic:emu-claude What about {sales}? "
+        '[[tool:describe({"name": "sales"})]] '
+        '[[tool:value_counts({"name": "sales", "column": "region"})]] '
+        '[[tool:missing({"name": "sales"})]] [[fault:chunk-size=7]]'
+    )
+    assert error_of(messages) is None
+    result = of_type(messages, "update_display_data")[-1]["content"]
+    calls = result["metadata"]["pizzagpt_magic"]["tool_calls"]
+    assert [c["name"] for c in calls] == ["describe", "value_counts", "missing"]
+    assert result["data"]["text/html"].startswith(
+        "<details><summary><small>looked at: describe(sales), value_counts(sales, region), "
+        "missing(sales)"
+    )
+    assert fingerprint(kernel) == before
+    checks = json.loads(stdout(kernel.execute(CHECK)))
+    assert checks == {"mean": True, "std": True, "counts": True, "missing": True}
+    # The Messages API's own form: tool_use blocks, then their results in one user message.
+    assert not keyed_emulator.chat_requests
+    first, second = keyed_emulator.message_requests
+    assert first["body"]["stream"] and "input_schema" in first["body"]["tools"][0]
+    asked, results = second["body"]["messages"][1:]
+    assert [b["type"] for b in asked["content"]] == ["tool_use"] * 3
+    assert [b["tool_use_id"] for b in results["content"]] == [b["id"] for b in asked["content"]]
 
 
 def test_the_round_limit(kernel, keyed_emulator):

@@ -43,6 +43,19 @@ def test_tools_answers_with_a_looked_at_line(frames, endpoint):
     assert all(isinstance(c["chars"], int) for c in calls)
 
 
+def test_claude_takes_tools_as_tool_use(frames, claude):
+    answer = cell(
+        frames,
+        "%pizza --no-stream --tools -m anthropic:emu-claude How many nulls in {sales}? "
+        '[[tool:missing({"name": "sales"})]] [[tool:list_variables({})]]',
+    )
+    assert "| units | 1 | 25.0000% |" in answer.text and "other" not in answer.text
+    assert answer.looked_at() == "looked at: missing(sales), list_variables()"
+    first, second = claude.message_requests
+    assert "missing" in [t["name"] for t in first["body"]["tools"]]
+    assert [b["type"] for b in second["body"]["messages"][-1]["content"]] == ["tool_result"] * 2
+
+
 def test_tools_all_and_the_trait(frames, endpoint):
     line = "%pizza --no-stream --tools all -m emu:emu-mini [[tool:list_variables()]]"
     answer = cell(frames, line)

@@ -100,6 +100,16 @@ def test_ipython_examples(shell, emu, with_store, tmp_path, monkeypatch):
     assert str(typed["stars"].dtype) == "Int64" and list(typed["stars"]) == [5, 2, 5]
     assert shell.user_ns["place"] == {"city": "Rome has about 2800000 people.", "people": 2800000}
     assert shell.magics_manager.registry["PizzaMagics"].timeout == 30
+    # Claude's tools example went as tool_use and came back as tool_result blocks.
+    results = [
+        block
+        for request in emu.message_requests
+        for message in request["body"]["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+    ]
+    assert [r["content"].split(":")[0] for r in results] == ["sales['region']"]
 
 
 #: Python examples that need a cluster, with the test that runs each on a real local one.

@@ -172,7 +172,8 @@ OPTIONS = (
         metavar="all",
         help="Let the model look at the variables the question names (--tools all: at every "
         "variable) through read-only tools (describe, head, value_counts, missing, ...), run "
-        "in this kernel; OpenAI-compatible endpoints only. PizzaMagics.tools sets the default.",
+        "in this kernel; OpenAI-compatible and Anthropic endpoints only. PizzaMagics.tools "
+        "sets the default.",
     ),
     argument("--no-tools", action="store_true", help="No tools for this question."),
     argument(

@@ -194,7 +194,7 @@ class PizzaSettings(Magics):
         default_value=False,
         help="Let the model look at variables through read-only tools for every question: "
         "True or 'question' (the variables a question names), 'all' (every variable), False "
-        "(only with --tools). OpenAI-compatible endpoints only.",
+        "(only with --tools). Endpoints only: OpenAI-compatible ones and Anthropic's.",
     ).tag(config=True)
     tool_rounds = Int(
         5, help="Rounds of tool calls a question may take before its answer (1 to 50)."

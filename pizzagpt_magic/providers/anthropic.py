@@ -15,6 +15,11 @@ A ``response_format`` of the ``json_schema`` kind (the form the OpenAI-compatibl
 is asked for in the Messages API's native form, a tool the model must call whose input schema is
 the schema (``forced_tool``); the tool's input is then the answer's text, as JSON.
 
+``create_tool_generator`` offers tools the model may call (``tool_use`` blocks, yielded as
+``ToolCalls``), as ``OpenAICompatible.create_tool_generator`` does with the same arguments and
+results; ``to_messages`` sends the calls back as ``tool_use`` blocks and their results as
+``tool_result`` blocks.
+
 The base URL is the service's root (``https://api.anthropic.com``, or ``$ANTHROPIC_BASE_URL`` as the
 official SDK reads it); the routes ``/v1/messages`` and ``/v1/models`` are added to it.
 """
@@ -52,6 +57,7 @@ from ..transport import (
     send,
 )
 from .base import AsyncGeneratorProvider, AsyncResult, FinishReason, Messages, Usage
+from .tool_calls import ToolCall, ToolCalls, ToolUseBlocks, messages_tools, parse_tool_use
 
 __all__ = [
     "API_VERSION",
@@ -249,20 +255,75 @@ def _blocks(content: Any) -> Any:
     return blocks
 
 
+def _tool_use_turn(message: Mapping[str, Any]) -> dict[str, Any]:
+    """An assistant message that called tools (``tool_calls.assistant_message``): its text, if
+    any, then a ``tool_use`` block a call, the arguments as the JSON object they hold."""
+    content = message.get("content")
+    blocks = _blocks(content) if content else []
+    if isinstance(blocks, str):
+        blocks = [{"type": "text", "text": blocks}]
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise PromptError("A tool call of an assistant message has no function")
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except (TypeError, ValueError):
+            arguments = None
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": str(call.get("id", "")),
+                "name": str(function.get("name", "")),
+                # The API takes an object; the call ran (and failed) with what the model wrote.
+                "input": arguments if isinstance(arguments, dict) else {},
+            }
+        )
+    return {"role": "assistant", "content": blocks}
+
+
+def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``role: tool`` message (``tool_calls.tool_message``) as a ``tool_result`` block."""
+    call_id = message.get("tool_call_id")
+    if not call_id:
+        raise PromptError("A tool message needs the tool_call_id of the call it answers")
+    return {
+        "type": "tool_result",
+        "tool_use_id": str(call_id),
+        "content": _blocks(message.get("content")),
+    }
+
+
 def to_messages(messages: Messages) -> tuple[str | None, list[dict[str, Any]]]:
     """``(system, messages)`` in the Messages form: the system messages' text, joined by blank
     lines (None when there is none), and the user and assistant messages with their content as
-    blocks."""
+    blocks.
+
+    An assistant message with ``tool_calls`` becomes ``tool_use`` blocks after its text, and the
+    ``role: tool`` results that follow it become ``tool_result`` blocks, all of one turn in one
+    user message, as the Messages API wants them."""
     system: list[str] = []
     converted: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the tool_result blocks of the open turn
     for message in messages:
         role = message.get("role")
+        if role == "tool":
+            if results is None:
+                results = []
+                converted.append({"role": "user", "content": results})
+            results.append(_tool_result(message))
+            continue
+        results = None
         if role == "system":
             system.append(_text(message.get("content")))
+        elif role == "assistant" and message.get("tool_calls"):
+            converted.append(_tool_use_turn(message))
         elif role in ("user", "assistant"):
             converted.append({"role": role, "content": _blocks(message.get("content"))})
         else:
-            raise PromptError(f"The Messages API takes user and assistant messages, not {role!r}")
+            raise PromptError(
+                f"The Messages API takes user, assistant and tool messages, not {role!r}"
+            )
     if not converted:
         raise PromptError("The Messages API needs a user message, not only a system message")
     return "\n\n".join(s for s in system if s) or None, converted
@@ -367,10 +428,11 @@ def usage_of(counts: dict[str, int]) -> Usage | None:
 
 
 def parse_message(
-    data: Any, forced: ForcedTool | None = None
+    data: Any, forced: ForcedTool | None = None, calls: list[ToolCall] | None = None
 ) -> tuple[str, str | None, Usage | None]:
     """``(text, finish_reason, usage)`` of a non-streamed Messages answer; with ``forced``, the
-    text is the JSON of the forced tool's input."""
+    text is the JSON of the forced tool's input. ``calls``, when given, gets the answer's
+    ``tool_use`` blocks."""
     if not isinstance(data, dict):
         raise ResponseShapeError(f"expected a JSON object, got {type(data).__name__}", data)
     if data.get("type") == "error" or ("error" in data and "content" not in data):
@@ -389,6 +451,8 @@ def parse_message(
     counts: dict[str, int] = {}
     _count(counts, data.get("usage"))
     finish = _finish(data.get("stop_reason"))
+    if calls is not None:
+        calls.extend(parse_tool_use(content))
     if forced is not None:
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_use":
@@ -400,8 +464,11 @@ def parse_message(
     return text, finish, usage_of(counts)
 
 
-def _read_event(name: str, data: str, counts: dict[str, int], who: str) -> tuple[str, str | None]:
-    """``(text, stop_reason)`` of one streamed event; its usage goes into ``counts``."""
+def _read_event(
+    name: str, data: str, counts: dict[str, int], who: str, calls: ToolUseBlocks | None = None
+) -> tuple[str, str | None]:
+    """``(text, stop_reason)`` of one streamed event; its usage goes into ``counts``, and, when
+    ``calls`` is given, its ``tool_use`` block or input piece into ``calls``."""
     if name == "error":
         message, kind = _error_text(data)
         message = _KEYLIKE.sub("***", message)
@@ -422,11 +489,19 @@ def _read_event(name: str, data: str, counts: dict[str, int], who: str) -> tuple
         if isinstance(delta, dict) and delta.get("type") == "text_delta":
             text = delta.get("text")
             return (text if isinstance(text, str) else ""), None
+        if (
+            calls is not None
+            and isinstance(delta, dict)
+            and delta.get("type") == "input_json_delta"
+        ):
+            calls.delta(event.get("index"), delta.get("partial_json"))
     elif name == "content_block_start":
         block = event.get("content_block")
         if isinstance(block, dict) and block.get("type") == "text":
             start = block.get("text")
             return (start if isinstance(start, str) else ""), None
+        if calls is not None and isinstance(block, dict) and block.get("type") == "tool_use":
+            calls.start(event.get("index"), block)
     elif name == "message_delta":
         _count(counts, event.get("usage"))
         delta = event.get("delta")
@@ -438,6 +513,10 @@ def _read_event(name: str, data: str, counts: dict[str, int], who: str) -> tuple
             _count(counts, started.get("usage"))
             content = started.get("content")
             if isinstance(content, list) and content:
+                if calls is not None:
+                    for index, block in enumerate(content):
+                        if isinstance(block, dict) and block.get("type") == "tool_use":
+                            calls.start(index, block)
                 return parse_message(started)[0], None
     return "", None
 
@@ -519,11 +598,12 @@ class Anthropic(AsyncGeneratorProvider):
         max_tokens: int | None = None,
         forced: ForcedTool | None = None,
         options: Mapping[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The request body: ``max_tokens`` always, other parameters only when given, then the
         model options (``top_k``, ``thinking``, ...; checked and in canonical order, see
         ``pizzagpt_magic.options``); ``forced`` is a tool the model must call
-        (``forced_tool``)."""
+        (``forced_tool``), ``tools`` those it may call (in the OpenAI ``tools`` format)."""
         system, converted = to_messages(messages)
         body: dict[str, Any] = {
             "model": model,
@@ -536,6 +616,8 @@ class Anthropic(AsyncGeneratorProvider):
             body["temperature"] = temperature
         if options:
             body.update(options)
+        if tools:
+            body["tools"] = messages_tools(tools)
         if forced is not None:
             body["tools"] = [forced.tool]
             body["tool_choice"] = {"type": "tool", "name": forced.name}
@@ -605,13 +687,14 @@ class Anthropic(AsyncGeneratorProvider):
         max_retries: int | None,
         forced: ForcedTool | None = None,
         options: Mapping[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> tuple[Any, Target]:
         """The open 2xx response to the request, and where it went."""
         if not model:
             raise ConfigurationError(f"Name a model for {name}: {name}:MODEL")
         if not messages:
             raise PromptError("Cannot send an empty message list")
-        body = cls.body(model, messages, stream, temperature, max_tokens, forced, options)
+        body = cls.body(model, messages, stream, temperature, max_tokens, forced, options, tools)
         target = cls.target(base_url, api_key_env, name, max_retries)
         try:
             response = await send(
@@ -718,7 +801,11 @@ class Anthropic(AsyncGeneratorProvider):
 
     @classmethod
     def _parse_body(
-        cls, raw: bytes, response: Any, forced: ForcedTool | None = None
+        cls,
+        raw: bytes,
+        response: Any,
+        forced: ForcedTool | None = None,
+        calls: list[ToolCall] | None = None,
     ) -> tuple[str, str | None, Usage | None]:
         if len(raw) > cls.max_answer_chars:
             raise ResponseError(
@@ -733,7 +820,7 @@ class Anthropic(AsyncGeneratorProvider):
         except (ValueError, LookupError):
             text = raw.decode("utf-8", "replace")
             raise NonJSONResponseError(response.content_type, text[:200]) from None
-        return parse_message(data, forced)
+        return parse_message(data, forced, calls)
 
     @classmethod
     async def create_async_generator(
@@ -801,10 +888,89 @@ class Anthropic(AsyncGeneratorProvider):
             yield usage
         yield FinishReason(finish or "stop")
 
+    # -- tools ----------------------------------------------------------------------------------
+
     @classmethod
-    async def _events(cls, response: Any, target: Target, timeout: float, name: str) -> AsyncResult:
+    async def create_tool_generator(
+        cls,
+        model: str,
+        messages: Messages,
+        tools: list[dict[str, Any]],
+        proxy: str | None = None,
+        *,
+        base_url: str,
+        api_key_env: str | None = None,
+        name: str = "",
+        stream: bool = True,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> AsyncResult:
+        """One turn of a conversation with ``tools`` offered (in the OpenAI ``tools`` format,
+        sent as the Messages API's tools), as ``OpenAICompatible.create_tool_generator`` has it:
+        the answer's text as it arrives, then ``ToolCalls`` when the model called any (its
+        ``tool_use`` blocks), ``Usage`` (when reported) and the ``FinishReason``
+        (``"tool_calls"``).
+
+        ``messages`` may hold the assistant's earlier calls and ``role: tool`` results (see
+        ``to_messages``). An answer with calls and no text is a complete answer here.
+        """
+        name = name or cls.label
+        timeout = cls.timeout if timeout is None else timeout
+        response, target = await cls._send(
+            base_url,
+            api_key_env,
+            name,
+            model,
+            messages,
+            proxy,
+            stream,
+            temperature,
+            max_tokens,
+            timeout,
+            connect_timeout,
+            max_retries,
+            options=options,
+            tools=tools,
+        )
+        calls: list[ToolCall] = []
+        try:
+            if response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                blocks = ToolUseBlocks()
+                async for item in cls._events(response, target, timeout, name, blocks):
+                    yield item
+                return
+            raw = await read_body(response, target.shown_url, timeout, target.policy.secrets)
+            content, finish, usage = cls._parse_body(raw, response, calls=calls)
+        except PizzagptError as exc:  # whatever text of the server's it quotes: no key
+            raise mask_error(exc, target.policy.secrets) from None
+        finally:
+            response.release()
+        if content:
+            yield content
+        if calls:
+            yield ToolCalls(calls)
+        if usage is not None:
+            yield usage
+        yield FinishReason(finish or ("tool_calls" if calls else "stop"))
+
+    @classmethod
+    async def _events(
+        cls,
+        response: Any,
+        target: Target,
+        timeout: float,
+        name: str,
+        calls: ToolUseBlocks | None = None,
+    ) -> AsyncResult:
         """The events of a streamed answer: text as it comes, then usage and finish reason. A
-        stream that ends before ``message_stop`` was cut off."""
+        stream that ends before ``message_stop`` was cut off.
+
+        With ``calls`` (tools offered), the ``tool_use`` blocks are gathered there and yielded
+        as ``ToolCalls`` before the usage; their input counts towards ``max_answer_chars``."""
         decoder = MessagesDecoder(cls.max_event_bytes)
         stop_reason: str | None = None
         counts: dict[str, int] = {}
@@ -822,25 +988,28 @@ class Anthropic(AsyncGeneratorProvider):
                     if event == "message_stop":
                         done = True
                         break
-                    text, reason = _read_event(event, data, counts, name)
+                    text, reason = _read_event(event, data, counts, name, calls)
                     stop_reason = reason or stop_reason
-                    if text:
+                    if text or calls is not None:
                         size += len(text)
-                        if size > cls.max_answer_chars:
+                        if size + (0 if calls is None else calls.chars) > cls.max_answer_chars:
                             raise ResponseError(
                                 f"The answer is over {cls.max_answer_chars:,} characters "
                                 "(Anthropic.max_answer_chars); it was stopped there"
                             )
-                        yield text
+                        if text:
+                            yield text
         if not done:
             raise ConnectionLostError(
                 f"The answer from {target.shown_url} was cut off before its end (the stream "
                 "closed without message_stop)"
             )
+        if calls:
+            yield ToolCalls(calls.calls())
         usage = usage_of(counts)
         if usage is not None:
             yield usage
-        yield FinishReason(_finish(stop_reason) or "stop")
+        yield FinishReason(_finish(stop_reason) or ("tool_calls" if calls else "stop"))
 
 
 @functools.lru_cache(maxsize=32)

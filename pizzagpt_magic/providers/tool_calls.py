@@ -1,18 +1,25 @@
 """Tool calls in answers: the ``ToolCalls`` chunk a provider yields when the model asks to run
-tools, the assembly of the streamed ``tool_calls`` deltas of the Chat Completions API, and the
-messages that carry calls and their results back.
+tools, the calls as each API sends them, and the messages that carry calls and their results back.
 
-Streamed, a call arrives in pieces keyed by ``index``: the first delta of a call holds its ``id``,
-``type`` and ``function.name`` (and often an empty ``arguments``), the later ones more of
-``function.arguments``, a JSON text cut anywhere. Nothing here runs a tool.
+The Chat Completions API: streamed, a call arrives in pieces keyed by ``index``: the first delta of
+a call holds its ``id``, ``type`` and ``function.name`` (and often an empty ``arguments``), the
+later ones more of ``function.arguments``, a JSON text cut anywhere.
+
+The Messages API: a call is a ``tool_use`` content block (``id``, ``name``, ``input``, a JSON
+object). Streamed, ``content_block_start`` opens the block (its ``input`` empty) and
+``input_json_delta`` events carry its input as ``partial_json`` pieces, keyed by the block's
+``index``. Tools are offered as ``{"name", "description", "input_schema"}`` (``messages_tools``).
+
+Nothing here runs a tool.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ResponseShapeError
+from ..errors import PromptError, ResponseShapeError
 from .base import ResponseType
 
 __all__ = [
@@ -20,8 +27,11 @@ __all__ = [
     "ToolCall",
     "ToolCallDeltas",
     "ToolCalls",
+    "ToolUseBlocks",
     "assistant_message",
+    "messages_tools",
     "parse_tool_calls",
+    "parse_tool_use",
     "tool_message",
 ]
 
@@ -147,3 +157,102 @@ def assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
 def tool_message(call_id: str, result: str) -> dict[str, Any]:
     """The message holding one call's result."""
     return {"role": "tool", "tool_call_id": call_id, "content": result}
+
+
+# -- the Messages API ------------------------------------------------------------------------
+
+
+def messages_tools(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tools in the OpenAI ``tools`` format (``{"type": "function", "function": {"name",
+    "description", "parameters"}}``) as the Messages API takes them (``{"name", "description",
+    "input_schema"}``); one already in that form is kept as it is."""
+    converted = []
+    for spec in specs:
+        if not isinstance(spec, dict):
+            raise PromptError(f"A tool is {type(spec).__name__}, not a dict")
+        function = spec.get("function")
+        if spec.get("type", "function") != "function" or not isinstance(function, dict):
+            if "name" in spec and "input_schema" in spec:
+                converted.append(spec)
+                continue
+            raise PromptError(
+                "A tool is neither in the OpenAI tools format nor in the Messages one"
+            )
+        tool: dict[str, Any] = {"name": str(function.get("name", ""))}
+        if function.get("description"):
+            tool["description"] = str(function["description"])
+        schema = function.get("parameters")
+        tool["input_schema"] = (
+            schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
+        )
+        converted.append(tool)
+    return converted
+
+
+def _tool_use(block: dict[str, Any], number: int) -> ToolCall:
+    value = block.get("input")
+    return ToolCall(
+        _text(block.get("id")) or f"toolu_{number}",
+        _text(block.get("name")),
+        "{}" if value is None else json.dumps(value),
+    )
+
+
+def parse_tool_use(content: list[Any]) -> list[ToolCall]:
+    """The calls of a non-streamed Messages answer: its ``tool_use`` blocks, each input as JSON
+    text."""
+    calls = [
+        _tool_use(block, number)
+        for number, block in enumerate(content)
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    ]
+    if len(calls) > MAX_CALLS:
+        raise ResponseShapeError(f"the answer holds {len(calls):,} tool calls")
+    return calls
+
+
+class ToolUseBlocks:
+    """The calls of a streamed Messages answer: the ``tool_use`` blocks its
+    ``content_block_start`` events open, with their input assembled from the
+    ``input_json_delta`` pieces of each block's index (none: the block's own input, as the
+    official SDK keeps it; ``{}`` when that is empty too). ``chars`` counts the input received,
+    so a caller can bound it with the text."""
+
+    __slots__ = ("_blocks", "chars")
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, tuple[str, str, Any, list[str]]] = {}
+        self.chars = 0
+
+    def start(self, index: Any, block: dict[str, Any]) -> None:
+        """Open a ``tool_use`` block at ``index``."""
+        if type(index) is not int or not 0 <= index < MAX_CALLS:
+            raise ResponseShapeError(f"a streamed tool_use block has the index {index!r}")
+        self._blocks[index] = (
+            _text(block.get("id")),
+            _text(block.get("name")),
+            block.get("input"),
+            [],
+        )
+
+    def delta(self, index: Any, piece: Any) -> None:
+        """Take one ``input_json_delta``'s ``partial_json``; a piece for a block that is no
+        ``tool_use`` one is ignored, as the official SDK ignores it."""
+        block = self._blocks.get(index) if type(index) is int else None
+        if block is not None and isinstance(piece, str) and piece:
+            block[3].append(piece)
+            self.chars += len(piece)
+
+    def __bool__(self) -> bool:
+        return bool(self._blocks)
+
+    def calls(self) -> list[ToolCall]:
+        """The calls so far, in index order."""
+        calls = []
+        for index, (call_id, name, start, pieces) in sorted(self._blocks.items()):
+            if pieces:
+                arguments = "".join(pieces)
+            else:
+                arguments = json.dumps(start) if start else "{}"
+            calls.append(ToolCall(call_id or f"toolu_{index}", name, arguments))
+        return calls
