@@ -25,6 +25,7 @@ from pizzagpt_magic.distributed import (  # noqa: E402
     output_meta,
     spark_function,
     spark_schema,
+    warm_up,
 )
 from pizzagpt_magic.store import Store  # noqa: E402
 
@@ -289,3 +290,11 @@ def test_a_saved_prompt_runs_on_the_cluster_with_its_schema(client, slow_emulato
     assert slow_emulator.requests == 0
     out = job.compute()
     assert out["minutes"].tolist() == [5, 0] * 4 and out["_error"].isna().all()
+
+
+def test_warm_up_imports_what_a_partition_needs_and_sends_nothing(client, slow_emulator):
+    slow_emulator.reset_stats()
+    client.run(warm_up)
+    imported = client.run(warm_up)  # a second time: nothing left to import
+    assert all(names == [] for names in imported.values())
+    assert slow_emulator.requests == 0
