@@ -58,10 +58,30 @@ def wait_for_jobs(emu, count: int = 1) -> None:
         time.sleep(0.05)
 
 
+def wait_for_the_store(path, count: int = 1) -> None:
+    """Until the store on disk holds ``count`` jobs: the kernel records a job as soon as the
+    provider has accepted it (a kill in the milliseconds between loses the record, and the
+    rerun submits again)."""
+    import sqlite3
+    from contextlib import closing
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with closing(sqlite3.connect(path)) as connection:
+                if connection.execute("SELECT count(*) FROM jobs").fetchone()[0] >= count:
+                    return
+        except sqlite3.Error:
+            pass
+        assert time.monotonic() < deadline, "the job was not recorded"
+        time.sleep(0.05)
+
+
 def test_a_restart_while_the_job_runs_then_the_rerun_gets_the_answers(emu, kernel, tmp_path):
     emu.emulator.batch_delay = 4
     kernel.submit(CELL)
     wait_for_jobs(emu)
+    wait_for_the_store(tmp_path / "store.sqlite3")
     assert lines_of(emu) == [100]
     kernel.manager.restart_kernel(now=True)
     kernel.client.wait_for_ready(timeout=60)
