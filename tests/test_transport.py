@@ -126,7 +126,8 @@ def test_a_redirect_that_would_become_a_get_is_named(server, status):
         ask("q", base_url=url, max_retries=0)
     message = str(info.value)
     assert f"redirected ({status})" in message and "127.0.0.1" in message
-    assert "405" not in message and info.value.location.startswith(url)
+    # No 405 from following it as a GET (the port, which may hold the digits, aside).
+    assert "405" not in message.replace(url, "") and info.value.location.startswith(url)
 
 
 @pytest.mark.parametrize("status", [307, 308])
