@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 #: Writes the store may hold queued while a job's results are read: past it, reading waits for
 #: the store, so memory does not grow with the lines read.
 BACKLOG = 4000
+#: Results read between two looks at the store's writer (``Jobs._keep_up``), and how long
+#: the reading pauses for a writer that is writing, in seconds.
+KEEP_UP_EVERY = 32
+YIELD = 0.0002
 #: The first and the longest wait between two polls, in seconds.
 POLL_FIRST = 3.0
 POLL_MAX = 60.0
@@ -64,6 +68,15 @@ def _completion() -> Any:
 
 
 _COMPLETION: Any = None
+
+
+def _pricing(backend: Any) -> Any:
+    """The pricing of ``backend``'s model at its endpoint (``cost.pricing_for``; a job's
+    backend is always an endpoint)."""
+    from ...cost import pricing_for
+    from ..keys import origin_of
+
+    return pricing_for(backend.provider, backend.model, origin_of(backend))
 
 
 class MemoryBook:
@@ -164,6 +177,8 @@ class Jobs:
         self.resumed: list[str] = []
         self._tracked: list[Tracked] = []
         self._deferred: list[tuple[BatchClient, list[Line]]] = []
+        #: Each model's pricing at its endpoint, found once for a job's lines.
+        self._prices: dict[tuple[str, str, str], Any] = {}
 
     @property
     def ids(self) -> list[str]:
@@ -335,7 +350,7 @@ class Jobs:
                     continue
                 seen.add(key)
                 yield prompt, self._result(prompt, line)
-                if len(seen) % 500 == 0:
+                if len(seen) % KEEP_UP_EVERY == 0:
                     await self._keep_up()
         except JobError as exc:  # the results are gone: the rows fail, a rerun submits anew
             for key in mine - seen:
@@ -383,6 +398,11 @@ class Jobs:
 
             return EmptyAnswerError(f"{prompt.backend.provider} sent an empty answer")
         backend = prompt.backend
+        assert backend.endpoint is not None  # a backend with a Batch API
+        where = (backend.provider, backend.model, backend.endpoint.url)
+        pricing = self._prices.get(where)
+        if pricing is None:
+            pricing = self._prices[where] = _pricing(backend)
         completion = _completion()(
             line.text,
             backend.provider,
@@ -392,18 +412,24 @@ class Jobs:
             line.usage,
             0.0,
             batch=True,
+            cost=pricing.cost(line.usage).at_batch_price(),
         )
-        from ...cost import pricing_for
-        from ..keys import origin_of
-
-        pricing = pricing_for(backend.provider, backend.model, origin_of(backend, prompt.base_url))
-        completion.cost = pricing.cost(line.usage).at_batch_price()
         return completion
 
     async def _keep_up(self) -> None:
-        """Past ``BACKLOG`` writes queued, wait until the store's writer has done half."""
+        """Past ``BACKLOG`` writes queued, wait until the store's writer has done half; while
+        it writes, let it have the GIL a moment.
+
+        A finished job's results are read without waiting for the network: this loop holds
+        the GIL all along, and the writer, which gives the GIL up for each statement SQLite
+        runs, would get it back only after the interpreter's switch interval (5 ms) each
+        time. A short sleep here hands it over at once."""
         store = self.store
-        if store is None or getattr(store, "backlog", 0) <= BACKLOG:
+        if store is None:
+            return
+        if getattr(store, "backlog", 0) <= BACKLOG:
+            if getattr(store, "writing", False):
+                await asyncio.sleep(YIELD)
             return
         while store.backlog > BACKLOG // 2 and store.usable:
             await asyncio.sleep(0.005)
