@@ -76,7 +76,7 @@ INSERTED_SCHEMA = [
         PRIMARY KEY (notebook, cell, code)
     )""",
 ]
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: Each schema version's statements. A number may be missing (another line of work adds it):
 #: the migration skips it.
 MIGRATIONS: dict[int, list[str]] = {
@@ -153,6 +153,9 @@ MIGRATIONS: dict[int, list[str]] = {
         ) WITHOUT ROWID""",
         "ALTER TABLE log ADD COLUMN batch INTEGER",
     ],
+    # Usage reports count what a Batch API answered apart: the usage index gets the batch
+    # column (made again below, from LOG_INDEXES).
+    8: ["DROP INDEX IF EXISTS log_usage"],
 }
 #: Columns of the log added after its first schema, whatever the schema version says: added
 #: when missing each time a store is opened, so the order in which changes that number their
@@ -168,8 +171,8 @@ LOG_COLUMNS = {
 LOG_INDEXES = [
     "CREATE INDEX IF NOT EXISTS log_model ON log (provider, model, id)",
     # Usage reports read this index alone, in its order (see Store.usage).
-    """CREATE INDEX IF NOT EXISTS log_usage ON log (provider, model, cached, pricing, error, time,
-        session, source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost,
+    """CREATE INDEX IF NOT EXISTS log_usage ON log (provider, model, cached, batch, pricing, error,
+        time, session, source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost,
         cost_saved)""",
 ]
 FTS_SCHEMA = [
@@ -962,6 +965,10 @@ class Store:
         """The log's totals since ``since`` (a Unix time), one row per group of ``by``
         (``model``, ``day``, ``source``), of ``session`` only when given.
 
+        Each group is split by how it was asked: ``via`` is ``"batch"`` for the requests a
+        provider's Batch API answered (or failed), at the batch price, and ``"online"`` for
+        the others (cache hits are always online: nothing was asked).
+
         ``requests`` were sent (``failures`` among them); ``cache_hits`` were answered from the
         cache and cost 0; tokens are those of the requests sent; ``cost`` adds the known costs,
         ``unpriced`` counts the answers whose cost is unknown, ``local`` and ``free`` those of
@@ -985,11 +992,11 @@ class Store:
         # (by model), and does the least work a row; the groups are merged here.
         source = "log INDEXED BY log_usage" if by == ["model"] else "log"
         sql = (
-            f"SELECT {''.join(k + ', ' for k in keys)}cached, pricing, error, count(*), "
+            f"SELECT {''.join(k + ', ' for k in keys)}cached, batch, pricing, error, count(*), "
             "total(prompt_tokens), total(completion_tokens), total(cache_read_input_tokens), "
             "total(cost), "
             f"total(cost_saved), count(cost) FROM {source} WHERE {' AND '.join(where)} "
-            f"GROUP BY {''.join(n + ', ' for n in names)}cached, pricing, error"
+            f"GROUP BY {''.join(n + ', ' for n in names)}cached, batch, pricing, error"
         )
         try:
             rows = self._reader().execute(sql, params)
@@ -997,13 +1004,25 @@ class Store:
             rows = self._reader().execute(sql.replace(" INDEXED BY log_usage", ""), params)
         totals: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in rows:
-            group = row[: len(names)]
-            cached, pricing, error, count, inputs, outputs, in_cache, cost, saved, priced = row[
-                len(names) :
-            ]
+            (
+                cached,
+                batch,
+                pricing,
+                error,
+                count,
+                inputs,
+                outputs,
+                in_cache,
+                cost,
+                saved,
+                priced,
+            ) = row[len(names) :]
+            via = "batch" if batch and not cached else "online"
+            group = (*row[: len(names)], via)
             record = totals.get(group)
             if record is None:
                 record = totals[group] = dict(zip(names, group))
+                record["via"] = via
                 record.update(dict.fromkeys(_USAGE_COUNTS, 0))
                 record.update(cost=0.0, cost_saved=0.0)
             record["exchanges"] += count
@@ -1022,7 +1041,9 @@ class Store:
                 record["failures"] += count
             else:
                 record["unpriced"] += count - priced
-        return [totals[group] for group in sorted(totals, key=_sort_key)]
+        # Online before batch within a group.
+        order = sorted(totals, key=lambda g: (*_sort_key(g[:-1]), g[-1] != "online"))
+        return [totals[group] for group in order]
 
     def token_stats(
         self, provider: str, model: str, *, last: int = 200

@@ -140,11 +140,14 @@ class Recorder:
             log_exchange(store, completion, prompt.messages, context=self.context)
         else:
             error = outcome.error
+            context = self.context
+            if getattr(error, "batch", False) or (completion is not None and completion.batch):
+                context = {**(context or {}), "batch": True}  # a Batch API's failure
             log_exchange(
                 store,
                 None,
                 prompt.messages,
-                context=self.context,
+                context=context,
                 backend=prompt.backend,
                 error=f"{type(error).__name__}: {error}",
                 partial=outcome.text or getattr(error, "partial", None) or None,

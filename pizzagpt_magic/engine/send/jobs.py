@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import HTTPStatusError, JobError, JobLineError, PizzagptError, TransportError
 from . import Pending, Result, fetch
@@ -68,6 +68,16 @@ def _completion() -> Any:
 
 
 _COMPLETION: Any = None
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _from_job(error: _E) -> _E:
+    """``error``, marked as a Batch API's (``batch``): the log counts it with the batch's
+    requests, apart from the online ones."""
+    error.batch = True  # type: ignore[attr-defined]
+    return error
 
 
 def _pricing(backend: Any) -> Any:
@@ -353,6 +363,7 @@ class Jobs:
                 if len(seen) % KEEP_UP_EVERY == 0:
                     await self._keep_up()
         except JobError as exc:  # the results are gone: the rows fail, a rerun submits anew
+            _from_job(exc)
             for key in mine - seen:
                 yield by_key[key], exc
             self.book.update_job(tracked.id, collected=1, error=str(exc))
@@ -361,9 +372,11 @@ class Jobs:
             if key not in seen:
                 yield (
                     by_key[key],
-                    JobLineError(
-                        f"{tracked.client.name}: no result for this row (job {tracked.id} "
-                        f"{state.status})"
+                    _from_job(
+                        JobLineError(
+                            f"{tracked.client.name}: no result for this row (job {tracked.id} "
+                            f"{state.status})"
+                        )
                     ),
                 )
         self.book.update_job(tracked.id, collected=1)
@@ -386,17 +399,17 @@ class Jobs:
                 self._deferred.append((client, lines))
                 return
         reason = "; ".join(state.errors) or f"the job {state.status}"
-        error = JobError(f"{client.name} refused job {tracked.id}: {reason}")
+        error = _from_job(JobError(f"{client.name} refused job {tracked.id}: {reason}"))
         for key in tracked.keys:
             yield by_key[key], error
 
     def _result(self, prompt: Prompt, line: Any) -> Any:
         if line.error is not None:
-            return line.error
+            return _from_job(line.error)
         if not (line.text or "").strip():
             from ...errors import EmptyAnswerError
 
-            return EmptyAnswerError(f"{prompt.backend.provider} sent an empty answer")
+            return _from_job(EmptyAnswerError(f"{prompt.backend.provider} sent an empty answer"))
         backend = prompt.backend
         assert backend.endpoint is not None  # a backend with a Batch API
         where = (backend.provider, backend.model, backend.endpoint.url)
