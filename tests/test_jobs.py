@@ -628,3 +628,62 @@ def test_a_store_of_version_7_gets_the_batch_column_in_its_usage_index(tmp_path:
     assert columns[:4] == ["provider", "model", "cached", "batch"]
     assert connection.execute("PRAGMA user_version").fetchone()[0] == stores.SCHEMA_VERSION
     connection.close()
+
+
+# -- estimates: the online price and the batch price ---------------------------------------------
+
+
+def test_estimate_with_the_batch_api_shows_both_prices(ip: object, emu: EmulatorThread) -> None:
+    from pizzagpt_magic import cost
+    from pizzagpt_magic.batch import estimate_many
+
+    cost.set_prices({"emu:emu-mini": {"input": 1.0, "output": 2.0}})
+    try:
+        ip.run_line_magic("config", "PizzaMagics.batch_discount = 0.4")  # type: ignore[attr-defined]
+        ip.user_ns["items"] = ["apple", "pear", "apple", "plum"]  # type: ignore[attr-defined]
+        cell = f"--each items --estimate --max-tokens 50 -m {MODEL}"
+        online = ip.run_cell_magic("pizza", cell, "Name the fruit {item}")  # type: ignore[attr-defined]
+        both = ip.run_cell_magic("pizza", cell + " --batch-api", "Name the fruit {item}")  # type: ignore[attr-defined]
+        assert emu.files == {} and emu.openai_batches == {}  # an estimate sends nothing
+        assert online.batch_usd is None and "Batch API" not in online.line()
+        assert both.requests == 3 and both.output_tokens == 3 * 50
+        assert both.usd == pytest.approx(online.usd) and both.usd > 0
+        assert both.batch_share == 0.4
+        assert both.batch_usd == pytest.approx(both.usd * 0.4)
+        line = repr(both)
+        assert f"cost {cost.format_usd(both.usd)} online" in line
+        assert f"{cost.format_usd(both.batch_usd)} through the Batch API (40%" in line
+        assert both.as_dict()["batch_usd"] == pytest.approx(both.usd * 0.4)
+        bundle = both._repr_mimebundle_()
+        markdown = bundle["text/markdown"]
+        assert "| online | 3 |" in markdown and "| Batch API (40%) | 3 |" in markdown
+        assert "$" not in markdown.replace("\\$", "")  # no mathematics in a notebook
+        assert bundle["text/plain"] == line
+        # The Python API.
+        python = estimate_many(["apple", "pear", "apple"], model=MODEL, batch_api=True)
+        assert python.requests == 2 and python.batch_usd == pytest.approx(python.usd * 0.4)
+        assert estimate_many(["apple"], model=MODEL).batch_usd is None
+    finally:
+        ip.run_line_magic("config", "PizzaMagics.batch_discount = 0.5")  # type: ignore[attr-defined]
+        cost.set_prices(None)
+
+
+def test_frame_estimates_with_the_batch_api_show_both_prices(emu: EmulatorThread) -> None:
+    pd = pytest.importorskip("pandas")
+    import pizzagpt_magic  # noqa: F401  (registers the accessor)
+    from pizzagpt_magic import cost
+
+    frame = pd.DataFrame({"text": ["good", "bad", "good"]})
+    cost.set_prices({"emu:emu-mini": {"input": 1.0, "output": 2.0}})
+    try:
+        online = frame.pizza.estimate("map", "Summarise {text}", model=MODEL, max_tokens=20)
+        both = frame.pizza.estimate(
+            "map", "Summarise {text}", model=MODEL, max_tokens=20, batch_api=True
+        )
+    finally:
+        cost.set_prices(None)
+    assert emu.files == {}
+    assert online.batch_cost_label is None and "Batch API" not in str(online)
+    assert both.requests == 2 and both.usd == pytest.approx(online.usd)
+    assert both.batch_usd == pytest.approx(both.usd * 0.5)
+    assert f"{cost.format_usd(both.batch_usd)} through the Batch API (50%" in str(both)
