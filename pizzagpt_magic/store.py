@@ -248,11 +248,18 @@ _LOGGED = (
 )
 
 
+#: What the writer binds for None: binding None costs the sqlite3 module a look for an
+#: adapter, ten times the cost of binding an int, and a log row holds several. An empty blob
+#: binds at once, and an ``_Insert`` turns it back into NULL (``nullif``); no value the store
+#: writes is an empty blob.
+_NULL = bytearray()
+
+
 class _Insert:
     """An INSERT of many rows a statement, in a few shapes: as many rows as the variables
     allow (at most 512), and that halved down to ``SMALL``; a chunk short of its shape is
-    padded with rows of NULLs, which the statement leaves out (the first column of a row is
-    never NULL).
+    padded with empty rows, which the statement leaves out (the first column of a row is
+    never NULL). None is bound as ``_NULL``.
 
     Why: SQLite runs each statement with the GIL released and binds its values with it held,
     so after each statement the writer thread waits for the GIL, up to the interpreter's
@@ -274,9 +281,10 @@ class _Insert:
         found = self._statements.get(count)
         if found is None:
             row = f"({', '.join('?' * self.width)})"
+            columns = ", ".join(f"nullif(column{i}, x'')" for i in range(1, self.width + 1))
             found = self._statements[count] = (
-                f"{self.head} SELECT * FROM (VALUES {', '.join([row] * count)}) "
-                "WHERE column1 IS NOT NULL"
+                f"{self.head} SELECT {columns} FROM (VALUES {', '.join([row] * count)}) "
+                "WHERE column1 IS NOT x''"
             )
         return found
 
@@ -288,9 +296,9 @@ class _Insert:
             shape = per
             while shape > self.SMALL and shape // 2 >= len(chunk):
                 shape //= 2
-            values = [v for row in chunk for v in row]
+            values = [_NULL if v is None else v for row in chunk for v in row]
             if len(chunk) < shape:
-                values += [None] * (self.width * (shape - len(chunk)))
+                values += [_NULL] * (self.width * (shape - len(chunk)))
             connection.execute(self.statement(shape), values)
 
 

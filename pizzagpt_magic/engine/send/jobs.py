@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import HTTPStatusError, JobError, JobLineError, PizzagptError, TransportError
@@ -51,7 +51,7 @@ BACKLOG = 4000
 #: Results read between two looks at the store's writer (``Jobs._keep_up``), and how long
 #: the reading pauses for a writer that is writing, in seconds.
 KEEP_UP_EVERY = 32
-YIELD = 0.0002
+YIELD = 0.0001
 #: The first and the longest wait between two polls, in seconds.
 POLL_FIRST = 3.0
 POLL_MAX = 60.0
@@ -154,8 +154,6 @@ class Tracked:
     keys: list[str]
     state: JobState | None = None
     over: bool = False
-    #: The lines submitted in this run (for a job split again after a refusal).
-    lines: list[Line] = field(default_factory=list)
 
 
 class Jobs:
@@ -235,7 +233,9 @@ class Jobs:
         )
         self.submitted.append(state.id)
         logger.info("submitted job %s (%d requests) to %s", state.id, len(lines), client.name)
-        tracked = Tracked(client, state.id, keys, state, lines=list(lines))
+        # The lines are not kept while the job runs (tens of megabytes for a large job): a
+        # job refused for the tokens queued makes them again from its prompts.
+        tracked = Tracked(client, state.id, keys, state)
         self._tracked.append(tracked)
         return tracked
 
@@ -386,7 +386,7 @@ class Jobs:
     ) -> AsyncIterator[Result]:
         client = tracked.client
         if state.code == "token_limit_exceeded":
-            lines = tracked.lines or [client.line(by_key[k]) for k in tracked.keys]
+            lines = [client.line(by_key[k]) for k in tracked.keys]
             others = any(not t.over for t in self._tracked)
             if len(lines) > 1:
                 half = len(lines) // 2
@@ -436,13 +436,14 @@ class Jobs:
         A finished job's results are read without waiting for the network: this loop holds
         the GIL all along, and the writer, which gives the GIL up for each statement SQLite
         runs, would get it back only after the interpreter's switch interval (5 ms) each
-        time. A short sleep here hands it over at once."""
+        time. A short sleep here hands it over at once: ``time.sleep``, which lets go of the
+        GIL for that long, where the event loop's shortest wait is a millisecond."""
         store = self.store
         if store is None:
             return
         if getattr(store, "backlog", 0) <= BACKLOG:
             if getattr(store, "writing", False):
-                await asyncio.sleep(YIELD)
+                time.sleep(YIELD)
             return
         while store.backlog > BACKLOG // 2 and store.usable:
             await asyncio.sleep(0.005)
