@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AnswerMissingError, ConfigurationError
+from .transport import _getenv
 
 __all__ = [
     "FIELDS",
@@ -335,7 +336,7 @@ def current() -> AnswerSettings | None:
     settings = _CURRENT.get()
     if settings is not None:
         return settings
-    if os.environ.get("PIZZAGPT_ANSWERS"):
+    if _getenv("PIZZAGPT_ANSWERS"):  # read for every answer of a batch: no KeyError inside
         return settings_for(None)
     return None
 

@@ -79,7 +79,7 @@ def build_messages(
     return messages
 
 
-@dataclass
+@dataclass(slots=True)
 class Completion:
     """An answer and where it came from: provider, model, parameters, finish reason, token
     usage (when the backend reports it), seconds taken, and whether the cache gave it."""
@@ -183,13 +183,6 @@ def store_key(
     too, as ``parameters["tools"]``; model options, canonical, as ``parameters["options"]``."""
     extra = {"tools": tools.key()} if tools is not None else None
     return prompt_key(backend, messages, temperature, max_tokens, base_url, schema, extra, options)
-
-
-def _prompt_of(messages: Messages) -> str:
-    from .images import content_text
-
-    users = [m for m in messages if m.get("role") == "user"]
-    return content_text(users[-1]["content"]) if users else ""
 
 
 async def complete_messages(
@@ -531,16 +524,41 @@ def log_exchange(
     """Append one exchange to ``store``'s log: an answer, or a failure's one-line error (with
     the ``parameters`` asked for); ``tool_calls`` are the records of a failed exchange's tool
     calls."""
-    system = next((m["content"] for m in messages if m.get("role") == "system"), None)
-    from .images import content_text, loggable
+    # One pass over the messages (a batch logs tens of thousands of exchanges): images as
+    # their hash and size (the log never holds their bytes), text as it is.
+    system = None
+    asked: Any = None
+    logged = []
+    characters = 0
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, str):
+            logged.append(m)
+            characters += len(content)
+        else:
+            from .images import content_text, loggable
 
+            logged.append({**m, "content": loggable(content)})
+            characters += len(content_text(content))
+        role = m.get("role")
+        if role == "user":
+            asked = content
+        elif role == "system" and system is None:
+            system = content
+    if asked is None:
+        prompt = ""
+    elif isinstance(asked, str):
+        prompt = asked
+    else:
+        from .images import content_text
+
+        prompt = content_text(asked)
     record: dict[str, Any] = {
         "time": time.time(),
         "system": system,
-        # Images as their hash and size: the log never holds their bytes.
-        "messages": [{**m, "content": loggable(m["content"])} for m in messages],
-        "prompt": _prompt_of(messages),
-        "input_chars": sum(len(content_text(m["content"])) for m in messages),
+        "messages": logged,
+        "prompt": prompt,
+        "input_chars": characters,
         **(context or {}),
     }
     if completion is not None:

@@ -236,12 +236,17 @@ def _engine_batch(
     )
 
 
-def estimate_many(prompts: Iterable[Any], *, schema: Any = None, **options: Any) -> Any:
+def estimate_many(
+    prompts: Iterable[Any], *, schema: Any = None, batch_api: bool = False, **options: Any
+) -> Any:
     """What ``ask_many(prompts, **options)`` would send and cost (a ``estimates.Estimate``: the
     distinct prompts not yet answered, their input and output tokens, the dollars); nothing is
-    sent or logged."""
-    options = {k: v for k, v in options.items() if k not in ("concurrency", "progress")}
-    return _engine_batch(list(prompts), schema, 1, options).estimate()
+    sent or logged. With ``batch_api=True`` it has the Batch API's price beside the online
+    one (``batch_usd``, ``cost.batch_discount()`` of ``usd``)."""
+    skipped = ("concurrency", "progress", "wait", "poll", "batch_max_requests")
+    options = {k: v for k, v in options.items() if k not in skipped}
+    estimate = _engine_batch(list(prompts), schema, 1, options).estimate()
+    return estimate.at_batch_price() if batch_api else estimate
 
 
 async def _ask_engine(

@@ -69,7 +69,7 @@ def format_usd(usd: float) -> str:
     return f"${usd:.6f}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cost:
     """What one exchange cost: ``usd`` (None when unknown), how its model is priced
     (``pricing``), and for a cache hit (which costs 0) what asking would have cost (``saved``)."""

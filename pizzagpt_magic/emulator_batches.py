@@ -4,12 +4,13 @@
 OpenAI-compatible: ``POST /v1/files`` (multipart, ``purpose`` and ``file``), ``GET
 /v1/files/{id}`` and ``/v1/files/{id}/content``; ``POST /v1/batches`` (``input_file_id``,
 ``endpoint``, ``completion_window``), ``GET /v1/batches`` (``limit``, ``after``), ``GET
-/v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. A job is validated when it is created
-(every line a JSON object with a unique ``custom_id``, ``method`` POST, the batch's ``url``, a
-``body`` with one ``model`` for the whole file and no ``stream``): one that fails is ``failed``
-with its ``errors`` (the line named). Messages: ``POST /v1/messages/batches`` (``requests``:
-``custom_id`` of at most 64 characters of ``[A-Za-z0-9_-]``, unique; ``params``), ``GET
-/v1/messages/batches`` and ``/{id}``, ``/{id}/results`` (JSONL), ``POST /{id}/cancel``.
+/v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. A job is ``validating`` when it is created,
+as OpenAI's are, and validated when it is next looked at (every line a JSON object with a unique
+``custom_id``, ``method`` POST, the batch's ``url``, a ``body`` with one ``model`` for the whole
+file and no ``stream``): one that fails is ``failed`` with its ``errors`` (the line named).
+Messages: ``POST /v1/messages/batches`` (``requests``: ``custom_id`` of at most 64 characters of
+``[A-Za-z0-9_-]``, unique; ``params``), ``GET /v1/messages/batches`` and ``/{id}``,
+``/{id}/results`` (JSONL), ``POST /{id}/cancel``.
 
 A job is ``in_progress`` for ``Emulator.batch_delay`` seconds after it was created, then ended:
 each line answered as its online route would answer it (the same deterministic text, schemas,
@@ -22,7 +23,7 @@ each line answered as its online route would answer it (the same deterministic t
 ``Emulator.batch_token_limit`` (tokens: words of the messages) refuses an OpenAI job whose
 tokens, with those of the model's jobs still in progress, go over it (``token_limit_exceeded``).
 ``Emulator.batches = False`` makes the batch routes answer 404 (a server with files but no
-batches). ``batch_work_seconds`` is the time the emulator spent answering lines.
+batches). ``batch_work_seconds`` is the time the emulator spent validating and answering lines.
 """
 
 from __future__ import annotations
@@ -261,8 +262,9 @@ class BatchRoutes(MessageBatchRoutes):
             )
         return lines, errors
 
-    def _batch_object(self, job: dict[str, Any]) -> dict[str, Any]:
-        self._advance(job)
+    def _batch_object(self, job: dict[str, Any], advance: bool = True) -> dict[str, Any]:
+        if advance:
+            self._advance(job)
         counts = job["counts"]
         return {
             "id": job["id"],
@@ -293,7 +295,7 @@ class BatchRoutes(MessageBatchRoutes):
         return sum(
             j["tokens"]
             for j in self.openai_batches.values()
-            if j["model"] == model and j["status"] in ("validating", "in_progress")
+            if j["model"] == model and j["status"] == "in_progress"
         )
 
     async def handle_batch_create(self, request: web.Request) -> web.Response:
@@ -315,7 +317,28 @@ class BatchRoutes(MessageBatchRoutes):
             return _openai_error(400, f"endpoint {endpoint!r} is not supported", "invalid_value")
         if body.get("completion_window") != "24h":
             return _openai_error(400, "completion_window must be '24h'", "invalid_value")
-        lines, errors = self._validate(record["content"], endpoint)
+        job = {
+            "id": _new_id("batch_"),
+            "endpoint": endpoint,
+            "input_file_id": file_id,
+            "lines": [],
+            "model": None,
+            "tokens": 0,
+            "errors": [],
+            "status": "validating",
+            "created": time.time(),
+            "counts": [0, 0, 0],
+        }
+        self.openai_batches[job["id"]] = job
+        # The answer says "validating", as OpenAI's does: the file is read afterwards, so the
+        # time the client waits for it is not the emulator's time reading every line.
+        answer = self._batch_object(job, advance=False)
+        return web.json_response(answer)
+
+    def _check(self, job: dict[str, Any]) -> None:
+        """Validate a new job's file: it fails with its errors, or is in progress."""
+        started = time.perf_counter()
+        lines, errors = self._validate(self.files[job["input_file_id"]]["content"], job["endpoint"])
         model = lines[0]["body"]["model"] if lines else None
         tokens = sum(_words(line["body"]) for line in lines)
         if not errors and self.batch_token_limit is not None:
@@ -328,26 +351,17 @@ class BatchRoutes(MessageBatchRoutes):
                         "line": None,
                     }
                 )
-        now = time.time()
-        job = {
-            "id": _new_id("batch_"),
-            "endpoint": endpoint,
-            "input_file_id": file_id,
-            "lines": lines,
-            "model": model,
-            "tokens": tokens,
-            "errors": errors,
-            "status": "failed" if errors else "in_progress",
-            "created": now,
-            "counts": [0 if errors else len(lines), 0, 0],
-        }
+        job.update(lines=lines, model=model, tokens=tokens, errors=errors)
         if errors:
-            job["failed_at"] = now
-        self.openai_batches[job["id"]] = job
-        return web.json_response(self._batch_object(job))
+            job["status"], job["failed_at"] = "failed", time.time()
+        else:
+            job["status"], job["counts"] = "in_progress", [len(lines), 0, 0]
+        self.batch_work_seconds += time.perf_counter() - started
 
     def _advance(self, job: dict[str, Any]) -> None:
-        """End the job when its time has come: answer its lines."""
+        """Validate the job if it is new; end it when its time has come: answer its lines."""
+        if job["status"] == "validating":
+            self._check(job)
         if job["status"] not in ("in_progress", "cancelling"):
             return
         cancelling = job["status"] == "cancelling"
@@ -464,6 +478,8 @@ class BatchRoutes(MessageBatchRoutes):
         job = self.openai_batches.get(request.match_info["id"])
         if job is None:
             return _openai_error(404, "No such batch", "not_found")
+        if job["status"] == "validating":
+            self._check(job)
         if job["status"] == "in_progress":
             job["status"] = "cancelling"
             job["cancel_at"] = time.time()

@@ -12,6 +12,10 @@ estimate, and ``HEADROOM`` more), ``settle`` when it ends (at its cost); ``Limit
 (a batch's ``max_cost`` and the kernel's budget). No request starts that could take what is spent
 plus what is in flight past a limit; the stop is a ``BudgetExceededError`` naming what was spent
 and the limit.
+
+An estimate of a batch sent through a provider's Batch API (``--estimate --batch-api``,
+``estimate_many(..., batch_api=True)``) has both prices: ``usd``, online, and ``batch_usd``,
+``batch_share`` (``PizzaMagics.batch_discount``) of it, shown side by side.
 """
 
 from __future__ import annotations
@@ -65,6 +69,24 @@ class Estimate:
     output_from: str = "none"
     #: Requests when the prompts travel several to a request (None: one a prompt).
     packed: int | None = None
+    #: Through a provider's Batch API: the share of the online price paid, and the dollars
+    #: (None for an estimate of online requests, or, for ``batch_usd``, an unpriced model).
+    batch_share: float | None = None
+    batch_usd: float | None = None
+
+    def at_batch_price(self, share: float | None = None) -> Estimate:
+        """This estimate with the Batch API's price beside the online one: ``share`` of it
+        (``cost.batch_discount()`` by default). Returns itself."""
+        from .cost import batch_discount
+
+        self.batch_share = batch_discount() if share is None else share
+        self.batch_usd = None if self.usd is None else self.usd * self.batch_share
+        return self
+
+    @property
+    def batch(self) -> bool:
+        """Whether it estimates a batch sent through a provider's Batch API."""
+        return self.batch_share is not None
 
     @property
     def requests(self) -> int:
@@ -73,11 +95,33 @@ class Estimate:
 
     @property
     def cost_label(self) -> str:
+        """The online cost: dollars, or ``local``, ``free``, ``unpriced``."""
         if self.pricing in (LOCAL, FREE):
             return self.pricing
         if self.usd is None:
             return UNPRICED
         return format_usd(self.usd)
+
+    @property
+    def batch_cost_label(self) -> str | None:
+        """The cost through the Batch API, as ``cost_label`` says it (None: not a batch)."""
+        if not self.batch:
+            return None
+        if self.pricing in (LOCAL, FREE):
+            return self.pricing
+        if self.batch_usd is None:
+            return UNPRICED
+        return format_usd(self.batch_usd)
+
+    def _costs(self) -> str:
+        """The cost, or with the Batch API both prices side by side."""
+        if not self.batch:
+            return f"cost {self.cost_label}"
+        assert self.batch_share is not None
+        return (
+            f"cost {self.cost_label} online, {self.batch_cost_label} through the Batch API "
+            f"({self.batch_share:.0%} of the online price)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +136,9 @@ class Estimate:
             "pricing": self.pricing,
             "chars_per_token": round(self.chars_per_token, 3),
             "output_from": self.output_from,
+            **(
+                {"batch_usd": self.batch_usd, "batch_share": self.batch_share} if self.batch else {}
+            ),
         }
 
     def line(self) -> str:
@@ -107,8 +154,20 @@ class Estimate:
         return (
             f"Estimate for {self.model}: {self.requests} requests to send of {self.prompts} "
             f"prompts{repeats}{stored}; ~{self.input_tokens:,} input tokens "
-            f"({self.chars_per_token:.2f} characters a token), {output}; "
-            f"cost {self.cost_label}"
+            f"({self.chars_per_token:.2f} characters a token), {output}; {self._costs()}"
+        )
+
+    def markdown(self) -> str:
+        """The estimate as Markdown: the line, and with the Batch API a table of both
+        prices."""
+        line = _markdown_text(self.line())
+        if not self.batch:
+            return line
+        return (
+            f"{line}\n\n| | requests | cost |\n|---|---:|---:|\n"
+            f"| online | {self.requests:,} | {_markdown_text(self.cost_label)} |\n"
+            f"| Batch API ({self.batch_share:.0%}) | {self.requests:,} | "
+            f"{_markdown_text(self.batch_cost_label or '')} |\n"
         )
 
     def __repr__(self) -> str:
@@ -117,7 +176,19 @@ class Estimate:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from .render import escape
 
-        return {"text/plain": self.line(), "text/html": f"<p>{escape(self.line())}</p>"}
+        return {
+            "text/plain": self.line(),
+            "text/markdown": self.markdown(),
+            "text/html": f"<p>{escape(self.line())}</p>",
+        }
+
+
+def _markdown_text(text: str) -> str:
+    """Text as Markdown shows it: HTML escaped, and no ``$`` that a notebook would take for
+    mathematics, no ``|`` that would end a table cell."""
+    from .render import escape
+
+    return escape(text).replace("$", "\\$").replace("|", "\\|")
 
 
 #: Output tokens an estimate assumes when there is no ``max_tokens`` and the log has no answer

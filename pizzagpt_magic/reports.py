@@ -9,6 +9,10 @@ What the columns count: ``requests`` were sent to a backend (``failed`` among th
 hits`` were answered from the cache and cost 0, the tokens are those of the requests sent,
 ``cost`` adds the known costs (with how many answers were ``unpriced``, or ``local``/``free``
 when the models cost nothing), ``saved`` is what the cache hits would have cost.
+
+Each group is split by how it was asked (``via``): ``online``, one request at a time (and the
+cache hits), and ``batch``, through a provider's Batch API at the batch price; a report with
+batch rows shows the column, and its records always carry it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,14 @@ def cost_label(row: dict[str, Any]) -> str:
     return f"{text} + {row['unpriced']} unpriced" if row["unpriced"] else text
 
 
+def _added(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The counts and costs of ``rows`` added up."""
+    total: dict[str, Any] = {name: sum(r[name] for r in rows) for name in _COUNTS}
+    total["cost"] = sum(r["cost"] or 0.0 for r in rows)
+    total["cost_saved"] = sum(r["cost_saved"] or 0.0 for r in rows)
+    return total
+
+
 @dataclass
 class UsageReport:
     """The log's totals, one row per group (``by``), over a window."""
@@ -81,21 +93,25 @@ class UsageReport:
     more: list[UsageReport] = field(default_factory=list)
 
     @property
+    def batched(self) -> bool:
+        """Whether any row is of a Batch API's answers."""
+        return any(r.get("via") == "batch" for r in self.rows)
+
+    @property
     def total(self) -> dict[str, Any]:
         """Every row added up."""
-        total: dict[str, Any] = {name: sum(r[name] for r in self.rows) for name in _COUNTS}
-        total["cost"] = sum(r["cost"] or 0.0 for r in self.rows)
-        total["cost_saved"] = sum(r["cost_saved"] or 0.0 for r in self.rows)
-        return total
+        return _added(self.rows)
 
     def records(self) -> list[dict[str, Any]]:
         """The rows as JSON-ready records, each named by its group (``model``, ``day`` or
-        ``source``), with its ``cost_label``; ``cost`` is None when no cost in it is known."""
+        ``source``) and ``via`` (``online`` or ``batch``), with its ``cost_label``; ``cost`` is
+        None when no cost in it is known."""
         out = []
         for row in self.rows:
             record: dict[str, Any] = {self.by: _label(row, self.by)}
             if self.by == "model":
                 record["provider"] = row["provider"]
+            record["via"] = row.get("via", "online")
             record.update({name: row[name] for name in _COUNTS})
             label = cost_label(row)
             # No known cost at all is None, never $0.
@@ -114,8 +130,10 @@ class UsageReport:
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """The column names and the cells, as text, with a total row when there are several."""
+        batched = self.batched
         header = [
             self.by,
+            *(["via"] if batched else []),
             "requests",
             "failed",
             "cache hits",
@@ -125,11 +143,17 @@ class UsageReport:
             "saved",
         ]
         rows = [(_label(r, self.by), r) for r in self.rows]
+        if batched and len(self.rows) > 2:  # online and batch added up apart, then together
+            for via in ("online", "batch"):
+                part = [r for r in self.rows if r.get("via") == via]
+                if part:
+                    rows.append(("total", {**_added(part), "via": via}))
         if len(self.rows) > 1:
             rows.append(("total", self.total))
         cells = [
             [
                 label,
+                *([r.get("via", "")] if batched else []),
                 f"{r['requests']:,}",
                 f"{r['failures']:,}",
                 f"{r['cache_hits']:,}",

@@ -10,7 +10,9 @@ it off (memory only).
   write at once; the schema is versioned (``PRAGMA user_version``) and migrated forward.
 - Reads (a cache lookup) happen where they are asked for; writes go to one writer thread per
   store, in order, committed as they come, so the event loop never waits on the disk or on
-  another process's lock, and an answer is on disk moments after it arrived.
+  another process's lock, and an answer is on disk moments after it arrived. Writes that queue
+  up (a batch's answers) share a transaction, and consecutive rows of one statement go to
+  SQLite in one ``executemany``.
 - Keys, tokens and proxy credentials are never written: requests hold only the messages and
   parameters, errors are the package's one-line messages, which mask secrets.
 - Any failure of the store (unwritable, corrupt, locked too long, disk full) gives one warning
@@ -31,7 +33,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,13 @@ logger = logging.getLogger(__name__)
 #: Seconds a write waits for another process's lock before the store gives up.
 BUSY_TIMEOUT = 10.0
 #: Most writes committed in one transaction by the writer thread.
-WRITE_GROUP = 500
+WRITE_GROUP = 4000
+#: A group of at least ``LINGER_FROM`` writes waits up to ``LINGER`` seconds for more, so
+#: that a batch's answers go to disk in few large transactions.
+LINGER = 0.05
+LINGER_FROM = 256
+#: Writes between two checks of the cache's size (see ``Store._trim``).
+TRIM_EVERY = 1000
 _NOTHING = object()
 #: The cache's size limit when none is set, in MB.
 DEFAULT_CACHE_MAX_MB = 200.0
@@ -68,7 +76,7 @@ INSERTED_SCHEMA = [
         PRIMARY KEY (notebook, cell, code)
     )""",
 ]
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: Each schema version's statements. A number may be missing (another line of work adds it):
 #: the migration skips it.
 MIGRATIONS: dict[int, list[str]] = {
@@ -145,6 +153,9 @@ MIGRATIONS: dict[int, list[str]] = {
         ) WITHOUT ROWID""",
         "ALTER TABLE log ADD COLUMN batch INTEGER",
     ],
+    # Usage reports count what a Batch API answered apart: the usage index gets the batch
+    # column (made again below, from LOG_INDEXES).
+    8: ["DROP INDEX IF EXISTS log_usage"],
 }
 #: Columns of the log added after its first schema, whatever the schema version says: added
 #: when missing each time a store is opened, so the order in which changes that number their
@@ -160,8 +171,8 @@ LOG_COLUMNS = {
 LOG_INDEXES = [
     "CREATE INDEX IF NOT EXISTS log_model ON log (provider, model, id)",
     # Usage reports read this index alone, in its order (see Store.usage).
-    """CREATE INDEX IF NOT EXISTS log_usage ON log (provider, model, cached, pricing, error, time,
-        session, source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost,
+    """CREATE INDEX IF NOT EXISTS log_usage ON log (provider, model, cached, batch, pricing, error,
+        time, session, source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost,
         cost_saved)""",
 ]
 FTS_SCHEMA = [
@@ -197,6 +208,115 @@ _USAGE_COUNTS = (
     "local",
     "free",
 )
+
+
+#: JSON as the store writes it, with encoders made once (``json.dumps`` with options makes one a
+#: call, a good part of the cost of a short record).
+_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_json_sorted = json.JSONEncoder(sort_keys=True).encode
+#: A cache key's JSON: this exact text is hashed, so it never changes.
+_json_key = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+#: The log's columns that ``Store.log`` writes, and the statement.
+_LOGGED = (
+    "time",
+    "provider",
+    "model",
+    "parameters",
+    "system",
+    "messages",
+    "prompt",
+    "answer",
+    "error",
+    "seconds",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "cached",
+    "source",
+    "session",
+    "cell",
+    "tool_calls",
+    "batch",
+    "cost",
+    "cost_saved",
+    "pricing",
+    "input_chars",
+)
+
+
+#: What the writer binds for None: binding None costs the sqlite3 module a look for an
+#: adapter, ten times the cost of binding an int, and a log row holds several. An empty blob
+#: binds at once, and an ``_Insert`` turns it back into NULL (``nullif``); no value the store
+#: writes is an empty blob.
+_NULL = bytearray()
+
+
+class _Insert:
+    """An INSERT of many rows a statement, in a few shapes: as many rows as the variables
+    allow (at most 512), and that halved down to ``SMALL``; a chunk short of its shape is
+    padded with empty rows, which the statement leaves out (the first column of a row is
+    never NULL). None is bound as ``_NULL``.
+
+    Why: SQLite runs each statement with the GIL released and binds its values with it held,
+    so after each statement the writer thread waits for the GIL, up to the interpreter's
+    switch interval (5 ms) while the event loop's thread is busy reading a job's results.
+    One row a statement (``executemany``) would wait once a row, and rows in exact counts
+    would take as many statements of their own (and compiled programs) as counts; these
+    shapes take a statement for each 512 rows, and six compiled programs. The full-text index,
+    too, writes what it holds at the end of each statement."""
+
+    SMALL = 16
+
+    def __init__(self, head: str, width: int) -> None:
+        self.head = head
+        self.width = width
+        self._statements: dict[int, str] = {}
+
+    def statement(self, count: int) -> str:
+        """The statement for ``count`` rows (NULL rows left out)."""
+        found = self._statements.get(count)
+        if found is None:
+            row = f"({', '.join('?' * self.width)})"
+            columns = ", ".join(f"nullif(column{i}, x'')" for i in range(1, self.width + 1))
+            found = self._statements[count] = (
+                f"{self.head} SELECT {columns} FROM (VALUES {', '.join([row] * count)}) "
+                "WHERE column1 IS NOT x''"
+            )
+        return found
+
+    def run(self, connection: sqlite3.Connection, rows: list[Sequence[Any]]) -> None:
+        """Insert ``rows``, in order."""
+        per = _rows_per_statement(connection, self.width)
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            shape = per
+            while shape > self.SMALL and shape // 2 >= len(chunk):
+                shape //= 2
+            values = [_NULL if v is None else v for row in chunk for v in row]
+            if len(chunk) < shape:
+                values += [_NULL] * (self.width * (shape - len(chunk)))
+            connection.execute(self.statement(shape), values)
+
+
+#: The INSERTs of many rows a statement, by the name a write gives.
+_INSERTS = {
+    "log": _Insert(f"INSERT INTO log ({', '.join(_LOGGED)})", len(_LOGGED)),
+    "cache": _Insert(
+        "INSERT OR REPLACE INTO cache (key, provider, model, answer, meta, size, created, used)",
+        8,
+    ),
+}
+_MARK_USED = "UPDATE cache SET used = ? WHERE key = ?"
+
+#: One write for the writer thread: a statement (or the name of one of ``_INSERTS``), its
+#: values, and the cache key it writes (read from ``Store._pending`` until it is on disk). A
+#: plain tuple of plain values: the garbage collector stops tracking it, however long it
+#: waits in the queue. Consecutive writes of one statement go to SQLite together.
+_Write = tuple[str, Sequence[Any], "str | None"]
 
 
 def _sort_key(group: tuple[Any, ...]) -> tuple[str, ...]:
@@ -256,12 +376,7 @@ def request_key(
     from .images import loggable
 
     sent = [[m["role"], loggable(m["content"])] for m in messages]
-    blob = json.dumps(
-        [provider, model, sorted(parameters.items()), sent],
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
-    )
+    blob = _json_key([provider, model, sorted(parameters.items()), sent])
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -282,6 +397,11 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         self._writes = 0
         self._identity: tuple[int, int] | None = None
+        #: The cache's newest rowid and its size in bytes then, when ``_trim`` last summed it.
+        self._trim_mark: tuple[int, int] | None = None
+        #: Whether the writer thread is in a transaction (``engine.send.jobs`` lets it have
+        #: the GIL then).
+        self.writing = False
         self._open()
 
     # -- connections ----------------------------------------------------------------------
@@ -379,19 +499,27 @@ class Store:
 
     # -- the writer thread ----------------------------------------------------------------
 
-    def _submit(self, job: Callable[[sqlite3.Connection], Any]) -> None:
+    def _submit(self, job: _Write | Callable[[sqlite3.Connection], Any]) -> None:
         if self.failed is not None:
             return
-        with self._lock:
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(
-                    target=self._write_loop, name="pizzagpt-store", daemon=True
-                )
-                self._writer.start()
-                _stores_to_flush.add(self)
+        if self._writer is None:  # checked again under the lock; a writer that ends unsets it
+            with self._lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(
+                        target=self._write_loop, name="pizzagpt-store", daemon=True
+                    )
+                    self._writer.start()
+                    _stores_to_flush.add(self)
         self._queue.put(job)
 
     def _write_loop(self) -> None:
+        try:
+            self._write_all()
+        finally:
+            with self._lock:
+                self._writer = None
+
+    def _write_all(self) -> None:
         try:
             connection = self._connect()
         except (sqlite3.Error, OSError) as exc:
@@ -417,11 +545,20 @@ class Store:
             # The writes queued behind this one share its transaction (a batch's answers
             # arrive faster than one commit each could keep up with), in order.
             group = [job]
+            gathered = time.monotonic() + LINGER
             while len(group) < WRITE_GROUP:
                 try:
                     following = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    # A batch's answers keep coming: wait for more (fewer, larger
+                    # transactions); a single answer is written at once.
+                    wait = gathered - time.monotonic()
+                    if len(group) < LINGER_FROM or wait <= 0:
+                        break
+                    try:
+                        following = self._queue.get(timeout=wait)
+                    except queue.Empty:
+                        break
                 if following is None or isinstance(following, threading.Event):
                     held = following
                     break
@@ -431,27 +568,23 @@ class Store:
                     connection.execute("ROLLBACK")
                 self._check_identity()
                 connection.execute("BEGIN IMMEDIATE")
+                self.writing = True
                 try:
-                    for write in group:
-                        try:
-                            write(connection)
-                        except (sqlite3.Error, OSError):
-                            raise
-                        except Exception:  # a bug in one write must not stop the others
-                            logger.exception("a write to the store failed")
+                    _write_group(connection, group)
+                    before = self._writes
+                    self._writes += len(group)
+                    if self._writes // TRIM_EVERY != before // TRIM_EVERY:
+                        self._trim(connection)  # in the same transaction: one commit less
                     connection.execute("COMMIT")
                 except BaseException:
                     _rollback(connection)
                     raise
                 finally:
+                    self.writing = False
                     for write in group:
-                        key = getattr(write, "cache_key", None)
+                        key = write[2] if type(write) is tuple else None
                         if key is not None:
                             self._pending.pop(key, None)
-                before = self._writes
-                self._writes += len(group)
-                if self._writes // 200 != before // 200:
-                    self._queue.put(self._trim)  # in a transaction of its own, next
             except (sqlite3.Error, OSError) as exc:
                 self._fail(exc)
             except Exception:  # a bug in the writer must not stop it
@@ -464,7 +597,8 @@ class Store:
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every write submitted so far is on disk (or the store failed)."""
-        if self._writer is None or not self._writer.is_alive():
+        writer = self._writer
+        if writer is None or not writer.is_alive():
             return True
         done = threading.Event()
         self._queue.put(done)
@@ -472,9 +606,10 @@ class Store:
 
     def close(self) -> None:
         self.flush()
-        if self._writer is not None and self._writer.is_alive():
+        writer = self._writer
+        if writer is not None and writer.is_alive():
             self._queue.put(None)
-            self._writer.join(10)
+            writer.join(10)
         with self._lock:
             readers, self._readers = self._readers, []
         for connection in readers:  # every thread's: sqlite3 allows closing from any thread
@@ -496,6 +631,25 @@ class Store:
             return False
         return row is not None
 
+    def present(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have a cached answer: one query for many keys (a batch's plan),
+        where ``has`` would make one each."""
+        keys = list(keys)
+        if self.failed is not None:
+            return set()
+        found = {k for k in keys if k in self._pending}
+        try:
+            connection = self._reader()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = connection.execute(f"SELECT key FROM cache WHERE key IN ({marks})", chunk)
+                found.update(row[0] for row in rows)
+        except (sqlite3.Error, OSError) as exc:
+            self._fail(exc)
+            return set()
+        return found
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached answer of ``key`` (``{"text", "meta"}``), or None."""
         if self.failed is not None:
@@ -514,31 +668,40 @@ class Store:
             return None
         if row is None:
             return None
-        now = time.time()
-        self._submit(lambda c: c.execute("UPDATE cache SET used = ? WHERE key = ?", (now, key)))
+        self._submit((_MARK_USED, (time.time(), key), None))
         return {"text": row[0], "meta": json.loads(row[1])}
 
     def put(self, key: str, provider: str, model: str, text: str, meta: dict[str, Any]) -> None:
         """Keep the answer of ``key`` (written on the writer thread)."""
+        if self.failed is not None:
+            return
         now = time.time()
-        blob = json.dumps(meta, ensure_ascii=False, default=str)
+        blob = json.dumps(meta, default=str)  # read back by json.loads only: ASCII is faster
         size = len(text.encode("utf-8", "surrogatepass")) + len(blob) + len(key)
-
-        def write(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "INSERT OR REPLACE INTO cache (key, provider, model, answer, meta, size, "
-                "created, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, provider, model, text, blob, size, now, now),
-            )
-
-        if self.failed is None:
-            self._pending[key] = (text, blob)
-            write.cache_key = key  # type: ignore[attr-defined]
-            self._submit(write)
+        self._pending[key] = (text, blob)
+        self._submit(("cache", (key, provider, model, text, blob, size, now, now), key))
 
     def _trim(self, connection: sqlite3.Connection) -> None:
-        """Drop the least recently used answers while the cache is over its limit."""
-        total = connection.execute("SELECT coalesce(sum(size), 0) FROM cache").fetchone()[0]
+        """Drop the least recently used answers while the cache is over its limit.
+
+        The cache's size is summed in full only when an upper bound of it is over the limit:
+        the size last summed, plus the rows added since (a row written, or written again, takes
+        a rowid above every other). A cache that lost its newest rows (cleared by another
+        process) is summed again."""
+        mark = self._trim_mark
+        top, added = connection.execute(
+            "SELECT (SELECT coalesce(max(rowid), 0) FROM cache), total(size) FROM cache "
+            "WHERE rowid > ?",
+            (mark[0] if mark is not None else 0,),
+        ).fetchone()
+        if mark is None:
+            total = int(added)  # every row: rowids start at 1
+        elif top >= mark[0] and mark[1] + added <= self.cache_max_bytes:
+            self._trim_mark = (top, mark[1] + int(added))
+            return
+        else:
+            total = connection.execute("SELECT coalesce(sum(size), 0) FROM cache").fetchone()[0]
+        self._trim_mark = (top, total)
         if total <= self.cache_max_bytes:
             return
         excess = total - int(self.cache_max_bytes * 0.9)
@@ -548,6 +711,7 @@ class Store:
             dropped += size
             if dropped >= excess:
                 break
+        self._trim_mark = (top, total - dropped)
 
     # -- inserted cells ---------------------------------------------------------------------
 
@@ -572,11 +736,11 @@ class Store:
 
     def mark_inserted(self, notebook: str, cell: str, code: str) -> None:
         """Remember that ``code`` (its hash) was opened below ``cell`` of ``notebook``."""
-        now = time.time()
         self._submit(
-            lambda c: c.execute(
+            (
                 "INSERT OR REPLACE INTO inserted (notebook, cell, code, time) VALUES (?, ?, ?, ?)",
-                (notebook, cell, code, now),
+                (notebook, cell, code, time.time()),
+                None,
             )
         )
 
@@ -612,43 +776,17 @@ class Store:
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one exchange to the log (written on the writer thread)."""
-        columns = (
-            "time",
-            "provider",
-            "model",
-            "parameters",
-            "system",
-            "messages",
-            "prompt",
-            "answer",
-            "error",
-            "seconds",
-            "prompt_tokens",
-            "completion_tokens",
-            "total_tokens",
-            "cache_read_input_tokens",
-            "cache_creation_input_tokens",
-            "cached",
-            "source",
-            "session",
-            "cell",
-            "tool_calls",
-            "batch",
-            "cost",
-            "cost_saved",
-            "pricing",
-            "input_chars",
-        )
         usage = record.get("usage") or {}
         calls = record.get("tool_calls")
         cost = record.get("cost")
+        when = record.get("time")
         values = (
-            record.get("time", time.time()),
+            time.time() if when is None else when,  # never NULL: see _Insert
             record["provider"],
             record["model"],
-            json.dumps(record.get("parameters") or {}, sort_keys=True),
+            _json_sorted(parameters) if (parameters := record.get("parameters")) else "{}",
             record.get("system"),
-            json.dumps(record.get("messages") or [], ensure_ascii=False, default=str),
+            _json(record.get("messages") or []),
             record.get("prompt", ""),
             record.get("answer"),
             record.get("error"),
@@ -662,15 +800,14 @@ class Store:
             record.get("source", "api"),
             record.get("session"),
             record.get("cell"),
-            None if calls is None else json.dumps(calls, ensure_ascii=False, default=str),
+            None if calls is None else _json(calls),
             1 if record.get("batch") else None,
             cost.usd if cost is not None else None,
             cost.saved if cost is not None else None,
             cost.pricing if cost is not None else None,
             record.get("input_chars"),
         )
-        sql = f"INSERT INTO log ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        self._submit(lambda c: c.execute(sql, values))
+        self._submit(("log", values, None))
 
     def records(
         self,
@@ -836,6 +973,10 @@ class Store:
         """The log's totals since ``since`` (a Unix time), one row per group of ``by``
         (``model``, ``day``, ``source``), of ``session`` only when given.
 
+        Each group is split by how it was asked: ``via`` is ``"batch"`` for the requests a
+        provider's Batch API answered (or failed), at the batch price, and ``"online"`` for
+        the others (cache hits are always online: nothing was asked).
+
         ``requests`` were sent (``failures`` among them); ``cache_hits`` were answered from the
         cache and cost 0; tokens are those of the requests sent; ``cost`` adds the known costs,
         ``unpriced`` counts the answers whose cost is unknown, ``local`` and ``free`` those of
@@ -859,11 +1000,11 @@ class Store:
         # (by model), and does the least work a row; the groups are merged here.
         source = "log INDEXED BY log_usage" if by == ["model"] else "log"
         sql = (
-            f"SELECT {''.join(k + ', ' for k in keys)}cached, pricing, error, count(*), "
+            f"SELECT {''.join(k + ', ' for k in keys)}cached, batch, pricing, error, count(*), "
             "total(prompt_tokens), total(completion_tokens), total(cache_read_input_tokens), "
             "total(cost), "
             f"total(cost_saved), count(cost) FROM {source} WHERE {' AND '.join(where)} "
-            f"GROUP BY {''.join(n + ', ' for n in names)}cached, pricing, error"
+            f"GROUP BY {''.join(n + ', ' for n in names)}cached, batch, pricing, error"
         )
         try:
             rows = self._reader().execute(sql, params)
@@ -871,13 +1012,25 @@ class Store:
             rows = self._reader().execute(sql.replace(" INDEXED BY log_usage", ""), params)
         totals: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in rows:
-            group = row[: len(names)]
-            cached, pricing, error, count, inputs, outputs, in_cache, cost, saved, priced = row[
-                len(names) :
-            ]
+            (
+                cached,
+                batch,
+                pricing,
+                error,
+                count,
+                inputs,
+                outputs,
+                in_cache,
+                cost,
+                saved,
+                priced,
+            ) = row[len(names) :]
+            via = "batch" if batch and not cached else "online"
+            group = (*row[: len(names)], via)
             record = totals.get(group)
             if record is None:
                 record = totals[group] = dict(zip(names, group))
+                record["via"] = via
                 record.update(dict.fromkeys(_USAGE_COUNTS, 0))
                 record.update(cost=0.0, cost_saved=0.0)
             record["exchanges"] += count
@@ -896,7 +1049,9 @@ class Store:
                 record["failures"] += count
             else:
                 record["unpriced"] += count - priced
-        return [totals[group] for group in sorted(totals, key=_sort_key)]
+        # Online before batch within a group.
+        order = sorted(totals, key=lambda g: (*_sort_key(g[:-1]), g[-1] != "online"))
+        return [totals[group] for group in order]
 
     def token_stats(
         self, provider: str, model: str, *, last: int = 200
@@ -918,6 +1073,57 @@ class Store:
         chars, tokens, answer = row
         ratio = chars / tokens if tokens else None
         return ratio, (float(answer) if answer is not None else None)
+
+
+def _write_group(connection: sqlite3.Connection, group: list[Any]) -> None:
+    """Run a transaction's writes in order: each run of ``_Write``s of one statement together
+    (one of ``_INSERTS`` as few statements as it can, another as one ``executemany``), other
+    writes (callables) one by one. The log's rows, which only ever append, go last and all
+    together (a batch's writes alternate between the cache and the log, which would make runs
+    of one)."""
+    run: list[Sequence[Any]] = []
+    sql = ""
+    logged: list[Sequence[Any]] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        insert = _INSERTS.get(sql)
+        if insert is not None:
+            insert.run(connection, run)
+        else:
+            connection.executemany(sql, run)
+        run.clear()
+
+    for write in group:
+        if type(write) is tuple:
+            statement, values, _ = write
+            if statement == "log":
+                logged.append(values)
+                continue
+            if run and statement != sql:
+                flush()
+            sql = statement
+            run.append(values)
+            continue
+        flush()
+        try:
+            write(connection)
+        except (sqlite3.Error, OSError):
+            raise
+        except Exception:  # a bug in one write must not stop the others
+            logger.exception("a write to the store failed")
+    flush()
+    if logged:
+        _INSERTS["log"].run(connection, logged)
+
+
+def _rows_per_statement(connection: sqlite3.Connection, width: int) -> int:
+    """The most rows of ``width`` values a statement takes: as many as SQLite's limit of
+    variables allows (999 before SQLite 3.32), at most 512."""
+    getlimit = getattr(connection, "getlimit", None)  # Python 3.11
+    limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit is not None else 999
+    return max(1, min(512, limit // width))
 
 
 def _rollback(connection: sqlite3.Connection) -> None:

@@ -459,7 +459,8 @@ def test_a_store_of_version_5_gains_the_jobs_tables(tmp_path: Path) -> None:
     )
     assert store.job_keys("b1") == ["k1", "k2"] and store.jobs(live=True)[0]["id"] == "b1"
     store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 7
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == stores.SCHEMA_VERSION
 
 
 def test_a_resumed_claude_job_reads_its_typed_answers(emu: EmulatorThread) -> None:
@@ -526,3 +527,163 @@ def test_batch_answers_cost_the_batch_share(emu: EmulatorThread) -> None:
     finally:
         cost.set_batch_discount(0.5)
         cost.set_prices(None)
+
+
+# -- usage: batch and online apart ----------------------------------------------------------------
+
+
+def test_usage_counts_batch_and_online_apart(
+    ip: object, emu: EmulatorThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pizzagpt_magic import cost
+    from pizzagpt_magic.cli import main
+    from pizzagpt_magic.reports import usage_report
+
+    cost.set_prices({"emu:emu-mini": {"input": 1.0, "output": 2.0}})
+    try:
+        answers = ask(["first row", "second row", "third row [[batch:fail]]"])
+        assert isinstance(answers[2], JobLineError)
+        ask_many(["an online question", "another one"], model=MODEL, progress=False)
+        ask_many(["first row"], model=MODEL, progress=False)  # a cache hit of a batch answer
+    finally:
+        cost.set_prices(None)
+    store = get_store()
+    store.flush()
+    # The count by hand, from the log.
+    expected = {}
+    for via, mine in (
+        ("batch", [r for r in store.records(None) if r["batch"] and not r["cached"]]),
+        ("online", [r for r in store.records(None) if not (r["batch"] and not r["cached"])]),
+    ):
+        sent = [r for r in mine if not r["cached"]]
+        expected[via] = {
+            "requests": len(sent),
+            "failures": sum(r["error"] is not None for r in sent),
+            "cache_hits": sum(bool(r["cached"]) for r in mine),
+            "input_tokens": sum(r["prompt_tokens"] or 0 for r in sent),
+            "output_tokens": sum(r["completion_tokens"] or 0 for r in sent),
+            "cost": sum(r["cost"] or 0.0 for r in mine),
+        }
+    assert expected["batch"]["requests"] == 3 and expected["batch"]["failures"] == 1
+    assert expected["online"]["requests"] == 2 and expected["online"]["cache_hits"] == 1
+    # Two answers of the batch at half the price of two online ones of the same size.
+    assert 0 < expected["batch"]["cost"] < expected["online"]["cost"]
+
+    def check(records: list[dict]) -> None:
+        found = {r["via"]: r for r in records if r["model"] == MODEL}
+        assert set(found) == {"batch", "online"}
+        for via, counts in expected.items():
+            for name, value in counts.items():
+                assert found[via][name] == pytest.approx(value, abs=1e-12), (via, name)
+
+    report = usage_report(store)
+    check(report.records())
+    text = report.text()
+    header = next(line for line in text.splitlines() if line.startswith("model"))
+    assert header.split()[:2] == ["model", "via"]
+    rows = [line.split() for line in text.splitlines() if line.startswith(MODEL)]
+    assert [row[1] for row in rows] == ["online", "batch"]
+    assert [row[2] for row in rows] == ["2", "3"]  # requests
+    # The magic: this kernel's report and the store's, both apart.
+    shown = ip.run_line_magic("pizza", "--usage")  # type: ignore[attr-defined]
+    check(shown.more[0].records() if shown.more else shown.records())
+    assert "batch" in shown._repr_mimebundle_()["text/html"]
+    # The command line, as text and as JSON.
+    assert main(["usage", "--json"]) == 0
+    check(json.loads(capsys.readouterr().out))
+    assert main(["usage"]) == 0
+    assert " batch " in capsys.readouterr().out
+
+
+def test_a_store_of_version_7_gets_the_batch_column_in_its_usage_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    from pizzagpt_magic import store as stores
+
+    path = tmp_path / "v7.sqlite3"
+    connection = sqlite3.connect(path)
+    for number in range(1, 8):
+        for statement in stores.MIGRATIONS.get(number, ()):
+            connection.execute(statement)
+    for name, kind in stores.LOG_COLUMNS.items():
+        connection.execute(f"ALTER TABLE log ADD COLUMN {name} {kind}")
+    connection.execute(  # the usage index as version 7 made it
+        "CREATE INDEX log_usage ON log (provider, model, cached, pricing, error, time, session, "
+        "source, prompt_tokens, completion_tokens, cache_read_input_tokens, cost, cost_saved)"
+    )
+    connection.execute("PRAGMA user_version = 7")
+    connection.execute(
+        "INSERT INTO log (time, provider, model, parameters, messages, prompt, source, batch, "
+        "prompt_tokens, cost) VALUES (0, 'p', 'm', '{}', '[]', 'kept', 'api', 1, 7, 0.5)"
+    )
+    connection.commit()
+    connection.close()
+    store = stores.Store(path)
+    assert store.usable and store.records(5)[0]["prompt"] == "kept"
+    (row,) = store.usage()
+    assert row["via"] == "batch" and row["input_tokens"] == 7 and row["cost"] == 0.5
+    store.close()
+    connection = sqlite3.connect(path)
+    columns = [r[2] for r in connection.execute("PRAGMA index_info(log_usage)")]
+    assert columns[:4] == ["provider", "model", "cached", "batch"]
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == stores.SCHEMA_VERSION
+    connection.close()
+
+
+# -- estimates: the online price and the batch price ---------------------------------------------
+
+
+def test_estimate_with_the_batch_api_shows_both_prices(ip: object, emu: EmulatorThread) -> None:
+    from pizzagpt_magic import cost
+    from pizzagpt_magic.batch import estimate_many
+
+    cost.set_prices({"emu:emu-mini": {"input": 1.0, "output": 2.0}})
+    try:
+        ip.run_line_magic("config", "PizzaMagics.batch_discount = 0.4")  # type: ignore[attr-defined]
+        ip.user_ns["items"] = ["apple", "pear", "apple", "plum"]  # type: ignore[attr-defined]
+        cell = f"--each items --estimate --max-tokens 50 -m {MODEL}"
+        online = ip.run_cell_magic("pizza", cell, "Name the fruit {item}")  # type: ignore[attr-defined]
+        both = ip.run_cell_magic("pizza", cell + " --batch-api", "Name the fruit {item}")  # type: ignore[attr-defined]
+        assert emu.files == {} and emu.openai_batches == {}  # an estimate sends nothing
+        assert online.batch_usd is None and "Batch API" not in online.line()
+        assert both.requests == 3 and both.output_tokens == 3 * 50
+        assert both.usd == pytest.approx(online.usd) and both.usd > 0
+        assert both.batch_share == 0.4
+        assert both.batch_usd == pytest.approx(both.usd * 0.4)
+        line = repr(both)
+        assert f"cost {cost.format_usd(both.usd)} online" in line
+        assert f"{cost.format_usd(both.batch_usd)} through the Batch API (40%" in line
+        assert both.as_dict()["batch_usd"] == pytest.approx(both.usd * 0.4)
+        bundle = both._repr_mimebundle_()
+        markdown = bundle["text/markdown"]
+        assert "| online | 3 |" in markdown and "| Batch API (40%) | 3 |" in markdown
+        assert "$" not in markdown.replace("\\$", "")  # no mathematics in a notebook
+        assert bundle["text/plain"] == line
+        # The Python API.
+        python = estimate_many(["apple", "pear", "apple"], model=MODEL, batch_api=True)
+        assert python.requests == 2 and python.batch_usd == pytest.approx(python.usd * 0.4)
+        assert estimate_many(["apple"], model=MODEL).batch_usd is None
+    finally:
+        ip.run_line_magic("config", "PizzaMagics.batch_discount = 0.5")  # type: ignore[attr-defined]
+        cost.set_prices(None)
+
+
+def test_frame_estimates_with_the_batch_api_show_both_prices(emu: EmulatorThread) -> None:
+    pd = pytest.importorskip("pandas")
+    import pizzagpt_magic  # noqa: F401  (registers the accessor)
+    from pizzagpt_magic import cost
+
+    frame = pd.DataFrame({"text": ["good", "bad", "good"]})
+    cost.set_prices({"emu:emu-mini": {"input": 1.0, "output": 2.0}})
+    try:
+        online = frame.pizza.estimate("map", "Summarise {text}", model=MODEL, max_tokens=20)
+        both = frame.pizza.estimate(
+            "map", "Summarise {text}", model=MODEL, max_tokens=20, batch_api=True
+        )
+    finally:
+        cost.set_prices(None)
+    assert emu.files == {}
+    assert online.batch_cost_label is None and "Batch API" not in str(online)
+    assert both.requests == 2 and both.usd == pytest.approx(online.usd)
+    assert both.batch_usd == pytest.approx(both.usd * 0.5)
+    assert f"{cost.format_usd(both.batch_usd)} through the Batch API (50%" in str(both)

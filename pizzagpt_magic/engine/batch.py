@@ -72,7 +72,9 @@ class Batch:
         # Positions without a prompt have no key: they stand apart from the plan.
         self._where = [i for i, p in enumerate(prompts) if p is not None]
         valid = [p for p in prompts if p is not None]
+        self.recorder.prefetch([p.key for p in valid])
         self.plan = make_plan(valid, self.recorder.lookup)
+        self.recorder.forget_prefetched()
         #: Requests sent so far (repairs included), and the dollars they are known to have cost.
         self.sent = 0
         self.spent = 0.0
@@ -86,7 +88,11 @@ class Batch:
             self._settled_early.append((self._settle(key, outcome), outcome))
 
     def _settle(self, key: str, outcome: Outcome) -> list[int]:
-        positions = [self._where[i] for i in self.plan.positions[key]]
+        where = self._where
+        positions = [where[self.plan.first[key]]]
+        more = self.plan.repeats.get(key)
+        if more:
+            positions += [where[i] for i in more]
         for position in positions:
             self.outcomes[position] = outcome
         return positions

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["Outcome", "check"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What one key ended with: the answer's ``value`` (its text, or with a schema the dict or
     model instance), or the ``error``; the ``completion`` when an answer came (its ``text`` is

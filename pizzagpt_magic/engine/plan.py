@@ -18,27 +18,34 @@ __all__ = ["Plan", "make_plan"]
 class Plan:
     """The prompts of a batch by key.
 
-    ``keys`` is each position's key; ``positions`` each key's positions; ``unique`` the first
-    prompt of each key; ``answered`` the outcomes the store or memory gave; ``pending`` the
-    prompts to send, one a key.
+    ``keys`` is each position's key; ``first`` each key's first position and ``repeats`` the
+    later ones of a key asked more than once (``positions`` gives them all); ``unique`` the
+    first prompt of each key; ``answered`` the outcomes the store or memory gave; ``pending``
+    the prompts to send, one a key.
     """
 
-    __slots__ = ("answered", "keys", "pending", "positions", "unique")
+    __slots__ = ("answered", "first", "keys", "pending", "repeats", "unique")
 
     def __init__(self, prompts: Sequence[Prompt]) -> None:
         self.keys = [p.key for p in prompts]
-        self.positions: dict[str, list[int]] = {}
+        # Positions as ints, a list only for a key asked again: a batch of distinct prompts
+        # holds no list a key (fewer objects for the garbage collector to walk).
+        self.first: dict[str, int] = {}
+        self.repeats: dict[str, list[int]] = {}
         self.unique: dict[str, Prompt] = {}
         for position, prompt in enumerate(prompts):
             key = prompt.key
-            found = self.positions.get(key)
-            if found is None:
-                self.positions[key] = [position]
+            if key not in self.first:
+                self.first[key] = position
                 self.unique[key] = prompt
             else:
-                found.append(position)
+                self.repeats.setdefault(key, []).append(position)
         self.answered: dict[str, Outcome] = {}
         self.pending: list[Prompt] = []
+
+    def positions(self, key: str) -> list[int]:
+        """Every position of ``key``, in order."""
+        return [self.first[key], *self.repeats.get(key, ())]
 
     @property
     def requests(self) -> int:

@@ -119,6 +119,21 @@ class Prompt:
         )
 
 
+def _makers() -> tuple[Any, Any]:
+    """``api._prepare`` and ``schema.as_schema``, imported once (``api`` imports the engine;
+    a batch makes tens of thousands of prompts, and an import statement costs each)."""
+    global _MAKERS
+    if _MAKERS is None:
+        from ..api import _prepare
+        from ..schema import as_schema
+
+        _MAKERS = (_prepare, as_schema)
+    return _MAKERS
+
+
+_MAKERS: tuple[Any, Any] | None = None
+
+
 def make_prompt(
     prompt: Any,
     *,
@@ -138,9 +153,7 @@ def make_prompt(
     class), a system message, earlier messages, parameters, model options and a schema in any
     of its forms. A prompt that cannot be sent is a ``PromptError`` (or a
     ``SchemaSpecError``, a ``ConfigurationError``) here, before anything is sent."""
-    from ..api import _prepare
-    from ..schema import as_schema
-
+    _prepare, as_schema = _makers()
     question = _prepare(
         prompt,
         model,

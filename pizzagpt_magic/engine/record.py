@@ -20,6 +20,20 @@ if TYPE_CHECKING:
 __all__ = ["Recorder"]
 
 
+def _api() -> Any:
+    """The modules a record needs, imported once (``api`` imports the engine): a batch
+    records tens of thousands of answers, and an import statement costs each of them."""
+    global _MODULES
+    if _MODULES is None:
+        from .. import answers, api
+
+        _MODULES = (answers, api)
+    return _MODULES
+
+
+_MODULES: tuple[Any, Any] | None = None
+
+
 class Recorder:
     """Lookups in, and writes to, the store and ``memory`` for one batch."""
 
@@ -42,31 +56,39 @@ class Recorder:
         self.log = log and store is not None and stores.logging_enabled()
         self.context = context
         self.memory = memory
+        #: The keys the store holds among those ``prefetch`` was given (None: not asked).
+        self._stored: set[str] | None = None
+
+    def prefetch(self, keys: list[str]) -> None:
+        """Ask the store at once which of ``keys`` it holds, so that ``lookup`` reads only
+        those (a large batch's plan would otherwise ask once a key)."""
+        store = self.store
+        if self.cache and store is not None and len(keys) > 64 and hasattr(store, "present"):
+            self._stored = store.present(keys)
+
+    def forget_prefetched(self) -> None:
+        """Back to asking the store key by key (what ``prefetch`` found is out of date)."""
+        self._stored = None
 
     def lookup(self, prompt: Prompt) -> Completion | None:
         """The kept answer of ``prompt``'s key (marked as cached), or None: the answer file's
         first when one is in effect (only it with ``answers_only``), then memory, the store."""
-        from .. import answers
-
+        answers, api = _api()
         settings = answers.current()
         if settings is not None:
-            from ..api import from_answer_file
-
-            hit = from_answer_file(
+            hit = api.from_answer_file(
                 settings, prompt.backend, prompt.messages, prompt.parameters, False
             )
             if hit is not None or settings.refresh or settings.only:
                 return hit
         if not self.cache:
             return None
-        from ..api import Completion
-
         if self.memory is not None:
             hit = self.memory.get(prompt.key)
             if hit is not None:
                 cost = hit.cost.hit() if hit.cost is not None else None
                 return dataclasses.replace(hit, cached=True, seconds=0.0, cost=cost)
-        if self.store is None:
+        if self.store is None or (self._stored is not None and prompt.key not in self._stored):
             return None
         found = self.store.get(prompt.key)
         if found is None:
@@ -77,7 +99,7 @@ class Recorder:
         meta = found["meta"]
         backend = prompt.backend
         pricing = pricing_for(backend.provider, backend.model, origin_of(backend, prompt.base_url))
-        return Completion(
+        return api.Completion(
             found["text"],
             backend.provider,
             backend.model,
@@ -94,14 +116,11 @@ class Recorder:
         a cache hit already), and in the answer file when one is in effect, and in the log
         whatever it was."""
         completion = outcome.completion
+        answers, api = _api()
         if outcome.ok and completion is not None:
-            from .. import answers
-
             settings = answers.current()
             if settings is not None:
-                from ..api import to_answer_file
-
-                to_answer_file(settings, completion, prompt.messages)
+                api.to_answer_file(settings, completion, prompt.messages)
         store = self.store
         if outcome.ok and completion is not None and not completion.cached:
             if store is not None:
@@ -116,17 +135,19 @@ class Recorder:
                 self.memory[prompt.key] = dataclasses.replace(completion, cached=False)
         if not self.log:
             return
-        from ..api import log_exchange
-
+        log_exchange = api.log_exchange
         if outcome.ok:
             log_exchange(store, completion, prompt.messages, context=self.context)
         else:
             error = outcome.error
+            context = self.context
+            if getattr(error, "batch", False) or (completion is not None and completion.batch):
+                context = {**(context or {}), "batch": True}  # a Batch API's failure
             log_exchange(
                 store,
                 None,
                 prompt.messages,
-                context=self.context,
+                context=context,
                 backend=prompt.backend,
                 error=f"{type(error).__name__}: {error}",
                 partial=outcome.text or getattr(error, "partial", None) or None,

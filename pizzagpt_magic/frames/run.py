@@ -30,7 +30,8 @@ class Estimate:
     ``input_tokens`` (characters over the characters a token of the model's logged answers,
     about 4 when it has none) and ``output_tokens`` for those requests, and what they would
     cost: ``usd`` (None when the model is unpriced) and how the model is ``pricing``-ed (see
-    ``estimates``). ``levels`` is an ``agg`` tree's questions per level."""
+    ``estimates``). ``levels`` is an ``agg`` tree's questions per level. With ``batch_api=True``
+    the Batch API's price is beside the online one: ``batch_usd``, ``batch_share`` of it."""
 
     method: str
     rows: int
@@ -42,23 +43,39 @@ class Estimate:
     output_tokens: int = 0
     usd: float | None = None
     pricing: str = ""
+    batch_share: float | None = None
+    batch_usd: float | None = None
 
     @property
     def cost_label(self) -> str:
+        return self._label(self.usd)
+
+    @property
+    def batch_cost_label(self) -> str | None:
+        """The cost through the Batch API (None: not asked with ``batch_api=True``)."""
+        return None if self.batch_share is None else self._label(self.batch_usd)
+
+    def _label(self, usd: float | None) -> str:
         if self.pricing in ("local", "free"):
             return self.pricing
-        if self.usd is None:
+        if usd is None:
             return "unpriced"
         from ..cost import format_usd
 
-        return format_usd(self.usd)
+        return format_usd(usd)
 
     def __str__(self) -> str:
         tree = ""
         if self.levels is not None:
             tree = f"; a tree of {len(self.levels)} levels ({' + '.join(map(str, self.levels))})"
+        both = (
+            f" online, {self.batch_cost_label} through the Batch API "
+            f"({self.batch_share:.0%} of the online price)"
+            if self.batch_share is not None
+            else ""
+        )
         cost = (
-            f", {self.output_tokens:,} output tokens; cost {self.cost_label}"
+            f", {self.output_tokens:,} output tokens; cost {self.cost_label}{both}"
             if self.pricing
             else ""
         )
@@ -186,7 +203,11 @@ def estimate(method: str, texts: list[str], options: Options, *, schema: Any = N
     batch = _Prepared(texts, options, schema).batch
     plan = batch.plan
     found = batch.estimate()
-    requests = _strategy(options).planned_requests(plan.pending)
+    if options.batch_api:  # a job's line a prompt, at both prices
+        found.at_batch_price()
+        requests = len(plan.pending)
+    else:
+        requests = _strategy(options).planned_requests(plan.pending)
     return Estimate(
         method,
         len(texts),
@@ -197,6 +218,8 @@ def estimate(method: str, texts: list[str], options: Options, *, schema: Any = N
         output_tokens=found.output_tokens,
         usd=found.usd,
         pricing=found.pricing,
+        batch_share=found.batch_share,
+        batch_usd=found.batch_usd,
     )
 
 

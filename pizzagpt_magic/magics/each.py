@@ -123,7 +123,10 @@ def ask_each(magics: PizzaMagics, args: Any, template: str) -> Any:
     limits = None
     if args.estimate or args.max_cost is not None or magics.budget is not None:
         estimate = batch.estimate()
-        estimate.packed = strategy.planned_requests(batch.plan.pending)  # as it will send
+        if args.batch_api:  # a job's line a prompt, at both prices
+            estimate.at_batch_price(magics.batch_discount)
+        else:
+            estimate.packed = strategy.planned_requests(batch.plan.pending)  # as it will send
         if args.estimate:
             return estimate
         limits = magics._limits(args, estimate)

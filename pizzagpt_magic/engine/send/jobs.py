@@ -31,8 +31,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import HTTPStatusError, JobError, JobLineError, PizzagptError, TransportError
 from . import Pending, Result, fetch
@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 #: Writes the store may hold queued while a job's results are read: past it, reading waits for
 #: the store, so memory does not grow with the lines read.
 BACKLOG = 4000
+#: Results read between two looks at the store's writer (``Jobs._keep_up``), and how long
+#: the reading pauses for a writer that is writing, in seconds.
+KEEP_UP_EVERY = 32
+YIELD = 0.0001
 #: The first and the longest wait between two polls, in seconds.
 POLL_FIRST = 3.0
 POLL_MAX = 60.0
@@ -64,6 +68,25 @@ def _completion() -> Any:
 
 
 _COMPLETION: Any = None
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _from_job(error: _E) -> _E:
+    """``error``, marked as a Batch API's (``batch``): the log counts it with the batch's
+    requests, apart from the online ones."""
+    error.batch = True  # type: ignore[attr-defined]
+    return error
+
+
+def _pricing(backend: Any) -> Any:
+    """The pricing of ``backend``'s model at its endpoint (``cost.pricing_for``; a job's
+    backend is always an endpoint)."""
+    from ...cost import pricing_for
+    from ..keys import origin_of
+
+    return pricing_for(backend.provider, backend.model, origin_of(backend))
 
 
 class MemoryBook:
@@ -131,8 +154,6 @@ class Tracked:
     keys: list[str]
     state: JobState | None = None
     over: bool = False
-    #: The lines submitted in this run (for a job split again after a refusal).
-    lines: list[Line] = field(default_factory=list)
 
 
 class Jobs:
@@ -164,6 +185,8 @@ class Jobs:
         self.resumed: list[str] = []
         self._tracked: list[Tracked] = []
         self._deferred: list[tuple[BatchClient, list[Line]]] = []
+        #: Each model's pricing at its endpoint, found once for a job's lines.
+        self._prices: dict[tuple[str, str, str], Any] = {}
 
     @property
     def ids(self) -> list[str]:
@@ -210,7 +233,9 @@ class Jobs:
         )
         self.submitted.append(state.id)
         logger.info("submitted job %s (%d requests) to %s", state.id, len(lines), client.name)
-        tracked = Tracked(client, state.id, keys, state, lines=list(lines))
+        # The lines are not kept while the job runs (tens of megabytes for a large job): a
+        # job refused for the tokens queued makes them again from its prompts.
+        tracked = Tracked(client, state.id, keys, state)
         self._tracked.append(tracked)
         return tracked
 
@@ -335,9 +360,10 @@ class Jobs:
                     continue
                 seen.add(key)
                 yield prompt, self._result(prompt, line)
-                if len(seen) % 500 == 0:
+                if len(seen) % KEEP_UP_EVERY == 0:
                     await self._keep_up()
         except JobError as exc:  # the results are gone: the rows fail, a rerun submits anew
+            _from_job(exc)
             for key in mine - seen:
                 yield by_key[key], exc
             self.book.update_job(tracked.id, collected=1, error=str(exc))
@@ -346,9 +372,11 @@ class Jobs:
             if key not in seen:
                 yield (
                     by_key[key],
-                    JobLineError(
-                        f"{tracked.client.name}: no result for this row (job {tracked.id} "
-                        f"{state.status})"
+                    _from_job(
+                        JobLineError(
+                            f"{tracked.client.name}: no result for this row (job {tracked.id} "
+                            f"{state.status})"
+                        )
                     ),
                 )
         self.book.update_job(tracked.id, collected=1)
@@ -358,7 +386,7 @@ class Jobs:
     ) -> AsyncIterator[Result]:
         client = tracked.client
         if state.code == "token_limit_exceeded":
-            lines = tracked.lines or [client.line(by_key[k]) for k in tracked.keys]
+            lines = [client.line(by_key[k]) for k in tracked.keys]
             others = any(not t.over for t in self._tracked)
             if len(lines) > 1:
                 half = len(lines) // 2
@@ -371,18 +399,23 @@ class Jobs:
                 self._deferred.append((client, lines))
                 return
         reason = "; ".join(state.errors) or f"the job {state.status}"
-        error = JobError(f"{client.name} refused job {tracked.id}: {reason}")
+        error = _from_job(JobError(f"{client.name} refused job {tracked.id}: {reason}"))
         for key in tracked.keys:
             yield by_key[key], error
 
     def _result(self, prompt: Prompt, line: Any) -> Any:
         if line.error is not None:
-            return line.error
+            return _from_job(line.error)
         if not (line.text or "").strip():
             from ...errors import EmptyAnswerError
 
-            return EmptyAnswerError(f"{prompt.backend.provider} sent an empty answer")
+            return _from_job(EmptyAnswerError(f"{prompt.backend.provider} sent an empty answer"))
         backend = prompt.backend
+        assert backend.endpoint is not None  # a backend with a Batch API
+        where = (backend.provider, backend.model, backend.endpoint.url)
+        pricing = self._prices.get(where)
+        if pricing is None:
+            pricing = self._prices[where] = _pricing(backend)
         completion = _completion()(
             line.text,
             backend.provider,
@@ -392,18 +425,25 @@ class Jobs:
             line.usage,
             0.0,
             batch=True,
+            cost=pricing.cost(line.usage).at_batch_price(),
         )
-        from ...cost import pricing_for
-        from ..keys import origin_of
-
-        pricing = pricing_for(backend.provider, backend.model, origin_of(backend, prompt.base_url))
-        completion.cost = pricing.cost(line.usage).at_batch_price()
         return completion
 
     async def _keep_up(self) -> None:
-        """Past ``BACKLOG`` writes queued, wait until the store's writer has done half."""
+        """Past ``BACKLOG`` writes queued, wait until the store's writer has done half; while
+        it writes, let it have the GIL a moment.
+
+        A finished job's results are read without waiting for the network: this loop holds
+        the GIL all along, and the writer, which gives the GIL up for each statement SQLite
+        runs, would get it back only after the interpreter's switch interval (5 ms) each
+        time. A short sleep here hands it over at once: ``time.sleep``, which lets go of the
+        GIL for that long, where the event loop's shortest wait is a millisecond."""
         store = self.store
-        if store is None or getattr(store, "backlog", 0) <= BACKLOG:
+        if store is None:
+            return
+        if getattr(store, "backlog", 0) <= BACKLOG:
+            if getattr(store, "writing", False):
+                time.sleep(YIELD)
             return
         while store.backlog > BACKLOG // 2 and store.usable:
             await asyncio.sleep(0.005)

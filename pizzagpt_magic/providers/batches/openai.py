@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ...errors import HTTPStatusError, JobError, JobLineError, PizzagptError, ResponseError
+from ..openai import OpenAICompatible, parse_completion, takes_response_format
 from . import CHAT_PATH, BatchClient, JobState, Line, LineResult, _error_of, _one_line
 
 __all__ = ["OpenAIBatches"]
+
+#: A line of the input file: compact JSON, with an encoder made once for the job's lines.
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class OpenAIBatches(BatchClient):
@@ -22,8 +27,6 @@ class OpenAIBatches(BatchClient):
     max_bytes = 200 * 1024 * 1024
 
     def line(self, prompt: Any) -> Line:
-        from ..openai import OpenAICompatible, takes_response_format
-
         schema = prompt.schema
         response_format = None
         messages = prompt.sent_messages()
@@ -42,8 +45,7 @@ class OpenAIBatches(BatchClient):
             prompt.options,
         )
         record = {"custom_id": prompt.key, "method": "POST", "url": CHAT_PATH, "body": body}
-        data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
-        return Line(prompt.key, body, data)
+        return Line(prompt.key, body, _compact(record).encode())
 
     async def probe(self) -> None:
         await self._probe(f"{self.base_url}/batches?limit=1")
@@ -109,8 +111,6 @@ class OpenAIBatches(BatchClient):
         return self._state(await self._json("POST", f"{self.base_url}/batches/{job_id}/cancel"))
 
     async def results(self, state: JobState) -> AsyncIterator[LineResult]:
-        from ..openai import parse_completion
-
         for file_id in (state.output, state.error_output):
             if not file_id:
                 continue
@@ -145,6 +145,7 @@ def _openai_result(record: Any, parse: Any, name: str) -> LineResult:
         text, finish, usage = parse(body)
     except PizzagptError as exc:
         return LineResult(custom_id, error=exc)
-    return LineResult(
-        custom_id, text, finish or "stop", usage.as_dict() if usage is not None else None
-    )
+    finish = finish or "stop"
+    if isinstance(finish, str):  # interned: the answers a job keeps share one string
+        finish = sys.intern(finish)
+    return LineResult(custom_id, text, finish, usage.as_dict() if usage is not None else None)
