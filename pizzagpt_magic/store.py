@@ -288,7 +288,7 @@ class _Insert:
             )
         return found
 
-    def run(self, connection: sqlite3.Connection, rows: list[Sequence[Any]]) -> None:
+    def run(self, connection: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows``, in order."""
         per = _rows_per_statement(connection, self.width)
         for start in range(0, len(rows), per):
@@ -309,6 +309,7 @@ _INSERTS = {
         "INSERT OR REPLACE INTO cache (key, provider, model, answer, meta, size, created, used)",
         8,
     ),
+    "job_rows": _Insert("INSERT OR IGNORE INTO job_rows (job, key)", 2),
 }
 _MARK_USED = "UPDATE cache SET used = ? WHERE key = ?"
 
@@ -891,7 +892,7 @@ class Store:
                 "status, requests, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
-            connection.executemany("INSERT OR IGNORE INTO job_rows (job, key) VALUES (?, ?)", rows)
+            _INSERTS["job_rows"].run(connection, rows)
 
         self._submit(write)
         return self.failed is None and self.flush() and self.failed is None

@@ -384,3 +384,29 @@ def test_the_messages_api_masks_the_key_on_every_error_path(raw, monkeypatch, sc
     with pytest.raises(PizzagptError) as info:
         run_sync(read())
     assert ODD_KEY not in f"{info.value} {vars(info.value)}"
+
+
+def test_usage_counts_are_what_the_usage_object_gives():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from pizzagpt_magic.providers.openai import _usage, usage_counts
+
+    count = st.one_of(st.integers(-2, 10**6), st.none(), st.booleans(), st.floats(), st.text())
+    names = st.sampled_from(["prompt_tokens", "completion_tokens", "total_tokens", "other"])
+    details = st.one_of(st.none(), st.fixed_dictionaries({"cached_tokens": count}))
+    usage = st.one_of(
+        st.none(),
+        st.lists(st.integers()),
+        st.tuples(st.dictionaries(names, count), details).map(
+            lambda pair: {**pair[0], **({"prompt_tokens_details": pair[1]} if pair[1] else {})}
+        ),
+    )
+
+    @given(usage)
+    def agree(value):
+        made = _usage(value)
+        expected = made.as_dict() if made is not None else None
+        assert usage_counts(value) == (expected or None)
+
+    agree()

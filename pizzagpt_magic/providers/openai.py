@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .._version import __version__
@@ -56,8 +56,10 @@ __all__ = [
     "Target",
     "list_models",
     "parse_completion",
+    "parse_completion_counts",
     "refuse_response_format",
     "takes_response_format",
+    "usage_counts",
 ]
 
 #: The default limits of one streamed event and of one answer (see ``OpenAICompatible``).
@@ -160,9 +162,16 @@ def parse_completion(
     return text, finish, usage
 
 
+def parse_completion_counts(data: Any) -> tuple[str, str | None, dict[str, int] | None]:
+    """``parse_completion``, with the usage as its counts (what ``Usage.as_dict`` gives),
+    made without a ``Usage`` on the way (a Batch API job's tens of thousands of lines)."""
+    text, finish, counts, _ = _completion(data, (), usage_counts)
+    return text, finish, counts
+
+
 def _completion(
-    data: Any, secrets: tuple[str | None, ...] = ()
-) -> tuple[str, str | None, Usage | None, str | None]:
+    data: Any, secrets: tuple[str | None, ...] = (), usage: Callable[[Any], Any] | None = None
+) -> tuple[str, str | None, Any, str | None]:
     if not isinstance(data, dict):
         raise ResponseShapeError(f"expected a JSON object, got {type(data).__name__}")
     if data.get("error") and "choices" not in data:
@@ -181,11 +190,32 @@ def _completion(
     if text is None:
         raise ResponseShapeError(f"'content' is {type(content).__name__}, expected text")
     other = None if text else _other_output(message)
-    return text, choices[0].get("finish_reason"), _usage(data.get("usage")), other
+    counts = (usage or _usage)(data.get("usage"))
+    return text, choices[0].get("finish_reason"), counts, other
 
 
 def _count(value: Any) -> bool:
     return type(value) is int and value >= 0
+
+
+def usage_counts(value: Any) -> dict[str, int] | None:
+    """The counts of a Chat Completions ``usage``, as ``Usage.as_dict`` gives them (None for
+    none)."""
+    if not isinstance(value, dict):
+        return None
+    counts: dict[str, int] = {}
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        count: Any = value.get(name)
+        if _count(count):
+            counts[name] = count
+    if not counts:
+        return None
+    if "total_tokens" not in counts and len(counts) == 2:  # as Usage adds it up
+        counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"]
+    details = value.get("prompt_tokens_details")
+    if isinstance(details, dict) and _count(details.get("cached_tokens")):
+        counts["cache_read_input_tokens"] = details["cached_tokens"]
+    return counts
 
 
 def _usage(value: Any) -> Usage | None:

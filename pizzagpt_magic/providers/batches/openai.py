@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ...errors import HTTPStatusError, JobError, JobLineError, PizzagptError, ResponseError
-from ..openai import OpenAICompatible, parse_completion, takes_response_format
+from ..openai import OpenAICompatible, parse_completion_counts, takes_response_format
 from . import CHAT_PATH, BatchClient, JobState, Line, LineResult, _error_of, _one_line
 
 __all__ = ["OpenAIBatches"]
@@ -116,7 +116,7 @@ class OpenAIBatches(BatchClient):
                 continue
             try:
                 async for record in self._lines(f"{self.base_url}/files/{file_id}/content"):
-                    yield _openai_result(record, parse_completion, self.name)
+                    yield _openai_result(record, parse_completion_counts, self.name)
             except HTTPStatusError as exc:
                 if exc.status == 404:
                     raise JobError(
@@ -148,4 +148,4 @@ def _openai_result(record: Any, parse: Any, name: str) -> LineResult:
     finish = finish or "stop"
     if isinstance(finish, str):  # interned: the answers a job keeps share one string
         finish = sys.intern(finish)
-    return LineResult(custom_id, text, finish, usage.as_dict() if usage is not None else None)
+    return LineResult(custom_id, text, finish, usage)
