@@ -378,8 +378,9 @@ def test_a_killed_kernel_loses_no_answer_and_the_rerun_asks_only_the_rest(tmp_pa
         finally:
             kernel.shutdown()
     missing = 200 - answered
-    # Only the items with no answer yet: at most those, plus the ones in flight at the kill.
-    assert missing <= emu.requests <= missing + 4, (answered, emu.requests)
+    # Only the items with no answer yet: at most those, plus the 4 in flight at the kill and
+    # an answer or two that arrived in the last milliseconds, before the writer's commit.
+    assert missing <= emu.requests <= missing + 6, (answered, emu.requests)
 
 
 @pytest.mark.kernel
